@@ -1,0 +1,48 @@
+# rivet - build. `make` builds build/rivet; `make unit` builds and runs the unit tests;
+# `make SAN=1 BUILD=build-asan` builds with ASan+UBSan. Source files are found by wildcard,
+# so a new module needs no edit here.
+BUILD   ?= build
+CC      ?= cc
+SAN     ?=
+PKGS    := libfyaml libpcre2-8
+DEPFLAGS = -MMD -MP
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers \
+           -Wstrict-prototypes -Wpointer-arith -Wvla
+CFLAGS  ?= -O2 -g
+ifeq ($(SAN),1)
+CFLAGS  := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDSAN   := -fsanitize=address,undefined
+endif
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Isrc $(shell pkg-config --cflags $(PKGS)) $(CFLAGS)
+LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lpthread -lm
+
+SRCS    := $(filter-out src/cli/main.c,$(sort $(shell find src -name '*.c')))
+OBJS    := $(SRCS:%.c=$(BUILD)/%.o)
+TSRCS   := $(sort $(wildcard tests/unit/test_*.c))
+TBINS   := $(TSRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all unit clean
+all: $(BUILD)/rivet
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(DEPFLAGS) -c $< -o $@
+
+$(BUILD)/librivet.a: $(OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/rivet: $(BUILD)/src/cli/main.o $(BUILD)/librivet.a
+	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/librivet.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+
+unit: $(TBINS)
+	@tests/unit/run.sh $(TBINS)
+
+clean:
+	rm -rf build build-asan
+
+-include $(OBJS:.o=.d) $(BUILD)/src/cli/main.d $(TSRCS:tests/unit/%.c=$(BUILD)/tests/unit/%.d)

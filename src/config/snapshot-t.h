@@ -1,0 +1,238 @@
+/*
+ * snapshot-t.h - types of the compiled, immutable configuration snapshot.
+ *
+ * A snapshot is what the control thread builds from the accepted Gloo resources (the
+ * translation of Gateways, VirtualServices, RouteTables, Upstreams and UpstreamGroups, like
+ * Gloo's Proxy) and publishes to the workers with one atomic pointer swap. Everything it
+ * points to lives in snap->arena and is never modified after publication, so workers read it
+ * without locks. Delegation is already flattened, options are already merged, and every
+ * route has exactly one matcher (Gloo emits one Envoy route per matcher).
+ *
+ * Owners: config/ builds it (translate.c), proxy/router.c adds its compiled lookup index,
+ * control/ publishes and retires it (refcount), workers pin it per request.
+ */
+#ifndef RV_SNAPSHOT_T_H
+#define RV_SNAPSHOT_T_H
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "core/arena.h"
+#include "core/common.h"
+
+/* Opaque to everyone but src/proxy/router.c. */
+typedef struct rv_router_index_s rv_router_index_t;
+/* pcre2_code, kept opaque here so headers need not include pcre2.h */
+typedef struct rv_regex_s rv_regex_t;
+
+#define RV_NO_CLUSTER UINT32_MAX
+#define RV_TIMEOUT_UNSET (-1)
+
+/* ---- matching ---------------------------------------------------------------------- */
+
+enum rv_path_kind { RV_PATH_PREFIX = 0, RV_PATH_EXACT, RV_PATH_REGEX };
+
+typedef struct rv_header_matcher_s {
+    rv_str_t name;          /* lower-cased; ":authority" matches Host, ":method"/":path" too */
+    rv_str_t value;         /* exact value when has_value && !is_regex */
+    rv_regex_t *re;         /* whole-value regex when is_regex */
+    bool has_value;         /* false: presence match */
+    bool is_regex;
+    bool invert;            /* invertMatch */
+} rv_header_matcher_t;
+
+typedef struct rv_query_matcher_s {
+    rv_str_t name;          /* compared exactly (case-sensitive), after percent-decoding */
+    rv_str_t value;
+    rv_regex_t *re;
+    bool has_value;         /* false: presence match */
+    bool is_regex;
+} rv_query_matcher_t;
+
+typedef struct rv_matcher_s {
+    int path_kind;              /* enum rv_path_kind */
+    rv_str_t path;              /* prefix or exact text (prefix "/" when the route had none) */
+    rv_regex_t *path_re;        /* RV_PATH_REGEX: anchored whole-path regex */
+    bool case_sensitive;        /* default true */
+    rv_header_matcher_t *headers;
+    uint32_t nheaders;
+    rv_query_matcher_t *query;
+    uint32_t nquery;
+    rv_str_t *methods;          /* upper-case method names; nmethods 0 = any */
+    uint32_t nmethods;
+} rv_matcher_t;
+
+/* ---- options ----------------------------------------------------------------------- */
+
+typedef struct rv_header_add_s {
+    rv_str_t name;              /* as written in config (case kept) */
+    rv_str_t value;
+    bool append;                /* true (default): add beside existing; false: replace */
+} rv_header_add_t;
+
+typedef struct rv_header_ops_s {
+    rv_header_add_t *req_add;
+    uint32_t nreq_add;
+    rv_str_t *req_remove;       /* lower-cased */
+    uint32_t nreq_remove;
+    rv_header_add_t *resp_add;
+    uint32_t nresp_add;
+    rv_str_t *resp_remove;      /* lower-cased */
+    uint32_t nresp_remove;
+} rv_header_ops_t;
+
+enum rv_retry_on {
+    RV_RETRY_5XX = 1u << 0,
+    RV_RETRY_GATEWAY_ERROR = 1u << 1,       /* 502, 503, 504 */
+    RV_RETRY_CONNECT_FAILURE = 1u << 2,
+    RV_RETRY_RESET = 1u << 3,               /* reset/close before response headers */
+    RV_RETRY_RETRIABLE_STATUS = 1u << 4,    /* status in status_codes */
+    RV_RETRY_REFUSED_STREAM = 1u << 5,
+};
+
+typedef struct rv_retry_policy_s {
+    uint32_t on;                    /* enum rv_retry_on bits; 0 = no retries */
+    uint32_t num_retries;           /* Envoy default 1 when retryOn set and numRetries absent */
+    int64_t per_try_timeout_ms;     /* RV_TIMEOUT_UNSET = the route timeout bounds each try */
+    int64_t backoff_base_ms;        /* default 25 */
+    int64_t backoff_max_ms;         /* default 10 * base */
+    uint16_t *status_codes;
+    uint32_t nstatus_codes;
+} rv_retry_policy_t;
+
+typedef struct rv_route_opts_s {
+    bool has_prefix_rewrite;
+    rv_str_t prefix_rewrite;        /* replaces the matched prefix (prefix matchers only) */
+    rv_regex_t *regex_rewrite;      /* regexRewrite.pattern.regex; NULL if unset */
+    rv_str_t regex_substitution;    /* may hold \1..\9 references */
+    int64_t timeout_ms;             /* 0 = no timeout; default 15000 */
+    rv_retry_policy_t retries;      /* effective: route's own, else the virtual host's */
+    rv_str_t host_rewrite;          /* len 0 = unset */
+    bool auto_host_rewrite;         /* Host := the chosen endpoint's hostname (static hosts) */
+} rv_route_opts_t;
+
+/* ---- actions ----------------------------------------------------------------------- */
+
+enum rv_action_kind { RV_ACTION_ROUTE = 0, RV_ACTION_REDIRECT, RV_ACTION_DIRECT };
+
+typedef struct rv_dest_s {
+    uint32_t cluster;           /* index into snap->clusters, or RV_NO_CLUSTER (missing ref -> 503 UH) */
+    uint32_t weight;            /* > 0 */
+    rv_header_ops_t headers;    /* weighted destination options.headerManipulation */
+} rv_dest_t;
+
+enum rv_redirect_path_kind { RV_REDIRECT_PATH_KEEP = 0, RV_REDIRECT_PATH_REPLACE, RV_REDIRECT_PREFIX };
+
+typedef struct rv_redirect_s {
+    rv_str_t host;              /* len 0 = keep request host */
+    int path_kind;              /* enum rv_redirect_path_kind */
+    rv_str_t path;              /* pathRedirect, or prefixRewrite replacement */
+    uint16_t code;              /* 301 default, 302, 303, 307, 308 */
+    uint16_t port;              /* 0 = keep/none */
+    bool https;                 /* httpsRedirect */
+    bool strip_query;
+} rv_redirect_t;
+
+typedef struct rv_action_s {
+    int kind;                   /* enum rv_action_kind */
+    /* RV_ACTION_ROUTE */
+    rv_dest_t *dests;
+    uint32_t ndests;
+    uint32_t total_weight;
+    /* RV_ACTION_REDIRECT */
+    rv_redirect_t redirect;
+    /* RV_ACTION_DIRECT */
+    uint16_t status;
+    rv_str_t body;
+} rv_action_t;
+
+typedef struct rv_route_s {
+    rv_str_t name;              /* stats/log name: route.name if set, else "<vs-ns>.<vs-name>.<index>" */
+    rv_str_t vs;                /* owning VirtualService "<ns>.<name>" (metrics label) */
+    rv_matcher_t match;
+    rv_action_t action;
+    rv_route_opts_t opts;       /* effective options (route over virtual host) */
+    const rv_header_ops_t *vhost_headers;   /* applied after route headers; may be NULL */
+    rv_header_ops_t headers;    /* route's own headerManipulation */
+    uint32_t index;             /* position in snapshot-wide route list */
+    uint32_t stat_id;           /* stable metrics slot, set by rv_stats_assign() */
+} rv_route_t;
+
+typedef struct rv_vhost_s {
+    rv_str_t name;              /* "<ns>.<name>" of the VirtualService */
+    rv_str_t *domains;          /* lower-cased as written: "a.com", "*.a.com", "a.*", "*", "a.com:8080" */
+    uint32_t ndomains;
+    rv_route_t *routes;
+    uint32_t nroutes;
+    rv_header_ops_t headers;    /* virtualHost.options.headerManipulation */
+    uint32_t stat_id;           /* stable metrics slot, set by rv_stats_assign() */
+} rv_vhost_t;
+
+typedef struct rv_listener_cfg_s {
+    rv_str_t name;              /* Gateway "<ns>.<name>" */
+    rv_str_t bind_address;      /* as configured, e.g. "::" */
+    uint16_t port;
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    rv_vhost_t *vhosts;
+    uint32_t nvhosts;
+    rv_router_index_t *index;   /* built by rv_router_build(); NULL before */
+} rv_listener_cfg_t;
+
+/* ---- clusters ---------------------------------------------------------------------- */
+
+enum rv_lb_kind { RV_LB_ROUND_ROBIN = 0, RV_LB_LEAST_REQUEST, RV_LB_RANDOM };
+
+typedef struct rv_endpoint_s {
+    struct sockaddr_storage addr;   /* resolved address and port */
+    socklen_t addrlen;
+    uint32_t weight;                /* loadBalancingWeight, default 1 */
+    rv_str_t hostname;              /* the configured addr (IP text or DNS name) */
+    rv_str_t authority;             /* "host:port" for autoHostRewrite / Host when absent */
+} rv_endpoint_t;
+
+typedef struct rv_cluster_s {
+    rv_str_t name;              /* Upstream "<ns>.<name>" */
+    int lb;                     /* enum rv_lb_kind */
+    uint32_t choice_count;      /* leastRequest, default 2 */
+    rv_endpoint_t *eps;         /* resolved endpoints; neps 0 = no healthy upstream (503 UH) */
+    uint32_t neps;
+    uint32_t total_weight;
+    uint32_t index;             /* position in snap->clusters */
+    uint32_t stat_id;           /* stable metrics slot, set by rv_stats_assign() */
+} rv_cluster_t;
+
+/* ---- status ------------------------------------------------------------------------ */
+
+enum rv_res_state { RV_STATE_PENDING = 0, RV_STATE_ACCEPTED = 1, RV_STATE_REJECTED = 2, RV_STATE_WARNING = 3 };
+
+typedef struct rv_status_s {
+    rv_str_t kind;              /* "Gateway", "VirtualService", "RouteTable", "Upstream", "UpstreamGroup", "Settings" */
+    rv_str_t ns;
+    rv_str_t name;
+    rv_str_t file;              /* source (file path or key); may be empty */
+    int state;                  /* enum rv_res_state */
+    rv_str_t reason;            /* empty when Accepted */
+} rv_status_t;
+
+/* ---- the snapshot ------------------------------------------------------------------ */
+
+typedef struct rv_snapshot_s {
+    rv_arena_t arena;           /* owns everything below */
+    _Atomic long refs;          /* publication holds one; each pinned request one */
+    uint64_t version;           /* increases with every publication */
+    rv_listener_cfg_t *listeners;
+    uint32_t nlisteners;
+    rv_cluster_t *clusters;
+    uint32_t nclusters;
+    uint32_t nroutes;           /* total routes across listeners (stats slots) */
+    rv_status_t *statuses;      /* one per resource seen, sorted kind, ns, name */
+    uint32_t nstatuses;
+    uint32_t nrejected;         /* statuses with RV_STATE_REJECTED */
+    char *config_json;          /* JSON dump for /config_dump (no secrets), NUL-terminated */
+    size_t config_json_len;
+    void (*free_hook)(struct rv_snapshot_s *); /* releases regex codes etc.; may be NULL */
+} rv_snapshot_t;
+
+#endif

@@ -1,0 +1,27 @@
+/*
+ * stats.h - counters for /metrics. Workers increment their own slots (no atomics on the
+ * request path, no sharing); the admin thread sums the workers' slots when scraped.
+ * Slots are keyed by stable ids assigned per name (virtual service, route, cluster), so
+ * counters survive reloads.
+ */
+#ifndef RV_STATS_H
+#define RV_STATS_H
+
+#include <stdio.h>
+
+#include "config/snapshot-t.h"
+
+/* Give every vhost, route and cluster of snap its stat_id (control thread, before publish). */
+int rv_stats_assign(rv_snapshot_t *snap);
+
+/* Control-plane counters (control thread writes, admin reads). */
+void rv_stats_reload(bool ok);          /* a snapshot was published (ok) or a build failed */
+void rv_stats_config_errors(uint32_t n);/* rejected resources in the current snapshot */
+
+/*
+ * Write the Prometheus text exposition of all counters and histograms to f.
+ * Admin thread. Returns 0 or RV_EIO.
+ */
+int rv_stats_write_prometheus(FILE *f);
+
+#endif

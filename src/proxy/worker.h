@@ -1,0 +1,41 @@
+/*
+ * worker.h - the data plane: N worker threads, each with its own epoll loop and its own
+ * SO_REUSEPORT listening sockets, serving the snapshot the control thread publishes.
+ */
+#ifndef RV_WORKER_H
+#define RV_WORKER_H
+
+#include "config/snapshot-t.h"
+
+typedef struct rv_dataplane_opts_s {
+    int nworkers;               /* >= 1 */
+    bool access_log;            /* default true: one line per request on stdout */
+    bool access_log_json;       /* JSON lines instead of text */
+} rv_dataplane_opts_t;
+
+/*
+ * Check that every listener of snap can be bound (address valid, port free or already ours).
+ * Control thread, before publishing. Returns 0, or RV_EIO with a message in err.
+ */
+int rv_dataplane_check_listeners(const rv_snapshot_t *snap, char *err, size_t errlen);
+
+/* Start the workers serving snap (takes a reference). Control thread. 0 or negative RV_E*. */
+int rv_dataplane_start(const rv_dataplane_opts_t *o, rv_snapshot_t *snap);
+
+/*
+ * Publish a new snapshot (takes a reference; the previous one is released once every worker
+ * moved off it and its in-flight requests finished). Workers adopt it at their next loop
+ * iteration: new listeners opened, removed ones closed, others untouched.
+ */
+void rv_dataplane_publish(rv_snapshot_t *snap);
+
+/*
+ * Graceful stop: close listeners, let in-flight requests finish, close idle keep-alive
+ * connections, and stop the workers by deadline_ms at the latest. Blocks until they exit.
+ */
+void rv_dataplane_stop(int deadline_ms);
+
+/* Number of live downstream connections across workers (approximate, for /metrics). */
+long rv_dataplane_active_connections(void);
+
+#endif
