@@ -1,12 +1,120 @@
-/* run.c - `rivet run`: placeholder until the control thread lands (issue 2). */
+/* run.c - `rivet run`: parse flags, then hand over to the control thread (control.c). */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "config/config.h"
+#include "control/control.h"
+#include "core/log.h"
+
+static void run_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: rivet run --dir DIR [flags]\n"
+            "\n"
+            "Serve Gloo Edge resources (Gateway, VirtualService, RouteTable, Upstream, UpstreamGroup)\n"
+            "from a directory. Files are watched: a change is live within a second.\n"
+            "\n"
+            "flags:\n"
+            "  --dir DIR              Gloo bootstrap directory: DIR/<NS>/default.yaml (a Settings) when\n"
+            "                         present picks the sources; otherwise DIR is the config directory\n"
+            "  --namespace NS         Settings namespace (default gloo-system)\n"
+            "  --admin HOST:PORT      admin listener: /ready /metrics /config_dump /status\n"
+            "                         (default 127.0.0.1:19000)\n"
+            "  --workers N            worker threads (default: number of online CPUs)\n"
+            "  --log-level LEVEL      error|warn|info|debug (default info)\n"
+            "  --access-log FORMAT    text|json|off (default text, on stdout)\n"
+            "  --drain-timeout SECS   on SIGTERM, wait this long for in-flight requests (default 15)\n"
+            "  -h, --help             this help\n"
+            "\n"
+            "signals: SIGHUP re-reads the config; SIGTERM/SIGINT stop accepting and drain.\n");
+}
+
+/* Value of "--name value" or "--name=value" at argv[*i]; NULL when argv[*i] is another flag. */
+static const char *flag_value(int argc, char **argv, int *i, const char *name, int *bad)
+{
+    size_t n = strlen(name);
+    const char *a = argv[*i];
+    if (strncmp(a, name, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "rivet run: %s needs a value\n", name);
+        *bad = 1;
+        return NULL;
+    }
+    return argv[++*i];
+}
 
 static int run_main(int argc, char **argv)
 {
-    fprintf(stderr, "rivet run: not available in this build yet\n");
-    return 2;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    rv_control_opts_t o = { .ns = RV_DEFAULT_NAMESPACE, .admin_addr = "127.0.0.1:19000",
+                            .workers = ncpu > 0 ? (int)ncpu : 1, .access_log = true, .drain_ms = 15000 };
+    for (int i = 1; i < argc; i++) {
+        int bad = 0;
+        const char *v;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            run_usage(stdout);
+            return 0;
+        } else if ((v = flag_value(argc, argv, &i, "--dir", &bad))) {
+            o.dir = v;
+        } else if ((v = flag_value(argc, argv, &i, "--namespace", &bad))) {
+            o.ns = v;
+        } else if ((v = flag_value(argc, argv, &i, "--admin", &bad))) {
+            o.admin_addr = v;
+        } else if ((v = flag_value(argc, argv, &i, "--workers", &bad))) {
+            char *end;
+            long w = strtol(v, &end, 10);
+            if (*end || w < 1 || w > 256) {
+                fprintf(stderr, "rivet run: --workers must be 1..256, got '%s'\n", v);
+                return 2;
+            }
+            o.workers = (int)w;
+        } else if ((v = flag_value(argc, argv, &i, "--log-level", &bad))) {
+            int l = rv_log_parse_level(v);
+            if (l < 0) {
+                fprintf(stderr, "rivet run: --log-level must be error|warn|info|debug, got '%s'\n", v);
+                return 2;
+            }
+            rv_log_level = l;
+        } else if ((v = flag_value(argc, argv, &i, "--access-log", &bad))) {
+            if (strcmp(v, "text") == 0) {
+                o.access_log = true;
+            } else if (strcmp(v, "json") == 0) {
+                o.access_log = o.access_log_json = true;
+            } else if (strcmp(v, "off") == 0) {
+                o.access_log = false;
+            } else {
+                fprintf(stderr, "rivet run: --access-log must be text|json|off, got '%s'\n", v);
+                return 2;
+            }
+        } else if ((v = flag_value(argc, argv, &i, "--drain-timeout", &bad))) {
+            char *end;
+            double s = strtod(v, &end);
+            if (*end || s < 0 || s > 3600) {
+                fprintf(stderr, "rivet run: --drain-timeout must be 0..3600 seconds, got '%s'\n", v);
+                return 2;
+            }
+            o.drain_ms = (int)(s * 1000);
+        } else {
+            if (!bad)
+                fprintf(stderr, "rivet run: unknown flag '%s' (see rivet run --help)\n", argv[i]);
+            return 2;
+        }
+        if (bad)
+            return 2;
+    }
+    if (!o.dir) {
+        fprintf(stderr, "rivet run: --dir is required (see rivet run --help)\n");
+        return 2;
+    }
+    return rv_control_run(&o);
 }
 
 const rv_cmd_t rv_cmd_run = { "run", "serve Gloo Edge resources from a directory", run_main };

@@ -1,0 +1,37 @@
+/*
+ * control.h - the control thread: watches the config directory, rebuilds and validates
+ * snapshots off the data path, publishes them to the workers, serves the admin listener,
+ * and handles signals (SIGHUP re-read, SIGTERM/SIGINT graceful stop).
+ */
+#ifndef RV_CONTROL_H
+#define RV_CONTROL_H
+
+#include "config/snapshot-t.h"
+
+typedef struct rv_control_opts_s {
+    const char *dir;            /* bootstrap directory (--dir) */
+    const char *ns;             /* Settings namespace (--namespace) */
+    const char *admin_addr;     /* "host:port" */
+    int workers;
+    bool access_log;
+    bool access_log_json;
+    int drain_ms;               /* graceful stop deadline */
+} rv_control_opts_t;
+
+/*
+ * Run rivet until SIGTERM/SIGINT. Main thread; blocks. Returns the process exit code:
+ * 0 after a graceful stop, 1 when startup fails (bad Settings, admin port busy, listener
+ * cannot be bound), 2 when the directory cannot be read.
+ */
+int rv_control_run(const rv_control_opts_t *o);
+
+/*
+ * The snapshot currently served, with a reference taken (release with rv_snapshot_release),
+ * or NULL before the first publication. Any thread.
+ */
+rv_snapshot_t *rv_control_current(void);
+
+/* Whether the first snapshot is serving (for /ready). Any thread. */
+bool rv_control_ready(void);
+
+#endif
