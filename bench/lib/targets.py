@@ -1,0 +1,292 @@
+"""targets.py - start, check and stop the benchmark's servers, each by its own PID.
+
+Every server gets its own config rendered from bench/conf/ into a directory under the run's
+temp dir, listens on 127.0.0.1 on a port picked free at start, and is pinned with taskset.
+Nothing here touches a system service. stop_all() ends, by PID, every process started here.
+"""
+import http.client
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+import measure
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONF = os.path.join(os.path.dirname(HERE), "conf")
+BODY_13 = b"hello, world\n"
+BODY_16K = 16384
+
+_started = []      # Proc objects, in start order
+_ports = set()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that is free now (and not handed out before in this run)."""
+    for _ in range(50):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port not in _ports:
+            _ports.add(port)
+            return port
+    raise RuntimeError("no free port")
+
+
+def render(template, dest, **vals):
+    with open(os.path.join(CONF, template)) as f:
+        text = f.read()
+    for k, v in vals.items():
+        text = text.replace(f"@{k}@", str(v))
+    for line in text.splitlines():
+        if re.search(r"@[A-Z_]+@", line) and not line.lstrip().startswith("#"):
+            raise RuntimeError(f"{template}: unfilled placeholder in {line!r}")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    with open(dest, "w") as f:
+        f.write(text)
+    return dest
+
+
+class Proc:
+    """One started process, stopped by its PID (SIGTERM, then SIGKILL after a grace period)."""
+
+    def __init__(self, name, cmd, logdir, cpu=None, env=None):
+        self.name = name
+        os.makedirs(logdir, exist_ok=True)
+        self.log = os.path.join(logdir, f"{name}.log")
+        full = (["taskset", "-c", str(cpu)] if cpu is not None else []) + cmd
+        self.cmd = full
+        self.logf = open(self.log, "ab")
+        self.p = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=self.logf,
+                                  stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.pid = self.p.pid
+        self.children_seen = set()
+        _started.append(self)
+
+    def tree(self):
+        if self.p.poll() is not None:
+            return []
+        t = measure.process_tree(self.pid)
+        self.children_seen.update(t)
+        return t
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def log_tail(self, n=15):
+        try:
+            with open(self.log, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return "\n".join(lines[-n:])
+        except OSError:
+            return ""
+
+    def stop(self, grace=5.0):
+        if self.p.poll() is None:
+            self.tree()  # remember the workers, to check they are gone too
+            try:
+                os.kill(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.p.wait(timeout=5)
+        # a worker that outlived its master (should not happen) is ended by its own PID
+        for pid in sorted(self.children_seen - {self.pid}):
+            if measure.alive(pid) and measure._stat_fields(pid) is not None:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.children_seen.clear()
+        if not self.logf.closed:
+            self.logf.close()
+        if self in _started:
+            _started.remove(self)
+
+
+def stop_all():
+    for p in reversed(list(_started)):
+        try:
+            p.stop()
+        except Exception as e:  # keep stopping the others
+            print(f"bench: stopping {p.name} (pid {p.pid}): {e}", flush=True)
+
+
+def http_get(port, path="/", host=None, timeout=2.0):
+    """(status, body) of one GET on 127.0.0.1:port, or (None, error text)."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request("GET", path, headers={"Host": host} if host else {})
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+    except (OSError, http.client.HTTPException) as e:
+        return None, str(e)
+
+
+def wait_http(port, path="/", want_status=200, want_body=None, timeout=10.0, proc=None, host=None):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            return False, f"exited with code {proc.p.returncode}"
+        st, body = http_get(port, path, host=host, timeout=1.0)
+        if st == want_status and (want_body is None or body == want_body):
+            return True, ""
+        last = (st, body[:80] if isinstance(body, bytes) else body)
+        time.sleep(0.05)
+    return False, f"not ready after {timeout:.0f}s (last answer: {last})"
+
+
+# ---------------------------------------------------------------------------------------------
+class Target:
+    """A thing wrk can be pointed at. proxy_pids(): the processes charged for CPU and memory."""
+    name = "?"
+    port = 0
+    host = None        # Host header to send, if any
+    proc = None
+
+    def url(self, path="/"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def proxy_pids(self):
+        return self.proc.tree() if self.proc else []
+
+    def start(self):
+        pass
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+            self.proc = None
+
+    def check(self, timeout=10.0):
+        ok, why = wait_http(self.port, "/", 200, BODY_13, timeout, self.proc)
+        if ok:
+            ok, why = wait_http(self.port, "/16k", 200, None, timeout, self.proc)
+            if ok:
+                st, body = http_get(self.port, "/16k")
+                if len(body) != BODY_16K:
+                    ok, why = False, f"/16k answered {len(body)} bytes"
+        return ok, why
+
+
+class Origin(Target):
+    name = "origin"
+
+    def __init__(self, tmp, cpu):
+        self.dir = os.path.join(tmp, "origin")
+        self.cpu = cpu
+        self.port = free_port()
+
+    def start(self):
+        for d in ("www", "tmp"):
+            os.makedirs(os.path.join(self.dir, d), exist_ok=True)
+        with open(os.path.join(self.dir, "www", "16k"), "wb") as f:
+            f.write((b"x" * 63 + b"\n") * (BODY_16K // 64))
+        os.chmod(os.path.join(self.dir, "www", "16k"), 0o644)
+        conf = render("origin-nginx.conf", os.path.join(self.dir, "nginx.conf"),
+                      DIR=self.dir, PORT=self.port)
+        self.proc = Proc("origin-nginx", ["nginx", "-e", os.path.join(self.dir, "error.log"),
+                                          "-p", self.dir, "-c", conf],
+                         self.dir, cpu=self.cpu)
+
+
+class Direct(Target):
+    """wrk straight to the origin: the ceiling of this box (origin and wrk share one CPU)."""
+    name = "direct"
+
+    def __init__(self, origin):
+        self.origin = origin
+        self.port = origin.port
+
+    def proxy_pids(self):
+        return []
+
+    def check(self, timeout=10.0):
+        return Target.check(self, timeout)
+
+
+class NginxProxy(Target):
+    name = "nginx"
+
+    def __init__(self, tmp, cpu, origin_port):
+        self.dir = os.path.join(tmp, "nginx-proxy")
+        self.cpu, self.origin_port = cpu, origin_port
+        self.port = free_port()
+
+    def start(self):
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        mask = "1" + "0" * self.cpu
+        conf = render("proxy-nginx.conf", os.path.join(self.dir, "nginx.conf"), DIR=self.dir,
+                      PORT=self.port, ORIGIN_PORT=self.origin_port, CPUMASK=mask)
+        self.proc = Proc("nginx-proxy", ["nginx", "-e", os.path.join(self.dir, "error.log"),
+                                         "-p", self.dir, "-c", conf],
+                         self.dir, cpu=self.cpu)
+
+
+class HAProxy(Target):
+    name = "haproxy"
+
+    def __init__(self, tmp, cpu, origin_port):
+        self.dir = os.path.join(tmp, "haproxy")
+        self.cpu, self.origin_port = cpu, origin_port
+        self.port = free_port()
+
+    def start(self):
+        conf = render("haproxy.cfg", os.path.join(self.dir, "haproxy.cfg"), DIR=self.dir,
+                      PORT=self.port, ORIGIN_PORT=self.origin_port)
+        self.proc = Proc("haproxy", ["haproxy", "-db", "-f", conf], self.dir, cpu=self.cpu)
+
+
+class Rivet(Target):
+    """build/rivet on a Gloo config dir: gateway + static upstream + a VirtualService."""
+    name = "rivet"
+
+    def __init__(self, tmp, cpu, origin_port, binary, tag="rivet", log_level="warn"):
+        self.name = tag
+        self.dir = os.path.join(tmp, tag)
+        self.cfg = os.path.join(self.dir, "config")
+        self.cpu, self.origin_port, self.binary = cpu, origin_port, binary
+        self.log_level = log_level
+        self.port = free_port()
+        self.admin_port = free_port()
+
+    def write_base(self, vs_template="vs.yaml", **vals):
+        gs = os.path.join(self.cfg, "{}", "gloo-system")
+        render("rivet/gw.yaml", os.path.join(gs.format("gateways"), "gw.yaml"), PORT=self.port)
+        render("rivet/origin.yaml", os.path.join(gs.format("upstreams"), "origin.yaml"),
+               ORIGIN_PORT=self.origin_port)
+        if vs_template:
+            render(vs_template, os.path.join(gs.format("virtualservices"), "vs.yaml"), **vals)
+
+    def vs_dir(self):
+        return os.path.join(self.cfg, "virtualservices", "gloo-system")
+
+    def start(self):
+        if not os.path.isdir(self.cfg):
+            self.write_base()
+        self.proc = Proc(self.name, [self.binary, "run", "--dir", self.cfg,
+                                     "--admin", f"127.0.0.1:{self.admin_port}", "--workers", "1",
+                                     "--access-log", "off", "--log-level", self.log_level,
+                                     "--drain-timeout", "1"],
+                         self.dir, cpu=self.cpu)
+
+    def ready(self, timeout=10.0):
+        return wait_http(self.admin_port, "/ready", 200, None, timeout, self.proc)
+
+    def check(self, timeout=10.0):
+        ok, why = self.ready(timeout)
+        if not ok:
+            return False, "admin /ready: " + why
+        return Target.check(self, timeout)
