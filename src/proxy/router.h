@@ -35,4 +35,32 @@ const rv_route_t *rv_router_find_route(const rv_vhost_t *vh, const rv_req_view_t
 /* True when m matches req (exposed for tests). */
 bool rv_matcher_matches(const rv_matcher_t *m, const rv_req_view_t *req);
 
+/*
+ * rv_router_find_route using the listener's compiled index (rv_router_build): same result,
+ * but runs of consecutive case-sensitive prefix/exact routes are looked up in O(log n) plus
+ * the depth of nested prefixes, instead of tested one by one. vh must be one of l->vhosts
+ * (as returned by rv_router_find_vhost(l, ...)); otherwise, or before rv_router_build, this
+ * is exactly rv_router_find_route. Worker threads; read-only, allocation-free.
+ * (rv_vhost_t has no field for a per-vhost index, hence the listener argument.)
+ */
+const rv_route_t *rv_router_lookup_route(const rv_listener_cfg_t *l, const rv_vhost_t *vh,
+                                         const rv_req_view_t *req);
+
+/*
+ * Both steps for a worker: virtual host by req->host, then the indexed route lookup.
+ * *vh_out (may be NULL) gets the virtual host, or NULL. Returns the route, or NULL when no
+ * virtual host or no route matches (404 NR).
+ */
+const rv_route_t *rv_router_match(const rv_listener_cfg_t *l, const rv_req_view_t *req,
+                                  const rv_vhost_t **vh_out);
+
+/*
+ * Split a Host / :authority value into name and port: "a.com:8080" -> "a.com" + "8080",
+ * "[::1]:80" -> "[::1]" + "80", "a.com:" -> "a.com" + "". A suffix counts as a port only
+ * when it is all digits; an unbracketed host with several ':' (bare IPv6) has no port.
+ * Returns the name (a slice of host); *port (may be NULL) gets the digits, or ptr NULL when
+ * host carries no port. Any thread.
+ */
+rv_str_t rv_host_split_port(rv_str_t host, rv_str_t *port);
+
 #endif
