@@ -113,6 +113,13 @@ typedef struct rv_h1_chunked_s {
 int rv_h1_chunked_scan(rv_h1_chunked_t *c, const char *in, size_t len, size_t *consumed,
                        uint64_t *payload);
 
+/* Limits of the chunked scanner: one chunk-size or trailer line, and the whole trailer section. */
+#define RV_H1_CHUNK_LINE_MAX   (8 * 1024)
+#define RV_H1_TRAILERS_MAX     (60 * 1024)
+
+/* Start a new chunked body: same as zeroing *c. */
+void rv_h1_chunked_init(rv_h1_chunked_t *c);
+
 /*
  * Iterate a comma-separated list (Connection, Transfer-Encoding values): stores the next
  * non-empty token (OWS trimmed) in *tok and advances *list. Returns false at the end.
