@@ -138,11 +138,11 @@ struct item {
     uint32_t aux;   /* domains: vhost index; routes: path kind */
 };
 
-static bool sort_rev; /* qsort has no context argument; builds run on the control thread only */
-
-static int item_cmp(const void *pa, const void *pb)
+/* qsort_r comparator; ctx points to the set's "reversed" flag. */
+static int item_cmp(const void *pa, const void *pb, void *ctx)
 {
     const struct item *a = pa, *b = pb;
+    bool sort_rev = *(const bool *)ctx;
     size_t n = RV_MIN(a->k.len, b->k.len);
     for (size_t i = 0; i < n; i++) {
         unsigned char x = key_at(a->k.p, a->k.len, i, sort_rev);
@@ -290,8 +290,7 @@ static int build_dom_set(rv_arena_t *a, struct item *it, uint32_t n, bool rev, c
     *n_out = 0;
     if (n == 0)
         return 0;
-    sort_rev = rev;
-    qsort(it, n, sizeof(*it), item_cmp);
+    qsort_r(it, n, sizeof(*it), item_cmp, &rev);
     struct skey *k = RV_ARENA_NEWN(a, struct skey, n);
     const rv_vhost_t **v = RV_ARENA_NEWN(a, const rv_vhost_t *, n);
     if (!k || !v)
@@ -332,8 +331,8 @@ static int build_seg_index(rv_arena_t *a, const rv_vhost_t *vh, struct seg *s)
         it[i].ord = s->start + i;
         it[i].aux = (uint32_t)r->match.path_kind;
     }
-    sort_rev = false;
-    qsort(it, n, sizeof(*it), item_cmp);
+    bool fwd = false;
+    qsort_r(it, n, sizeof(*it), item_cmp, &fwd);
 
     int rc = RV_ENOMEM;
     uint32_t *ids = RV_ARENA_NEWN(a, uint32_t, n);
