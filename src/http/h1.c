@@ -223,7 +223,8 @@ static int field_semantics(fields_t *f, rv_str_t name, rv_str_t value)
         }
         break;
     case 6:
-        if (f->request && IEQ(s, 6, "expect") && IEQ(value.ptr, value.len, "100-continue"))
+        /* RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored. */
+        if (f->request && f->minor == 1 && IEQ(s, 6, "expect") && IEQ(value.ptr, value.len, "100-continue"))
             f->expect_continue = true;
         break;
     case 7:

@@ -244,6 +244,8 @@ static void test_version_and_keepalive(void)
     CHECK_INT(OUT("GET / HTTP/1.1\r\nHost: a\r\nExpect: something-else\r\n\r\n"), 0,
               "unknown expectation forwarded, not 417");
     CHECK(!R.expect_continue, "unknown expectation is not 100-continue");
+    CHECK_INT(OUT("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"), 0, "1.0 expect");
+    CHECK(!R.expect_continue, "100-continue ignored on HTTP/1.0");
 
     EXPECT("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, "HTTP/2.0 -> 505");
     EXPECT("GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505, "HTTP/1.2 -> 505");
