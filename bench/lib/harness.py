@@ -1,0 +1,589 @@
+#!/usr/bin/python3
+"""harness.py - the side-by-side benchmark behind bench/run.sh (see bench/README.md).
+
+Starts an origin nginx and the targets (direct, nginx, haproxy, rivet) on 127.0.0.1, each
+proxy pinned to one CPU and the origin and wrk to the other, runs the scenarios in
+interleaved rounds, writes the raw per-round numbers to bench/results/ and the report to
+doc/benchmarks.md, and stops by PID every process it started.
+"""
+import argparse
+import datetime
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import idle_conns  # noqa: E402
+import measure  # noqa: E402
+import propagation  # noqa: E402
+import report  # noqa: E402
+import routegen  # noqa: E402
+import targets as T  # noqa: E402
+
+BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(BENCH)
+ALL_TARGETS = ["direct", "nginx", "haproxy", "rivet"]
+WRK_SCENARIOS = {          # name: (connections, path)
+    "c50": (50, "/"),
+    "c256": (256, "/"),
+    "16k": (50, "/16k"),
+}
+ALL_SCENARIOS = ["idle", "c50", "c256", "16k", "routes", "propagation"]
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Deadline(Exception):
+    pass
+
+
+class Run:
+    def __init__(self, a):
+        self.a = a
+        self.records = []
+        self.skipped = {}          # target -> reason
+        self.meta = {}
+        self.t_start = time.monotonic()
+
+    # -----------------------------------------------------------------------------------------
+    def check_deadline(self):
+        if time.monotonic() - self.t_start > self.a.max_minutes * 60:
+            raise Deadline(f"--max-minutes {self.a.max_minutes} reached")
+
+    def record(self, **kv):
+        kv.setdefault("used", 1)
+        self.records.append(kv)
+        return kv
+
+    def order(self, names, r):
+        k = r % len(names)
+        return names[k:] + names[:k]
+
+    # -----------------------------------------------------------------------------------------
+    def make_target(self, name):
+        a = self.a
+        if name == "direct":
+            return T.Direct(self.origin)
+        if name == "nginx":
+            return T.NginxProxy(self.tmp, a.proxy_cpu, self.origin.port)
+        if name == "haproxy":
+            return T.HAProxy(self.tmp, a.proxy_cpu, self.origin.port)
+        if name == "rivet":
+            return T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, a.rivet)
+        raise ValueError(name)
+
+    def rivet_usable(self):
+        if "rivet" in self.skipped:
+            return False
+        if not (os.path.isfile(self.a.rivet) and os.access(self.a.rivet, os.X_OK)):
+            self.skip("rivet", f"{self.a.rivet} is missing (build it with `make -j2`)")
+            return False
+        return True
+
+    def skip(self, name, why):
+        if name not in self.skipped:
+            self.skipped[name] = why
+            log(f"SKIP {name}: {why}")
+
+    def start_target(self, name, tag=None):
+        """Started and checked target, or None (and the target is skipped with a reason)."""
+        if name == "rivet" and not self.rivet_usable():
+            return None
+        t = self.make_target(name)
+        if tag:
+            t.dir = os.path.join(self.tmp, tag)
+        t.start()
+        ok, why = t.check(self.a.ready_timeout)
+        if not ok:
+            tail = t.proc.log_tail() if t.proc else ""
+            t.stop()
+            self.skip(name, f"did not become ready: {why}" + (f"\n--- its log:\n{tail}" if tail else ""))
+            return None
+        return t
+
+    # -----------------------------------------------------------------------------------------
+    def wrk_round(self, scenario, rnd, order, t, conns, path, headers=(), extra=None):
+        """One measured wrk run, repeated while other processes used the CPUs."""
+        a = self.a
+        best = None
+        recs = []
+        for attempt in range(1, a.max_retries + 2):
+            self.check_deadline()
+            if attempt > 1:
+                if time.monotonic() - self.t_start > 0.6 * a.max_minutes * 60:
+                    log("  (no more repeats: 60% of --max-minutes used)")
+                    break
+                self.wait_quiet()
+            if t.proc is not None and not t.proc.alive():
+                self.skip(t.name, f"exited during {scenario} (code {t.proc.p.returncode})\n"
+                          + t.proc.log_tail())
+                return None
+            try:
+                r = measure.measured_wrk(t.url(path), conns, a.duration, t.proxy_pids(),
+                                         self.origin.proxy_pids(), wrk_cpu=a.load_cpu,
+                                         headers=headers,
+                                         noise_cpus=sorted({a.proxy_cpu, a.load_cpu}))
+            except RuntimeError as e:
+                log(f"  {scenario} r{rnd} {t.name}: wrk failed: {e}")
+                rec = self.record(scenario=scenario, round=rnd, order=order, target=t.name,
+                                  attempt=attempt, failed=1, used=0, **(extra or {}))
+                recs.append(rec)
+                continue
+            r.pop("wrk_output", None)
+            noisy = r["other_pct"] > a.noise_pct
+            rec = self.record(scenario=scenario, round=rnd, order=order, target=t.name,
+                              attempt=attempt, noisy=int(noisy), used=0,
+                              **(extra or {}), **{k: v for k, v in r.items() if k != "others"},
+                              others=";".join(r["others"]))
+            recs.append(rec)
+            msg = (f"  {scenario} r{rnd} {t.name:<8} {r['rps']:>9.0f} req/s  p50 {r['p50_us']:>7.0f}us"
+                   f"  p99 {r['p99_us']:>7.0f}us  cpu {r['cpu_us_per_req']:6.2f}us/req"
+                   f"  other {r['other_pct']:4.1f}%")
+            if r["errors"]:
+                msg += f"  ERRORS {r['errors']}"
+            if noisy:
+                msg += f"  NOISY ({', '.join(r['others']) or 'kernel'})"
+                if attempt <= a.max_retries:
+                    msg += " -> repeating"
+            log(msg)
+            if best is None or rec["other_pct"] < best["other_pct"]:
+                best = rec
+            if not noisy:
+                break
+        if best is not None:
+            best["used"] = 1
+        return best
+
+    def wait_quiet(self):
+        """Wait (at most --quiet-wait s) until the CPUs are idle but for other processes'
+        load below --noise-pct; nothing of the benchmark runs meanwhile."""
+        a = self.a
+        t_end = time.monotonic() + a.quiet_wait
+        cpus = len({a.proxy_cpu, a.load_cpu})
+        while True:
+            b0, t0 = measure.cpu_busy_ticks({a.proxy_cpu, a.load_cpu}), time.monotonic()
+            time.sleep(0.5)
+            b1, t1 = measure.cpu_busy_ticks({a.proxy_cpu, a.load_cpu}), time.monotonic()
+            pct = 100.0 * (b1 - b0) / measure.TICK / ((t1 - t0) * max(cpus, 2))
+            if pct <= a.noise_pct or time.monotonic() >= t_end:
+                return pct
+
+    def warm(self, t, conns, path, headers=()):
+        if self.a.warmup <= 0:
+            return
+        try:
+            measure.run_wrk(t.url(path), conns, self.a.warmup, cpu=self.a.load_cpu, headers=headers)
+        except RuntimeError as e:
+            log(f"  warm-up of {t.name} failed: {e}")
+
+    # -----------------------------------------------------------------------------------------
+    def scenario_idle(self):
+        a = self.a
+        names = [n for n in self.target_names if n != "direct"]
+        log(f"idle memory: {a.idle_conns} idle keep-alive connections, fresh process per round")
+        for rnd in range(1, a.rounds + 1):
+            for pos, name in enumerate(self.order(names, rnd - 1), 1):
+                self.check_deadline()
+                t = self.start_target(name, tag=f"{name}-idle")
+                if t is None:
+                    continue
+                try:
+                    r = idle_conns.hold(t.port, a.idle_conns, t.proxy_pids, "/", settle=a.settle)
+                finally:
+                    t.stop()
+                self.record(scenario="idle", round=rnd, order=pos, target=name, **r)
+                log(f"  idle r{rnd} {name:<8} rss {r['rss_before_kb'] / 1024:6.1f} -> "
+                    f"{r['rss_held_kb'] / 1024:6.1f} MiB  {r['per_conn_bytes']:8.0f} B/conn"
+                    f"  still open {r['still_open']}/{r['conns']}")
+
+    def scenario_wrk(self, live, scenario):
+        conns, path = WRK_SCENARIOS[scenario]
+        names = [n for n in self.target_names if n in live]
+        log(f"{scenario}: {conns} connections, GET {path}, {self.a.duration}s x {self.a.rounds} rounds,"
+            f" targets {' '.join(names)}")
+        for n in names:
+            self.warm(live[n], conns, path)
+        for rnd in range(1, self.a.rounds + 1):
+            for pos, name in enumerate(self.order(names, rnd - 1), 1):
+                if name in live and name not in self.skipped:
+                    self.wrk_round(scenario, rnd, pos, live[name], conns, path)
+
+    # -----------------------------------------------------------------------------------------
+    def poll_until(self, port, path, host, want_body, timeout):
+        p = propagation.Poller(port, path, host)
+        t_end = time.monotonic() + timeout
+        try:
+            while time.monotonic() < t_end:
+                st, body = p.get()
+                if st == 200 and (want_body is None or body == want_body):
+                    return time.monotonic()
+                time.sleep(0.001)
+        finally:
+            p.close()
+        return None
+
+    def scenario_routes(self):
+        a = self.a
+        if not self.rivet_usable():
+            self.skip_scenario("routes", self.skipped.get("rivet"))
+            return
+        cases = [(lay, n) for lay in a.route_layouts for n in a.route_sizes]
+        log(f"route scale: {' '.join(f'{l}/{n}' for l, n in cases)}, fresh rivet per case and round")
+        for rnd in range(1, a.rounds + 1):
+            for pos, (layout, n) in enumerate(self.order(cases, rnd - 1), 1):
+                self.check_deadline()
+                self.route_case(rnd, pos, layout, n)
+                if "rivet" in self.skipped:
+                    return
+
+    def route_case(self, rnd, pos, layout, n):
+        a = self.a
+        tag = f"rivet-routes-{layout}-{n}-r{rnd}"
+        t = T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, a.rivet, tag=tag, log_level="info")
+        t.write_base(vs_template="rivet/scale-base-vs.yaml")
+        stage = os.path.join(t.dir, "stage")
+        files, summ = routegen.write_all(stage, n, layout, "/hit/")
+        host = summ["hit_host"]
+        t.start()
+        try:
+            ok, why = t.ready(a.ready_timeout)
+            if ok:
+                ok, why = T.wait_http(t.port, "/", 200, T.BODY_13, a.ready_timeout, t.proc,
+                                      host="base.bench.test")
+            if not ok:
+                self.skip("rivet", f"route-scale instance did not become ready: {why}\n"
+                          + t.proc.log_tail())
+                return
+            st, _ = T.http_get(t.port, "/hit/x", host=host)
+            if st == 200:
+                raise RuntimeError("hit route answered before it was written")
+            time.sleep(a.settle)
+            pids = t.proxy_pids()
+            rss0 = measure.tree_rss_kb(pids)
+            cpu0 = measure.tree_cpu_ticks(pids)
+            pub0 = self.count_published(t)
+            vsdir = t.vs_dir()
+            t0 = time.monotonic()
+            for f in files:
+                os.rename(f, os.path.join(vsdir, os.path.basename(f)))
+            t_written = time.monotonic()
+            t1 = self.poll_until(t.port, "/hit/x", host, T.BODY_13, a.load_timeout)
+            if t1 is None:
+                self.skip("rivet", f"{n} routes ({layout}) not served {a.load_timeout}s after writing\n"
+                          + t.proc.log_tail())
+                return
+            load_ms = (t1 - t0) * 1000
+            write_ms = (t_written - t0) * 1000
+            time.sleep(a.settle)
+            rss1 = measure.tree_rss_kb(pids)
+            load_cpu_s = (measure.tree_cpu_ticks(pids) - cpu0) / measure.TICK
+            builds = self.count_published(t) - pub0
+            # rebuild: only the hit VirtualService changes (new hit prefix), whole snapshot rebuilt
+            hit_name = routegen.hit_file_name(n, layout)
+            os.makedirs(stage, exist_ok=True)
+            routegen.write_hit(stage, n, layout, "/hit2/")
+            t0 = time.monotonic()
+            os.rename(os.path.join(stage, hit_name), os.path.join(vsdir, hit_name))
+            t1 = self.poll_until(t.port, "/hit2/x", host, T.BODY_13, a.load_timeout)
+            rebuild_ms = (t1 - t0) * 1000 if t1 else float("nan")
+            time.sleep(a.settle)
+            rss2 = measure.tree_rss_kb(pids)
+            log(f"  routes r{rnd} {layout:<9} {n:>6}: load {load_ms:8.1f} ms ({builds} builds,"
+                f" files moved in {write_ms:.1f} ms)  rebuild {rebuild_ms:7.1f} ms"
+                f"  rss {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB")
+            extra = dict(layout=layout, routes=n, domains=summ["domains"], regex=summ["regex"],
+                         load_ms=load_ms, write_ms=write_ms, builds=builds, load_cpu_s=load_cpu_s,
+                         rebuild_ms=rebuild_ms, rss_base_kb=rss0, rss_loaded_kb=rss1,
+                         rss_rebuilt_kb=rss2)
+            hdr = (f"Host: {host}",)
+            self.warm(t, 50, "/hit2/x", hdr)
+            rec = self.wrk_round("routes", rnd, pos, t, 50, "/hit2/x", headers=hdr, extra=extra)
+            if rec is None:
+                self.record(scenario="routes", round=rnd, order=pos, target=t.name, **extra)
+        finally:
+            t.stop()
+            shutil.rmtree(t.dir, ignore_errors=True)
+
+    def count_published(self, t):
+        try:
+            with open(t.proc.log, "rb") as f:
+                return f.read().count(b" published")
+        except OSError:
+            return 0
+
+    # -----------------------------------------------------------------------------------------
+    def scenario_propagation(self):
+        a = self.a
+        if not self.rivet_usable():
+            self.skip_scenario("propagation", self.skipped.get("rivet"))
+            return
+        t = T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, a.rivet, tag="rivet-prop")
+        t.write_base(vs_template="rivet/prop-vs.yaml", VERSION=0)
+        t.start()
+        try:
+            ok, why = t.ready(a.ready_timeout)
+            if ok:
+                ok, why = T.wait_http(t.port, "/prop", 200, b"v0", a.ready_timeout, t.proc)
+            if not ok:
+                self.skip("rivet", f"propagation instance did not become ready: {why}\n"
+                          + t.proc.log_tail())
+                return
+            with open(os.path.join(T.CONF, "rivet", "prop-vs.yaml")) as f:
+                tpl = f.read()
+            vs = os.path.join(t.vs_dir(), "vs.yaml")
+            log(f"propagation: {a.prop_changes} changes per round, {a.rounds} rounds")
+            first = 1
+            for rnd in range(1, a.rounds + 1):
+                self.check_deadline()
+                r = propagation.run(vs, tpl, t.port, a.prop_changes, first=first,
+                                    timeout_s=a.prop_timeout)
+                first += a.prop_changes
+                samples = r.pop("samples_ms")
+                self.record(scenario="propagation", round=rnd, order=1, target="rivet",
+                            samples_ms=",".join(f"{x:.3f}" for x in samples), **r)
+                log(f"  propagation r{rnd}: p50 {r.get('p50_ms', float('nan')):.1f} ms"
+                    f"  p99 {r.get('p99_ms', float('nan')):.1f} ms  max {r.get('max_ms', float('nan')):.1f} ms"
+                    f"  failures {r['failures']}/{r['changes']}")
+        finally:
+            t.stop()
+
+    def skip_scenario(self, name, why):
+        self.meta.setdefault("skipped_scenarios", []).append(f"{name}: {why or 'rivet unavailable'}")
+        log(f"SKIP scenario {name}: needs rivet ({(why or '').splitlines()[0] if why else 'unavailable'})")
+
+    # -----------------------------------------------------------------------------------------
+    def main(self):
+        a = self.a
+        self.tmp = tempfile.mkdtemp(prefix="rivet-bench.")
+        os.chmod(self.tmp, 0o755)   # nginx workers run as nobody and read the origin's file
+        self.target_names = [n for n in ALL_TARGETS if n in a.targets]
+        self.meta.update(machine_info(a))
+        log(f"temp dir {self.tmp}; proxy CPU {a.proxy_cpu}, origin + wrk CPU {a.load_cpu}")
+        try:
+            os.sched_setaffinity(0, {a.load_cpu})   # the harness's own polling stays off the proxy CPU
+        except OSError:
+            pass
+        try:
+            self.origin = T.Origin(self.tmp, a.load_cpu)
+            self.origin.start()
+            ok, why = self.origin.check(a.ready_timeout)
+            if not ok:
+                raise RuntimeError(f"origin nginx: {why}\n{self.origin.proc.log_tail()}")
+            if "idle" in a.scenarios:
+                self.scenario_idle()
+            wrk_sc = [s for s in a.scenarios if s in WRK_SCENARIOS]
+            if wrk_sc:
+                live = {}
+                for n in self.target_names:
+                    t = self.start_target(n)
+                    if t is not None:
+                        live[n] = t
+                try:
+                    for sc in wrk_sc:
+                        self.scenario_wrk(live, sc)
+                finally:
+                    for t in live.values():
+                        t.stop()
+            if "routes" in a.scenarios:
+                self.scenario_routes()
+            if "propagation" in a.scenarios:
+                self.scenario_propagation()
+        except Deadline as e:
+            log(f"STOP: {e}; reporting what was measured")
+            self.meta["stopped"] = str(e)
+        finally:
+            T.stop_all()
+            if not a.keep_tmp:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+        self.meta["elapsed_s"] = round(time.monotonic() - self.t_start, 1)
+        self.meta["skipped"] = {k: v.splitlines()[0] for k, v in self.skipped.items()}
+        return self.write_outputs()
+
+    def write_outputs(self):
+        a = self.a
+        os.makedirs(a.results_dir, exist_ok=True)
+        stamp = self.meta["date_file"]
+        raw = os.path.join(a.results_dir, f"{'quick-' if a.quick else ''}{stamp}.txt")
+        report.write_raw(raw, self.meta, self.records)
+        log(f"raw results: {os.path.relpath(raw, ROOT)}")
+        md = report.render(self.meta, self.records, raw_path=os.path.relpath(raw, ROOT))
+        print(md)
+        if a.doc:
+            with open(a.doc, "w") as f:
+                f.write(md)
+            log(f"report written to {os.path.relpath(a.doc, ROOT)}")
+        return 0
+
+
+def _cmd(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _stderr(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=10).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def machine_info(a):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lscpu = _cmd(["lscpu"])
+    model = next((l.split(":", 1)[1].strip() for l in lscpu.splitlines()
+                  if l.startswith("Model name")), "?")
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gib = int(f.readline().split()[1]) / 1048576
+    except OSError:
+        mem_gib = 0
+    rev = _cmd(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).strip()
+    dirty = _cmd(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]).strip()
+    rivet_ver = _cmd([a.rivet, "version"]).strip().splitlines()[:1] if os.access(a.rivet, os.X_OK) else []
+    return {
+        "date": now.strftime("%Y-%m-%d %H:%M UTC"),
+        "date_file": now.strftime("%Y-%m-%d-%H%M"),
+        "command": a.command,
+        "cpu_model": model,
+        "cpus": os.cpu_count(),
+        "mem_gib": round(mem_gib, 1),
+        "kernel": os.uname().release,
+        "nginx": "nginx " + _stderr(["nginx", "-v"]).split("/")[-1].strip(),
+        "haproxy": " ".join(_cmd(["haproxy", "-v"]).split()[:3]) or "haproxy ?",
+        "wrk": " ".join(_cmd(["wrk", "-v"]).split()[:2]) or "wrk ?",
+        "rivet": (rivet_ver[0] if rivet_ver else "-") + f" (git {rev}{', dirty tree' if dirty else ''})",
+        "duration_s": a.duration, "rounds": a.rounds, "warmup_s": a.warmup,
+        "proxy_cpu": a.proxy_cpu, "load_cpu": a.load_cpu, "noise_pct": a.noise_pct,
+        "max_retries": a.max_retries, "quiet_wait_s": a.quiet_wait, "idle_conns": a.idle_conns,
+        "route_sizes": ",".join(map(str, a.route_sizes)), "route_layouts": ",".join(a.route_layouts),
+        "prop_changes": a.prop_changes, "quick": int(a.quick),
+        "targets": ",".join(a.targets), "scenarios": ",".join(a.scenarios),
+        "loadavg_start": open("/proc/loadavg").read().split()[0],
+    }
+
+
+def csv(s):
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(
+        prog="bench/run.sh",
+        description="Side-by-side benchmark: direct, nginx, haproxy and rivet on loopback.",
+        epilog="bench/run.sh --install-deps ... first apt-get installs wrk, nginx-light, haproxy, "
+               "procps and util-linux. See bench/README.md.")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke test, about a minute: 1 s runs, 2 rounds, fewer changes; "
+                         "does not rewrite doc/benchmarks.md unless --doc is given")
+    ap.add_argument("--duration", type=float, help="seconds per measured wrk run (default 10)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    ap.add_argument("--warmup", type=float, help="seconds of unmeasured load before a scenario (default 2)")
+    ap.add_argument("--scenarios", type=csv, default=ALL_SCENARIOS,
+                    help=f"comma list from {','.join(ALL_SCENARIOS)} (default all)")
+    ap.add_argument("--targets", type=csv, default=ALL_TARGETS,
+                    help=f"comma list from {','.join(ALL_TARGETS)} (default all)")
+    ap.add_argument("--rivet", default=os.path.join(ROOT, "build", "rivet"), help="rivet binary")
+    ap.add_argument("--proxy-cpu", type=int, default=0, help="CPU of the proxies (default 0)")
+    ap.add_argument("--load-cpu", type=int, default=1, help="CPU of the origin and wrk (default 1)")
+    ap.add_argument("--noise-pct", type=float, default=3.0,
+                    help="a run is noisy when other processes used more than this %% of the two "
+                         "CPUs (default 3)")
+    ap.add_argument("--max-retries", type=int,
+                    help="repeats of a noisy run (default 2, quick 0)")
+    ap.add_argument("--quiet-wait", type=float, default=10.0,
+                    help="before repeating a noisy run, wait up to this many seconds for the "
+                         "other load to drop (default 10)")
+    ap.add_argument("--idle-conns", type=int, default=1000,
+                    help="idle keep-alive connections in the memory scenario (default 1000)")
+    ap.add_argument("--route-sizes", type=lambda s: [int(x) for x in csv(s)],
+                    help="route-table sizes (default 10,1000,10000)")
+    ap.add_argument("--route-layouts", type=csv, default=["spread", "one-vhost"],
+                    help="spread (1,000 domains) and/or one-vhost (default both)")
+    ap.add_argument("--prop-changes", type=int, help="config changes per round (default 200)")
+    ap.add_argument("--prop-timeout", type=float, default=5.0,
+                    help="seconds one config change may take before it counts as failed")
+    ap.add_argument("--results-dir", default=os.path.join(BENCH, "results"),
+                    help="where the raw per-round file goes (default bench/results)")
+    ap.add_argument("--doc", help="markdown report to (re)write (default doc/benchmarks.md, "
+                                  "none in --quick mode; 'none' to skip)")
+    ap.add_argument("--max-minutes", type=float, help="hard bound on the whole run (default 30, quick 4)")
+    ap.add_argument("--ready-timeout", type=float, default=10.0,
+                    help="seconds a server may take to answer after start (default 10)")
+    ap.add_argument("--load-timeout", type=float, default=120.0,
+                    help="seconds to wait for a generated route table to be served")
+    ap.add_argument("--settle", type=float, help="seconds to wait before reading RSS (default 1)")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--report-only", metavar="RAW",
+                    help="re-render the report from a bench/results/*.txt file and exit")
+    a = ap.parse_args(argv)
+    q = a.quick
+    dflt = {"duration": (1, 10), "rounds": (2, 3), "warmup": (0.5, 2), "prop_changes": (20, 200),
+            "max_minutes": (4, 30), "settle": (0.3, 1.0), "max_retries": (0, 2)}
+    for k, (qv, fv) in dflt.items():
+        if getattr(a, k) is None:
+            setattr(a, k, qv if q else fv)
+    if a.route_sizes is None:
+        a.route_sizes = [10, 1000, 10000]
+    if q and a.route_layouts == ["spread", "one-vhost"]:
+        a.route_layouts = ["spread"]
+    if a.doc is None:
+        a.doc = None if q else os.path.join(ROOT, "doc", "benchmarks.md")
+    elif a.doc == "none":
+        a.doc = None
+    for s in a.scenarios:
+        if s not in ALL_SCENARIOS:
+            ap.error(f"unknown scenario {s!r}")
+    for t in a.targets:
+        if t not in ALL_TARGETS:
+            ap.error(f"unknown target {t!r}")
+    for l in a.route_layouts:
+        if l not in ("spread", "one-vhost"):
+            ap.error(f"unknown route layout {l!r}")
+    if os.cpu_count() < 2 and a.proxy_cpu == a.load_cpu == 0:
+        pass
+    elif os.cpu_count() < 2:
+        a.proxy_cpu = a.load_cpu = 0
+    a.command = os.environ.get("BENCH_COMMAND") or "bench/run.sh " + " ".join(map(shlex.quote, argv))
+    return a
+
+
+def main(argv):
+    a = parse_args(argv)
+    if a.report_only:
+        meta, recs = report.read_raw(a.report_only)
+        md = report.render(meta, recs, raw_path=os.path.relpath(os.path.abspath(a.report_only), ROOT))
+        if a.doc:
+            with open(a.doc, "w") as f:
+                f.write(md)
+        print(md)
+        return 0
+    for tool in ("wrk", "nginx", "taskset") + (("haproxy",) if "haproxy" in a.targets else ()):
+        if shutil.which(tool) is None:
+            print(f"bench: {tool} not found; run: apt-get install -y wrk nginx-light haproxy "
+                  "util-linux procps", file=sys.stderr)
+            return 2
+    run = Run(a)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        return run.main()
+    except KeyboardInterrupt:
+        T.stop_all()
+        log("interrupted; every started process stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,349 @@
+"""report.py - raw results file (bench/results/*.txt) and the markdown report.
+
+The raw file has the run's metadata as one JSON line ("# meta {...}") and one line per
+measurement of key=value pairs (shell-quoted when needed), every attempt included: a noisy
+run that was repeated stays in the file with used=0.
+"""
+import json
+import math
+import shlex
+import statistics
+
+WRK = [("c50", "HTTP/1.1 keep-alive GET /, 50 connections (13-byte body)"),
+       ("c256", "HTTP/1.1 keep-alive GET /, 256 connections (13-byte body)"),
+       ("16k", "HTTP/1.1 keep-alive GET /16k, 50 connections (16 KiB body)")]
+TARGET_ORDER = ["direct", "nginx", "haproxy", "rivet"]
+
+
+# ---------------------------------------------------------------------------------------------
+# raw file
+def _fmt(v):
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    return shlex.quote(str(v))
+
+
+def write_raw(path, meta, records):
+    keys_first = ["scenario", "round", "order", "target", "attempt", "used", "noisy"]
+    with open(path, "w") as f:
+        f.write("# rivet benchmark raw results: one line per measurement (bench/lib/report.py)\n")
+        f.write("# meta " + json.dumps(meta, sort_keys=True) + "\n")
+        for r in records:
+            ks = [k for k in keys_first if k in r] + sorted(k for k in r if k not in keys_first)
+            f.write(" ".join(f"{k}={_fmt(r[k])}" for k in ks) + "\n")
+
+
+def _parse(v):
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def read_raw(path):
+    meta, recs = {}, []
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if line.startswith("# meta "):
+                meta = json.loads(line[7:])
+            elif line and not line.startswith("#"):
+                recs.append({k: _parse(v) for k, v in (kv.split("=", 1) for kv in shlex.split(line))})
+    return meta, recs
+
+
+# ---------------------------------------------------------------------------------------------
+# numbers
+def med(xs):
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs):
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return (min(xs), max(xs)) if xs else (float("nan"), float("nan"))
+
+
+def f_num(x, nd=0):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if nd == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{nd}f}"
+
+
+def f1(x):
+    return f"{x:,.1f}"
+
+
+def f_us(us):
+    if us is None or (isinstance(us, float) and math.isnan(us)):
+        return "—"
+    return f"{us:.0f} µs" if us < 1000 else f"{us / 1000:.2f} ms"
+
+
+def cell(xs, fmt, unit=""):
+    """'median (min–max) unit' of the finite values of xs; just the median for one value."""
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not xs:
+        return "—"
+    m = fmt(med(xs))
+    if len(xs) == 1:
+        return m + unit
+    lo, hi = spread(xs)
+    return f"{m} ({fmt(lo)}–{fmt(hi)}){unit}"
+
+
+def lat_cell(xs):
+    """Latencies in µs, shown in µs below 1 ms and in ms above (one unit per cell)."""
+    m = med(xs)
+    if isinstance(m, float) and math.isnan(m):
+        return "—"
+    if m < 1000:
+        return cell(xs, lambda x: f"{x:.0f}", " µs")
+    return cell(xs, lambda x: f"{x / 1000:.2f}", " ms")
+
+
+def mib_cell(xs_kb):
+    return cell(xs_kb, lambda x: f"{x / 1024:.1f}", " MiB")
+
+
+def ratio_cell(xs, ref=False):
+    return "1" if ref and xs else cell(xs, lambda x: f"{x:.2f}")
+
+
+def used(recs, scenario):
+    return [r for r in recs if r.get("scenario") == scenario and r.get("used", 1) == 1
+            and not r.get("failed")]
+
+
+def per_round_ratio(rs, target, key, ref="nginx"):
+    by = {}
+    for r in rs:
+        by.setdefault(r["round"], {})[r["target"]] = r
+    out = []
+    for rnd, d in sorted(by.items()):
+        if target in d and ref in d:
+            a, b = d[target].get(key), d[ref].get(key)
+            if a is not None and b and not math.isnan(a) and not math.isnan(b):
+                out.append(a / b)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def render(meta, recs, raw_path=""):
+    L = []
+    w = L.append
+    w("# Benchmarks")
+    w("")
+    w("Side-by-side numbers for rivet, nginx and HAProxy in front of the same origin, on one "
+      "machine, over loopback. This file is written by `bench/run.sh` (see `bench/README.md` "
+      "for the method and every flag); edit the generator in `bench/lib/report.py`, not this file.")
+    w("")
+    if meta.get("quick"):
+        w("> **Quick (smoke-test) run**: 1-second runs, too short to compare targets. "
+          "Re-run `bench/run.sh` for real numbers.")
+        w("")
+    w("## Run")
+    w("")
+    w(f"- Date: {meta.get('date', '?')}")
+    w(f"- Command: `{meta.get('command', 'bench/run.sh')}`")
+    w(f"- Machine: {meta.get('cpu_model', '?')}, {meta.get('cpus', '?')} CPUs, "
+      f"{meta.get('mem_gib', '?')} GiB, Linux {meta.get('kernel', '?')}; "
+      f"load average at start {meta.get('loadavg_start', '?')}")
+    w(f"- Software: {meta.get('nginx', '?')}; {meta.get('haproxy', '?')}; {meta.get('wrk', '?')}; "
+      f"rivet {meta.get('rivet', '?')}")
+    w(f"- Pinning: every proxy (one worker / one thread) on CPU {meta.get('proxy_cpu')}, "
+      f"the origin nginx and wrk (one thread) on CPU {meta.get('load_cpu')}")
+    w(f"- {meta.get('rounds')} interleaved rounds of {meta.get('duration_s')} s per target and "
+      f"scenario, after {meta.get('warmup_s')} s of warm-up; total run time "
+      f"{meta.get('elapsed_s', '?')} s")
+    if raw_path:
+        w(f"- Raw per-round numbers: `{raw_path}`")
+    for k, v in (meta.get("skipped") or {}).items():
+        w(f"- **Skipped target {k}**: {v}")
+    for s in meta.get("skipped_scenarios") or []:
+        w(f"- **Skipped scenario** {s.splitlines()[0]}")
+    if meta.get("stopped"):
+        w(f"- **Stopped early**: {meta['stopped']}")
+    w("")
+    w("Cells are the median over the rounds with the spread (min–max) in parentheses. "
+      "A ratio (×nginx) is computed within each round, target / nginx, and then its median "
+      "is taken: rounds interleave the targets (A B C, then B C A, ...) so that the machine's "
+      "drift cancels in these ratios. For req/s a ratio above 1 is better; for latency and CPU "
+      "below 1 is better. *CPU µs/req* is the user+system time of all of the proxy's "
+      "processes and threads (from /proc/PID/stat) over the requests wrk completed: the most "
+      "stable figure on a shared 2-CPU machine.")
+    w("")
+
+    for sc, title in WRK:
+        rs = used(recs, sc)
+        if not rs:
+            continue
+        w(f"## {title}")
+        w("")
+        w("| target | req/s | ×nginx | p50 | ×nginx | p99 | ×nginx | CPU µs/req | ×nginx | proxy CPU use | rounds |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        names = [t for t in TARGET_ORDER if any(r["target"] == t for r in rs)]
+        for t in names:
+            tr = [r for r in rs if r["target"] == t]
+            allatt = [r for r in recs if r.get("scenario") == sc and r.get("target") == t]
+            noisy = sum(1 for r in allatt if r.get("noisy"))
+            left = sum(1 for r in tr if r.get("noisy"))
+            errors = sum(r.get("errors", 0) for r in tr)
+            note = f"{len(tr)}"
+            if noisy:
+                note += f"; {noisy} noisy run(s) repeated" + (f", {left} still noisy" if left else "")
+            if errors:
+                note += f"; **{errors} errors**"
+            direct = t == "direct"
+            w("| " + " | ".join([
+                t + (" (origin only)" if direct else ""),
+                cell([r["rps"] for r in tr], f_num),
+                ratio_cell(per_round_ratio(rs, t, "rps"), t == "nginx"),
+                lat_cell([r["p50_us"] for r in tr]),
+                ratio_cell(per_round_ratio(rs, t, "p50_us"), t == "nginx"),
+                lat_cell([r["p99_us"] for r in tr]),
+                ratio_cell(per_round_ratio(rs, t, "p99_us"), t == "nginx"),
+                "—" if direct else cell([r["cpu_us_per_req"] for r in tr], lambda x: f_num(x, 2)),
+                "—" if direct else ratio_cell(per_round_ratio(rs, t, "cpu_us_per_req"), t == "nginx"),
+                "—" if direct else cell([100 * r["proxy_util"] for r in tr], lambda x: f"{x:.0f}", " %"),
+                note]) + " |")
+        w("")
+
+    rs = used(recs, "idle")
+    if rs:
+        n = meta.get("idle_conns", "?")
+        w(f"## Idle memory: {n} idle keep-alive connections")
+        w("")
+        w(f"Each round starts the proxy afresh, opens {n} connections, sends one keep-alive GET "
+          "on each and reads the answer, then holds them idle. RSS is VmRSS summed over the "
+          "proxy's processes (nginx: master + worker).")
+        w("")
+        w("| target | RSS before | RSS with connections held | growth per connection | ×nginx | RSS after closing | still open |")
+        w("|---|---|---|---|---|---|---|")
+        for t in [t for t in TARGET_ORDER if any(r["target"] == t for r in rs)]:
+            tr = [r for r in rs if r["target"] == t]
+            w("| " + " | ".join([
+                t,
+                mib_cell([r["rss_before_kb"] for r in tr]),
+                mib_cell([r["rss_held_kb"] for r in tr]),
+                cell([r["per_conn_bytes"] for r in tr], lambda x: f"{x:,.0f}", " B"),
+                ratio_cell(per_round_ratio(rs, t, "per_conn_bytes"), t == "nginx"),
+                mib_cell([r["rss_after_close_kb"] for r in tr]),
+                f"{min(r['still_open'] for r in tr)}–{max(r['still_open'] for r in tr)} of "
+                f"{tr[0]['conns']}"]) + " |")
+        w("")
+
+    rs = [r for r in recs if r.get("scenario") == "routes" and r.get("used", 1) == 1]
+    if rs:
+        w("## Route-table scale (rivet)")
+        w("")
+        w("Generated by `bench/lib/routegen.py`: exact and prefix matchers with a regex every "
+          "100th route (at least one); the request hits the last route of the last "
+          "VirtualService. *spread*: N routes over ceil(N/10) VirtualServices of one domain "
+          "each, at most 1,000 domains; *one-vhost*: all N routes in one VirtualService, the worst "
+          "case for an ordered route list. Each case starts a fresh rivet with a one-route config; "
+          "*load* is the time from moving the generated files into the watched directory to the "
+          "first request answered by the hit route (it includes the file moves, the 10 ms "
+          "debounce, parsing, the snapshot and router build and publication; *builds* is how many "
+          "snapshots rivet published meanwhile); *rebuild* is the same after rewriting only the "
+          "hit VirtualService (new hit prefix): one full snapshot build. *Snapshot memory* is "
+          "the RSS growth of the rivet process from the one-route config to the loaded table, "
+          "measured from outside. CPU µs/req as above, on the hit route with 50 connections; "
+          "×smallest is the per-round ratio to the smallest table of the same layout.")
+        w("")
+        w("| layout | routes | domains | regex | load | builds | rebuild | snapshot memory | req/s | p50 | p99 | CPU µs/req | ×smallest |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for lay in ("spread", "one-vhost"):
+            lr = [r for r in rs if r.get("layout") == lay]
+            sizes = sorted({r["routes"] for r in lr})
+            if not sizes:
+                continue
+            for n in sizes:
+                tr = [r for r in lr if r["routes"] == n]
+                ratios = []
+                for r in tr:
+                    base = [b for b in lr if b["routes"] == sizes[0] and b["round"] == r["round"]]
+                    if base and base[0].get("cpu_us_per_req") and r.get("cpu_us_per_req"):
+                        ratios.append(r["cpu_us_per_req"] / base[0]["cpu_us_per_req"])
+                w("| " + " | ".join([
+                    lay, f"{n:,}", f"{tr[0].get('domains', '?'):,}", str(tr[0].get("regex", "?")),
+                    cell([r.get("load_ms") for r in tr], f1, " ms"),
+                    cell([r.get("builds") for r in tr], lambda x: f"{x:.0f}"),
+                    cell([r.get("rebuild_ms") for r in tr], f1, " ms"),
+                    cell([(r["rss_loaded_kb"] - r["rss_base_kb"]) / 1024 for r in tr
+                          if "rss_loaded_kb" in r], lambda x: f"{x:.1f}", " MiB"),
+                    cell([r.get("rps") for r in tr], f_num),
+                    lat_cell([r.get("p50_us") for r in tr]),
+                    lat_cell([r.get("p99_us") for r in tr]),
+                    cell([r.get("cpu_us_per_req") for r in tr], lambda x: f_num(x, 2)),
+                    ratio_cell(ratios)]) + " |")
+        w("")
+
+    rs = used(recs, "propagation")
+    if rs:
+        w("## Config propagation (rivet)")
+        w("")
+        w("`bench/lib/propagation.py` rewrites a VirtualService whose directResponseAction body "
+          "is \"v<N>\" (a complete file renamed into the watched directory), then polls the data "
+          "path over one keep-alive connection every 1 ms until it answers v<N>; a sample is the "
+          "time from just before the write to that answer (time.monotonic). Percentiles are "
+          "nearest-rank per round; *all rounds* pools every sample.")
+        w("")
+        w("| rounds | changes per round | failures | p50 | p90 | p99 | max | p99, all rounds |")
+        w("|---|---|---|---|---|---|---|---|")
+        pooled = []
+        for r in rs:
+            s = str(r.get("samples_ms", ""))
+            pooled += [float(x) for x in s.split(",") if x]
+        p99_all = sorted(pooled)[max(0, -(-99 * len(pooled) // 100) - 1)] if pooled else float("nan")
+        w("| " + " | ".join([
+            str(len(rs)), str(rs[0].get("changes")), str(sum(r.get("failures", 0) for r in rs)),
+            cell([r.get("p50_ms") for r in rs], f1, " ms"), cell([r.get("p90_ms") for r in rs], f1, " ms"),
+            cell([r.get("p99_ms") for r in rs], f1, " ms"), cell([r.get("max_ms") for r in rs], f1, " ms"),
+            f1(p99_all) + " ms"]) + " |")
+        w("")
+
+    # noise
+    att = [r for r in recs if "other_pct" in r]
+    if att:
+        w("## Noise")
+        w("")
+        noisy = [r for r in att if r.get("noisy")]
+        kept = [r for r in noisy if r.get("used")]
+        w(f"A measured run is *noisy* when processes other than the proxy, the origin and wrk "
+          f"used more than {meta.get('noise_pct')}% of the two CPUs during it (busy time from "
+          f"/proc/stat minus the benchmark's own processes' time). A noisy run is repeated, after "
+          f"waiting up to {meta.get('quiet_wait_s', '?')} s for the machine to be quiet, up to "
+          f"{meta.get('max_retries')} times, and the quietest attempt is kept. "
+          f"{len(att)} measured runs, {len(noisy)} noisy, {len(kept)} of them kept (no quieter "
+          f"attempt); other load per run: median {med([r['other_pct'] for r in att]):.1f}%, "
+          f"max {max(r['other_pct'] for r in att):.1f}%.")
+        if kept:
+            w("")
+            w("Noisy runs kept in the tables:")
+            w("")
+            w("| scenario | round | target | other load | busiest other processes (CPU s, incl. reaped children) |")
+            w("|---|---|---|---|---|")
+            for r in kept[:30]:
+                w(f"| {r['scenario']} | {r['round']} | {r['target']} | {r['other_pct']:.1f}% | "
+                  f"{str(r.get('others', '')).replace(';', ', ')} |")
+            if len(kept) > 30:
+                w(f"| … | | | | {len(kept) - 30} more in the raw file |")
+        w("")
+    w("## Caveats")
+    w("")
+    w("- One 2-CPU machine shared with other work (builds and tests of other engineers may run "
+      "at the same time): absolute req/s move from run to run; compare the per-round ratios "
+      "and CPU µs/req, and check the Noise section.")
+    w("- The origin and wrk share one CPU, so *direct* is the ceiling of this box rather than "
+      "of the origin. A proxy below ~100% *proxy CPU use* was not the bottleneck: its req/s "
+      "is then bounded by the origin + wrk CPU (and by the proxy's latency), and CPU µs/req "
+      "is the figure that compares the proxies.")
+    w("- Latency under saturation is mostly queueing: p50/p99 compare how each proxy behaves "
+      "at its own maximum rate, not at equal load.")
+    w("")
+    return "\n".join(L)
