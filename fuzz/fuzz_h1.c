@@ -5,11 +5,8 @@
  * the chunked scanner gives the same result however its input is split, and normalised paths
  * never grow and are idempotent.
  *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE -Isrc \
- *       fuzz/fuzz_h1.c src/http/h1.c src/http/path.c src/core/err.c -o fuzz_h1
- *   ./fuzz_h1 fuzz/corpus/h1
- * Replay the corpus without libFuzzer (plain CI): add -DRV_FUZZ_MAIN, drop -fsanitize=fuzzer,
- * and run ./fuzz_h1 fuzz/corpus/h1/ *.
+ * Built by `make fuzz` (build-fuzz/fuzz_h1; run: build-fuzz/fuzz_h1 fuzz/corpus/h1). The seed
+ * corpus is replayed as a plain test by `make unit` (build/fuzz/replay_h1, via fuzz/replay.c).
  */
 #include "core/err.h"
 #include "http/h1.h"
@@ -138,23 +135,3 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     return 0;
 }
-
-#ifdef RV_FUZZ_MAIN
-/* Replay files given on the command line (the committed corpus) through the target. */
-int main(int argc, char **argv)
-{
-    static char buf[1 << 20];
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        if (!f) {
-            perror(argv[i]);
-            return 1;
-        }
-        size_t n = fread(buf, 1, sizeof buf, f);
-        fclose(f);
-        LLVMFuzzerTestOneInput((const uint8_t *)buf, n);
-    }
-    printf("fuzz_h1: replayed %d inputs\n", argc - 1);
-    return 0;
-}
-#endif
