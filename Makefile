@@ -20,8 +20,10 @@ SRCS    := $(filter-out src/cli/main.c,$(sort $(shell find src -name '*.c')))
 OBJS    := $(SRCS:%.c=$(BUILD)/%.o)
 TSRCS   := $(sort $(wildcard tests/unit/test_*.c))
 TBINS   := $(TSRCS:tests/unit/%.c=$(BUILD)/tests/%)
+FSRCS   := $(sort $(wildcard fuzz/fuzz_*.c))
+FBINS   := $(FSRCS:fuzz/fuzz_%.c=$(BUILD)/fuzz/replay_%)
 
-.PHONY: all unit clean
+.PHONY: all unit fuzz clean
 all: $(BUILD)/rivet
 
 $(BUILD)/%.o: %.c
@@ -39,10 +41,26 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(BUILD)/librivet.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
 
-unit: $(TBINS)
-	@tests/unit/run.sh $(TBINS)
+# Fuzz targets linked with a plain driver: the committed corpora replay as ordinary tests.
+$(BUILD)/fuzz/replay_%: $(BUILD)/fuzz/fuzz_%.o $(BUILD)/fuzz/replay.o $(BUILD)/librivet.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDSAN) -pthread -o $@ $^ $(LDLIBS)
+
+unit: $(TBINS) $(FBINS)
+	@tests/unit/run.sh $(TBINS) $(FBINS)
+
+# Real fuzzers (clang + libFuzzer): build-fuzz/fuzz_<name>; run e.g.
+#   build-fuzz/fuzz_http1 -max_total_time=60 fuzz/corpus/http1
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -pthread -Isrc $(shell pkg-config --cflags $(PKGS)) -g -O1 \
+               -fsanitize=fuzzer-no-link,address,undefined
+fuzz:
+	@mkdir -p build-fuzz
+	@for t in $(FSRCS:fuzz/fuzz_%.c=%); do \
+	  clang $(FUZZ_CFLAGS) -fsanitize=fuzzer fuzz/fuzz_$$t.c $(SRCS) -o build-fuzz/fuzz_$$t $(LDLIBS) || exit 1; \
+	  echo "built build-fuzz/fuzz_$$t"; done
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
--include $(OBJS:.o=.d) $(BUILD)/src/cli/main.d $(TSRCS:tests/unit/%.c=$(BUILD)/tests/unit/%.d)
+-include $(OBJS:.o=.d) $(BUILD)/src/cli/main.d $(TSRCS:tests/unit/%.c=$(BUILD)/tests/unit/%.d) \
+         $(FSRCS:%.c=$(BUILD)/%.d)

@@ -3,7 +3,9 @@
 set -u
 pass=0; fail=0; bad=0
 for t in "$@"; do
-  out=$("$t" 2>&1); rc=$?
+  args=()
+  case "$(basename "$t")" in replay_*) args=("fuzz/corpus/$(basename "$t" | sed 's/^replay_//')");; esac
+  out=$("$t" "${args[@]}" 2>&1); rc=$?
   p=$(printf '%s\n' "$out" | grep -c '^ok ')
   f=$(printf '%s\n' "$out" | grep -c '^not ok ')
   pass=$((pass + p)); fail=$((fail + f))
