@@ -21,6 +21,7 @@ typedef struct rv_settings_s {
     char **watch_ns;            /* watchNamespaces; NULL/0 = all */
     uint32_t nwatch_ns;
     int64_t refresh_ms;         /* refreshRate, default 60000 (Gloo's default when unset) */
+    char *settings_ns;          /* --namespace: the folder of the Settings file (added) */
 } rv_settings_t;
 
 /*

@@ -1,0 +1,1188 @@
+/*
+ * translate.c - from the store's accepted resources to an immutable snapshot.
+ *
+ * Gateways become listeners, Upstreams clusters, VirtualServices virtual hosts whose routes
+ * are flattened through RouteTable delegation (one rv_route_t per matcher, options merged
+ * child over parent over virtual host). Checks that need several resources live here:
+ * missing references (Warning, 503 at run time), bind conflicts, domain conflicts,
+ * delegation prefixes and cycles (Rejected). Every string the snapshot holds is copied into
+ * its arena: the store may free its versions while a worker still serves the snapshot.
+ */
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "config/config-internal.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/regex.h"
+
+#define MAX_ROUTES_PER_VS 100000u
+#define MSG_CAP 4096
+
+/* The snapshot and what only this file knows about it. */
+typedef struct snap_priv_s {
+    rv_snapshot_t snap;         /* first: rv_snapshot_t * and snap_priv_t * convert */
+    rv_regex_t **re;
+    const char **pat;           /* source of re[i] (arena), for the JSON dump */
+    uint32_t nre, capre;
+} snap_priv_t;
+
+/* One resource during a build. */
+typedef struct tres_s {
+    int kind;
+    const char *ns, *name, *file, *rel;
+    res_t *r;                   /* NULL for the default Gateway */
+    void *obj;                  /* accepted version, NULL when none */
+    bool dup;                   /* another file defines the same kind/ns/name */
+    char *rej, *warn;           /* "; "-joined messages (malloc) */
+    uint32_t cluster;           /* Upstream: its cluster index */
+    /* VirtualService: translated routes (malloc'd template) */
+    rv_route_t *routes;
+    uint32_t nroutes;
+    bool vs_done, vs_empty;
+    bool in_chain;              /* RouteTable: on the current delegation path */
+} tres_t;
+
+typedef struct vec_s {
+    void *v;
+    uint32_t n, cap;
+} vec_t;
+
+typedef struct bctx_s {
+    snap_priv_t *sp;
+    rv_arena_t *a;
+    const rv_settings_t *s;
+    tres_t *all;
+    uint32_t nall;
+    tres_t **by[RK_COUNT];      /* per kind, usable (obj && !dup), sorted by ns, name */
+    uint32_t nby[RK_COUNT];
+    uint32_t ngw_files;
+    tres_t defgw;
+    gw_t defgw_obj;
+    bool oom;
+} bctx_t;
+
+/* ---- small helpers ----------------------------------------------------------------- */
+
+static void *vec_push(bctx_t *b, vec_t *v, size_t size)
+{
+    if (v->n == v->cap) {
+        uint32_t ncap = v->cap ? v->cap * 2 : 8;
+        void *p = realloc(v->v, ncap * size);
+        if (!p) {
+            b->oom = true;
+            return NULL;
+        }
+        v->v = p;
+        v->cap = ncap;
+    }
+    void *e = (char *)v->v + (size_t)v->n++ * size;
+    memset(e, 0, size);
+    return e;
+}
+
+static void addmsg(bctx_t *b, tres_t *t, bool reject, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void addmsg(bctx_t *b, tres_t *t, bool reject, const char *fmt, ...)
+{
+    char m[CFG_ERRLEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m, sizeof(m), fmt, ap);
+    va_end(ap);
+    char **dst = reject ? &t->rej : &t->warn;
+    if (*dst && strstr(*dst, m))
+        return;
+    size_t old = *dst ? strlen(*dst) : 0, ml = strlen(m);
+    if (old + ml + 3 > MSG_CAP)
+        return;
+    char *p = realloc(*dst, old + ml + 3);
+    if (!p) {
+        b->oom = true;
+        return;
+    }
+    if (old)
+        memcpy(p + old, "; ", 2), old += 2;
+    memcpy(p + old, m, ml + 1);
+    *dst = p;
+}
+
+static rv_str_t astr(bctx_t *b, const char *s)
+{
+    if (!s || !s[0])
+        return (rv_str_t){ "", 0 };
+    rv_str_t r = rv_arena_str(b->a, rv_cstr(s));
+    if (!r.ptr)
+        b->oom = true;
+    return r;
+}
+
+static rv_str_t astrf(bctx_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static rv_str_t astrf(bctx_t *b, const char *fmt, ...)
+{
+    char tmp[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    return astr(b, tmp);
+}
+
+static void *anew(bctx_t *b, size_t n)
+{
+    if (n == 0)
+        return NULL;
+    void *p = rv_arena_calloc(b->a, n);
+    if (!p)
+        b->oom = true;
+    return p;
+}
+
+/* Compile and register a regex with the snapshot (freed by its free_hook). */
+static rv_regex_t *compile(bctx_t *b, const char *pat, bool caseless)
+{
+    snap_priv_t *sp = b->sp;
+    char e[200];
+    if (sp->nre == sp->capre) {
+        uint32_t ncap = sp->capre ? sp->capre * 2 : 16;
+        rv_regex_t **p = realloc(sp->re, ncap * sizeof(*p));
+        if (p)
+            sp->re = p;
+        const char **q = realloc(sp->pat, ncap * sizeof(*q));
+        if (q)
+            sp->pat = q;
+        if (!p || !q) {
+            b->oom = true;
+            return NULL;
+        }
+        sp->capre = ncap;
+    }
+    rv_regex_t *re = rv_regex_compile(rv_cstr(pat), caseless, e, sizeof(e));
+    if (!re) {
+        b->oom = true;   /* validated at decode time: only OOM can fail here */
+        return NULL;
+    }
+    sp->pat[sp->nre] = astr(b, pat).ptr;
+    sp->re[sp->nre++] = re;
+    return re;
+}
+
+const char *cfg_regex_pattern(const rv_snapshot_t *snap, const rv_regex_t *re)
+{
+    const snap_priv_t *sp = (const snap_priv_t *)snap;
+    for (uint32_t i = 0; i < sp->nre; i++)
+        if (sp->re[i] == re)
+            return sp->pat[i] ? sp->pat[i] : "";
+    return "";
+}
+
+static int tres_cmp(const void *x, const void *y)
+{
+    const tres_t *a = *(tres_t *const *)x, *c = *(tres_t *const *)y;
+    int r = strcmp(a->ns, c->ns);
+    return r ? r : strcmp(a->name, c->name);
+}
+
+/* Resource of kind by namespace and name (usable or not), NULL when no file defines it. */
+static tres_t *lookup_any(bctx_t *b, int kind, const char *ns, const char *name)
+{
+    for (uint32_t i = 0; i < b->nall; i++) {
+        tres_t *t = &b->all[i];
+        if (t->kind == kind && !t->dup && !strcmp(t->ns, ns) && !strcmp(t->name, name))
+            return t;
+    }
+    return NULL;
+}
+
+static tres_t *lookup(bctx_t *b, int kind, const char *ns, const char *name)
+{
+    tres_t key = { .ns = ns, .name = name }, *kp = &key;
+    tres_t **f = bsearch(&kp, b->by[kind], b->nby[kind], sizeof(tres_t *), tres_cmp);
+    return f ? *f : NULL;
+}
+
+/* Why a reference does not resolve: "not found" or "is rejected". */
+static const char *ref_problem(bctx_t *b, int kind, const char *ns, const char *name)
+{
+    return lookup_any(b, kind, ns, name) ? "is rejected" : "not found";
+}
+
+static bool labels_match(const labels_t *want, const labels_t *have)
+{
+    for (uint32_t i = 0; i < want->n; i++) {
+        uint32_t j;
+        for (j = 0; j < have->n; j++)
+            if (!strcmp(want->k[i], have->k[j]) && !strcmp(want->v[i], have->v[j]))
+                break;
+        if (j == have->n)
+            return false;
+    }
+    return true;
+}
+
+static bool in_list(const strs_t *l, const char *s)
+{
+    for (uint32_t i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i], s))
+            return true;
+    return false;
+}
+
+/* ---- clusters ---------------------------------------------------------------------- */
+
+static int add_endpoint(bctx_t *b, vec_t *eps, const struct sockaddr *sa, socklen_t len, const shost_t *h)
+{
+    rv_endpoint_t *e;
+    for (uint32_t i = 0; i < eps->n; i++) {
+        e = (rv_endpoint_t *)eps->v + i;
+        if (e->addrlen == len && !memcmp(&e->addr, sa, len) && !strcmp(e->hostname.ptr, h->addr))
+            return 0;   /* the same address twice (DNS answers) */
+    }
+    if (!(e = vec_push(b, eps, sizeof(*e))))
+        return -1;
+    memcpy(&e->addr, sa, len);
+    e->addrlen = len;
+    e->weight = h->weight ? h->weight : 1;
+    e->hostname = astr(b, h->addr);
+    bool v6 = strchr(h->addr, ':') != NULL;
+    if (h->port == 80)
+        e->authority = v6 ? astrf(b, "[%s]", h->addr) : astr(b, h->addr);
+    else
+        e->authority = v6 ? astrf(b, "[%s]:%u", h->addr, h->port) : astrf(b, "%s:%u", h->addr, h->port);
+    return 0;
+}
+
+/* Resolve one static host into endpoints (getaddrinfo for names: control thread only). */
+static void resolve_host(bctx_t *b, tres_t *t, vec_t *eps, const shost_t *h, uint32_t idx)
+{
+    struct sockaddr_in in4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t)h->port) };
+    struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)h->port) };
+    if (inet_pton(AF_INET, h->addr, &in4.sin_addr) == 1) {
+        add_endpoint(b, eps, (struct sockaddr *)&in4, sizeof(in4), h);
+        return;
+    }
+    if (inet_pton(AF_INET6, h->addr, &in6.sin6_addr) == 1) {
+        add_endpoint(b, eps, (struct sockaddr *)&in6, sizeof(in6), h);
+        return;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
+    int rc = getaddrinfo(h->addr, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        addmsg(b, t, false, "static.hosts[%u]: host name '%s' does not resolve (%s); endpoint left out", idx,
+               h->addr, rc ? gai_strerror(rc) : "no address");
+        if (res)
+            freeaddrinfo(res);
+        return;
+    }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET && ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
+            struct sockaddr_in s4;
+            memcpy(&s4, ai->ai_addr, sizeof(s4));
+            s4.sin_port = htons((uint16_t)h->port);
+            add_endpoint(b, eps, (struct sockaddr *)&s4, sizeof(s4), h);
+        } else if (ai->ai_family == AF_INET6 && ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
+            struct sockaddr_in6 s6;
+            memcpy(&s6, ai->ai_addr, sizeof(s6));
+            s6.sin6_port = htons((uint16_t)h->port);
+            add_endpoint(b, eps, (struct sockaddr *)&s6, sizeof(s6), h);
+        }
+    }
+    freeaddrinfo(res);
+}
+
+static void build_clusters(bctx_t *b)
+{
+    rv_snapshot_t *snap = &b->sp->snap;
+    uint32_t n = b->nby[RK_US];
+    snap->clusters = anew(b, n * sizeof(rv_cluster_t));
+    for (uint32_t i = 0; i < n && !b->oom; i++) {
+        tres_t *t = b->by[RK_US][i];
+        us_t *u = t->obj;
+        rv_cluster_t *c = &snap->clusters[i];
+        vec_t eps = { 0 };
+        c->name = astrf(b, "%s.%s", t->ns, t->name);
+        c->index = i;
+        c->lb = u->lb.lr.h.set ? RV_LB_LEAST_REQUEST : u->lb.random.h.set ? RV_LB_RANDOM : RV_LB_ROUND_ROBIN;
+        c->choice_count = u->lb.lr.h.set ? u->lb.lr.choice_count : 2;
+        const shost_t *h = u->st.hosts.v;
+        for (uint32_t k = 0; k < u->st.hosts.n; k++)
+            resolve_host(b, t, &eps, &h[k], k);
+        if (eps.n) {
+            c->eps = anew(b, eps.n * sizeof(rv_endpoint_t));
+            if (c->eps)
+                memcpy(c->eps, eps.v, eps.n * sizeof(rv_endpoint_t));
+            c->neps = eps.n;
+            for (uint32_t k = 0; k < eps.n; k++)
+                c->total_weight += c->eps[k].weight;
+        } else {
+            addmsg(b, t, false, "no endpoint resolves: requests to this upstream get 503");
+        }
+        free(eps.v);
+        t->cluster = i;
+    }
+    snap->nclusters = n;
+}
+
+/* ---- options and actions ------------------------------------------------------------ */
+
+static void conv_adds(bctx_t *b, const list_t *l, rv_header_add_t **out, uint32_t *n)
+{
+    const hvopt_t *o = l->v;
+    *n = 0;
+    if (!l->n)
+        return;
+    if (!(*out = anew(b, l->n * sizeof(rv_header_add_t))))
+        return;
+    for (uint32_t i = 0; i < l->n; i++) {
+        (*out)[i].name = astr(b, o[i].header.key);
+        (*out)[i].value = astr(b, o[i].header.value);
+        (*out)[i].append = o[i].append;
+    }
+    *n = l->n;
+}
+
+static void conv_removes(bctx_t *b, const strs_t *l, rv_str_t **out, uint32_t *n)
+{
+    *n = 0;
+    if (!l->n)
+        return;
+    if (!(*out = anew(b, l->n * sizeof(rv_str_t))))
+        return;
+    for (uint32_t i = 0; i < l->n; i++)
+        (*out)[i] = astr(b, l->v[i]);
+    *n = l->n;
+}
+
+static void conv_headers(bctx_t *b, const hman_t *h, rv_header_ops_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    if (!h->h.set)
+        return;
+    conv_adds(b, &h->req_add, &o->req_add, &o->nreq_add);
+    conv_removes(b, &h->req_remove, &o->req_remove, &o->nreq_remove);
+    conv_adds(b, &h->resp_add, &o->resp_add, &o->nresp_add);
+    conv_removes(b, &h->resp_remove, &o->resp_remove, &o->nresp_remove);
+}
+
+static void conv_retry(bctx_t *b, const retry_t *r, rv_retry_policy_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->per_try_timeout_ms = RV_TIMEOUT_UNSET;
+    o->backoff_base_ms = 25;
+    o->backoff_max_ms = 250;
+    if (!r->h.set)
+        return;
+    o->on = r->on_bits;
+    o->num_retries = r->has_num ? r->num_retries : 1;
+    if (r->has_per_try)
+        o->per_try_timeout_ms = r->per_try_ms;
+    if (r->backoff.h.set) {
+        o->backoff_base_ms = r->backoff.base_ms;
+        o->backoff_max_ms = r->backoff.has_max ? r->backoff.max_ms : 10 * r->backoff.base_ms;
+    }
+    if (r->codes.n && (o->status_codes = anew(b, r->codes.n * sizeof(uint16_t)))) {
+        for (uint32_t i = 0; i < r->codes.n; i++)
+            o->status_codes[i] = (uint16_t)r->codes.v[i];
+        o->nstatus_codes = r->codes.n;
+    }
+}
+
+/* Delegated options: the child's fields over the parent's (rewrites and host rewrites as groups). */
+static ropts_t merge_opts(const ropts_t *child, const ropts_t *parent)
+{
+    ropts_t r = *child;
+    if (!parent || !parent->h.set)
+        return r;
+    if (!child->h.set) {
+        r = *parent;
+        return r;
+    }
+    if (!child->has_prefix_rewrite && !child->regex_rewrite.h.set) {
+        r.has_prefix_rewrite = parent->has_prefix_rewrite;
+        r.prefix_rewrite = parent->prefix_rewrite;
+        r.regex_rewrite = parent->regex_rewrite;
+    }
+    if (!child->has_timeout) {
+        r.has_timeout = parent->has_timeout;
+        r.timeout_ms = parent->timeout_ms;
+    }
+    if (!child->retries.h.set)
+        r.retries = parent->retries;
+    if (!child->headers.h.set)
+        r.headers = parent->headers;
+    if (!child->has_host_rewrite && !child->has_auto_host) {
+        r.has_host_rewrite = parent->has_host_rewrite;
+        r.host_rewrite = parent->host_rewrite;
+        r.has_auto_host = parent->has_auto_host;
+        r.auto_host = parent->auto_host;
+    }
+    return r;
+}
+
+/*
+ * Cluster of an upstream reference (namespace defaults to owner's); RV_NO_CLUSTER when it
+ * does not resolve, with a Warning on owner when warn.
+ */
+static uint32_t upstream_cluster(bctx_t *b, tres_t *owner, bool warn, const char *where, const ref_t *ref)
+{
+    const char *ns = ref->ns && ref->ns[0] ? ref->ns : owner->ns;
+    tres_t *u = lookup(b, RK_US, ns, ref->name);
+    if (u)
+        return u->cluster;
+    if (warn)
+        addmsg(b, owner, false, "%s: upstream %s/%s %s", where, ns, ref->name, ref_problem(b, RK_US, ns, ref->name));
+    return RV_NO_CLUSTER;
+}
+
+static void conv_wdests(bctx_t *b, tres_t *owner, bool warn, const char *where, const list_t *l, rv_action_t *act)
+{
+    const wdest_t *d = l->v;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < l->n; i++)
+        n += d[i].weight > 0;
+    if (!(act->dests = anew(b, n * sizeof(rv_dest_t))))
+        return;
+    for (uint32_t i = 0, k = 0; i < l->n; i++) {
+        if (!d[i].weight)
+            continue;
+        rv_dest_t *o = &act->dests[k++];
+        o->cluster = upstream_cluster(b, owner, warn, where, &d[i].dest.upstream);
+        o->weight = d[i].weight;
+        conv_headers(b, &d[i].opts.headers, &o->headers);
+        act->total_weight += o->weight;
+    }
+    act->ndests = n;
+}
+
+static void conv_action(bctx_t *b, tres_t *owner, const char *where, const route_t *r, rv_action_t *act)
+{
+    static const uint16_t codes[] = { 301, 302, 303, 307, 308 };
+    memset(act, 0, sizeof(*act));
+    if (r->redirect.h.set) {
+        const redirect_t *d = &r->redirect;
+        act->kind = RV_ACTION_REDIRECT;
+        act->redirect.host = astr(b, d->host);
+        act->redirect.path_kind =
+            d->has_path ? RV_REDIRECT_PATH_REPLACE : d->has_prefix ? RV_REDIRECT_PREFIX : RV_REDIRECT_PATH_KEEP;
+        act->redirect.path = astr(b, d->has_path ? d->path : d->has_prefix ? d->prefix : NULL);
+        act->redirect.code = codes[d->code_enum < 5 ? d->code_enum : 0];
+        act->redirect.port = (uint16_t)d->port;
+        act->redirect.https = d->https;
+        act->redirect.strip_query = d->strip_query;
+        return;
+    }
+    if (r->direct.h.set) {
+        act->kind = RV_ACTION_DIRECT;
+        act->status = (uint16_t)r->direct.status;
+        act->body = astr(b, r->direct.body);
+        return;
+    }
+    act->kind = RV_ACTION_ROUTE;
+    const raction_t *ra = &r->ra;
+    if (ra->single.h.set) {
+        if (!(act->dests = anew(b, sizeof(rv_dest_t))))
+            return;
+        act->dests[0].cluster = upstream_cluster(b, owner, true, where, &ra->single.upstream);
+        act->dests[0].weight = 1;
+        act->ndests = 1;
+        act->total_weight = 1;
+    } else if (ra->multi.h.set) {
+        conv_wdests(b, owner, true, where, &ra->multi.dests, act);
+    } else {
+        const char *ns = ra->ug.ns && ra->ug.ns[0] ? ra->ug.ns : owner->ns;
+        tres_t *g = lookup(b, RK_UG, ns, ra->ug.name);
+        if (g) {
+            /* missing upstreams of the group are reported on the group (check_ugs) */
+            conv_wdests(b, g, false, "destinations", &((ug_t *)g->obj)->dests, act);
+        } else {
+            addmsg(b, owner, false, "%s: upstream group %s/%s %s", where, ns, ra->ug.name,
+                   ref_problem(b, RK_UG, ns, ra->ug.name));
+            if (!(act->dests = anew(b, sizeof(rv_dest_t))))
+                return;
+            act->dests[0].cluster = RV_NO_CLUSTER;
+            act->dests[0].weight = 1;
+            act->ndests = 1;
+            act->total_weight = 1;
+        }
+    }
+}
+
+/* ---- routes and delegation ----------------------------------------------------------- */
+
+typedef struct flat_s {
+    bctx_t *b;
+    tres_t *vs;                 /* owning VirtualService */
+    vec_t out;                  /* rv_route_t */
+    const retry_t *vh_retries;
+    bool too_many;
+} flat_t;
+
+/* Emit one route per matcher of r (owner's route at where). */
+static void emit_route(flat_t *f, tres_t *owner, const char *where, const route_t *r, const ropts_t *opts,
+                       const matcher_t *m, const char *inherited_prefix)
+{
+    bctx_t *b = f->b;
+    if (f->out.n >= MAX_ROUTES_PER_VS) {
+        f->too_many = true;
+        return;
+    }
+    rv_route_t *o = vec_push(b, &f->out, sizeof(rv_route_t));
+    if (!o)
+        return;
+    rv_matcher_t *mm = &o->match;
+    mm->case_sensitive = true;
+    if (!m) {
+        mm->path_kind = RV_PATH_PREFIX;
+        mm->path = astr(b, inherited_prefix ? inherited_prefix : "/");
+    } else {
+        mm->case_sensitive = !m->has_cs || m->case_sensitive;
+        if (m->has_exact) {
+            mm->path_kind = RV_PATH_EXACT;
+            mm->path = astr(b, m->exact);
+        } else if (m->has_regex) {
+            mm->path_kind = RV_PATH_REGEX;
+            mm->path = astr(b, m->regex);
+            mm->path_re = compile(b, m->regex, !mm->case_sensitive);
+        } else {
+            mm->path_kind = RV_PATH_PREFIX;
+            mm->path = astr(b, m->has_prefix ? m->prefix : inherited_prefix ? inherited_prefix : "/");
+        }
+        const hmatch_t *hm = m->headers.v;
+        if (m->headers.n && (mm->headers = anew(b, m->headers.n * sizeof(rv_header_matcher_t)))) {
+            for (uint32_t i = 0; i < m->headers.n; i++) {
+                rv_header_matcher_t *x = &mm->headers[i];
+                x->name = astr(b, hm[i].name);
+                x->has_value = hm[i].has_value;
+                x->is_regex = hm[i].regex && hm[i].has_value;
+                x->invert = hm[i].invert;
+                if (x->has_value)
+                    x->value = astr(b, hm[i].value);
+                if (x->is_regex)
+                    x->re = compile(b, hm[i].value, false);
+            }
+            mm->nheaders = m->headers.n;
+        }
+        const qmatch_t *qm = m->query.v;
+        if (m->query.n && (mm->query = anew(b, m->query.n * sizeof(rv_query_matcher_t)))) {
+            for (uint32_t i = 0; i < m->query.n; i++) {
+                rv_query_matcher_t *x = &mm->query[i];
+                x->name = astr(b, qm[i].name);
+                x->has_value = qm[i].has_value;
+                x->is_regex = qm[i].regex && qm[i].has_value;
+                if (x->has_value)
+                    x->value = astr(b, qm[i].value);
+                if (x->is_regex)
+                    x->re = compile(b, qm[i].value, false);
+            }
+            mm->nquery = m->query.n;
+        }
+        if (m->methods.n && (mm->methods = anew(b, m->methods.n * sizeof(rv_str_t)))) {
+            for (uint32_t i = 0; i < m->methods.n; i++)
+                mm->methods[i] = astr(b, m->methods.v[i]);
+            mm->nmethods = m->methods.n;
+        }
+    }
+    conv_action(b, owner, where, r, &o->action);
+
+    rv_route_opts_t *ro = &o->opts;
+    ro->has_prefix_rewrite = opts->has_prefix_rewrite;
+    if (ro->has_prefix_rewrite && mm->path_kind == RV_PATH_REGEX) {
+        /* only reachable through inheritance: the route's own options were checked at decode */
+        addmsg(b, owner, false, "%s: the inherited prefixRewrite does not apply to a regex matcher", where);
+        ro->has_prefix_rewrite = false;
+    }
+    if (ro->has_prefix_rewrite)
+        ro->prefix_rewrite = astr(b, opts->prefix_rewrite);
+    if (opts->regex_rewrite.h.set) {
+        ro->regex_rewrite = compile(b, opts->regex_rewrite.pattern.regex, false);
+        ro->regex_substitution = astr(b, opts->regex_rewrite.subst);
+    }
+    ro->timeout_ms = opts->has_timeout ? opts->timeout_ms : 15000;
+    conv_retry(b, opts->retries.h.set ? &opts->retries : f->vh_retries, &ro->retries);
+    if (opts->has_host_rewrite)
+        ro->host_rewrite = astr(b, opts->host_rewrite);
+    ro->auto_host_rewrite = opts->has_auto_host && opts->auto_host;
+    conv_headers(b, &opts->headers, &o->headers);
+    o->name = r->name && r->name[0] ? astr(b, r->name) : (rv_str_t){ NULL, 0 };
+}
+
+static int rt_cmp(const void *x, const void *y)
+{
+    const tres_t *a = *(tres_t *const *)x, *c = *(tres_t *const *)y;
+    const rt_t *ra = a->obj, *rc = c->obj;
+    if (ra->weight != rc->weight)
+        return ra->weight < rc->weight ? -1 : 1;
+    return tres_cmp(x, y);
+}
+
+/* Does every route of table t stay under prefix? On failure, names the route in why. */
+static bool under_prefix(const rt_t *t, const char *prefix, char *why, size_t whylen)
+{
+    const route_t *r = t->routes.v;
+    for (uint32_t i = 0; i < t->routes.n; i++) {
+        const matcher_t *m = r[i].matchers.v;
+        for (uint32_t k = 0; k < r[i].matchers.n; k++) {
+            const char *p = m[k].has_exact ? m[k].exact : m[k].has_regex ? m[k].regex : m[k].prefix;
+            const char *what = m[k].has_exact ? "exact" : m[k].has_regex ? "regex" : "prefix";
+            if (!m[k].has_exact && !m[k].has_regex && !m[k].has_prefix)
+                continue;   /* no path: inherits the parent prefix */
+            if (strncmp(p, prefix, strlen(prefix)) != 0) {
+                snprintf(why, whylen, "route routes[%u] matcher %s '%s' does not start with the delegating prefix '%s'",
+                         i, what, p, prefix);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+static bool flatten(flat_t *f, tres_t *owner, const list_t *routes, const char *base, const ropts_t *parent_opts,
+                    const char *parent_prefix, int depth);
+
+/* Delegate route r (matcher m, prefix) of owner to the RouteTables it selects. */
+static bool delegate(flat_t *f, tres_t *owner, const char *where, const route_t *r, const ropts_t *opts,
+                     const char *prefix, int depth)
+{
+    bctx_t *b = f->b;
+    const delegate_t *d = &r->delegate;
+    vec_t targets = { 0 };
+    bool ok = true;
+
+    if (d->ref.h.set) {
+        const char *ns = d->ref.ns && d->ref.ns[0] ? d->ref.ns : owner->ns;
+        tres_t *t = lookup(b, RK_RT, ns, d->ref.name);
+        if (!t)
+            addmsg(b, owner, false, "%s: RouteTable %s/%s %s", where, ns, d->ref.name,
+                   ref_problem(b, RK_RT, ns, d->ref.name));
+        else if (vec_push(b, &targets, sizeof(tres_t *)))
+            ((tres_t **)targets.v)[targets.n - 1] = t;
+    } else {
+        const rtsel_t *s = &d->selector;
+        for (uint32_t i = 0; i < b->nby[RK_RT]; i++) {
+            tres_t *t = b->by[RK_RT][i];
+            bool ns_ok = s->namespaces.n ? (in_list(&s->namespaces, "*") || in_list(&s->namespaces, t->ns))
+                                         : !strcmp(t->ns, owner->ns);
+            if (!ns_ok || !labels_match(&s->labels, &((rt_t *)t->obj)->meta.labels))
+                continue;
+            if (vec_push(b, &targets, sizeof(tres_t *)))
+                ((tres_t **)targets.v)[targets.n - 1] = t;
+        }
+        if (!targets.n)
+            addmsg(b, owner, false, "%s: delegateAction.selector selects no RouteTable", where);
+        qsort(targets.v, targets.n, sizeof(tres_t *), rt_cmp);
+    }
+    for (uint32_t i = 0; i < targets.n && !b->oom; i++) {
+        tres_t *t = ((tres_t **)targets.v)[i];
+        rt_t *rt = t->obj;
+        char why[CFG_ERRLEN];
+        if (t->in_chain) {
+            /* owner points back into its own delegation chain: owner is the culprit */
+            addmsg(b, owner, true, "%s: delegation cycle: RouteTable %s/%s already delegates to %s %s/%s", where,
+                   t->ns, t->name, cfg_kinds[owner->kind].kind, owner->ns, owner->name);
+            ok = false;
+            break;
+        }
+        if (depth + 1 > CFG_MAX_DELEGATION) {
+            addmsg(b, owner, true, "%s: delegation deeper than %d levels", where, CFG_MAX_DELEGATION);
+            ok = false;
+            break;
+        }
+        if (!under_prefix(rt, prefix, why, sizeof(why))) {
+            addmsg(b, t, true, "%s (delegated from %s %s/%s)", why, cfg_kinds[owner->kind].kind, owner->ns,
+                   owner->name);
+            continue;
+        }
+        uint32_t mark = f->out.n;
+        t->in_chain = true;
+        bool child_ok = flatten(f, t, &rt->routes, "routes", opts, prefix, depth + 1);
+        t->in_chain = false;
+        if (!child_ok)
+            f->out.n = mark;    /* drop everything the failed table contributed */
+    }
+    free(targets.v);
+    return ok;
+}
+
+/*
+ * Flatten routes of owner (a VirtualService or a RouteTable). Returns false when owner turned
+ * out invalid in this context (a cycle through it), so the caller drops what it emitted.
+ */
+static bool flatten(flat_t *f, tres_t *owner, const list_t *routes, const char *base, const ropts_t *parent_opts,
+                    const char *parent_prefix, int depth)
+{
+    const route_t *r = routes->v;
+    bool ok = true;
+    for (uint32_t i = 0; i < routes->n && !f->b->oom && !f->too_many; i++) {
+        char where[200];
+        snprintf(where, sizeof(where), "route %s[%u]", base, i);
+        ropts_t opts = merge_opts(&r[i].opts, parent_opts);
+        const matcher_t *m = r[i].matchers.v;
+        uint32_t nm = r[i].matchers.n ? r[i].matchers.n : 1;
+        for (uint32_t k = 0; k < nm; k++) {
+            const matcher_t *mk = r[i].matchers.n ? &m[k] : NULL;
+            if (r[i].delegate.h.set) {
+                const char *prefix = mk && mk->has_prefix ? mk->prefix : parent_prefix ? parent_prefix : "/";
+                if (!delegate(f, owner, where, &r[i], &opts, prefix, depth))
+                    ok = false;
+            } else {
+                emit_route(f, owner, where, &r[i], &opts, mk, parent_prefix);
+            }
+        }
+    }
+    return ok;
+}
+
+/* Translate VirtualService t into its route template (once per build). */
+static void translate_vs(bctx_t *b, tres_t *t)
+{
+    vs_t *vs = t->obj;
+    if (t->vs_done)
+        return;
+    t->vs_done = true;
+    if (!vs->vh.routes.n) {
+        t->vs_empty = true;
+        addmsg(b, t, false, "virtualHost has no routes: the virtual service serves nothing");
+        return;
+    }
+    flat_t f = { .b = b, .vs = t, .vh_retries = &vs->vh.opts.retries };
+    flatten(&f, t, &vs->vh.routes, "virtualHost.routes", NULL, NULL, 0);
+    if (f.too_many)
+        addmsg(b, t, true, "more than %u routes after delegation", MAX_ROUTES_PER_VS);
+    t->routes = f.out.v;
+    t->nroutes = f.out.n;
+    rv_route_t *rr = t->routes;
+    for (uint32_t i = 0; i < t->nroutes; i++) {
+        rr[i].vs = astrf(b, "%s.%s", t->ns, t->name);
+        if (!rr[i].name.ptr)
+            rr[i].name = astrf(b, "%s.%s.%u", t->ns, t->name, i);
+    }
+}
+
+/* ---- gateways ---------------------------------------------------------------------- */
+
+static bool sockaddr_for(const char *addr, uint32_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    memset(ss, 0, sizeof(*ss));
+    if (inet_pton(AF_INET, addr, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        *len = sizeof(*s4);
+        return true;
+    }
+    if (inet_pton(AF_INET6, addr, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        *len = sizeof(*s6);
+        return true;
+    }
+    return false;
+}
+
+static bool is_wildcard(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)ss)->sin_addr.s_addr == htonl(INADDR_ANY);
+    return !memcmp(&((const struct sockaddr_in6 *)ss)->sin6_addr, &in6addr_any, sizeof(struct in6_addr));
+}
+
+/* Same port, and the same address or a wildcard on either side: the second bind would fail. */
+static bool binds_conflict(const rv_listener_cfg_t *a, const rv_listener_cfg_t *c)
+{
+    if (a->port != c->port)
+        return false;
+    if (is_wildcard(&a->addr) || is_wildcard(&c->addr))
+        return true;
+    return a->addrlen == c->addrlen && !memcmp(&a->addr, &c->addr, a->addrlen);
+}
+
+static bool domains_overlap(const vs_t *x, const vs_t *y, const char **dom)
+{
+    static const char *star = "*";
+    const strs_t *dx = &x->vh.domains, *dy = &y->vh.domains;
+    uint32_t nx = dx->n ? dx->n : 1, ny = dy->n ? dy->n : 1;
+    for (uint32_t i = 0; i < nx; i++) {
+        const char *a = dx->n ? dx->v[i] : star;
+        for (uint32_t j = 0; j < ny; j++) {
+            const char *c = dy->n ? dy->v[j] : star;
+            if (!strcmp(a, c)) {
+                *dom = a;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* VirtualServices gateway g serves, in ns/name order (vector of tres_t *). */
+static void select_vss(bctx_t *b, tres_t *gt, const gw_t *g, vec_t *out)
+{
+    const httpgw_t *h = &g->http;
+    if (!h->selector.n && h->vss.n) {
+        const ref_t *refs = h->vss.v;
+        for (uint32_t i = 0; i < h->vss.n; i++) {
+            const char *ns = refs[i].ns && refs[i].ns[0] ? refs[i].ns : gt->ns;
+            tres_t *t = lookup(b, RK_VS, ns, refs[i].name);
+            if (!t) {
+                addmsg(b, gt, false, "httpGateway.virtualServices[%u]: VirtualService %s/%s %s", i, ns, refs[i].name,
+                       ref_problem(b, RK_VS, ns, refs[i].name));
+                continue;
+            }
+            bool dup = false;
+            for (uint32_t k = 0; k < out->n; k++)
+                dup |= ((tres_t **)out->v)[k] == t;
+            if (!dup && vec_push(b, out, sizeof(tres_t *)))
+                ((tres_t **)out->v)[out->n - 1] = t;
+        }
+        qsort(out->v, out->n, sizeof(tres_t *), tres_cmp);
+        return;
+    }
+    bool all_ns = !h->vs_namespaces.n || in_list(&h->vs_namespaces, "*");
+    for (uint32_t i = 0; i < b->nby[RK_VS]; i++) {
+        tres_t *t = b->by[RK_VS][i];
+        if (!all_ns && !in_list(&h->vs_namespaces, t->ns))
+            continue;
+        if (!labels_match(&h->selector, &((vs_t *)t->obj)->meta.labels))
+            continue;
+        if (vec_push(b, out, sizeof(tres_t *)))
+            ((tres_t **)out->v)[out->n - 1] = t;
+    }
+}
+
+static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t *route_index)
+{
+    const gw_t *g = gt->obj;
+    vec_t sel = { 0 };
+    select_vss(b, gt, g, &sel);
+    tres_t **vs = sel.v;
+    bool *drop = sel.n ? calloc(sel.n, sizeof(bool)) : NULL;
+    if (sel.n && !drop) {
+        b->oom = true;
+        free(sel.v);
+        return;
+    }
+    for (uint32_t i = 0; i < sel.n; i++) {
+        translate_vs(b, vs[i]);
+        if (vs[i]->vs_empty)
+            drop[i] = true;
+    }
+    for (uint32_t i = 0; i < sel.n; i++)
+        for (uint32_t j = i + 1; j < sel.n && !vs[i]->vs_empty; j++) {
+            const char *dom;
+            if (vs[j]->vs_empty || !domains_overlap(vs[i]->obj, vs[j]->obj, &dom))
+                continue;
+            addmsg(b, vs[i], true, "domain '%s' is also claimed by VirtualService %s/%s on Gateway %s/%s", dom,
+                   vs[j]->ns, vs[j]->name, gt->ns, gt->name);
+            addmsg(b, vs[j], true, "domain '%s' is also claimed by VirtualService %s/%s on Gateway %s/%s", dom,
+                   vs[i]->ns, vs[i]->name, gt->ns, gt->name);
+            drop[i] = drop[j] = true;
+        }
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < sel.n; i++)
+        n += !drop[i];
+    l->vhosts = anew(b, n * sizeof(rv_vhost_t));
+    for (uint32_t i = 0, k = 0; i < sel.n && l->vhosts; i++) {
+        if (drop[i])
+            continue;
+        tres_t *t = vs[i];
+        const vs_t *v = t->obj;
+        rv_vhost_t *vh = &l->vhosts[k++];
+        vh->name = astrf(b, "%s.%s", t->ns, t->name);
+        uint32_t nd = v->vh.domains.n;
+        vh->domains = anew(b, (nd ? nd : 1) * sizeof(rv_str_t));
+        if (vh->domains) {
+            for (uint32_t d = 0; d < nd; d++)
+                vh->domains[d] = astr(b, v->vh.domains.v[d]);
+            if (!nd)
+                vh->domains[0] = astr(b, "*");
+            vh->ndomains = nd ? nd : 1;
+        }
+        conv_headers(b, &v->vh.opts.headers, &vh->headers);
+        if (t->nroutes && (vh->routes = anew(b, t->nroutes * sizeof(rv_route_t)))) {
+            memcpy(vh->routes, t->routes, t->nroutes * sizeof(rv_route_t));
+            vh->nroutes = t->nroutes;
+            bool has_vh_headers = v->vh.opts.headers.h.set;
+            for (uint32_t r = 0; r < vh->nroutes; r++) {
+                vh->routes[r].index = (*route_index)++;
+                vh->routes[r].vhost_headers = has_vh_headers ? &vh->headers : NULL;
+            }
+        }
+    }
+    l->nvhosts = l->vhosts ? n : 0;
+    free(drop);
+    free(sel.v);
+}
+
+static void build_listeners(bctx_t *b)
+{
+    rv_snapshot_t *snap = &b->sp->snap;
+    vec_t gws = { 0 };
+    if (b->ngw_files == 0) {
+        /* Gloo's default Gateway when none exists */
+        gw_t *g = &b->defgw_obj;
+        g->h.set = true;
+        g->bind_address = "::";
+        g->bind_port = 8080;
+        g->http.h.set = true;
+        b->defgw = (tres_t){ .kind = RK_GATEWAY, .ns = b->s->discovery_ns ? b->s->discovery_ns : RV_DEFAULT_NAMESPACE,
+                             .name = "gateway-proxy", .obj = g };
+        if (vec_push(b, &gws, sizeof(tres_t *)))
+            ((tres_t **)gws.v)[0] = &b->defgw;
+    } else {
+        for (uint32_t i = 0; i < b->nby[RK_GATEWAY]; i++)
+            if (vec_push(b, &gws, sizeof(tres_t *)))
+                ((tres_t **)gws.v)[gws.n - 1] = b->by[RK_GATEWAY][i];
+    }
+    snap->listeners = anew(b, gws.n * sizeof(rv_listener_cfg_t));
+    uint32_t n = 0, route_index = 0;
+    for (uint32_t i = 0; i < gws.n && snap->listeners && !b->oom; i++) {
+        tres_t *gt = ((tres_t **)gws.v)[i];
+        const gw_t *g = gt->obj;
+        rv_listener_cfg_t *l = &snap->listeners[n];
+        memset(l, 0, sizeof(*l));
+        l->port = (uint16_t)g->bind_port;
+        l->bind_address = astr(b, g->bind_address);
+        l->name = astrf(b, "%s.%s", gt->ns, gt->name);
+        if (!sockaddr_for(g->bind_address, g->bind_port, &l->addr, &l->addrlen)) {
+            addmsg(b, gt, true, "bindAddress '%s' is not an IP address", g->bind_address);
+            continue;
+        }
+        uint32_t k;
+        for (k = 0; k < n; k++)
+            if (binds_conflict(&snap->listeners[k], l))
+                break;
+        if (k < n) {
+            addmsg(b, gt, true, "bindAddress %s port %u conflicts with Gateway %.*s (bound to %.*s port %u)",
+                   g->bind_address, g->bind_port, (int)snap->listeners[k].name.len, snap->listeners[k].name.ptr,
+                   (int)snap->listeners[k].bind_address.len, snap->listeners[k].bind_address.ptr,
+                   snap->listeners[k].port);
+            continue;
+        }
+        build_listener(b, gt, l, &route_index);
+        n++;
+    }
+    snap->nlisteners = snap->listeners ? n : 0;
+    snap->nroutes = route_index;
+    free(gws.v);
+}
+
+/* UpstreamGroups referencing missing upstreams get a Warning even when no route uses them. */
+static void check_ugs(bctx_t *b)
+{
+    for (uint32_t i = 0; i < b->nby[RK_UG]; i++) {
+        tres_t *t = b->by[RK_UG][i];
+        const ug_t *g = t->obj;
+        const wdest_t *d = g->dests.v;
+        for (uint32_t k = 0; k < g->dests.n; k++) {
+            char where[64];
+            snprintf(where, sizeof(where), "destinations[%u]", k);
+            upstream_cluster(b, t, true, where, &d[k].dest.upstream);
+        }
+    }
+}
+
+/* ---- statuses ---------------------------------------------------------------------- */
+
+static int status_cmp(const void *x, const void *y)
+{
+    const rv_status_t *a = x, *c = y;
+    int r = strcmp(a->kind.ptr, c->kind.ptr);
+    if (!r)
+        r = strcmp(a->ns.ptr, c->ns.ptr);
+    if (!r)
+        r = strcmp(a->name.ptr, c->name.ptr);
+    if (!r)
+        r = strcmp(a->file.ptr, c->file.ptr);
+    return r;
+}
+
+static void build_statuses(bctx_t *b)
+{
+    rv_snapshot_t *snap = &b->sp->snap;
+    uint32_t n = b->nall + (b->s->settings_file ? 1 : 0);
+    snap->statuses = anew(b, n * sizeof(rv_status_t));
+    if (!snap->statuses)
+        return;
+    uint32_t k = 0;
+    if (b->s->settings_file) {
+        rv_status_t *st = &snap->statuses[k++];
+        st->kind = astr(b, "Settings");
+        st->ns = astr(b, b->s->settings_ns ? b->s->settings_ns : RV_DEFAULT_NAMESPACE);
+        st->name = astr(b, "default");
+        st->file = astr(b, b->s->settings_file);
+        st->state = RV_STATE_ACCEPTED;
+        st->reason = astr(b, "");
+    }
+    for (uint32_t i = 0; i < b->nall; i++) {
+        tres_t *t = &b->all[i];
+        rv_status_t *st = &snap->statuses[k++];
+        st->kind = astr(b, cfg_kinds[t->kind].kind);
+        st->ns = astr(b, t->ns);
+        st->name = astr(b, t->name);
+        st->file = astr(b, t->file);
+        if (t->r && t->r->error) {
+            st->state = RV_STATE_REJECTED;
+            st->reason = t->obj ? astrf(b, "%s (the last accepted version keeps serving)", t->r->error)
+                                : astr(b, t->r->error);
+        } else if (t->rej) {
+            st->state = RV_STATE_REJECTED;
+            st->reason = astr(b, t->rej);
+        } else if (t->warn) {
+            st->state = RV_STATE_WARNING;
+            st->reason = astr(b, t->warn);
+        } else {
+            st->state = RV_STATE_ACCEPTED;
+            st->reason = astr(b, "");
+        }
+        snap->nrejected += st->state == RV_STATE_REJECTED;
+    }
+    snap->nstatuses = k;
+    if (!b->oom)
+        qsort(snap->statuses, k, sizeof(rv_status_t), status_cmp);
+}
+
+/* ---- snapshot life cycle ------------------------------------------------------------- */
+
+static void free_regexes(rv_snapshot_t *snap)
+{
+    snap_priv_t *sp = (snap_priv_t *)snap;
+    for (uint32_t i = 0; i < sp->nre; i++)
+        rv_regex_free(sp->re[i]);
+    free(sp->re);
+    free(sp->pat);
+    sp->re = NULL;
+    sp->pat = NULL;
+    sp->nre = sp->capre = 0;
+}
+
+void rv_snapshot_ref(rv_snapshot_t *snap)
+{
+    atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
+}
+
+void rv_snapshot_release(rv_snapshot_t *snap)
+{
+    if (!snap)
+        return;
+    if (atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    if (snap->free_hook)
+        snap->free_hook(snap);
+    free_regexes(snap);     /* harmless after the hook: it leaves nothing behind */
+    rv_arena_free(&snap->arena);
+    free(snap);
+}
+
+const char *rv_state_name(int state)
+{
+    switch (state) {
+    case RV_STATE_ACCEPTED:
+        return "Accepted";
+    case RV_STATE_REJECTED:
+        return "Rejected";
+    case RV_STATE_WARNING:
+        return "Warning";
+    default:
+        return "Pending";
+    }
+}
+
+static int res_order(const void *x, const void *y)
+{
+    const res_t *a = *(res_t *const *)x, *c = *(res_t *const *)y;
+    if (a->kind != c->kind)
+        return a->kind - c->kind;
+    int r = strcmp(a->ns, c->ns);
+    if (!r)
+        r = strcmp(a->name, c->name);
+    return r ? r : strcmp(a->path, c->path);
+}
+
+int rv_snapshot_build(rv_store_t *st, const rv_settings_t *s, rv_snapshot_t **out)
+{
+    bctx_t b = { .s = s };
+    res_t **order = NULL;
+    int rc = RV_ENOMEM;
+
+    *out = NULL;
+    b.sp = calloc(1, sizeof(snap_priv_t));
+    if (!b.sp)
+        return RV_ENOMEM;
+    rv_arena_init(&b.sp->snap.arena, 64 * 1024);
+    atomic_init(&b.sp->snap.refs, 1);
+    b.sp->snap.free_hook = free_regexes;
+    b.sp->snap.version = ++st->builds;
+    b.a = &b.sp->snap.arena;
+
+    if (st->nres) {
+        order = malloc(st->nres * sizeof(*order));
+        b.all = calloc(st->nres, sizeof(tres_t));
+        for (int k = 0; k < RK_COUNT; k++)
+            b.by[k] = calloc(st->nres, sizeof(tres_t *));
+        if (!order || !b.all || !b.by[0] || !b.by[1] || !b.by[2] || !b.by[3] || !b.by[4] || !b.by[5])
+            goto out;
+        memcpy(order, st->res, st->nres * sizeof(*order));
+        qsort(order, st->nres, sizeof(*order), res_order);
+    }
+    for (uint32_t i = 0; i < st->nres; i++) {
+        res_t *r = order[i];
+        tres_t *t = &b.all[b.nall++];
+        t->kind = r->kind;
+        t->ns = r->ns;
+        t->name = r->name;
+        t->file = r->path;
+        t->rel = r->rel;
+        t->r = r;
+        t->obj = r->obj;
+        b.ngw_files += r->kind == RK_GATEWAY;
+        if (i > 0 && order[i - 1]->kind == r->kind && !strcmp(order[i - 1]->ns, r->ns) &&
+            !strcmp(order[i - 1]->name, r->name)) {
+            t->dup = true;
+            addmsg(&b, t, true, "%s %s/%s is already defined by %s; this file is ignored", cfg_kinds[r->kind].kind,
+                   r->ns, r->name, order[i - 1]->rel);
+            continue;   /* the first file (in path order) stays the one in use */
+        }
+        if (t->obj)
+            b.by[t->kind][b.nby[t->kind]++] = t;
+    }
+    for (int k = 0; k < RK_COUNT; k++)
+        if (b.nby[k])
+            qsort(b.by[k], b.nby[k], sizeof(tres_t *), tres_cmp);
+
+    build_clusters(&b);
+    check_ugs(&b);
+    if (!b.oom)
+        build_listeners(&b);
+    /* VirtualServices no Gateway selected still get their routes checked (and statuses) */
+    for (uint32_t i = 0; i < b.nby[RK_VS] && !b.oom; i++)
+        translate_vs(&b, b.by[RK_VS][i]);
+    if (!b.oom)
+        build_statuses(&b);
+    if (!b.oom && cfg_dump_json(&b.sp->snap) != 0)
+        b.oom = true;
+    if (b.oom)
+        goto out;
+    *out = &b.sp->snap;
+    b.sp = NULL;
+    rc = 0;
+out:
+    for (uint32_t i = 0; i < b.nall; i++) {
+        free(b.all[i].rej);
+        free(b.all[i].warn);
+        free(b.all[i].routes);
+    }
+    free(b.all);
+    for (int k = 0; k < RK_COUNT; k++)
+        free(b.by[k]);
+    free(order);
+    if (b.sp)
+        rv_snapshot_release(&b.sp->snap);
+    if (rc != 0)
+        rv_log_error("config: snapshot build failed: out of memory");
+    return rc;
+}
