@@ -19,6 +19,7 @@ Backend       parses every request itself (no http.server: we need the exact byt
 HangServer    accepts and reads but never answers.
 closed_port() a port that refuses connections (bound, never listening).
 """
+import functools
 import hashlib
 import json
 import random
@@ -44,6 +45,7 @@ def pattern_chunks(n, chunk=1 << 20):
         left -= k
 
 
+@functools.lru_cache(maxsize=16)
 def pattern_digest(n):
     h = hashlib.sha256()
     for c in pattern_chunks(n):

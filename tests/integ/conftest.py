@@ -77,9 +77,9 @@ def rivet(request, tmp_path):
     problems = []
     for rv in started:
         if rv.returncode is None:
-            rc, killed = rv.stop()
+            rc, _killed = rv.stop()
         else:
-            rc, killed = rv.returncode, False
+            rc = rv.returncode
         rep = rv.sanitizer_report()
         if rep:
             problems.append("rivet pid %d: sanitizer report:\n%s" % (rv.pid, rep))
