@@ -68,16 +68,16 @@ class Run:
         return names[k:] + names[:k]
 
     # -----------------------------------------------------------------------------------------
-    def make_target(self, name):
+    def make_target(self, name, tag=None):
         a = self.a
         if name == "direct":
             return T.Direct(self.origin)
         if name == "nginx":
-            return T.NginxProxy(self.tmp, a.proxy_cpu, self.origin.port)
+            return T.NginxProxy(self.tmp, a.proxy_cpu, self.origin.port, tag=tag or "nginx-proxy")
         if name == "haproxy":
-            return T.HAProxy(self.tmp, a.proxy_cpu, self.origin.port)
+            return T.HAProxy(self.tmp, a.proxy_cpu, self.origin.port, tag=tag or "haproxy")
         if name == "rivet":
-            return T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, a.rivet)
+            return T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, a.rivet, tag=tag or "rivet")
         raise ValueError(name)
 
     def rivet_usable(self):
@@ -97,9 +97,7 @@ class Run:
         """Started and checked target, or None (and the target is skipped with a reason)."""
         if name == "rivet" and not self.rivet_usable():
             return None
-        t = self.make_target(name)
-        if tag:
-            t.dir = os.path.join(self.tmp, tag)
+        t = self.make_target(name, tag)
         t.start()
         ok, why = t.check(self.a.ready_timeout)
         if not ok:
@@ -110,7 +108,8 @@ class Run:
         return t
 
     # -----------------------------------------------------------------------------------------
-    def wrk_round(self, scenario, rnd, order, t, conns, path, headers=(), extra=None):
+    def wrk_round(self, scenario, rnd, order, t, conns, path, headers=(), extra=None, label=None,
+                  duration=None):
         """One measured wrk run, repeated while other processes used the CPUs."""
         a = self.a
         best = None
@@ -118,8 +117,8 @@ class Run:
         for attempt in range(1, a.max_retries + 2):
             self.check_deadline()
             if attempt > 1:
-                if time.monotonic() - self.t_start > 0.6 * a.max_minutes * 60:
-                    log("  (no more repeats: 60% of --max-minutes used)")
+                if time.monotonic() - self.t_start > 0.5 * a.max_minutes * 60:
+                    log("  (no more repeats: half of --max-minutes used)")
                     break
                 self.wait_quiet()
             if t.proc is not None and not t.proc.alive():
@@ -127,7 +126,7 @@ class Run:
                           + t.proc.log_tail())
                 return None
             try:
-                r = measure.measured_wrk(t.url(path), conns, a.duration, t.proxy_pids(),
+                r = measure.measured_wrk(t.url(path), conns, duration or a.duration, t.proxy_pids(),
                                          self.origin.proxy_pids(), wrk_cpu=a.load_cpu,
                                          headers=headers,
                                          noise_cpus=sorted({a.proxy_cpu, a.load_cpu}))
@@ -144,7 +143,7 @@ class Run:
                               **(extra or {}), **{k: v for k, v in r.items() if k != "others"},
                               others=";".join(r["others"]))
             recs.append(rec)
-            msg = (f"  {scenario} r{rnd} {t.name:<8} {r['rps']:>9.0f} req/s  p50 {r['p50_us']:>7.0f}us"
+            msg = (f"  {scenario} r{rnd} {label or t.name:<8} {r['rps']:>9.0f} req/s  p50 {r['p50_us']:>7.0f}us"
                    f"  p99 {r['p99_us']:>7.0f}us  cpu {r['cpu_us_per_req']:6.2f}us/req"
                    f"  other {r['other_pct']:4.1f}%")
             if r["errors"]:
@@ -176,11 +175,12 @@ class Run:
             if pct <= a.noise_pct or time.monotonic() >= t_end:
                 return pct
 
-    def warm(self, t, conns, path, headers=()):
-        if self.a.warmup <= 0:
+    def warm(self, t, conns, path, headers=(), seconds=None):
+        seconds = self.a.warmup if seconds is None else seconds
+        if seconds <= 0:
             return
         try:
-            measure.run_wrk(t.url(path), conns, self.a.warmup, cpu=self.a.load_cpu, headers=headers)
+            measure.run_wrk(t.url(path), conns, seconds, cpu=self.a.load_cpu, headers=headers)
         except RuntimeError as e:
             log(f"  warm-up of {t.name} failed: {e}")
 
@@ -192,7 +192,7 @@ class Run:
         for rnd in range(1, a.rounds + 1):
             for pos, name in enumerate(self.order(names, rnd - 1), 1):
                 self.check_deadline()
-                t = self.start_target(name, tag=f"{name}-idle")
+                t = self.start_target(name, tag=f"{name}-idle-r{rnd}")
                 if t is None:
                     continue
                 try:
@@ -304,8 +304,9 @@ class Run:
                          rebuild_ms=rebuild_ms, rss_base_kb=rss0, rss_loaded_kb=rss1,
                          rss_rebuilt_kb=rss2)
             hdr = (f"Host: {host}",)
-            self.warm(t, 50, "/hit2/x", hdr)
-            rec = self.wrk_round("routes", rnd, pos, t, 50, "/hit2/x", headers=hdr, extra=extra)
+            self.warm(t, 50, "/hit2/x", hdr, seconds=1)
+            rec = self.wrk_round("routes", rnd, pos, t, 50, "/hit2/x", headers=hdr, extra=extra,
+                                 label=f"rivet {layout} {n}", duration=a.scale_duration)
             if rec is None:
                 self.record(scenario="routes", round=rnd, order=pos, target=t.name, **extra)
         finally:
@@ -399,6 +400,11 @@ class Run:
         except Deadline as e:
             log(f"STOP: {e}; reporting what was measured")
             self.meta["stopped"] = str(e)
+        except Exception as e:
+            import traceback
+            traceback.print_exc()
+            log(f"STOP: error {e!r}; every started process is stopped, reporting what was measured")
+            self.meta["stopped"] = f"error: {e!r}"
         finally:
             T.stop_all()
             if not a.keep_tmp:
@@ -462,7 +468,7 @@ def machine_info(a):
         "haproxy": " ".join(_cmd(["haproxy", "-v"]).split()[:3]) or "haproxy ?",
         "wrk": " ".join(_cmd(["wrk", "-v"]).split()[:2]) or "wrk ?",
         "rivet": (rivet_ver[0] if rivet_ver else "-") + f" (git {rev}{', dirty tree' if dirty else ''})",
-        "duration_s": a.duration, "rounds": a.rounds, "warmup_s": a.warmup,
+        "duration_s": a.duration, "scale_duration_s": a.scale_duration, "rounds": a.rounds, "warmup_s": a.warmup,
         "proxy_cpu": a.proxy_cpu, "load_cpu": a.load_cpu, "noise_pct": a.noise_pct,
         "max_retries": a.max_retries, "quiet_wait_s": a.quiet_wait, "idle_conns": a.idle_conns,
         "route_sizes": ",".join(map(str, a.route_sizes)), "route_layouts": ",".join(a.route_layouts),
@@ -487,6 +493,8 @@ def parse_args(argv):
                          "does not rewrite doc/benchmarks.md unless --doc is given")
     ap.add_argument("--duration", type=float, help="seconds per measured wrk run (default 10)")
     ap.add_argument("--rounds", type=int, help="interleaved rounds (default 3)")
+    ap.add_argument("--scale-duration", type=float,
+                    help="seconds per measured wrk run in the route-scale scenario (default 5)")
     ap.add_argument("--warmup", type=float, help="seconds of unmeasured load before a scenario (default 2)")
     ap.add_argument("--scenarios", type=csv, default=ALL_SCENARIOS,
                     help=f"comma list from {','.join(ALL_SCENARIOS)} (default all)")
@@ -507,8 +515,8 @@ def parse_args(argv):
                     help="idle keep-alive connections in the memory scenario (default 1000)")
     ap.add_argument("--route-sizes", type=lambda s: [int(x) for x in csv(s)],
                     help="route-table sizes (default 10,1000,10000)")
-    ap.add_argument("--route-layouts", type=csv, default=["spread", "one-vhost"],
-                    help="spread (1,000 domains) and/or one-vhost (default both)")
+    ap.add_argument("--route-layouts", type=csv,
+                    help="spread (1,000 domains) and/or one-vhost (default both, quick spread)")
     ap.add_argument("--prop-changes", type=int, help="config changes per round (default 200)")
     ap.add_argument("--prop-timeout", type=float, default=5.0,
                     help="seconds one config change may take before it counts as failed")
@@ -516,7 +524,8 @@ def parse_args(argv):
                     help="where the raw per-round file goes (default bench/results)")
     ap.add_argument("--doc", help="markdown report to (re)write (default doc/benchmarks.md, "
                                   "none in --quick mode; 'none' to skip)")
-    ap.add_argument("--max-minutes", type=float, help="hard bound on the whole run (default 30, quick 4)")
+    ap.add_argument("--max-minutes", type=float, help="hard bound on the whole run (default 25, quick 4); noisy runs "
+                         "are not repeated after half of it")
     ap.add_argument("--ready-timeout", type=float, default=10.0,
                     help="seconds a server may take to answer after start (default 10)")
     ap.add_argument("--load-timeout", type=float, default=120.0,
@@ -527,15 +536,16 @@ def parse_args(argv):
                     help="re-render the report from a bench/results/*.txt file and exit")
     a = ap.parse_args(argv)
     q = a.quick
-    dflt = {"duration": (1, 10), "rounds": (2, 3), "warmup": (0.5, 2), "prop_changes": (20, 200),
-            "max_minutes": (4, 30), "settle": (0.3, 1.0), "max_retries": (0, 2)}
+    dflt = {"duration": (1, 10), "rounds": (2, 3), "warmup": (1, 2), "prop_changes": (20, 200),
+            "max_minutes": (4, 25), "settle": (0.3, 1.0), "max_retries": (0, 2),
+            "scale_duration": (1, 5)}
     for k, (qv, fv) in dflt.items():
         if getattr(a, k) is None:
             setattr(a, k, qv if q else fv)
     if a.route_sizes is None:
         a.route_sizes = [10, 1000, 10000]
-    if q and a.route_layouts == ["spread", "one-vhost"]:
-        a.route_layouts = ["spread"]
+    if a.route_layouts is None:
+        a.route_layouts = ["spread"] if q else ["spread", "one-vhost"]
     if a.doc is None:
         a.doc = None if q else os.path.join(ROOT, "doc", "benchmarks.md")
     elif a.doc == "none":

@@ -179,6 +179,7 @@ def run_wrk(url, connections, duration, cpu=None, headers=(), threads=1, timeout
     cmd = []
     if cpu is not None:
         cmd += ["taskset", "-c", str(cpu)]
+    duration = max(1, int(round(duration)))   # wrk takes whole seconds
     cmd += ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
             "--latency", "--timeout", f"{timeout_s}s"]
     for h in headers:

@@ -93,6 +93,8 @@ def cell(xs, fmt, unit=""):
     if len(xs) == 1:
         return m + unit
     lo, hi = spread(xs)
+    if fmt(lo) == fmt(hi):
+        return m + unit
     return f"{m} ({fmt(lo)}–{fmt(hi)}){unit}"
 
 
@@ -111,7 +113,7 @@ def mib_cell(xs_kb):
 
 
 def ratio_cell(xs, ref=False):
-    return "1" if ref and xs else cell(xs, lambda x: f"{x:.2f}")
+    return "1" if ref and xs else cell(xs, lambda x: f"{x:.2f}" if x >= 0.1 else f"{x:.3f}")
 
 
 def used(recs, scenario):
@@ -233,8 +235,7 @@ def render(meta, recs, raw_path=""):
                 cell([r["per_conn_bytes"] for r in tr], lambda x: f"{x:,.0f}", " B"),
                 ratio_cell(per_round_ratio(rs, t, "per_conn_bytes"), t == "nginx"),
                 mib_cell([r["rss_after_close_kb"] for r in tr]),
-                f"{min(r['still_open'] for r in tr)}–{max(r['still_open'] for r in tr)} of "
-                f"{tr[0]['conns']}"]) + " |")
+                cell([r["still_open"] for r in tr], lambda x: f"{x:.0f}", f" of {tr[0]['conns']}")]) + " |")
         w("")
 
     rs = [r for r in recs if r.get("scenario") == "routes" and r.get("used", 1) == 1]
@@ -316,9 +317,11 @@ def render(meta, recs, raw_path=""):
         kept = [r for r in noisy if r.get("used")]
         w(f"A measured run is *noisy* when processes other than the proxy, the origin and wrk "
           f"used more than {meta.get('noise_pct')}% of the two CPUs during it (busy time from "
-          f"/proc/stat minus the benchmark's own processes' time). A noisy run is repeated, after "
-          f"waiting up to {meta.get('quiet_wait_s', '?')} s for the machine to be quiet, up to "
-          f"{meta.get('max_retries')} times, and the quietest attempt is kept. "
+          f"/proc/stat minus the benchmark's own processes' time). "
+          + (f"A noisy run is repeated, after waiting up to {meta.get('quiet_wait_s', '?')} s "
+             f"for the machine to be quiet, up to {meta.get('max_retries')} times, and the "
+             f"quietest attempt is kept. " if meta.get("max_retries") else
+             "Noisy runs were not repeated in this run (--max-retries 0). ") +
           f"{len(att)} measured runs, {len(noisy)} noisy, {len(kept)} of them kept (no quieter "
           f"attempt); other load per run: median {med([r['other_pct'] for r in att]):.1f}%, "
           f"max {max(r['other_pct'] for r in att):.1f}%.")

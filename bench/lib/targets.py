@@ -220,8 +220,8 @@ class Direct(Target):
 class NginxProxy(Target):
     name = "nginx"
 
-    def __init__(self, tmp, cpu, origin_port):
-        self.dir = os.path.join(tmp, "nginx-proxy")
+    def __init__(self, tmp, cpu, origin_port, tag="nginx-proxy"):
+        self.dir = os.path.join(tmp, tag)
         self.cpu, self.origin_port = cpu, origin_port
         self.port = free_port()
 
@@ -238,8 +238,8 @@ class NginxProxy(Target):
 class HAProxy(Target):
     name = "haproxy"
 
-    def __init__(self, tmp, cpu, origin_port):
-        self.dir = os.path.join(tmp, "haproxy")
+    def __init__(self, tmp, cpu, origin_port, tag="haproxy"):
+        self.dir = os.path.join(tmp, tag)
         self.cpu, self.origin_port = cpu, origin_port
         self.port = free_port()
 
@@ -254,15 +254,16 @@ class Rivet(Target):
     name = "rivet"
 
     def __init__(self, tmp, cpu, origin_port, binary, tag="rivet", log_level="warn"):
-        self.name = tag
         self.dir = os.path.join(tmp, tag)
         self.cfg = os.path.join(self.dir, "config")
         self.cpu, self.origin_port, self.binary = cpu, origin_port, binary
         self.log_level = log_level
         self.port = free_port()
         self.admin_port = free_port()
+        self.custom = False     # True once write_base() was called by the caller
 
-    def write_base(self, vs_template="vs.yaml", **vals):
+    def write_base(self, vs_template="rivet/vs.yaml", **vals):
+        self.custom = True
         gs = os.path.join(self.cfg, "{}", "gloo-system")
         render("rivet/gw.yaml", os.path.join(gs.format("gateways"), "gw.yaml"), PORT=self.port)
         render("rivet/origin.yaml", os.path.join(gs.format("upstreams"), "origin.yaml"),
@@ -274,7 +275,7 @@ class Rivet(Target):
         return os.path.join(self.cfg, "virtualservices", "gloo-system")
 
     def start(self):
-        if not os.path.isdir(self.cfg):
+        if not self.custom:
             self.write_base()
         self.proc = Proc(self.name, [self.binary, "run", "--dir", self.cfg,
                                      "--admin", f"127.0.0.1:{self.admin_port}", "--workers", "1",
