@@ -20,8 +20,12 @@ void rv_stats_config_errors(uint32_t n);/* rejected resources in the current sna
 
 /*
  * Write the Prometheus text exposition of all counters and histograms to f.
- * Admin thread. Returns 0 or RV_EIO.
+ * Admin thread (any thread; takes the registry and per-worker structure mutexes, never
+ * blocks a worker's request path). Returns 0, RV_EIO when f reports an error, RV_ENOMEM.
  */
 int rv_stats_write_prometheus(FILE *f);
+
+/* Open downstream connections summed over every worker block (any thread). */
+long rv_stats_active_connections(void);
 
 #endif

@@ -19,15 +19,28 @@ typedef struct rv_dataplane_opts_s {
  */
 int rv_dataplane_check_listeners(const rv_snapshot_t *snap, char *err, size_t errlen);
 
-/* Start the workers serving snap (takes a reference). Control thread. 0 or negative RV_E*. */
+/*
+ * Start the workers serving snap. The data plane takes references of its own
+ * (rv_snapshot_ref); the caller keeps its reference and releases it when it likes.
+ * Listening sockets are open (bound, listening) when this returns 0. Control thread.
+ * Returns 0; RV_EINVAL (already started, bad opts); RV_EIO when a listener cannot be bound
+ * (nothing keeps running); RV_ENOMEM.
+ */
 int rv_dataplane_start(const rv_dataplane_opts_t *o, rv_snapshot_t *snap);
 
 /*
- * Publish a new snapshot (takes a reference; the previous one is released once every worker
- * moved off it and its in-flight requests finished). Workers adopt it at their next loop
- * iteration: new listeners opened, removed ones closed, others untouched.
+ * Publish a new snapshot (the data plane takes its own references as for start; the previous
+ * one is released once every worker moved off it and its in-flight requests finished).
+ * Workers adopt it at their next loop iteration: new listeners opened, removed ones closed,
+ * others untouched. No-op when the data plane is not running. Control thread.
  */
 void rv_dataplane_publish(rv_snapshot_t *snap);
+
+/*
+ * Wait until every worker serves the last published snapshot (its listeners are open), at
+ * most timeout_ms. Returns true when they do. Control thread (tests, status reporting).
+ */
+bool rv_dataplane_wait_adopted(int timeout_ms);
 
 /*
  * Graceful stop: close listeners, let in-flight requests finish, close idle keep-alive
@@ -35,7 +48,8 @@ void rv_dataplane_publish(rv_snapshot_t *snap);
  */
 void rv_dataplane_stop(int deadline_ms);
 
-/* Number of live downstream connections across workers (approximate, for /metrics). */
+/* Number of live downstream connections across workers (approximate, for /metrics).
+ * Any thread. */
 long rv_dataplane_active_connections(void);
 
 #endif

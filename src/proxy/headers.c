@@ -1,0 +1,408 @@
+/*
+ * headers.c - the heads rivet forwards: the upstream request head and the client response
+ * head, as iovec lists for writev.
+ *
+ * Original header lines that survive are not copied: consecutive kept lines are one iovec
+ * pointing into the receive buffer (the parser rejects obs-fold and bare LF, so every line
+ * is "name: value CRLF" and lines are contiguous). Only the new start line and the headers
+ * rivet adds (X-Forwarded-*, X-Request-Id, header manipulation, framing) are written into
+ * the request arena. A typical forwarded head is 3-5 iovecs.
+ *
+ * Rules (Envoy's as Gloo users see them): hop-by-hop headers and the ones the peer's
+ * Connection header names are removed - but never framing headers nor those rivet adds;
+ * header manipulation applies destination, then route, then virtual host operations, each
+ * removing before adding; append=false replaces.
+ */
+#include <stdio.h>
+
+#include "core/err.h"
+#include "proxy/dp.h"
+#include "proxy/rewrite.h"
+
+#define ADD_FIXED 8
+
+typedef struct add_s {
+    rv_str_t name, value;
+    bool dead;
+} add_t;
+
+typedef struct hctx_s {
+    rv_header_t *h;
+    bool *drop;
+    uint32_t n;
+    add_t *adds;
+    uint32_t nadds, cap;
+    bool response;
+} hctx_t;
+
+static const char *const hop_by_hop[] = { "connection", "keep-alive",        "proxy-connection", "te",
+                                          "trailer",    "transfer-encoding", "upgrade",          "http2-settings" };
+
+static bool is_hop(rv_str_t name)
+{
+    for (size_t i = 0; i < RV_ARRAY_LEN(hop_by_hop); i++)
+        if (rv_str_ieq(name, rv_cstr(hop_by_hop[i])))
+            return true;
+    return false;
+}
+
+/* Headers that configuration and Connection nomination must never touch: message framing
+ * (a removed Content-Length would desynchronise the upstream) and the routing authority. */
+static bool is_protected(rv_str_t name, bool response)
+{
+    return rv_str_ieq(name, RV_STR("content-length")) || rv_str_ieq(name, RV_STR("transfer-encoding")) ||
+           rv_str_ieq(name, RV_STR("connection")) || rv_str_ieq(name, RV_STR("upgrade")) ||
+           (!response && rv_str_ieq(name, RV_STR("host")));
+}
+
+/* A value or name that would break the message if written (CR, LF, NUL). */
+static bool unsafe(rv_str_t s)
+{
+    for (size_t i = 0; i < s.len; i++)
+        if (s.ptr[i] == '\r' || s.ptr[i] == '\n' || s.ptr[i] == '\0')
+            return true;
+    return false;
+}
+
+static void drop_named(hctx_t *c, rv_str_t name)
+{
+    for (uint32_t i = 0; i < c->n; i++)
+        if (!c->drop[i] && rv_str_ieq(c->h[i].name, name))
+            c->drop[i] = true;
+    for (uint32_t i = 0; i < c->nadds; i++)
+        if (!c->adds[i].dead && rv_str_ieq(c->adds[i].name, name))
+            c->adds[i].dead = true;
+}
+
+static void push_add(hctx_t *c, rv_str_t name, rv_str_t value)
+{
+    if (c->nadds < c->cap)
+        c->adds[c->nadds++] = (add_t){ name, value, false };
+}
+
+static void apply_ops(hctx_t *c, const rv_header_ops_t *ops)
+{
+    if (!ops)
+        return;
+    const rv_str_t *rm = c->response ? ops->resp_remove : ops->req_remove;
+    uint32_t nrm = c->response ? ops->nresp_remove : ops->nreq_remove;
+    const rv_header_add_t *add = c->response ? ops->resp_add : ops->req_add;
+    uint32_t nadd = c->response ? ops->nresp_add : ops->nreq_add;
+    for (uint32_t i = 0; i < nrm; i++)
+        if (!is_protected(rm[i], c->response))
+            drop_named(c, rm[i]);
+    for (uint32_t i = 0; i < nadd; i++) {
+        const rv_header_add_t *a = &add[i];
+        if (a->name.len == 0 || is_protected(a->name, c->response) || is_hop(a->name) || unsafe(a->name) ||
+            unsafe(a->value))
+            continue;
+        if (!a->append)
+            drop_named(c, a->name);
+        push_add(c, a->name, a->value);
+    }
+}
+
+static uint32_t ops_adds(const rv_header_ops_t *ops, bool response)
+{
+    return ops ? (response ? ops->nresp_add : ops->nreq_add) : 0;
+}
+
+/* Drop every header the peer's Connection header(s) name, except protected ones. */
+static void drop_nominated(hctx_t *c)
+{
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (!rv_str_ieq(c->h[i].name, RV_STR("connection")))
+            continue;
+        rv_str_t list = c->h[i].value, tok;
+        while (rv_h1_next_token(&list, &tok))
+            if (!is_protected(tok, c->response))
+                for (uint32_t k = 0; k < c->n; k++)
+                    if (rv_str_ieq(c->h[k].name, tok))
+                        c->drop[k] = true;
+    }
+}
+
+/*
+ * Serialise: start line, kept original lines (as runs into the buffer), added headers and
+ * the final CRLF. head_end: end of the original head (after its final CRLF CRLF).
+ * Returns 0 or RV_ENOMEM; iov and niov receive an arena-allocated list.
+ */
+static int serialise(rv_arena_t *a, hctx_t *c, rv_str_t start, const char *head_end, struct iovec **iov,
+                     int *niov)
+{
+    size_t extra = 2;
+    for (uint32_t i = 0; i < c->nadds; i++)
+        if (!c->adds[i].dead)
+            extra += c->adds[i].name.len + c->adds[i].value.len + 4;
+    /* worst case: every kept header is its own run; beyond 16 runs they are copied instead */
+    struct iovec *v = rv_arena_alloc(a, sizeof(*v) * 20);
+    char *text = NULL;
+    if (!v)
+        return RV_ENOMEM;
+    int n = 0;
+    v[n++] = (struct iovec){ (void *)start.ptr, start.len };
+    uint32_t nruns = 0;
+    for (uint32_t i = 0; i < c->n; i++)
+        if (!c->drop[i] && (i == 0 || c->drop[i - 1]))
+            nruns++;
+    bool copy = nruns > 16;
+    /* a line is [name.ptr, next name.ptr) or up to head_end - 2; verify it looks like one */
+    for (uint32_t i = 0; i < c->n && !copy; i++) {
+        const char *ls = c->h[i].name.ptr;
+        const char *le = i + 1 < c->n ? c->h[i + 1].name.ptr : head_end - 2;
+        if (le <= ls || le < c->h[i].value.ptr + c->h[i].value.len || le[-1] != '\n' || le[-2] != '\r')
+            copy = true;
+    }
+    if (copy)
+        for (uint32_t i = 0; i < c->n; i++)
+            if (!c->drop[i])
+                extra += c->h[i].name.len + c->h[i].value.len + 4;
+    text = rv_arena_alloc(a, extra);
+    if (!text)
+        return RV_ENOMEM;
+    size_t t = 0;
+    for (uint32_t i = 0; i < c->n; i++) {
+        if (c->drop[i])
+            continue;
+        if (copy) {
+            memcpy(text + t, c->h[i].name.ptr, c->h[i].name.len);
+            t += c->h[i].name.len;
+            text[t++] = ':';
+            text[t++] = ' ';
+            memcpy(text + t, c->h[i].value.ptr, c->h[i].value.len);
+            t += c->h[i].value.len;
+            text[t++] = '\r';
+            text[t++] = '\n';
+            continue;
+        }
+        uint32_t j = i;
+        while (j + 1 < c->n && !c->drop[j + 1])
+            j++;
+        const char *ls = c->h[i].name.ptr;
+        const char *le = j + 1 < c->n ? c->h[j + 1].name.ptr : head_end - 2;
+        v[n++] = (struct iovec){ (void *)ls, (size_t)(le - ls) };
+        i = j;
+    }
+    for (uint32_t i = 0; i < c->nadds; i++) {
+        const add_t *ad = &c->adds[i];
+        if (ad->dead)
+            continue;
+        memcpy(text + t, ad->name.ptr, ad->name.len);
+        t += ad->name.len;
+        text[t++] = ':';
+        text[t++] = ' ';
+        memcpy(text + t, ad->value.ptr, ad->value.len);
+        t += ad->value.len;
+        text[t++] = '\r';
+        text[t++] = '\n';
+    }
+    text[t++] = '\r';
+    text[t++] = '\n';
+    v[n++] = (struct iovec){ text, t };
+    *iov = v;
+    *niov = n;
+    return 0;
+}
+
+/*
+ * Build the upstream request head for the current try into s->uh (arena), for endpoint e.
+ * Re-parses the request head still held in conn->in (cheap, and it keeps no header array
+ * alive between events). Returns 0 or RV_ENOMEM.
+ */
+int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *e)
+{
+    rv_dp_worker_t *w = d->w;
+    rv_dp_stream_t *s = &d->s;
+    rv_arena_t *a = s->arena;
+    rv_h1_request_t req;
+    if (rv_h1_parse_request(d->in, s->head_len, &rv_h1_default_limits, w->hdrs, &req) <= 0)
+        return RV_EPARSE;
+    const rv_route_t *rt = s->route;
+    hctx_t c = { .h = w->hdrs, .drop = w->drop, .n = req.nheaders, .response = false };
+    memset(c.drop, 0, sizeof(bool) * c.n);
+    c.cap = ADD_FIXED + ops_adds(s->dest ? &s->dest->headers : NULL, false) + ops_adds(&rt->headers, false) +
+            ops_adds(rt->vhost_headers, false);
+    c.adds = rv_arena_alloc(a, sizeof(add_t) * c.cap);
+    if (!c.adds)
+        return RV_ENOMEM;
+
+    drop_nominated(&c);
+    /* the client's X-Forwarded-For values are kept unless its Connection header named it */
+    bool xff_keep = true;
+    size_t xff_len = 0;
+    for (uint32_t i = 0; i < c.n; i++)
+        if (rv_str_ieq(c.h[i].name, RV_STR("x-forwarded-for"))) {
+            xff_keep = xff_keep && !c.drop[i];
+            xff_len += c.h[i].value.len + 2;
+        }
+    bool reqid_kept = false;
+    for (uint32_t i = 0; i < c.n; i++) {
+        rv_str_t nm = c.h[i].name;
+        if (is_hop(nm) || rv_str_ieq(nm, RV_STR("expect")) || rv_str_ieq(nm, RV_STR("x-forwarded-proto")) ||
+            rv_str_ieq(nm, RV_STR("x-forwarded-for"))) {
+            c.drop[i] = true;
+        } else if (rv_str_ieq(nm, RV_STR("x-request-id")) && !c.drop[i]) {
+            reqid_kept = c.h[i].value.ptr == s->reqid.ptr;
+            if (!reqid_kept)
+                c.drop[i] = true;   /* unusable value replaced by ours */
+        } else if (rv_str_ieq(nm, RV_STR("host")) && (rt->opts.host_rewrite.len || rt->opts.auto_host_rewrite)) {
+            c.drop[i] = true;
+        }
+    }
+    /* Host */
+    if (rt->opts.host_rewrite.len && !unsafe(rt->opts.host_rewrite))
+        push_add(&c, RV_STR("Host"), rt->opts.host_rewrite);
+    else if (rt->opts.auto_host_rewrite && e->hostname.len)
+        push_add(&c, RV_STR("Host"), e->hostname);
+    else if (!req.host.len)
+        push_add(&c, RV_STR("Host"), e->authority.len ? e->authority : s->host);
+    /* X-Forwarded-For: the client's list, then the address we saw */
+    char *xff = rv_arena_alloc(a, xff_len + d->peer_len + 1);
+    if (!xff)
+        return RV_ENOMEM;
+    size_t x = 0;
+    for (uint32_t i = 0; i < c.n && xff_keep; i++) {
+        if (!rv_str_ieq(c.h[i].name, RV_STR("x-forwarded-for")) || !c.h[i].value.len)
+            continue;
+        memcpy(xff + x, c.h[i].value.ptr, c.h[i].value.len);
+        x += c.h[i].value.len;
+        xff[x++] = ',';
+        xff[x++] = ' ';
+    }
+    memcpy(xff + x, d->peer, d->peer_len);
+    x += d->peer_len;
+    push_add(&c, RV_STR("X-Forwarded-For"), rv_str(xff, x));
+    push_add(&c, RV_STR("X-Forwarded-Proto"), RV_STR("http"));
+    if (!reqid_kept)
+        push_add(&c, RV_STR("X-Request-Id"), s->reqid);
+    if (s->req_body == RV_H1_BODY_CHUNKED)
+        push_add(&c, RV_STR("Transfer-Encoding"), RV_STR("chunked"));
+
+    /* header manipulation: destination, route, virtual host */
+    apply_ops(&c, s->dest ? &s->dest->headers : NULL);
+    apply_ops(&c, &rt->headers);
+    apply_ops(&c, rt->vhost_headers);
+
+    /* path rewrite, then the request line with the original query */
+    rv_str_t fwd = s->path;
+    if (rv_rewrite_path(rt, s->path, a, &fwd) < 0)
+        return RV_ENOMEM;
+    s->fwd_path = fwd;
+    size_t ll = req.method.len + 1 + fwd.len + (s->has_query ? 1 + s->query.len : 0) + 11;
+    char *line = rv_arena_alloc(a, ll);
+    if (!line)
+        return RV_ENOMEM;
+    size_t l = 0;
+    memcpy(line, req.method.ptr, req.method.len);
+    l += req.method.len;
+    line[l++] = ' ';
+    memcpy(line + l, fwd.ptr, fwd.len);
+    l += fwd.len;
+    if (s->has_query) {
+        line[l++] = '?';
+        memcpy(line + l, s->query.ptr, s->query.len);
+        l += s->query.len;
+    }
+    memcpy(line + l, " HTTP/1.1\r\n", 11);
+    l += 11;
+    int rc = serialise(a, &c, rv_str(line, l), d->in + s->head_len, &s->uh, &s->uh_n);
+    s->uh_i = 0;
+    return rc;
+}
+
+/*
+ * Build the client response head for the upstream response r (headers in w->hdrs, bytes in
+ * u->in) into s->dh. Framing: chunked is forwarded verbatim (Transfer-Encoding re-added)
+ * unless de-chunking for HTTP/1.0; Connection reflects the client connection's fate.
+ * Returns 0 or RV_ENOMEM.
+ */
+int rv_dp_build_resp_head(rv_dp_conn_t *d, const rv_h1_response_t *r)
+{
+    rv_dp_worker_t *w = d->w;
+    rv_dp_stream_t *s = &d->s;
+    rv_arena_t *a = s->arena;
+    const rv_route_t *rt = s->route;
+    hctx_t c = { .h = w->hdrs, .drop = w->drop, .n = r->nheaders, .response = true };
+    memset(c.drop, 0, sizeof(bool) * c.n);
+    c.cap = ADD_FIXED + ops_adds(s->dest ? &s->dest->headers : NULL, true) + ops_adds(&rt->headers, true) +
+            ops_adds(rt->vhost_headers, true);
+    c.adds = rv_arena_alloc(a, sizeof(add_t) * c.cap);
+    if (!c.adds)
+        return RV_ENOMEM;
+    drop_nominated(&c);
+    for (uint32_t i = 0; i < c.n; i++)
+        if (is_hop(c.h[i].name))
+            c.drop[i] = true;
+    if (r->body == RV_H1_BODY_CHUNKED && !s->dechunk)
+        push_add(&c, RV_STR("Transfer-Encoding"), RV_STR("chunked"));
+    apply_ops(&c, s->dest ? &s->dest->headers : NULL);
+    apply_ops(&c, &rt->headers);
+    apply_ops(&c, rt->vhost_headers);
+    if (d->close_after && s->minor == 1)
+        push_add(&c, RV_STR("Connection"), RV_STR("close"));
+    else if (!d->close_after && s->minor == 0)
+        push_add(&c, RV_STR("Connection"), RV_STR("keep-alive"));
+    size_t ll = 9 + 3 + 1 + r->reason.len + 2;
+    char *line = rv_arena_alloc(a, ll + 1);
+    if (!line)
+        return RV_ENOMEM;
+    int st = r->status > 999 ? 999 : r->status;
+    int l = snprintf(line, ll + 1, "HTTP/1.1 %03d %.*s\r\n", st, (int)r->reason.len, r->reason.ptr);
+    return serialise(a, &c, rv_str(line, (size_t)l), s->u->in + r->head_len, &s->dh, &s->dh_n);
+}
+
+/* UUIDv4 text (8-4-4-4-12 lower-case hex) from the worker's PRNG. */
+void rv_dp_gen_reqid(rv_dp_worker_t *w, char out[36])
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t hi = rv_rand_next(&w->rng), lo = rv_rand_next(&w->rng);
+    unsigned char b[16];
+    for (int i = 0; i < 8; i++) {
+        b[i] = (unsigned char)(hi >> (i * 8));
+        b[8 + i] = (unsigned char)(lo >> (i * 8));
+    }
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);   /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);   /* RFC 4122 variant */
+    int o = 0;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+}
+
+/*
+ * Find the end of a head (an empty line) in buf[0..len), resuming at *scan_pos so that a
+ * head trickling in byte by byte is scanned once, not re-parsed per read (slowloris CPU).
+ * Returns the offset after the empty line, or 0 when not there yet (*scan_pos updated).
+ */
+size_t rv_dp_find_head_end(const char *buf, size_t len, uint32_t *scan_pos)
+{
+    size_t i = *scan_pos;
+    while (i < len) {
+        const char *p = memchr(buf + i, '\n', len - i);
+        if (!p) {
+            *scan_pos = (uint32_t)len;
+            return 0;
+        }
+        size_t j = (size_t)(p - buf);
+        if (j + 1 >= len) {
+            *scan_pos = (uint32_t)j;
+            return 0;
+        }
+        if (buf[j + 1] == '\n')
+            return j + 2;
+        if (buf[j + 1] == '\r') {
+            if (j + 2 >= len) {
+                *scan_pos = (uint32_t)j;
+                return 0;
+            }
+            if (buf[j + 2] == '\n')
+                return j + 3;
+        }
+        i = j + 1;
+    }
+    *scan_pos = (uint32_t)len;
+    return 0;
+}

@@ -1,0 +1,855 @@
+/*
+ * upstream.c - the upstream half of a proxied request: destination, cluster and endpoint
+ * choice, the per-worker keep-alive pool (keyed by endpoint address, so it survives
+ * reloads), non-blocking connect, sending the head and streaming the request body,
+ * reading and framing the response (verbatim, or de-chunked for HTTP/1.0 clients),
+ * failures, timeouts and retries.
+ *
+ * Failure policy (Envoy's): before any response byte reached the client, a failure is
+ * retried when the route's retry policy allows it and the request body is still complete in
+ * the input buffer, else answered with 503/502/504 and a response flag; after that, the
+ * client connection is closed (truncation). A pooled connection that dies before answering
+ * is retried once on a fresh connection regardless of policy: it was stale.
+ */
+#include <errno.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "proxy/dp.h"
+
+static const char resp_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
+
+enum fail_kind { F_CONNECT, F_RESET, F_PROTOCOL, F_TRY_TIMEOUT, F_ROUTE_TIMEOUT, F_OOM };
+enum try_mode { TRY_FIRST, TRY_RETRY, TRY_STALE };
+
+static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events);
+static void u_on_idle_timer(rv_loop_t *loop, rv_timer_t *t);
+static void start_try(rv_dp_conn_t *d, int mode);
+
+/* ---- connections and pool ------------------------------------------------------------ */
+
+static uint32_t addr_hash(const struct sockaddr_storage *a)
+{
+    uint32_t h = 2166136261u;
+    const unsigned char *p;
+    size_t n;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a;
+        h = (h ^ x->sin_port) * 16777619u;
+        p = (const void *)&x->sin_addr;
+        n = sizeof(x->sin_addr);
+    } else {
+        const struct sockaddr_in6 *x = (const void *)a;
+        h = (h ^ x->sin6_port) * 16777619u;
+        p = (const void *)&x->sin6_addr;
+        n = sizeof(x->sin6_addr);
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    return h;
+}
+
+static bool addr_eq(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+}
+
+static struct rv_dp_upool_s **pool_slot(rv_dp_worker_t *w, const struct sockaddr_storage *a, uint32_t h)
+{
+    struct rv_dp_upool_s **pp = &w->pool[h % DP_POOL_BUCKETS];
+    while (*pp && !((*pp)->hash == h && addr_eq(&(*pp)->addr, a)))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void pool_unlink(rv_dp_worker_t *w, rv_dp_upconn_t *u)
+{
+    struct rv_dp_upool_s *p = u->pool;
+    if (!p)
+        return;
+    if (u->pprev)
+        u->pprev->pnext = u->pnext;
+    else
+        p->idle = u->pnext;
+    if (u->pnext)
+        u->pnext->pprev = u->pprev;
+    u->pnext = u->pprev = NULL;
+    u->pool = NULL;
+    if (--p->nidle == 0) {
+        struct rv_dp_upool_s **pp = pool_slot(w, &p->addr, p->hash);
+        if (*pp == p)
+            *pp = p->next;
+        free(p);
+    }
+}
+
+/* Close an upstream connection; its memory is freed after this loop iteration. */
+static void up_close(rv_dp_upconn_t *u)
+{
+    rv_dp_worker_t *w = u->w;
+    if (u->dead)
+        return;
+    u->dead = true;
+    pool_unlink(w, u);
+    rv_timer_stop(&w->loop, &u->timer);
+    close(u->io.fd);
+    rv_dp_buf_put(w, u->in);
+    u->in = NULL;
+    u->owner = NULL;
+    u->znext = w->zups;
+    w->zups = u;
+}
+
+void rv_dp_upconn_free(rv_dp_worker_t *w, rv_dp_upconn_t *u)
+{
+    if (w->nfree_ups < 1024) {
+        u->znext = w->free_ups;
+        w->free_ups = u;
+        w->nfree_ups++;
+    } else {
+        free(u);
+    }
+}
+
+/* Park u in its endpoint's idle list (or close it when the pool is full or stopping). */
+static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
+{
+    u->owner = NULL;
+    if (w->stopping) {
+        up_close(u);
+        return;
+    }
+    uint32_t h = addr_hash(&u->addr);
+    struct rv_dp_upool_s **pp = pool_slot(w, &u->addr, h);
+    struct rv_dp_upool_s *p = *pp;
+    if (!p) {
+        p = calloc(1, sizeof(*p));
+        if (!p) {
+            up_close(u);
+            return;
+        }
+        p->addr = u->addr;
+        p->addrlen = u->addrlen;
+        p->hash = h;
+        *pp = p;
+    }
+    if (p->nidle >= DP_UP_POOL_MAX) {
+        up_close(u);
+        return;
+    }
+    rv_dp_buf_put(w, u->in);
+    u->in = NULL;
+    u->in_len = 0;
+    u->pool = p;
+    u->pprev = NULL;
+    u->pnext = p->idle;
+    if (p->idle)
+        p->idle->pprev = u;
+    p->idle = u;
+    p->nidle++;
+    rv_timer_after(&w->loop, &u->timer, DP_UP_IDLE_MS);
+}
+
+/* Most recently used idle connection to addr, or NULL. */
+static rv_dp_upconn_t *pool_get(rv_dp_worker_t *w, const struct sockaddr_storage *addr)
+{
+    struct rv_dp_upool_s *p = *pool_slot(w, addr, addr_hash(addr));
+    if (!p || !p->idle)
+        return NULL;
+    rv_dp_upconn_t *u = p->idle;
+    pool_unlink(w, u);
+    rv_timer_stop(&w->loop, &u->timer);
+    u->reused = true;
+    u->noreuse = false;
+    return u;
+}
+
+void rv_dp_pool_close_all(rv_dp_worker_t *w)
+{
+    for (int i = 0; i < DP_POOL_BUCKETS; i++)
+        while (w->pool[i])
+            up_close(w->pool[i]->idle);
+}
+
+/* Start a non-blocking connect to e. NULL when it failed at once (or out of memory). */
+static rv_dp_upconn_t *up_connect(rv_dp_worker_t *w, const rv_endpoint_t *e, bool *oom)
+{
+    rv_dp_upconn_t *u = w->free_ups;
+    *oom = false;
+    if (u) {
+        w->free_ups = u->znext;
+        w->nfree_ups--;
+    } else if (!(u = malloc(sizeof(*u)))) {
+        *oom = true;
+        return NULL;
+    }
+    memset(u, 0, sizeof(*u));
+    u->w = w;
+    rv_timer_init(&u->timer, u_on_idle_timer);
+    int fd = socket(e->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (connect(fd, (const struct sockaddr *)&e->addr, e->addrlen) == 0)
+        u->connected = u->can_write = true;
+    else if (errno != EINPROGRESS)
+        goto fail;
+    if (rv_io_add(&w->loop, &u->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, u_on_io) < 0)
+        goto fail;
+    u->addr = e->addr;
+    u->addrlen = e->addrlen;
+    return u;
+fail:
+    if (fd >= 0)
+        close(fd);
+    rv_dp_upconn_free(w, u);
+    return NULL;
+}
+
+/* Detach the stream's upstream connection: back to the pool when reuse, else closed. */
+void rv_dp_up_release(rv_dp_conn_t *d, bool reuse)
+{
+    rv_dp_upconn_t *u = d->s.u;
+    if (!u)
+        return;
+    d->s.u = NULL;
+    if (reuse)
+        pool_put(d->w, u);
+    else
+        up_close(u);
+}
+
+static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events)
+{
+    rv_dp_upconn_t *u = RV_CONTAINER_OF(io, rv_dp_upconn_t, io);
+    if (u->dead)
+        return;
+    if (!u->owner) {
+        /* idle: the server closed, reset or sent unsolicited bytes - it is no longer usable */
+        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+            up_close(u);
+        return;
+    }
+    if (!u->connected) {
+        if (events & (EPOLLERR | EPOLLHUP))
+            u->err = true;
+        else if (events & EPOLLOUT)
+            u->connected = true;
+    }
+    if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        u->can_read = true;
+    if (events & EPOLLRDHUP)
+        u->rdhup = true;
+    if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+        u->can_write = true;
+    rv_dp_pump(u->owner);
+}
+
+static void u_on_idle_timer(rv_loop_t *loop, rv_timer_t *t)
+{
+    up_close(RV_CONTAINER_OF(t, rv_dp_upconn_t, timer));
+}
+
+/* ---- timers -------------------------------------------------------------------------- */
+
+/* Per-try timer: connect timeout while connecting, per-try timeout once the request is
+ * complete (Envoy starts it then), or nothing. */
+static void arm_try_timer(rv_dp_conn_t *d)
+{
+    rv_dp_stream_t *s = &d->s;
+    rv_loop_t *loop = &d->w->loop;
+    int64_t dl = INT64_MAX;
+    if (s->up_state == UP_CONNECTING)
+        dl = s->try_start + DP_CONNECT_TIMEOUT_MS;
+    int64_t pt = s->route->opts.retries.per_try_timeout_ms;
+    if (pt > 0 && s->req_done && (s->up_state == UP_CONNECTING || s->up_state == UP_ACTIVE))
+        dl = RV_MIN(dl, RV_MAX(s->try_start, s->req_done_at) + pt);
+    if (dl == INT64_MAX)
+        rv_timer_stop(loop, &s->t_try);
+    else
+        rv_timer_at(loop, &s->t_try, dl);
+}
+
+/* The whole request body was received: the route timeout starts now (Envoy: the time the
+ * upstream has to answer completely, after the downstream request is complete). */
+void rv_dp_req_complete(rv_dp_conn_t *d)
+{
+    rv_dp_stream_t *s = &d->s;
+    if (s->resp_local || !s->route || s->resp_state == RS_DONE)
+        return;
+    if (s->up_state == UP_NONE && !s->u)
+        return;
+    int64_t to = s->route->opts.timeout_ms;
+    if (to > 0)
+        rv_timer_after(&d->w->loop, &s->t_route, to);
+    arm_try_timer(d);
+}
+
+static void fail(rv_dp_conn_t *d, int kind);
+
+void rv_dp_on_route_timer(rv_loop_t *loop, rv_timer_t *t)
+{
+    rv_dp_conn_t *d = RV_CONTAINER_OF(t, rv_dp_conn_t, s.t_route);
+    if (d->dead || d->state != DS_REQ)
+        return;
+    fail(d, F_ROUTE_TIMEOUT);
+    rv_dp_pump(d);
+}
+
+void rv_dp_on_try_timer(rv_loop_t *loop, rv_timer_t *t)
+{
+    rv_dp_conn_t *d = RV_CONTAINER_OF(t, rv_dp_conn_t, s.t_try);
+    rv_dp_stream_t *s = &d->s;
+    if (d->dead || d->state != DS_REQ)
+        return;
+    if (s->up_state == UP_WAIT)
+        start_try(d, TRY_RETRY);   /* backoff elapsed */
+    else if (s->up_state == UP_CONNECTING && rv_loop_now(loop) >= s->try_start + DP_CONNECT_TIMEOUT_MS)
+        fail(d, F_CONNECT);
+    else
+        fail(d, F_TRY_TIMEOUT);
+    rv_dp_pump(d);
+}
+
+/* ---- tries, failures, retries -------------------------------------------------------- */
+
+static rv_cstats_t *cstats(rv_dp_conn_t *d)
+{
+    rv_wstats_t *ws = d->w->st;
+    const rv_cluster_t *c = d->s.cluster;
+    return c && c->stat_id < ws->nclusters ? &ws->clusters[c->stat_id] : NULL;
+}
+
+/* The request can be sent again: no body, or the whole body so far is still buffered. */
+static bool replayable(const rv_dp_stream_t *s)
+{
+    return s->req_body == RV_H1_BODY_NONE || s->retain;
+}
+
+static void schedule_retry(rv_dp_conn_t *d)
+{
+    rv_dp_stream_t *s = &d->s;
+    const rv_retry_policy_t *pol = &s->route->opts.retries;
+    s->retries++;
+    rv_cstats_t *cs = cstats(d);
+    if (cs)
+        rv_ctr_add(&cs->retries, 1);
+    /* fully jittered exponential backoff, as Envoy: random in [0, min(max, base * 2^(n-1))) */
+    int64_t base = pol->backoff_base_ms > 0 ? pol->backoff_base_ms : DP_BACKOFF_BASE_MS;
+    int64_t max = pol->backoff_max_ms > 0 ? pol->backoff_max_ms : RV_MAX(DP_BACKOFF_MAX_MS, base * 10);
+    int64_t upper = base;
+    for (uint32_t i = 1; i < s->retries && upper < max; i++)
+        upper *= 2;
+    if (upper > max)
+        upper = max;
+    int64_t delay = upper > 0 ? (int64_t)(rv_rand_next(&d->w->rng) % (uint64_t)upper) : 0;
+    s->up_state = UP_WAIT;
+    rv_timer_after(&d->w->loop, &s->t_try, delay);
+}
+
+static bool retry_on_failure(uint32_t on, int kind)
+{
+    switch (kind) {
+    case F_CONNECT:
+        return on & (RV_RETRY_5XX | RV_RETRY_GATEWAY_ERROR | RV_RETRY_CONNECT_FAILURE | RV_RETRY_RESET);
+    case F_RESET:
+    case F_PROTOCOL:
+    case F_TRY_TIMEOUT:
+        return on & (RV_RETRY_5XX | RV_RETRY_GATEWAY_ERROR | RV_RETRY_RESET);
+    default:
+        return false;
+    }
+}
+
+/*
+ * An attempt failed (or the route timed out). Decides between a transparent retry on a fresh
+ * connection (stale pooled connection), a policy retry after a backoff, an error response,
+ * or - when the response already started - closing the client connection.
+ */
+static void fail(rv_dp_conn_t *d, int kind)
+{
+    rv_dp_stream_t *s = &d->s;
+    static const uint32_t flag_of[] = { DP_F_UF, DP_F_UC, DP_F_UPE, DP_F_UT, DP_F_UT, DP_F_OM };
+    uint32_t flag = flag_of[kind];
+    rv_cstats_t *cs = cstats(d);
+    if (cs && kind == F_CONNECT)
+        rv_ctr_add(&cs->connect_fail, 1);
+    if (cs && (kind == F_TRY_TIMEOUT || kind == F_ROUTE_TIMEOUT))
+        rv_ctr_add(&cs->timeouts, 1);
+    if (kind == F_OOM)
+        rv_ctr_add(&d->w->st->oom, 1);
+    if (s->resp_started) {
+        rv_dp_abort(d, flag);
+        return;
+    }
+    bool was_reused = s->u && s->u->reused;
+    rv_dp_up_release(d, false);
+    rv_timer_stop(&d->w->loop, &s->t_try);
+    s->up_state = UP_NONE;
+    /* a response head may have been prepared but not written: drop it */
+    s->resp_state = RS_NONE;
+    s->resp_src_done = false;
+    s->dechunk = false;
+    if (kind == F_RESET && was_reused && s->resp_any == 0 && !s->stale_retried && replayable(s)) {
+        s->stale_retried = true;
+        start_try(d, TRY_STALE);
+        return;
+    }
+    const rv_retry_policy_t *pol = &s->route->opts.retries;
+    if (retry_on_failure(pol->on, kind) && replayable(s)) {
+        if (s->retries < pol->num_retries) {
+            schedule_retry(d);
+            return;
+        }
+        flag |= DP_F_URX;
+    }
+    switch (kind) {
+    case F_CONNECT:
+    case F_RESET:
+        rv_dp_local_reply(d, 503, RV_STR("upstream connect error or disconnect/reset before headers"),
+                          RV_STR_NULL, flag);
+        break;
+    case F_PROTOCOL:
+        rv_dp_local_reply(d, 502,
+                          RV_STR("upstream connect error or disconnect/reset before headers. "
+                                 "reset reason: protocol error"),
+                          RV_STR_NULL, flag);
+        break;
+    case F_TRY_TIMEOUT:
+    case F_ROUTE_TIMEOUT:
+        rv_dp_local_reply(d, 504, RV_STR("upstream request timeout"), RV_STR_NULL, flag);
+        break;
+    default:
+        rv_dp_local_reply(d, 503, RV_STR("out of memory"), RV_STR_NULL, flag);
+        break;
+    }
+}
+
+/* Begin an attempt: choose the endpoint, build the head, take a pooled connection or
+ * connect. TRY_STALE reuses the endpoint on a fresh connection. */
+static void start_try(rv_dp_conn_t *d, int mode)
+{
+    rv_dp_worker_t *w = d->w;
+    rv_dp_stream_t *s = &d->s;
+    const rv_cluster_t *c = s->cluster;
+    rv_lb_state_t *lb = &s->gen->lb[c->index];
+    int ep = s->ep;
+    if (mode != TRY_STALE || ep < 0) {
+        ep = rv_lb_pick(c, lb, mode == TRY_RETRY && s->ep >= 0 ? (uint32_t)s->ep : UINT32_MAX);
+        if (ep < 0 || (uint32_t)ep >= c->neps) {
+            rv_dp_local_reply(d, 503, RV_STR("no healthy upstream"), RV_STR_NULL, DP_F_UH);
+            return;
+        }
+    }
+    if (s->ep_counted != ep) {
+        if (s->ep_counted >= 0 && lb->active[s->ep_counted])
+            lb->active[s->ep_counted]--;
+        lb->active[ep]++;
+        s->ep_counted = ep;
+    }
+    s->ep = ep;
+    const rv_endpoint_t *e = &c->eps[ep];
+    if (rv_dp_build_up_head(d, e) < 0) {
+        fail(d, F_OOM);
+        return;
+    }
+    s->body_fwd = s->head_len;      /* (re)send the retained body from its start */
+    s->up_sent_all = false;
+    s->up_started = false;
+    s->resp_any = 0;
+    s->u_scan = 0;
+    s->resp_off = s->resp_scan = s->resp_raw = 0;
+    s->up_attempts++;
+    s->try_start = rv_loop_now(&w->loop);
+    rv_dp_upconn_t *u = mode == TRY_STALE ? NULL : pool_get(w, &e->addr);
+    if (!u) {
+        bool oom;
+        u = up_connect(w, e, &oom);
+        if (!u) {
+            s->up_state = UP_CONNECTING;
+            fail(d, oom ? F_OOM : F_CONNECT);
+            return;
+        }
+    }
+    u->owner = d;
+    s->u = u;
+    s->up_state = u->connected ? UP_ACTIVE : UP_CONNECTING;
+    arm_try_timer(d);
+}
+
+/* Route action ROUTE: pick the destination and cluster, then the first attempt. */
+void rv_dp_proxy_start(rv_dp_conn_t *d)
+{
+    rv_dp_worker_t *w = d->w;
+    rv_dp_stream_t *s = &d->s;
+    const rv_action_t *a = &s->route->action;
+    const rv_snapshot_t *snap = s->gen->snap;
+    if (a->ndests == 0) {
+        rv_dp_local_reply(d, 503, RV_STR("no healthy upstream"), RV_STR_NULL, DP_F_UH);
+        return;
+    }
+    uint32_t di = a->ndests > 1 ? rv_pick_dest(a, &w->rng) : 0;
+    if (di >= a->ndests)
+        di = 0;
+    s->dest = &a->dests[di];
+    if (s->route->index < snap->nroutes)
+        s->series = s->gen->series[s->gen->series_off[s->route->index] + di];
+    if (s->dest->cluster == RV_NO_CLUSTER || s->dest->cluster >= snap->nclusters ||
+        snap->clusters[s->dest->cluster].neps == 0) {
+        if (s->dest->cluster < snap->nclusters)
+            s->cluster = &snap->clusters[s->dest->cluster];
+        rv_dp_local_reply(d, 503, RV_STR("no healthy upstream"), RV_STR_NULL, DP_F_UH);
+        return;
+    }
+    s->cluster = &snap->clusters[s->dest->cluster];
+    if (!s->arena && !(s->arena = rv_dp_arena_get(w))) {
+        rv_ctr_add(&w->st->oom, 1);
+        rv_dp_local_reply(d, 503, RV_STR("out of memory"), RV_STR_NULL, DP_F_OM);
+        return;
+    }
+    /* Expect: 100-continue is answered here, when we are about to read the body (Envoy) */
+    if (s->expect && s->req_body != RV_H1_BODY_NONE && d->in_len == s->head_len) {
+        d->pre = resp_100;
+        d->pre_len = sizeof(resp_100) - 1;
+        s->sent100 = true;
+    }
+    start_try(d, TRY_FIRST);
+    if (d->state == DS_REQ && !d->dead && s->req_done)
+        rv_dp_req_complete(d);
+}
+
+/* ---- response ------------------------------------------------------------------------ */
+
+static bool status_retriable(const rv_retry_policy_t *pol, int status)
+{
+    if ((pol->on & RV_RETRY_5XX) && status >= 500 && status <= 599)
+        return true;
+    if ((pol->on & RV_RETRY_GATEWAY_ERROR) && status >= 502 && status <= 504)
+        return true;
+    if (pol->on & RV_RETRY_RETRIABLE_STATUS)
+        for (uint32_t i = 0; i < pol->nstatus_codes; i++)
+            if (pol->status_codes[i] == status)
+                return true;
+    return false;
+}
+
+/* In-place de-chunking for HTTP/1.0 clients: decode the (already validated) bytes
+ * u->in[resp_raw, resp_raw + n) and move their payload down to resp_scan. */
+static void dechunk(rv_dp_stream_t *s, char *buf, size_t n)
+{
+    enum { K_SIZE = 0, K_EXT, K_DATA, K_DATA_END, K_TRAILER_BOL, K_TRAILER, K_DONE };
+    struct rv_dp_dechunk_s *k = &s->dk;
+    size_t i = s->resp_raw, end = s->resp_raw + n;
+    while (i < end) {
+        char c = buf[i];
+        switch (k->st) {
+        case K_SIZE:
+        case K_EXT:
+            if (c == '\n') {
+                k->st = k->left ? K_DATA : K_TRAILER_BOL;
+            } else if (k->st == K_SIZE && c == ';') {
+                k->st = K_EXT;
+            } else if (k->st == K_SIZE && c != '\r' && c != ' ' && c != '\t') {
+                int v = c >= '0' && c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10;
+                k->left = k->left * 16 + (uint64_t)v;
+            }
+            i++;
+            break;
+        case K_DATA: {
+            size_t take = (size_t)RV_MIN((uint64_t)(end - i), k->left);
+            if (s->resp_scan != i)
+                memmove(buf + s->resp_scan, buf + i, take);
+            s->resp_scan += (uint32_t)take;
+            i += take;
+            k->left -= take;
+            if (!k->left)
+                k->st = K_DATA_END;
+            break;
+        }
+        case K_DATA_END:
+            if (c == '\n')
+                k->st = K_SIZE;
+            i++;
+            break;
+        case K_TRAILER_BOL:
+            k->st = c == '\n' ? K_DONE : c == '\r' ? K_TRAILER_BOL : K_TRAILER;
+            i++;
+            break;
+        case K_TRAILER:
+            if (c == '\n')
+                k->st = K_TRAILER_BOL;
+            i++;
+            break;
+        default:
+            i = end;
+            break;
+        }
+    }
+    s->resp_raw = (uint32_t)end;
+}
+
+/* Frame the response body bytes that arrived: [resp_raw, in_len). Returns progress. */
+static bool resp_body_scan(rv_dp_conn_t *d)
+{
+    rv_dp_stream_t *s = &d->s;
+    rv_dp_upconn_t *u = s->u;
+    if (s->resp_src_done)
+        return false;
+    size_t avail = u->in_len - s->resp_raw;
+    bool p = false;
+    switch (s->resp_body) {
+    case RV_H1_BODY_LENGTH: {
+        size_t take = (size_t)RV_MIN((uint64_t)avail, s->resp_remaining);
+        s->resp_remaining -= take;
+        s->resp_raw += (uint32_t)take;
+        s->resp_scan = s->resp_raw;
+        p = take > 0;
+        if (s->resp_remaining == 0) {
+            s->resp_src_done = true;
+            p = true;
+        }
+        break;
+    }
+    case RV_H1_BODY_CHUNKED: {
+        if (!avail)
+            break;
+        size_t used = 0;
+        int r = rv_h1_chunked_scan(&s->resp_ck, u->in + s->resp_raw, avail, &used, NULL);
+        if (s->dechunk)
+            dechunk(s, u->in, used);
+        else
+            s->resp_scan = s->resp_raw = s->resp_raw + (uint32_t)used;
+        p = used > 0;
+        if (r == 1) {
+            s->resp_src_done = true;
+            p = true;
+        } else if (r < 0) {
+            /* bad framing after the head went out: forward what was valid, then cut */
+            s->upe = true;
+            u->noreuse = true;
+            s->flags |= DP_F_UPE;
+            if (!s->resp_started) {
+                fail(d, F_PROTOCOL);
+                return true;
+            }
+            rv_dp_abort(d, DP_F_UPE);
+            return true;
+        }
+        break;
+    }
+    case RV_H1_BODY_EOF:
+        s->resp_raw = s->resp_scan = u->in_len;
+        p = avail > 0;
+        if (u->eof) {
+            s->resp_src_done = true;
+            p = true;
+        }
+        break;
+    default:
+        s->resp_src_done = true;
+        p = true;
+        break;
+    }
+    if (!s->resp_src_done && u->eof && s->resp_raw == u->in_len) {
+        /* the upstream closed before the end of a framed body */
+        if (!s->resp_started) {
+            fail(d, F_RESET);
+        } else {
+            rv_dp_abort(d, DP_F_UC);
+        }
+        return true;
+    }
+    if (s->resp_src_done) {
+        rv_timer_stop(&d->w->loop, &s->t_route);
+        rv_timer_stop(&d->w->loop, &s->t_try);
+    }
+    return p;
+}
+
+/* Parse the response head once complete; 1xx heads are skipped. Returns progress. */
+static bool resp_head(rv_dp_conn_t *d)
+{
+    rv_dp_worker_t *w = d->w;
+    rv_dp_stream_t *s = &d->s;
+    rv_dp_upconn_t *u = s->u;
+    if (u->in_len == 0) {
+        if (u->eof) {
+            fail(d, F_RESET);
+            return true;
+        }
+        return false;
+    }
+    size_t end = rv_dp_find_head_end(u->in, u->in_len, &s->u_scan);
+    if (!end && u->in_len < rv_h1_default_limits.max_head && u->in_len < DP_BUF_SIZE) {
+        if (u->eof) {
+            fail(d, F_RESET);
+            return true;
+        }
+        return false;
+    }
+    rv_h1_response_t r;
+    memset(&r, 0, sizeof(r));
+    int rc = rv_h1_parse_response(u->in, u->in_len, &rv_h1_default_limits, w->hdrs, s->is_head, &r);
+    if (rc < 0 || r.status == 101) {
+        u->noreuse = true;
+        fail(d, F_PROTOCOL);
+        return true;
+    }
+    if (r.status < 200) {
+        /* interim response (100, 103): not forwarded; the final one follows */
+        memmove(u->in, u->in + r.head_len, u->in_len - r.head_len);
+        u->in_len -= (uint32_t)r.head_len;
+        s->u_scan = 0;
+        return true;
+    }
+    const rv_retry_policy_t *pol = &s->route->opts.retries;
+    if (pol->on && status_retriable(pol, r.status) && replayable(s)) {
+        if (s->retries < pol->num_retries) {
+            rv_dp_up_release(d, false);
+            rv_timer_stop(&w->loop, &s->t_try);
+            schedule_retry(d);
+            return true;
+        }
+        s->flags |= DP_F_URX;
+    }
+    s->status = r.status;
+    s->resp_body = r.body;
+    s->resp_remaining = r.content_length;
+    s->resp_up_keepalive = r.keep_alive;
+    s->retain = false;      /* no replay once a response is being forwarded */
+    memset(&s->resp_ck, 0, sizeof(s->resp_ck));
+    memset(&s->dk, 0, sizeof(s->dk));
+    if (r.body == RV_H1_BODY_CHUNKED && s->minor == 0) {
+        s->dechunk = true;  /* HTTP/1.0 client: payload only, delimited by close */
+        d->close_after = true;
+    } else if (r.body == RV_H1_BODY_EOF) {
+        d->close_after = true;
+    }
+    if (rv_dp_build_resp_head(d, &r) < 0) {
+        fail(d, F_OOM);
+        return true;
+    }
+    s->resp_off = s->resp_scan = s->resp_raw = (uint32_t)r.head_len;
+    s->resp_state = RS_STREAM;
+    s->dh_i = 0;
+    if (r.body == RV_H1_BODY_NONE) {
+        s->resp_src_done = true;
+        if (u->in_len > r.head_len)
+            u->noreuse = true;  /* bytes after a body-less response: never reuse */
+        rv_timer_stop(&w->loop, &s->t_route);
+        rv_timer_stop(&w->loop, &s->t_try);
+    }
+    return true;
+}
+
+/* ---- the upstream step --------------------------------------------------------------- */
+
+/* Move data between the stream and its upstream connection. Returns progress. */
+bool rv_dp_up_step(rv_dp_conn_t *d)
+{
+    rv_dp_stream_t *s = &d->s;
+    rv_dp_upconn_t *u = s->u;
+    bool p = false;
+    if (!u || s->up_state == UP_WAIT)
+        return false;
+    if (s->up_state == UP_CONNECTING) {
+        if (u->err) {
+            fail(d, F_CONNECT);
+            return true;
+        }
+        if (!u->connected)
+            return false;
+        s->up_state = UP_ACTIVE;
+        arm_try_timer(d);
+        p = true;
+    }
+    /* send head and body */
+    if (!s->up_sent_all && u->can_write) {
+        struct iovec iov[48];
+        int n = 0;
+        for (int i = s->uh_i; i < s->uh_n && n < 47; i++)
+            iov[n++] = s->uh[i];
+        size_t body = 0;
+        if (s->uh_i + n == s->uh_n && s->body_scan > s->body_fwd) {
+            body = s->body_scan - s->body_fwd;
+            iov[n++] = (struct iovec){ d->in + s->body_fwd, body };
+        }
+        if (n > 0) {
+            ssize_t wr = writev(u->io.fd, iov, n);
+            if (wr < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    u->can_write = false;
+                } else if (errno != EINTR) {
+                    u->noreuse = true;
+                    if (s->resp_any == 0 && s->resp_state == RS_NONE) {
+                        fail(d, F_RESET);
+                        return true;
+                    }
+                    s->up_sent_all = true;  /* stop sending; let the response finish */
+                }
+            } else {
+                size_t left = (size_t)wr, total = 0;
+                for (int i = 0; i < n; i++)
+                    total += iov[i].iov_len;
+                if ((size_t)wr < total)
+                    u->can_write = false;
+                while (left && s->uh_i < s->uh_n) {
+                    struct iovec *v = &s->uh[s->uh_i];
+                    size_t k = RV_MIN(left, v->iov_len);
+                    v->iov_base = (char *)v->iov_base + k;
+                    v->iov_len -= k;
+                    left -= k;
+                    if (v->iov_len == 0)
+                        s->uh_i++;
+                }
+                s->body_fwd += (uint32_t)left;
+                s->up_started = true;
+                p = p || wr > 0;
+            }
+        }
+        if (!s->up_sent_all && s->uh_i == s->uh_n && s->req_done && s->body_fwd == s->body_scan)
+            s->up_sent_all = true;
+        rv_dp_compact_in(d);
+    }
+    /* receive */
+    if (u->can_read && !u->eof && u->in_len < DP_BUF_SIZE) {
+        if (!u->in && !(u->in = rv_dp_buf_get(d->w))) {
+            fail(d, F_OOM);
+            return true;
+        }
+        size_t space = DP_BUF_SIZE - u->in_len;
+        ssize_t n = read(u->io.fd, u->in + u->in_len, space);
+        if (n > 0) {
+            u->in_len += (uint32_t)n;
+            s->resp_any += (uint64_t)n;
+            if ((size_t)n < space && !u->rdhup)
+                u->can_read = false;
+            p = true;
+        } else if (n == 0) {
+            u->eof = true;
+            p = true;
+        } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            u->can_read = false;
+        } else if (errno != EINTR) {
+            u->eof = u->err = true;
+            p = true;
+        }
+    }
+    /* response */
+    if (s->resp_state == RS_NONE)
+        p |= resp_head(d);
+    if (!d->dead && d->state == DS_REQ && s->u && s->resp_state == RS_STREAM && !s->resp_local)
+        p |= resp_body_scan(d);
+    return p;
+}
