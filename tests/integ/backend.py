@@ -36,12 +36,15 @@ _PATTERN = random.Random(0x5EED).randbytes(1 << 20)
 
 
 def pattern_chunks(n, chunk=1 << 20):
-    """Yield the first n bytes of the endless test pattern (a 1 MiB block repeated)."""
-    left = n
+    """Yield the first n bytes of the endless test pattern (a 1 MiB block repeated), in
+    pieces of at most chunk bytes (memoryviews into the block)."""
     mv = memoryview(_PATTERN)
+    off = 0
+    left = n
     while left > 0:
-        k = min(left, chunk, len(_PATTERN))
-        yield mv[:k]
+        k = min(left, chunk, len(_PATTERN) - off)
+        yield mv[off:off + k]
+        off = (off + k) % len(_PATTERN)
         left -= k
 
 

@@ -147,7 +147,7 @@ def test_invalid_upstream_response(cfg, backend, rivet, name):
     cfg.simple(b)
     rv = rivet(cfg)
     s = raw_connect(rv.port)
-    s.sendall(b"GET /bad HTTP/1.1\r\nHost: t\r\n\r\n")
+    s.sendall(b"GET /bad HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
     res = read_until_close(s, timeout=5)
     s.close()
     if name == "bad-chunk-size":

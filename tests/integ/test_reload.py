@@ -244,13 +244,14 @@ def test_reload_under_load(cfg, backend, rivet):
 
     write_version(0)
     rv = rivet(cfg)
-    max_total = 10000
+    max_total = 20000      # hard bound; at ~5k requests/s most of them overlap the writes
     nthreads = 4
     stop = threading.Event()
     lock = threading.Lock()
     errors = []
     counts = [0] * nthreads
     vpat = re.compile(rb"^v(\d+)$")
+    seen_versions = set()
 
     def client(tid):
         conn = rv.connect(timeout=20)
@@ -274,6 +275,8 @@ def test_reload_under_load(cfg, backend, rivet):
                 continue
             if path == "/v":
                 m = vpat.match(r.body)
+                if m:
+                    seen_versions.add(int(m.group(1)))
                 if not m or int(m.group(1)) > hi:
                     with lock:
                         errors.append((tid, path, "unexpected body %r (written so far: v%d)" % (r.body, hi)))
@@ -290,7 +293,8 @@ def test_reload_under_load(cfg, backend, rivet):
         for k in range(1, versions + 1):
             written[0] = k
             write_version(k)
-            time.sleep(0.015)
+            time.sleep(0.005)
+        during = sum(counts)
         rv.wait_body("/v", "v%d" % versions, timeout=10)
         # keep the load on a little after the last version
         target = min(max_total, sum(counts) + 500)
@@ -303,5 +307,7 @@ def test_reload_under_load(cfg, backend, rivet):
             t.join(30)
     total = sum(counts)
     assert not errors, "%d failed of %d requests; first: %r" % (len(errors), total, errors[:10])
+    print("reload under load: %d requests, %d while the config was being rewritten" % (total, during))
     assert total >= 1000, total
+    assert len(seen_versions) >= 2 and versions in seen_versions, sorted(seen_versions)
     assert rv.alive()
