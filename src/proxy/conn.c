@@ -409,9 +409,10 @@ int rv_dp_local_reply(rv_dp_conn_t *d, int status, rv_str_t body, rv_str_t locat
         body = RV_STR_NULL;
     if (!s->arena)
         s->arena = rv_dp_arena_get(w);
-    size_t cap = 256 + location.len;
-    char *h = s->arena ? rv_arena_alloc(s->arena, cap) : NULL;
-    if (!h || location.len > 8192) {
+    char *h = NULL;
+    size_t hl = 0;
+    if (!s->arena || location.len > 8192 ||
+        rv_dp_build_local_head(d, status, body.len, has_body, location, &h, &hl) < 0) {
         rv_ctr_add(&w->st->oom, 1);
         s->flags |= DP_F_OM;
         s->status = 503;
@@ -422,18 +423,7 @@ int rv_dp_local_reply(rv_dp_conn_t *d, int status, rv_str_t body, rv_str_t locat
         s->resp_bytes = 13;
         goto queued;
     }
-    int n = snprintf(h, cap, "HTTP/1.1 %d %s\r\n", status, rv_http_reason(status));
-    if (has_body)
-        n += snprintf(h + n, cap - (size_t)n, "content-length: %zu\r\n%s", body.len,
-                      body.len ? "content-type: text/plain\r\n" : "");
-    if (location.len)
-        n += snprintf(h + n, cap - (size_t)n, "location: %.*s\r\n", (int)location.len, location.ptr);
-    if (d->close_after && s->minor == 1)
-        n += snprintf(h + n, cap - (size_t)n, "connection: close\r\n");
-    else if (!d->close_after && s->minor == 0)
-        n += snprintf(h + n, cap - (size_t)n, "connection: keep-alive\r\n");
-    n += snprintf(h + n, cap - (size_t)n, "\r\n");
-    s->dh_inline[0] = (struct iovec){ h, (size_t)n };
+    s->dh_inline[0] = (struct iovec){ h, hl };
     s->dh = s->dh_inline;
     s->dh_n = 1;
     if (body.len && !s->is_head) {

@@ -286,6 +286,8 @@ void rv_dp_req_complete(rv_dp_conn_t *d);
 /* ---- headers.c ----------------------------------------------------------------------- */
 int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *ep);
 int rv_dp_build_resp_head(rv_dp_conn_t *d, const rv_h1_response_t *r);
+int rv_dp_build_local_head(rv_dp_conn_t *d, int status, size_t body_len, bool has_body, rv_str_t location,
+                           char **out, size_t *out_len);
 void rv_dp_gen_reqid(rv_dp_worker_t *w, char out[36]);
 size_t rv_dp_find_head_end(const char *buf, size_t len, uint32_t *scan_pos);
 

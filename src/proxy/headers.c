@@ -351,6 +351,73 @@ int rv_dp_build_resp_head(rv_dp_conn_t *d, const rv_h1_response_t *r)
     return serialise(a, &c, rv_str(line, (size_t)l), s->u->in + r->head_len, &s->dh, &s->dh_n);
 }
 
+/*
+ * Head of a local reply (direct response, redirect, error) into the arena. When a route was
+ * chosen its response header manipulation applies too, as Envoy applies it to direct
+ * responses and router-generated errors. Returns 0 (*out, *out_len set) or RV_ENOMEM.
+ */
+int rv_dp_build_local_head(rv_dp_conn_t *d, int status, size_t body_len, bool has_body, rv_str_t location,
+                           char **out, size_t *out_len)
+{
+    rv_dp_stream_t *s = &d->s;
+    rv_arena_t *a = s->arena;
+    const rv_route_t *rt = s->route;
+    hctx_t c = { .n = 0, .response = true };
+    c.cap = ADD_FIXED;
+    if (rt)
+        c.cap += ops_adds(s->dest ? &s->dest->headers : NULL, true) + ops_adds(&rt->headers, true) +
+                 ops_adds(rt->vhost_headers, true);
+    c.adds = rv_arena_alloc(a, sizeof(add_t) * c.cap);
+    char *cl = rv_arena_alloc(a, 24);
+    if (!c.adds || !cl)
+        return RV_ENOMEM;
+    if (has_body) {
+        int n = snprintf(cl, 24, "%zu", body_len);
+        push_add(&c, RV_STR("content-length"), rv_str(cl, (size_t)n));
+        if (body_len)
+            push_add(&c, RV_STR("content-type"), RV_STR("text/plain"));
+    }
+    if (location.len && !unsafe(location))
+        push_add(&c, RV_STR("location"), location);
+    if (rt) {
+        apply_ops(&c, s->dest ? &s->dest->headers : NULL);
+        apply_ops(&c, &rt->headers);
+        apply_ops(&c, rt->vhost_headers);
+    }
+    if (d->close_after && s->minor == 1)
+        push_add(&c, RV_STR("connection"), RV_STR("close"));
+    else if (!d->close_after && s->minor == 0)
+        push_add(&c, RV_STR("connection"), RV_STR("keep-alive"));
+    const char *reason = rv_http_reason(status);
+    size_t len = 9 + 4 + strlen(reason) + 2 + 2;
+    for (uint32_t i = 0; i < c.nadds; i++)
+        if (!c.adds[i].dead)
+            len += c.adds[i].name.len + c.adds[i].value.len + 4;
+    char *h = rv_arena_alloc(a, len + 1);
+    if (!h)
+        return RV_ENOMEM;
+    int n = snprintf(h, len + 1, "HTTP/1.1 %03d %s\r\n", status > 999 ? 999 : status, reason);
+    size_t t = (size_t)n;
+    for (uint32_t i = 0; i < c.nadds; i++) {
+        const add_t *ad = &c.adds[i];
+        if (ad->dead)
+            continue;
+        memcpy(h + t, ad->name.ptr, ad->name.len);
+        t += ad->name.len;
+        h[t++] = ':';
+        h[t++] = ' ';
+        memcpy(h + t, ad->value.ptr, ad->value.len);
+        t += ad->value.len;
+        h[t++] = '\r';
+        h[t++] = '\n';
+    }
+    h[t++] = '\r';
+    h[t++] = '\n';
+    *out = h;
+    *out_len = t;
+    return 0;
+}
+
 /* UUIDv4 text (8-4-4-4-12 lower-case hex) from the worker's PRNG. */
 void rv_dp_gen_reqid(rv_dp_worker_t *w, char out[36])
 {

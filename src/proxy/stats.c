@@ -279,9 +279,8 @@ static void put_upstream_counter(FILE *f, const char *name, const char *help, co
                                  uint32_t n)
 {
     fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    /* every known upstream gets a sample, zero included, so the family is always visible */
     for (uint32_t i = 0; i < n && i < reg_cluster.n; i++) {
-        if (!v[i])
-            continue;
         fprintf(f, "%s{upstream=\"", name);
         put_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
         fprintf(f, "\"} %llu\n", (unsigned long long)v[i]);
