@@ -36,7 +36,7 @@
 #define DP_STREAM_IDLE_MS     300000         /* no progress either way (Envoy stream_idle_timeout) */
 #define DP_CONNECT_TIMEOUT_MS 5000           /* upstream TCP connect (Envoy connect_timeout) */
 #define DP_UP_IDLE_MS         30000          /* pooled upstream connection idle reap */
-#define DP_UP_POOL_MAX        64             /* idle connections kept per endpoint per worker */
+#define DP_UP_POOL_MAX        1024           /* idle connections kept per endpoint per worker */
 #define DP_DRAIN_MAX          (1u << 20)     /* request body discarded to keep a connection */
 #define DP_LINGER_MS          2000           /* read-and-discard after a closing response */
 #define DP_BACKOFF_BASE_MS    25
