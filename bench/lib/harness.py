@@ -129,7 +129,8 @@ class Run:
                 r = measure.measured_wrk(t.url(path), conns, duration or a.duration, t.proxy_pids(),
                                          self.origin.proxy_pids(), wrk_cpu=a.load_cpu,
                                          headers=headers,
-                                         noise_cpus=sorted({a.proxy_cpu, a.load_cpu}))
+                                         noise_cpus=sorted({a.proxy_cpu, a.load_cpu}),
+                                         bench_pids=T.all_pids())
             except RuntimeError as e:
                 log(f"  {scenario} r{rnd} {t.name}: wrk failed: {e}")
                 rec = self.record(scenario=scenario, round=rnd, order=order, target=t.name,

@@ -127,8 +127,9 @@ def all_process_ticks():
     return out
 
 
-def top_others(before, after, exclude, n=3):
-    """The n processes (not in exclude) that used the most CPU between two snapshots."""
+def top_others(before, after, exclude, n=3, mine=()):
+    """The n processes (not in exclude) that used the most CPU between two snapshots; those
+    in mine (other servers of the benchmark, idle meanwhile) are marked "(bench)"."""
     d = []
     for pid, t in after.items():
         if pid in exclude:
@@ -137,7 +138,8 @@ def top_others(before, after, exclude, n=3):
         if dt > 0:
             d.append((dt, pid))
     d.sort(reverse=True)
-    return [f"{comm(pid)}[{pid}] {dt / TICK:.2f}s" for dt, pid in d[:n]]
+    return [f"{comm(pid)}[{pid}]{' (bench)' if pid in mine else ''} {dt / TICK:.2f}s"
+            for dt, pid in d[:n]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +221,7 @@ def run_wrk(url, connections, duration, cpu=None, headers=(), threads=1, timeout
 
 
 def measured_wrk(url, connections, duration, proxy_pids, known_pids, wrk_cpu=1,
-                 headers=(), noise_cpus=(0, 1)):
+                 headers=(), noise_cpus=(0, 1), bench_pids=()):
     """One measured wrk run.
 
     proxy_pids: processes whose CPU is charged to the target (may be empty: direct).
@@ -248,5 +250,5 @@ def measured_wrk(url, connections, duration, proxy_pids, known_pids, wrk_cpu=1,
     r["other_cpu_s"] = max(0.0, r["busy_s"] - ours)
     r["other_pct"] = 100.0 * r["other_cpu_s"] / (r["wall_s"] * len(noise_cpus))
     exclude = set(proxy_pids) | set(known_pids) | {os.getpid()}
-    r["others"] = top_others(snap0, snap1, exclude)
+    r["others"] = top_others(snap0, snap1, exclude, mine=set(bench_pids))
     return r

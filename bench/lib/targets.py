@@ -113,6 +113,14 @@ class Proc:
             _started.remove(self)
 
 
+def all_pids():
+    """Every live process started here, with its children."""
+    out = []
+    for p in _started:
+        out += p.tree()
+    return out
+
+
 def stop_all():
     for p in reversed(list(_started)):
         try:
