@@ -298,3 +298,70 @@ def test_client_half_close_after_request(cfg, backend, rivet):
     res = read_until_close(s, timeout=10)
     s.close()
     assert res.first_status() == 200, res
+
+
+def test_keep_alive_survives_error_responses(cfg, backend, closed_port, rivet):
+    from harness import route
+    b = backend()
+    dead = closed_port()
+    cfg.gateway()
+    cfg.upstream("up", [b])
+    cfg.upstream("dead", [dead])
+    cfg.vs("vs", [route(prefix="/deny", direct=(403, "no")),
+                  route(prefix="/dead", upstream="dead"),
+                  route(prefix="/", upstream="up")], domains=["t.test"])
+    rv = rivet(cfg)
+    conn = rv.connect()
+    port0 = None
+    for path, host, want in [("/ok/1", "t.test", 200), ("/x", "other.test", 404), ("/ok/2", "t.test", 200),
+                             ("/deny", "t.test", 403), ("/ok/3", "t.test", 200), ("/status/500", "t.test", 500),
+                             ("/ok/4", "t.test", 200), ("/dead", "t.test", 503), ("/ok/5", "t.test", 200)]:
+        r = request(rv.port, path, host=host, conn=conn)
+        assert r.status == want, (path, r)
+        p = conn.sock.getsockname()[1]
+        port0 = port0 or p
+        assert p == port0, "rivet closed the connection after the request before %s" % path
+    conn.close()
+
+
+def test_pipelined_burst_in_order(cfg, backend, rivet):
+    b = backend()
+    cfg.simple(b)
+    rv = rivet(cfg)
+    n = 50
+    data = b"".join(b"GET /p/%d HTTP/1.1\r\nHost: t\r\n\r\n" % i for i in range(n - 1))
+    data += b"GET /p/%d HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n" % (n - 1)
+    res = rv.raw(data, timeout=20)
+    rs = res.responses()
+    assert [json.loads(r.body)["target"] for r in rs] == ["/p/%d" % i for i in range(n)], res
+
+
+def test_unsolicited_100_from_upstream(cfg, backend, rivet):
+    def h(req, conn):
+        conn.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.respond(200, "final")
+        return True
+    b = backend(handler=h)
+    cfg.simple(b)
+    rv = rivet(cfg)
+    s = raw_connect(rv.port)
+    s.sendall(b"GET /u HTTP/1.1\r\nHost: t\r\n\r\n")
+    r, interim = read_response(s)
+    assert (r.status, r.body) == (200, b"final")
+    # and the connection is still in sync
+    s.sendall(b"GET /u2 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    r2, _ = read_response(s)
+    s.close()
+    assert (r2.status, r2.body) == (200, b"final")
+
+
+def test_head_to_chunked_upstream(cfg, backend, rivet):
+    b = backend()
+    cfg.simple(b)
+    rv = rivet(cfg)
+    res = rv.raw(b"HEAD /chunked/5 HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                 timeout=10)
+    rs = res.responses(head_requests=1)
+    assert [r.status for r in rs] == [200, 200], res
+    assert rs[0].body == b""
+    assert json.loads(rs[1].body)["target"] == "/next"

@@ -403,3 +403,32 @@ def test_redirect_location_host_from_config_not_attacker(cfg, rivet):
     assert r.status in (301, 400), r
     if r.status == 301:
         assert r.header("location").startswith("http://good.example/"), r
+
+
+def _have_ipv6():
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _have_ipv6(), reason="no IPv6 loopback")
+def test_ipv6_listener_and_upstream(cfg, backend, rivet):
+    from harness import free_port, request
+    b = backend("v6", host="::1")
+    port = free_port("::1")
+    cfg.write("gateways", "gw6", {"bindAddress": "::1", "bindPort": port, "httpGateway": {}})
+    cfg.upstream("up6", [{"addr": "::1", "port": b.port}])
+    cfg.vs("vs", [route(upstream="up6")])
+    rivet(cfg)
+    from harness import wait_for, can_connect
+    wait_for(lambda: can_connect(port, "::1"), msg="[::1]:%d" % port)
+    r = request(port, "/six", addr="::1", host="[::1]:%d" % port)
+    assert r.status == 200, r
+    assert r.header("x-backend") == "v6"
+    seen = b.wait_requests(1)[0]
+    assert seen.path == "/six"
+    assert seen.header("x-forwarded-for") == "::1"

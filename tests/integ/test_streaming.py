@@ -73,6 +73,7 @@ def test_upload_256mib(cfg, backend, rivet):
     r, _ = read_response(s, timeout=120)
     s.close()
     growth = rss.finish()
+    print("rss growth %d KiB (base %d KiB)" % (growth, rss.base))
     assert r.status == 200, r
     doc = json.loads(r.body)
     assert doc["body_len"] == BIG
@@ -107,6 +108,7 @@ def test_download_256mib(cfg, backend, rivet):
         n += len(d)
     s.close()
     growth = rss.finish()
+    print("rss growth %d KiB (base %d KiB)" % (growth, rss.base))
     assert n == BIG, n
     assert h.hexdigest() == pattern_digest(BIG)
     assert growth < RSS_BOUND_KIB, "rivet RSS grew by %d KiB during a 256 MiB download" % growth
