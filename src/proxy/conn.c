@@ -480,6 +480,8 @@ static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
     s->query = req->query;
     s->has_query = req->has_query;
     s->host = req->host.len ? req->host : req->authority;
+    s->has_host = req->host.len > 0;
+    s->nhdrs = req->nheaders;
     s->minor = (uint8_t)req->minor;
     s->keep_alive = req->keep_alive;
     s->expect = req->expect_continue;

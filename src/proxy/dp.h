@@ -124,7 +124,8 @@ typedef struct rv_dp_stream_s {
 
     /* request */
     rv_str_t method, target, path, fwd_path, query, host, reqid;
-    bool has_query, keep_alive, expect, sent100, is_head;
+    bool has_query, keep_alive, expect, sent100, is_head, has_host;
+    uint32_t nhdrs;                 /* headers of the head (valid in w->hdrs during start) */
     uint8_t minor;
     int req_body;                   /* enum rv_h1_body */
     uint64_t req_remaining;         /* LENGTH: bytes still to receive */
@@ -284,7 +285,7 @@ void rv_dp_pool_close_all(rv_dp_worker_t *w);
 void rv_dp_req_complete(rv_dp_conn_t *d);
 
 /* ---- headers.c ----------------------------------------------------------------------- */
-int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *ep);
+int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *ep, bool parsed);
 int rv_dp_build_resp_head(rv_dp_conn_t *d, const rv_h1_response_t *r);
 int rv_dp_build_local_head(rv_dp_conn_t *d, int status, size_t body_len, bool has_body, rv_str_t location,
                            char **out, size_t *out_len);

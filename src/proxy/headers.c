@@ -35,13 +35,15 @@ typedef struct hctx_s {
     bool response;
 } hctx_t;
 
-static const char *const hop_by_hop[] = { "connection", "keep-alive",        "proxy-connection", "te",
-                                          "trailer",    "transfer-encoding", "upgrade",          "http2-settings" };
+static const rv_str_t hop_by_hop[] = { RV_STR("connection"),        RV_STR("keep-alive"),
+                                       RV_STR("proxy-connection"),  RV_STR("te"),
+                                       RV_STR("trailer"),           RV_STR("transfer-encoding"),
+                                       RV_STR("upgrade"),           RV_STR("http2-settings") };
 
 static bool is_hop(rv_str_t name)
 {
     for (size_t i = 0; i < RV_ARRAY_LEN(hop_by_hop); i++)
-        if (rv_str_ieq(name, rv_cstr(hop_by_hop[i])))
+        if (name.len == hop_by_hop[i].len && rv_str_ieq(name, hop_by_hop[i]))
             return true;
     return false;
 }
@@ -206,17 +208,23 @@ static int serialise(rv_arena_t *a, hctx_t *c, rv_str_t start, const char *head_
 
 /*
  * Build the upstream request head for the current try into s->uh (arena), for endpoint e.
- * Re-parses the request head still held in conn->in (cheap, and it keeps no header array
- * alive between events). Returns 0 or RV_ENOMEM.
+ * parsed: w->hdrs still holds this request's headers (the first try runs in the same call
+ * as the parse); otherwise the head still held in conn->in is parsed again (retries only,
+ * so no header array has to stay alive between events). Returns 0, RV_ENOMEM, RV_EPARSE.
  */
-int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *e)
+int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *e, bool parsed)
 {
     rv_dp_worker_t *w = d->w;
     rv_dp_stream_t *s = &d->s;
     rv_arena_t *a = s->arena;
     rv_h1_request_t req;
-    if (rv_h1_parse_request(d->in, s->head_len, &rv_h1_default_limits, w->hdrs, &req) <= 0)
+    if (parsed) {
+        req.nheaders = s->nhdrs;
+        req.host = s->has_host ? s->host : RV_STR_NULL;
+        req.method = s->method;
+    } else if (rv_h1_parse_request(d->in, s->head_len, &rv_h1_default_limits, w->hdrs, &req) <= 0) {
         return RV_EPARSE;
+    }
     const rv_route_t *rt = s->route;
     hctx_t c = { .h = w->hdrs, .drop = w->drop, .n = req.nheaders, .response = false };
     memset(c.drop, 0, sizeof(bool) * c.n);
@@ -343,12 +351,19 @@ int rv_dp_build_resp_head(rv_dp_conn_t *d, const rv_h1_response_t *r)
     else if (!d->close_after && s->minor == 0)
         push_add(&c, RV_STR("Connection"), RV_STR("keep-alive"));
     size_t ll = 9 + 3 + 1 + r->reason.len + 2;
-    char *line = rv_arena_alloc(a, ll + 1);
+    char *line = rv_arena_alloc(a, ll);
     if (!line)
         return RV_ENOMEM;
-    int st = r->status > 999 ? 999 : r->status;
-    int l = snprintf(line, ll + 1, "HTTP/1.1 %03d %.*s\r\n", st, (int)r->reason.len, r->reason.ptr);
-    return serialise(a, &c, rv_str(line, (size_t)l), s->u->in + r->head_len, &s->dh, &s->dh_n);
+    int st = r->status > 999 ? 999 : r->status < 100 ? 100 : r->status;
+    memcpy(line, "HTTP/1.1 ", 9);
+    line[9] = (char)('0' + st / 100);
+    line[10] = (char)('0' + st / 10 % 10);
+    line[11] = (char)('0' + st % 10);
+    line[12] = ' ';
+    memcpy(line + 13, r->reason.ptr, r->reason.len);
+    line[13 + r->reason.len] = '\r';
+    line[14 + r->reason.len] = '\n';
+    return serialise(a, &c, rv_str(line, ll), s->u->in + r->head_len, &s->dh, &s->dh_n);
 }
 
 /*

@@ -460,7 +460,7 @@ static void start_try(rv_dp_conn_t *d, int mode)
     }
     s->ep = ep;
     const rv_endpoint_t *e = &c->eps[ep];
-    if (rv_dp_build_up_head(d, e) < 0) {
+    if (rv_dp_build_up_head(d, e, mode == TRY_FIRST) < 0) {
         fail(d, F_OOM);
         return;
     }
