@@ -164,3 +164,11 @@ def test_keep_alive_survives_hop_headers(cfg, backend, rivet):
         r = request(rv.port, "/k%d" % i, conn=conn, headers=[("Connection", "keep-alive, X-H"), ("X-H", "1")])
         assert r.status == 200
     conn.close()
+
+
+def test_header_value_whitespace_trimmed(cfg, backend, rivet):
+    rv, b = start_proxied(cfg, backend, rivet)
+    res = rv.raw(b"GET /ws HTTP/1.1\r\nHost: t\r\nX-Pad: \t  padded value \t \r\nConnection: close\r\n\r\n",
+                 timeout=10)
+    assert res.first_status() == 200, res
+    assert b.wait_requests(1)[0].header_all("x-pad") == ["padded value"]

@@ -365,3 +365,73 @@ def test_head_to_chunked_upstream(cfg, backend, rivet):
     assert [r.status for r in rs] == [200, 200], res
     assert rs[0].body == b""
     assert json.loads(rs[1].body)["target"] == "/next"
+
+
+def test_upstream_closes_idle_keepalive(cfg, backend, rivet):
+    """The backend drops each connection shortly after answering (without Connection: close):
+    rivet must not hand a request to a dead pooled connection and fail it."""
+    import threading
+
+    def h(req, conn):
+        conn.respond(200, "ok %s" % req.path)
+        threading.Timer(0.05, conn.close).start()
+        return True
+    b = backend(handler=h)
+    cfg.simple(b)
+    rv = rivet(cfg)
+    conn = rv.connect()
+    import time
+    for i in range(8):
+        r = request(rv.port, "/idle/%d" % i, conn=conn)
+        assert (r.status, r.body) == (200, b"ok /idle/%d" % i), r
+        time.sleep(0.2)     # pacing: let the backend's close land while the connection is idle
+    conn.close()
+    assert b.nconns == 8, b.nconns      # every backend connection did go away after one answer
+
+
+def test_concurrent_keepalive_clients(cfg, backend, rivet):
+    import threading
+    b = backend()
+    cfg.simple(b)
+    rv = rivet(cfg)
+    errors = []
+
+    def client(t):
+        try:
+            c = rv.connect()
+            for i in range(20):
+                r = request(rv.port, "/c/%d/%d" % (t, i), conn=c)
+                if r.status != 200 or r.json()["target"] != "/c/%d/%d" % (t, i):
+                    errors.append((t, i, r.status))
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append((t, repr(e)))
+    ts = [threading.Thread(target=client, args=(t,)) for t in range(40)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not errors, errors[:10]
+    assert len(b.requests) == 800
+
+
+def test_methods_forwarded_verbatim(cfg, backend, rivet):
+    b = backend()
+    cfg.simple(b)
+    rv = rivet(cfg)
+    for m in ("PUT", "DELETE", "PATCH", "OPTIONS", "PURGE", "get"):
+        r = rv.req(m, "/m", body=b"x" if m in ("PUT", "PATCH") else None)
+        assert r.status == 200, (m, r)
+        assert r.json()["method"] == m
+
+
+def test_post_empty_body(cfg, backend, rivet):
+    b = backend()
+    cfg.simple(b)
+    rv = rivet(cfg)
+    r = rv.req("POST", "/empty", headers={"Content-Length": "0"})
+    assert r.status == 200, r
+    seen = b.wait_requests(1)[0]
+    assert seen.body == b""
+    assert seen.header("content-length") in ("0", None)
+    assert seen.header("transfer-encoding") is None

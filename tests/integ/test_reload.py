@@ -311,3 +311,30 @@ def test_reload_under_load(cfg, backend, rivet):
     assert total >= 1000, total
     assert len(seen_versions) >= 2 and versions in seen_versions, sorted(seen_versions)
     assert rv.alive()
+
+
+def test_in_flight_request_survives_reload(cfg, backend, rivet):
+    """A request pins the config it began on: removing its route and upstream mid-flight does
+    not fail it."""
+    b = backend()
+    cfg.gateway()
+    cfg.upstream("slow-up", [b])
+    cfg.vs("vs", [route(prefix="/delay", upstream="slow-up"), route(exact="/v", direct=(200, "v1"))])
+    rv = rivet(cfg)
+    out = {}
+
+    def slow():
+        try:
+            out["r"] = rv.get("/delay/1500", timeout=30)
+        except Exception as e:  # noqa: BLE001
+            out["e"] = e
+    t = threading.Thread(target=slow)
+    t.start()
+    b.wait_requests(1, started=True)
+    cfg.vs("vs", [route(exact="/v", direct=(200, "v2"))])
+    cfg.remove("upstreams", "slow-up")
+    rv.wait_body("/v", "v2")
+    wait_for(lambda: rv.get("/delay/1").status == 404, msg="the route to be gone")
+    t.join(30)
+    assert "e" not in out, out
+    assert out["r"].status == 200, out["r"]
