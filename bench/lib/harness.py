@@ -52,6 +52,9 @@ class Run:
         self.skipped = {}          # target -> reason
         self.meta = {}
         self.t_start = time.monotonic()
+        self.retry_spent = 0.0
+        self.retry_budget = 0.0
+        self.budget_told = False
 
     # -----------------------------------------------------------------------------------------
     def check_deadline(self):
@@ -116,9 +119,14 @@ class Run:
         recs = []
         for attempt in range(1, a.max_retries + 2):
             self.check_deadline()
+            t_attempt = time.monotonic()
             if attempt > 1:
-                if time.monotonic() - self.t_start > 0.5 * a.max_minutes * 60:
-                    log("  (no more repeats: half of --max-minutes used)")
+                need = a.quiet_wait + (duration or a.duration) + 1
+                if self.retry_spent + need > self.retry_budget:
+                    if not self.budget_told:
+                        log(f"  (no more repeats: the retry budget of {self.retry_budget:.0f} s, what "
+                            f"--max-minutes leaves after the planned runs, is used)")
+                        self.budget_told = True
                     break
                 self.wait_quiet()
             if t.proc is not None and not t.proc.alive():
@@ -156,11 +164,32 @@ class Run:
             log(msg)
             if best is None or rec["other_pct"] < best["other_pct"]:
                 best = rec
+            if attempt > 1:
+                self.retry_spent += time.monotonic() - t_attempt
             if not noisy:
                 break
         if best is not None:
             best["used"] = 1
         return best
+
+    def planned_seconds(self):
+        """Rough duration of the run without repeats (to size the repeat budget)."""
+        a = self.a
+        nt = len(self.target_names)
+        nprox = len([n for n in self.target_names if n != "direct"])
+        s = 3.0
+        if "idle" in a.scenarios:
+            s += a.rounds * nprox * (3 * a.settle + 1.5)
+        for sc in a.scenarios:
+            if sc in WRK_SCENARIOS:
+                s += nt * (max(1, a.warmup) + 0.3) + a.rounds * nt * (max(1, a.duration) + 0.3)
+        if "routes" in a.scenarios and "rivet" in self.target_names:
+            cases = len(a.route_layouts) * len(a.route_sizes)
+            big = sum(n / 10000 for n in a.route_sizes) / max(1, len(a.route_sizes))
+            s += a.rounds * cases * (max(1, a.scale_duration) + 1.6 + 3 * a.settle + 1.0 * big)
+        if "propagation" in a.scenarios and "rivet" in self.target_names:
+            s += 1 + a.rounds * a.prop_changes * 0.04
+        return s
 
     def wait_quiet(self):
         """Wait (at most --quiet-wait s) until the CPUs are idle but for other processes'
@@ -368,7 +397,11 @@ class Run:
         os.chmod(self.tmp, 0o755)   # nginx workers run as nobody and read the origin's file
         self.target_names = [n for n in ALL_TARGETS if n in a.targets]
         self.meta.update(machine_info(a))
-        log(f"temp dir {self.tmp}; proxy CPU {a.proxy_cpu}, origin + wrk CPU {a.load_cpu}")
+        planned = self.planned_seconds()
+        self.retry_budget = max(0.0, 0.9 * a.max_minutes * 60 - planned)
+        log(f"temp dir {self.tmp}; proxy CPU {a.proxy_cpu}, origin + wrk CPU {a.load_cpu}; "
+            f"planned ~{planned / 60:.1f} min, up to {self.retry_budget / 60:.1f} min more for "
+            f"repeating noisy runs, hard stop at {a.max_minutes:g} min")
         try:
             os.sched_setaffinity(0, {a.load_cpu})   # the harness's own polling stays off the proxy CPU
         except OSError:
@@ -525,8 +558,8 @@ def parse_args(argv):
                     help="where the raw per-round file goes (default bench/results)")
     ap.add_argument("--doc", help="markdown report to (re)write (default doc/benchmarks.md, "
                                   "none in --quick mode; 'none' to skip)")
-    ap.add_argument("--max-minutes", type=float, help="hard bound on the whole run (default 25, quick 4); noisy runs "
-                         "are not repeated after half of it")
+    ap.add_argument("--max-minutes", type=float, help="hard bound on the whole run (default 20, quick 4); noisy runs are "
+                         "repeated only within what it leaves after the planned runs")
     ap.add_argument("--ready-timeout", type=float, default=10.0,
                     help="seconds a server may take to answer after start (default 10)")
     ap.add_argument("--load-timeout", type=float, default=120.0,
@@ -538,7 +571,7 @@ def parse_args(argv):
     a = ap.parse_args(argv)
     q = a.quick
     dflt = {"duration": (1, 10), "rounds": (2, 3), "warmup": (1, 2), "prop_changes": (20, 200),
-            "max_minutes": (4, 25), "settle": (0.3, 1.0), "max_retries": (0, 2),
+            "max_minutes": (4, 20), "settle": (0.3, 1.0), "max_retries": (0, 2),
             "scale_duration": (1, 5)}
     for k, (qv, fv) in dflt.items():
         if getattr(a, k) is None:
