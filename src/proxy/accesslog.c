@@ -197,7 +197,7 @@ static size_t fmt_time(rv_dp_worker_t *w, int64_t ms, char *b)
 void rv_dp_log_request(rv_dp_conn_t *d)
 {
     rv_dp_worker_t *w = d->w;
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     if (!w->log_on)
         return;
     if (LOG_BUF_SIZE - w->log_len < LOG_LINE_MAX) {

@@ -36,8 +36,6 @@ static const char resp_oom[] = "HTTP/1.1 503 Service Unavailable\r\ncontent-leng
 
 static void d_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events);
 static void d_on_timer(rv_loop_t *loop, rv_timer_t *t);
-void rv_dp_on_route_timer(rv_loop_t *loop, rv_timer_t *t);
-void rv_dp_on_try_timer(rv_loop_t *loop, rv_timer_t *t);
 
 /* ---- connection life cycle ----------------------------------------------------------- */
 
@@ -60,8 +58,6 @@ void rv_dp_conn_accepted(rv_dp_worker_t *w, rv_dp_listener_t *l, int fd, const s
     d->w = w;
     d->l = l;
     rv_timer_init(&d->timer, d_on_timer);
-    rv_timer_init(&d->s.t_route, rv_dp_on_route_timer);
-    rv_timer_init(&d->s.t_try, rv_dp_on_try_timer);
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     d->peer_len = (uint8_t)rv_dp_fmt_addr(sa, d->peer, sizeof(d->peer), false);
@@ -158,8 +154,8 @@ void rv_dp_conn_stop(rv_dp_conn_t *d, bool force)
     if (d->dead)
         return;
     if (force) {
-        if (d->state == DS_REQ)
-            d->s.flags |= DP_F_DC;
+        if (d->s)
+            d->s->flags |= DP_F_DC;
         d_close(d);
         return;
     }
@@ -177,7 +173,7 @@ void rv_dp_touch(rv_dp_conn_t *d)
     if (d->state != DS_REQ)
         return;
     int64_t dl = now + DP_STREAM_IDLE_MS;
-    if (!d->s.req_done && d->last_in + DP_BODY_IDLE_MS < dl)
+    if (!d->s->req_done && d->last_in + DP_BODY_IDLE_MS < dl)
         dl = d->last_in + DP_BODY_IDLE_MS;
     rv_timer_at(&w->loop, &d->timer, dl);
 }
@@ -227,8 +223,8 @@ static int client_read(rv_dp_conn_t *d)
  * body from the upstream buffer. Returns 1 on progress, 0 when blocked/nothing, -1 closed. */
 static int client_write(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
-    if (!d->can_write)
+    rv_dp_stream_t *s = d->s;
+    if (!d->can_write || !s)
         return 0;
     struct iovec iov[40];
     int n = 0, ndh = 0;
@@ -294,7 +290,7 @@ static int client_write(rv_dp_conn_t *d)
  * in the common cases (nothing after the body, or nothing forwarded yet). */
 void rv_dp_compact_in(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     if (s->retain || s->body_fwd <= s->head_len)
         return;
     if (s->body_fwd != s->body_scan && d->in_len < DP_BUF_SIZE)
@@ -311,7 +307,7 @@ void rv_dp_compact_in(rv_dp_conn_t *d)
  * it is too large to be worth reading). */
 static void settle_body(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     s->retain = false;
     if (s->req_done) {
         s->body_fwd = s->body_scan;
@@ -327,7 +323,7 @@ static void settle_body(rv_dp_conn_t *d)
  * Returns true on progress. May end the request (bad chunked framing). */
 static bool req_scan(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     if (s->req_done || s->body_scan >= d->in_len)
         return false;
     size_t avail = d->in_len - s->body_scan, take;
@@ -387,7 +383,7 @@ static bool status_has_body(int status)
  */
 int rv_dp_local_reply(rv_dp_conn_t *d, int status, rv_str_t body, rv_str_t location, uint32_t flag)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     rv_dp_worker_t *w = d->w;
     if (s->resp_started) {
         rv_dp_abort(d, flag);
@@ -441,9 +437,14 @@ queued:
 /* Local reply before any request could be parsed (bad head, header timeout). */
 static void reply_unparsed(rv_dp_conn_t *d, int status, rv_str_t body, uint32_t flag)
 {
-    rv_dp_stream_t *s = &d->s;
     rv_dp_worker_t *w = d->w;
-    DP_STREAM_RESET(s);
+    rv_dp_stream_t *s = rv_dp_stream_get(w, d);
+    if (!s) {
+        rv_ctr_add(&w->st->oom, 1);
+        d_close(d);
+        return;
+    }
+    d->s = s;
     s->gen = w->cur;
     s->gen->inflight++;
     s->series = s->gen->noroute;
@@ -463,10 +464,14 @@ static void reply_unparsed(rv_dp_conn_t *d, int status, rv_str_t body, uint32_t 
 static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
 {
     rv_dp_worker_t *w = d->w;
-    rv_dp_stream_t *s = &d->s;
     rv_loop_t *loop = &w->loop;
-
-    DP_STREAM_RESET(s);
+    rv_dp_stream_t *s = rv_dp_stream_get(w, d);
+    if (!s) {
+        rv_ctr_add(&w->st->oom, 1);
+        d_close(d);
+        return;
+    }
+    d->s = s;
     s->gen = w->cur;
     s->gen->inflight++;
     s->series = s->gen->noroute;
@@ -581,7 +586,7 @@ static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
 static void end_request(rv_dp_conn_t *d)
 {
     rv_dp_worker_t *w = d->w;
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     if (!s->resp_started)
         s->status = 0;  /* nothing reached the client (Envoy logs 0 too) */
     rv_dp_log_request(d);
@@ -607,13 +612,16 @@ static void end_request(rv_dp_conn_t *d)
     rv_dp_arena_put(w, s->arena);
     s->arena = NULL;
     d->pre_len = 0;
+    d->s = NULL;
+    rv_dp_stream_put(w, s);
 }
 
 /* Abort the request and close the connection now (client gone, or a failure after the
  * response started: the client sees a truncated response). flag: DP_F_* for the log. */
 void rv_dp_abort(rv_dp_conn_t *d, uint32_t flag)
 {
-    d->s.flags |= flag;
+    if (d->s)
+        d->s->flags |= flag;
     d_close(d);
 }
 
@@ -622,7 +630,7 @@ void rv_dp_abort(rv_dp_conn_t *d, uint32_t flag)
 static void finish(rv_dp_conn_t *d)
 {
     rv_dp_worker_t *w = d->w;
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     uint32_t consumed = s->body_scan;
     end_request(d);
     d->state = DS_IDLE;
@@ -646,7 +654,7 @@ static void finish(rv_dp_conn_t *d)
 /* Drop response bytes already written to the client from the upstream buffer. */
 static void resp_compact(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     rv_dp_upconn_t *u = s->u;
     if (!u || !s->resp_head_done || s->resp_off != s->resp_scan || s->resp_raw == 0)
         return;
@@ -658,7 +666,7 @@ static void resp_compact(rv_dp_conn_t *d)
 
 static bool maybe_finish(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     bool p = false;
     if (s->resp_state == RS_STREAM && s->resp_src_done && s->dh_i == s->dh_n && d->pre_len == 0 &&
         (!s->u || s->resp_local || s->resp_off == s->resp_scan)) {
@@ -682,7 +690,7 @@ static bool maybe_finish(rv_dp_conn_t *d)
 /* One pass over an in-flight request. Returns true when anything moved. */
 static bool req_step(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     bool p = false;
     int r = client_read(d);
     if (r < 0)
@@ -854,7 +862,7 @@ static void d_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events)
 static void d_on_timer(rv_loop_t *loop, rv_timer_t *t)
 {
     rv_dp_conn_t *d = RV_CONTAINER_OF(t, rv_dp_conn_t, timer);
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     if (d->dead)
         return;
     int64_t now = rv_loop_now(loop);

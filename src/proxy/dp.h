@@ -110,7 +110,9 @@ struct rv_dp_upconn_s {
  * in the input buffer). Every rv_str_t points into conn->in (the head stays there until the
  * request ends), the arena, or the pinned snapshot. */
 typedef struct rv_dp_stream_s {
-    rv_timer_t t_route, t_try;      /* initialised once per connection; reset keeps them */
+    rv_timer_t t_route, t_try;      /* disarmed whenever the stream is not in use */
+    rv_dp_conn_t *d;                /* the connection it belongs to */
+    struct rv_dp_stream_s *fnext;   /* worker free list */
     rv_dp_gen_t *gen;
     const rv_listener_cfg_t *lcfg;
     const rv_vhost_t *vh;
@@ -179,10 +181,6 @@ typedef struct rv_dp_stream_s {
     uint32_t up_attempts;
 } rv_dp_stream_t;
 
-/* Zero everything but the timers (which must be disarmed). */
-#define DP_STREAM_RESET(s) \
-    memset(&(s)->gen, 0, sizeof(*(s)) - offsetof(rv_dp_stream_t, gen))
-
 enum dp_conn_state { DS_IDLE = 0, DS_REQ, DS_LINGER };
 
 struct rv_dp_conn_s {
@@ -203,7 +201,8 @@ struct rv_dp_conn_s {
     uint8_t peer_len;
     rv_dp_conn_t *next, *prev;      /* worker's connection list */
     rv_dp_conn_t *qnext;            /* ready list / zombie list */
-    rv_dp_stream_t s;
+    rv_dp_stream_t *s;              /* the request in flight (DS_REQ), else NULL: an idle
+                                     * keep-alive connection costs only this struct */
 };
 
 struct rv_dp_upool_s {
@@ -237,6 +236,8 @@ struct rv_dp_worker_s {
     rv_dp_upconn_t *zups;
     rv_dp_conn_t *free_conns;
     rv_dp_upconn_t *free_ups;
+    rv_dp_stream_t *free_streams;
+    uint32_t nfree_streams;
     void *free_bufs;
     uint32_t nfree_bufs, nfree_conns, nfree_ups, nfree_arenas;
     rv_arena_t *free_arenas[64];
@@ -261,6 +262,8 @@ struct rv_dp_worker_s {
 char *rv_dp_buf_get(rv_dp_worker_t *w);
 void rv_dp_buf_put(rv_dp_worker_t *w, char *b);
 rv_arena_t *rv_dp_arena_get(rv_dp_worker_t *w);
+rv_dp_stream_t *rv_dp_stream_get(rv_dp_worker_t *w, rv_dp_conn_t *d);
+void rv_dp_stream_put(rv_dp_worker_t *w, rv_dp_stream_t *s);
 void rv_dp_arena_put(rv_dp_worker_t *w, rv_arena_t *a);
 void rv_dp_gen_unpin(rv_dp_worker_t *w, rv_dp_gen_t *g);
 void rv_dp_listener_unref(rv_dp_worker_t *w, rv_dp_listener_t *l);

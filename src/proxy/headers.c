@@ -215,7 +215,7 @@ static int serialise(rv_arena_t *a, hctx_t *c, rv_str_t start, const char *head_
 int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *e, bool parsed)
 {
     rv_dp_worker_t *w = d->w;
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     rv_arena_t *a = s->arena;
     rv_h1_request_t req;
     if (parsed) {
@@ -327,7 +327,7 @@ int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *e, bool parsed)
 int rv_dp_build_resp_head(rv_dp_conn_t *d, const rv_h1_response_t *r)
 {
     rv_dp_worker_t *w = d->w;
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     rv_arena_t *a = s->arena;
     const rv_route_t *rt = s->route;
     hctx_t c = { .h = w->hdrs, .drop = w->drop, .n = r->nheaders, .response = true };
@@ -374,7 +374,7 @@ int rv_dp_build_resp_head(rv_dp_conn_t *d, const rv_h1_response_t *r)
 int rv_dp_build_local_head(rv_dp_conn_t *d, int status, size_t body_len, bool has_body, rv_str_t location,
                            char **out, size_t *out_len)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     rv_arena_t *a = s->arena;
     const rv_route_t *rt = s->route;
     hctx_t c = { .n = 0, .response = true };

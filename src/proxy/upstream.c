@@ -220,10 +220,10 @@ fail:
 /* Detach the stream's upstream connection: back to the pool when reuse, else closed. */
 void rv_dp_up_release(rv_dp_conn_t *d, bool reuse)
 {
-    rv_dp_upconn_t *u = d->s.u;
+    rv_dp_upconn_t *u = d->s->u;
     if (!u)
         return;
-    d->s.u = NULL;
+    d->s->u = NULL;
     if (reuse)
         pool_put(d->w, u);
     else
@@ -267,7 +267,7 @@ static void u_on_idle_timer(rv_loop_t *loop, rv_timer_t *t)
  * complete (Envoy starts it then), or nothing. */
 static void arm_try_timer(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     rv_loop_t *loop = &d->w->loop;
     int64_t dl = INT64_MAX;
     if (s->up_state == UP_CONNECTING)
@@ -285,7 +285,7 @@ static void arm_try_timer(rv_dp_conn_t *d)
  * upstream has to answer completely, after the downstream request is complete). */
 void rv_dp_req_complete(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     if (s->resp_local || !s->route || s->resp_state == RS_DONE)
         return;
     if (s->up_state == UP_NONE && !s->u)
@@ -300,7 +300,7 @@ static void fail(rv_dp_conn_t *d, int kind);
 
 void rv_dp_on_route_timer(rv_loop_t *loop, rv_timer_t *t)
 {
-    rv_dp_conn_t *d = RV_CONTAINER_OF(t, rv_dp_conn_t, s.t_route);
+    rv_dp_conn_t *d = RV_CONTAINER_OF(t, rv_dp_stream_t, t_route)->d;
     if (d->dead || d->state != DS_REQ)
         return;
     fail(d, F_ROUTE_TIMEOUT);
@@ -309,8 +309,8 @@ void rv_dp_on_route_timer(rv_loop_t *loop, rv_timer_t *t)
 
 void rv_dp_on_try_timer(rv_loop_t *loop, rv_timer_t *t)
 {
-    rv_dp_conn_t *d = RV_CONTAINER_OF(t, rv_dp_conn_t, s.t_try);
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = RV_CONTAINER_OF(t, rv_dp_stream_t, t_try);
+    rv_dp_conn_t *d = s->d;
     if (d->dead || d->state != DS_REQ)
         return;
     if (s->up_state == UP_WAIT)
@@ -327,7 +327,7 @@ void rv_dp_on_try_timer(rv_loop_t *loop, rv_timer_t *t)
 static rv_cstats_t *cstats(rv_dp_conn_t *d)
 {
     rv_wstats_t *ws = d->w->st;
-    const rv_cluster_t *c = d->s.cluster;
+    const rv_cluster_t *c = d->s->cluster;
     return c && c->stat_id < ws->nclusters ? &ws->clusters[c->stat_id] : NULL;
 }
 
@@ -339,7 +339,7 @@ static bool replayable(const rv_dp_stream_t *s)
 
 static void schedule_retry(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     const rv_retry_policy_t *pol = &s->route->opts.retries;
     s->retries++;
     rv_cstats_t *cs = cstats(d);
@@ -379,7 +379,7 @@ static bool retry_on_failure(uint32_t on, int kind)
  */
 static void fail(rv_dp_conn_t *d, int kind)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     static const uint32_t flag_of[] = { DP_F_UF, DP_F_UC, DP_F_UPE, DP_F_UT, DP_F_UT, DP_F_OM };
     uint32_t flag = flag_of[kind];
     rv_cstats_t *cs = cstats(d);
@@ -441,7 +441,7 @@ static void fail(rv_dp_conn_t *d, int kind)
 static void start_try(rv_dp_conn_t *d, int mode)
 {
     rv_dp_worker_t *w = d->w;
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     const rv_cluster_t *c = s->cluster;
     rv_lb_state_t *lb = &s->gen->lb[c->index];
     int ep = s->ep;
@@ -492,7 +492,7 @@ static void start_try(rv_dp_conn_t *d, int mode)
 void rv_dp_proxy_start(rv_dp_conn_t *d)
 {
     rv_dp_worker_t *w = d->w;
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     const rv_action_t *a = &s->route->action;
     const rv_snapshot_t *snap = s->gen->snap;
     if (a->ndests == 0) {
@@ -602,7 +602,7 @@ static void dechunk(rv_dp_stream_t *s, char *buf, size_t n)
 /* Frame the response body bytes that arrived: [resp_raw, in_len). Returns progress. */
 static bool resp_body_scan(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     rv_dp_upconn_t *u = s->u;
     if (s->resp_src_done)
         return false;
@@ -681,7 +681,7 @@ static bool resp_body_scan(rv_dp_conn_t *d)
 static bool resp_head(rv_dp_conn_t *d)
 {
     rv_dp_worker_t *w = d->w;
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     rv_dp_upconn_t *u = s->u;
     if (u->in_len == 0) {
         if (u->eof) {
@@ -691,16 +691,22 @@ static bool resp_head(rv_dp_conn_t *d)
         return false;
     }
     size_t end = rv_dp_find_head_end(u->in, u->in_len, &s->u_scan);
-    if (!end && u->in_len < rv_h1_default_limits.max_head && u->in_len < DP_BUF_SIZE) {
-        if (u->eof) {
-            fail(d, F_RESET);
-            return true;
-        }
-        return false;
-    }
+    bool garbage = memcmp(u->in, "HTTP/", RV_MIN(u->in_len, 5u)) != 0;    /* not a status line */
     rv_h1_response_t r;
     memset(&r, 0, sizeof(r));
-    int rc = rv_h1_parse_response(u->in, u->in_len, &rv_h1_default_limits, w->hdrs, s->is_head, &r);
+    if (!end && !garbage && u->in_len < rv_h1_default_limits.max_head && u->in_len < DP_BUF_SIZE) {
+        if (!u->eof)
+            return false;
+        /* closed mid-head: a malformed head is a protocol error, a truncated one a reset */
+        int pr = rv_h1_parse_response(u->in, u->in_len, &rv_h1_default_limits, w->hdrs, s->is_head, &r);
+        u->noreuse = true;
+        fail(d, pr == RV_EAGAIN ? F_RESET : F_PROTOCOL);
+        return true;
+    }
+    int rc = garbage ? RV_EPARSE
+                     : rv_h1_parse_response(u->in, u->in_len, &rv_h1_default_limits, w->hdrs, s->is_head, &r);
+    if (rc == RV_EAGAIN)
+        rc = RV_ETOOBIG;    /* limit reached without a complete head */
     if (rc < 0 || r.status == 101) {
         u->noreuse = true;
         fail(d, F_PROTOCOL);
@@ -758,7 +764,7 @@ static bool resp_head(rv_dp_conn_t *d)
 /* Move data between the stream and its upstream connection. Returns progress. */
 bool rv_dp_up_step(rv_dp_conn_t *d)
 {
-    rv_dp_stream_t *s = &d->s;
+    rv_dp_stream_t *s = d->s;
     rv_dp_upconn_t *u = s->u;
     bool p = false;
     if (!u || s->up_state == UP_WAIT)

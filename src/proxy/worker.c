@@ -87,6 +87,38 @@ void rv_dp_arena_put(rv_dp_worker_t *w, rv_arena_t *a)
     free(a);
 }
 
+void rv_dp_on_route_timer(rv_loop_t *loop, rv_timer_t *t);
+void rv_dp_on_try_timer(rv_loop_t *loop, rv_timer_t *t);
+
+/* A zeroed stream for a request on d (free list first). NULL on OOM. Worker. */
+rv_dp_stream_t *rv_dp_stream_get(rv_dp_worker_t *w, rv_dp_conn_t *d)
+{
+    rv_dp_stream_t *s = w->free_streams;
+    if (s) {
+        w->free_streams = s->fnext;
+        w->nfree_streams--;
+    } else if (!(s = malloc(sizeof(*s)))) {
+        return NULL;
+    }
+    memset(s, 0, sizeof(*s));
+    rv_timer_init(&s->t_route, rv_dp_on_route_timer);
+    rv_timer_init(&s->t_try, rv_dp_on_try_timer);
+    s->d = d;
+    return s;
+}
+
+/* Return a finished stream (timers already stopped). */
+void rv_dp_stream_put(rv_dp_worker_t *w, rv_dp_stream_t *s)
+{
+    if (w->nfree_streams >= DP_FREE_CONNS_MAX) {
+        free(s);
+        return;
+    }
+    s->fnext = w->free_streams;
+    w->free_streams = s;
+    w->nfree_streams++;
+}
+
 /* Wall clock in ms for the access log, derived from the loop's monotonic time; the offset
  * is re-read once a second so that the request path makes no extra clock call. */
 int64_t rv_dp_wall_ms(rv_dp_worker_t *w)
@@ -513,6 +545,11 @@ static void worker_free(rv_dp_worker_t *w)
         rv_dp_conn_t *d = w->free_conns;
         w->free_conns = d->qnext;
         free(d);
+    }
+    while (w->free_streams) {
+        rv_dp_stream_t *s = w->free_streams;
+        w->free_streams = s->fnext;
+        free(s);
     }
     while (w->free_ups) {
         rv_dp_upconn_t *u = w->free_ups;
