@@ -4,6 +4,7 @@ Nothing here assumes more about rivet than the specification: the CLI flags, the
 layout <dir>/<plural>/<ns>/<name>.yaml, and the admin endpoints /ready, /metrics,
 /config_dump and /status ({"resources": [{kind, namespace, name, state, reason}]}).
 """
+import functools
 import http.client
 import json
 import os
@@ -22,13 +23,18 @@ def rivet_bin():
     return os.environ.get("RIVET_BIN") or str(REPO / "build" / "rivet")
 
 
-def is_asan_build():
-    """True when RIVET_BIN is built with AddressSanitizer (slower, more memory)."""
+@functools.lru_cache(maxsize=4)
+def _is_asan(path):
     try:
-        with open(rivet_bin(), "rb") as f:
+        with open(path, "rb") as f:
             return b"AddressSanitizer" in f.read()
     except OSError:
         return False
+
+
+def is_asan_build():
+    """True when RIVET_BIN is built with AddressSanitizer (slower, more memory)."""
+    return _is_asan(rivet_bin())
 
 
 # ---------------------------------------------------------------------------------------

@@ -338,3 +338,39 @@ def test_in_flight_request_survives_reload(cfg, backend, rivet):
     t.join(30)
     assert "e" not in out, out
     assert out["r"].status == 200, out["r"]
+
+
+def test_broken_upstream_keeps_last_good(cfg, backend, rivet):
+    b = backend("orig")
+    cfg.simple(b)
+    rv = rivet(cfg)
+    assert rv.get("/").header("x-backend") == "orig"
+    cfg.write("upstreams", "up", "metadata: {name: up, namespace: gloo-system}\nstatic:\n  hosts:\n"
+                                 "  - {addr: 127.0.0.1, port: not-a-port}\n")
+    st = rv.wait_status("Upstream", "up", "Rejected")
+    assert "port" in st["reason"], st
+    for _ in range(5):
+        r = rv.get("/")
+        assert r.status == 200 and r.header("x-backend") == "orig", r
+
+
+def test_broken_gateway_keeps_listener(cfg, rivet):
+    port = cfg.gateway("gw")
+    direct_vs(cfg, "v1")
+    rv = rivet(cfg)
+    cfg.write("gateways", "gw", "metadata: {name: gw, namespace: gloo-system}\nbindPort: [oops\n")
+    rv.wait_status("Gateway", "gw", "Rejected")
+    for _ in range(5):
+        assert request(port, "/v").text == "v1"
+
+
+def test_namespace_directory_removed(cfg, rivet):
+    import shutil
+    cfg.gateway()
+    direct_vs(cfg, "keep", domains=["keep.test"], name="keep")
+    direct_vs(cfg, "gone", domains=["gone.test"], name="gone", ns="temp-ns")
+    rv = rivet(cfg)
+    assert rv.get("/v", host="gone.test").text == "gone"
+    shutil.rmtree(cfg.root / "virtualservices" / "temp-ns")
+    wait_for(lambda: rv.get("/v", host="gone.test").status == 404, msg="temp-ns resources removed")
+    assert rv.get("/v", host="keep.test").text == "keep"

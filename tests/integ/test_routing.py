@@ -432,3 +432,15 @@ def test_ipv6_listener_and_upstream(cfg, backend, rivet):
     seen = b.wait_requests(1)[0]
     assert seen.path == "/six"
     assert seen.header("x-forwarded-for") == "::1"
+
+
+def test_nested_delegation(cfg, rivet):
+    cfg.gateway()
+    cfg.route_table("leaf", [route(prefix="/a/b/c", direct=(200, "leaf"))])
+    cfg.route_table("mid", [route(prefix="/a/b", delegate={"ref": {"name": "leaf", "namespace": NS}}),
+                            route(prefix="/a/x", direct=(200, "mid"))])
+    cfg.vs("vs", [route(prefix="/a", delegate={"ref": {"name": "mid", "namespace": NS}})])
+    rv = rivet(cfg)
+    assert rv.get("/a/b/c/d").text == "leaf"
+    assert rv.get("/a/x").text == "mid"
+    assert rv.get("/a/b/z").status == 404
