@@ -27,7 +27,8 @@ def rivet_bin():
 def _is_asan(path):
     try:
         with open(path, "rb") as f:
-            return b"AddressSanitizer" in f.read()
+            data = f.read()
+        return b"__asan_init" in data or b"AddressSanitizer" in data
     except OSError:
         return False
 
