@@ -93,6 +93,42 @@ static bool utf8_valid(const unsigned char *s, size_t len)
     return true;
 }
 
+/*
+ * The whole file must be UTF-8 made of characters YAML allows (tab, LF, CR, printable). Checked
+ * before libfyaml sees it: besides giving a clear message, some malformed input (invalid UTF-8
+ * in a directive) makes libfyaml 0.7 loop forever.
+ */
+static int check_chars(yparse_t *p, const unsigned char *s, size_t len)
+{
+    int line = 1;
+    size_t bol = 0;
+    for (size_t i = 0; i < len;) {
+        unsigned c = s[i];
+        int col = (int)(i - bol) + 1;
+        if (c == '\n') {
+            line++;
+            bol = ++i;
+            continue;
+        }
+        if (c == '\0')
+            return yerr(p, line, col, "file contains a NUL byte");
+        if ((c < 0x20 && c != '\t' && c != '\r') || c == 0x7f)
+            return yerr(p, line, col, "control character 0x%02x is not allowed in YAML", c);
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
+        if (i + n > len || !utf8_valid(s + i, n))
+            return yerr(p, line, col, "the file is not valid UTF-8");
+        /* C1 controls (U+0080..U+009F) but NEL (U+0085) */
+        if (c == 0xc2 && s[i + 1] < 0xa0 && s[i + 1] != 0x85)
+            return yerr(p, line, col, "control character U+%04X is not allowed in YAML", s[i + 1]);
+        i += n;
+    }
+    return 0;
+}
+
 static void mark_of(yparse_t *p, struct fy_event *e, int *line, int *col)
 {
     const struct fy_mark *m = fy_event_start_mark(e);
@@ -336,16 +372,10 @@ ynode_t *cfg_yaml_parse(rv_arena_t *a, const char *buf, size_t len, char *err, s
     err[0] = '\0';
     if (len > CFG_MAX_FILE) {
         yerr(&p, 0, 0, "file is larger than %u bytes", CFG_MAX_FILE);
-        return NULL;
+        goto out;
     }
-    const char *nul = memchr(buf, '\0', len);
-    if (nul) {
-        int line = 1;
-        for (const char *q = buf; q < nul; q++)
-            line += *q == '\n';
-        yerr(&p, line, (int)(nul - buf) + 1, "file contains a NUL byte");
-        return NULL;
-    }
+    if (check_chars(&p, (const unsigned char *)buf, len) < 0)
+        goto out;
 
     struct fy_diag_cfg dc;
     fy_diag_cfg_default(&dc);
