@@ -240,7 +240,7 @@ struct rv_dp_worker_s {
     uint32_t nfree_streams;
     void *free_bufs;
     uint32_t nfree_bufs, nfree_conns, nfree_ups, nfree_arenas;
-    rv_arena_t *free_arenas[64];
+    rv_arena_t *free_arenas[1024];
     struct rv_dp_upool_s *pool[DP_POOL_BUCKETS];
     rv_header_t hdrs[DP_MAX_HEADERS];
     bool drop[DP_MAX_HEADERS];

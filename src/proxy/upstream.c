@@ -270,6 +270,8 @@ static void arm_try_timer(rv_dp_conn_t *d)
     rv_dp_stream_t *s = d->s;
     rv_loop_t *loop = &d->w->loop;
     int64_t dl = INT64_MAX;
+    if (s->up_state == UP_WAIT)
+        return;     /* the timer measures the backoff; the next try re-arms it */
     if (s->up_state == UP_CONNECTING)
         dl = s->try_start + DP_CONNECT_TIMEOUT_MS;
     int64_t pt = s->route->opts.retries.per_try_timeout_ms;

@@ -32,7 +32,7 @@ static int nworkers;
 static rv_snapshot_t *current;          /* the dataplane's own reference to the last published */
 static pthread_mutex_t pub_mu = PTHREAD_MUTEX_INITIALIZER;
 
-#define DP_FREE_BUFS_MAX 256
+#define DP_FREE_BUFS_MAX 512
 #define DP_FREE_CONNS_MAX 1024
 
 /* ---- free lists ---------------------------------------------------------------------- */

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config/config.h"
@@ -377,6 +378,13 @@ static rv_snapshot_t *build_snap(uint64_t version, const char *direct_body)
     r->action.redirect.code = 301;
     r = add_route(a, vh, "/deadend", RV_ACTION_ROUTE);
     to_cluster(a, r, 1);
+    r = add_route(a, vh, "/deadretry", RV_ACTION_ROUTE);
+    to_cluster(a, r, 1);
+    r->opts.retries.on = RV_RETRY_CONNECT_FAILURE;
+    r->opts.retries.num_retries = 2;
+    r->opts.retries.per_try_timeout_ms = RV_TIMEOUT_UNSET;
+    r->opts.retries.backoff_base_ms = 1000;
+    r->opts.retries.backoff_max_ms = 1000;
     r = add_route(a, vh, "/nohost", RV_ACTION_ROUTE);
     to_cluster(a, r, 2);
     r = add_route(a, vh, "/missing", RV_ACTION_ROUTE);
@@ -699,6 +707,19 @@ static void test_errors(void)
     free(r.body);
     CHECK_INT(EXCH("GET /close HTTP/1.1\r\nHost: a\r\n\r\n", &r), 503, "reset before headers -> 503");
     free(r.body);
+
+    /* the body completes while a retry waits for its backoff: the retry must still run */
+    rbuf_t c = { .fd = cli_connect() };
+    const char *h = "POST /deadretry HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n12345";
+    send_all(c.fd, h, strlen(h));
+    struct timespec ts = { 0, 50 * 1000000 };
+    nanosleep(&ts, NULL);
+    send_all(c.fd, "67890", 5);
+    CHECK_INT(read_resp(&c, &r, false), 503, "retries of a connect failure end in 503, not a timeout");
+    CHECK(r.body && strstr(r.body, "upstream connect error") != NULL, "UF text after retries");
+    free(r.body);
+    close(c.fd);
+    free(c.b);
 }
 
 static void test_retries(void)
