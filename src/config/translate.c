@@ -104,8 +104,10 @@ static void addmsg(bctx_t *b, tres_t *t, bool reject, const char *fmt, ...)
         b->oom = true;
         return;
     }
-    if (old)
-        memcpy(p + old, "; ", 2), old += 2;
+    if (old) {
+        memcpy(p + old, "; ", 2);
+        old += 2;
+    }
     memcpy(p + old, m, ml + 1);
     *dst = p;
 }
@@ -673,7 +675,8 @@ static bool delegate(flat_t *f, tres_t *owner, const char *where, const route_t 
         }
         if (!targets.n)
             addmsg(b, owner, false, "%s: delegateAction.selector selects no RouteTable", where);
-        qsort(targets.v, targets.n, sizeof(tres_t *), rt_cmp);
+        if (targets.n > 1)
+            qsort(targets.v, targets.n, sizeof(tres_t *), rt_cmp);
     }
     for (uint32_t i = 0; i < targets.n && !b->oom; i++) {
         tres_t *t = ((tres_t **)targets.v)[i];
@@ -839,7 +842,8 @@ static void select_vss(bctx_t *b, tres_t *gt, const gw_t *g, vec_t *out)
             if (!dup && vec_push(b, out, sizeof(tres_t *)))
                 ((tres_t **)out->v)[out->n - 1] = t;
         }
-        qsort(out->v, out->n, sizeof(tres_t *), tres_cmp);
+        if (out->n > 1)
+            qsort(out->v, out->n, sizeof(tres_t *), tres_cmp);
         return;
     }
     bool all_ns = !h->vs_namespaces.n || in_list(&h->vs_namespaces, "*");
@@ -1042,7 +1046,7 @@ static void build_statuses(bctx_t *b)
         snap->nrejected += st->state == RV_STATE_REJECTED;
     }
     snap->nstatuses = k;
-    if (!b->oom)
+    if (!b->oom && k > 1)
         qsort(snap->statuses, k, sizeof(rv_status_t), status_cmp);
 }
 
