@@ -41,6 +41,7 @@ def test_help_lists_commands():
 @pytest.mark.parametrize("cmd,flags", [
     ("run", ["--dir", "--namespace", "--admin", "--workers", "--log-level"]),
     ("validate", ["--dir"]),
+    ("version", []),
 ])
 def test_command_help_lists_flags(cmd, flags):
     p = run_cli(cmd, "--help")

@@ -7,7 +7,7 @@ import threading
 import time
 
 from backend import pattern_chunks, pattern_digest
-from harness import is_asan_build, raw_connect, read_response
+from harness import is_asan_build, parse_responses, raw_connect, read_response, read_until_close, wait_for
 
 MiB = 1 << 20
 BIG = 256 * MiB
@@ -173,3 +173,49 @@ def test_client_aborts_download_midway(cfg, backend, rivet):
     s.close()      # RST
     for _ in range(3):
         assert rv.get("/after").status == 200
+
+
+def test_response_streams_before_upstream_finishes(cfg, backend, rivet):
+    """The first chunk reaches the client while the backend still holds back the rest (no
+    store-and-forward): the backend waits for the client to confirm it saw the first chunk."""
+    got_first = threading.Event()
+    outcome = {}
+
+    def h(req, conn):
+        conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        outcome["client_saw_first_chunk_in_time"] = got_first.wait(10)
+        conn.send(b"4\r\nrest\r\n0\r\n\r\n")
+        return True
+    b = backend(handler=h)
+    cfg.simple(b)
+    rv = rivet(cfg)
+    s = raw_connect(rv.port, timeout=30)
+    s.sendall(b"GET /stream HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    buf = b""
+    while b"first" not in buf:
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+    got_first.set()
+    rest = read_until_close(s, timeout=20)
+    s.close()
+    assert outcome.get("client_saw_first_chunk_in_time") is True, (outcome, buf)
+    body = b"".join(r.body for r in parse_responses(buf + rest.data)[0])
+    assert body == b"firstrest", buf + rest.data
+
+
+def test_request_body_streams_before_client_finishes(cfg, backend, rivet):
+    """The first part of an upload reaches the backend before the client sends the rest."""
+    b = backend()
+    cfg.simple(b)
+    rv = rivet(cfg)
+    s = raw_connect(rv.port, timeout=30)
+    first = b"A" * 1000
+    s.sendall(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n" + first)
+    wait_for(lambda: first in b.all_raw(), timeout=10, msg="the first half of the body at the backend")
+    s.sendall(b"B" * 1000)
+    r, _ = read_response(s)
+    s.close()
+    assert r.status == 200
+    assert b.wait_requests(1)[0].body == first + b"B" * 1000
