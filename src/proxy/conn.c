@@ -678,7 +678,7 @@ static bool maybe_finish(rv_dp_conn_t *d)
         return p;
     if (!s->req_done || s->body_fwd < s->body_scan) {
         if (s->u)
-            s->u->noreuse = true;   /* the upstream did not get the whole request */
+            rv_dp_up_release(d, false);     /* it did not get the whole request */
         settle_body(d);
         if (!d->close_after && !s->req_done)
             return p;               /* keep discarding the body */

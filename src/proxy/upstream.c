@@ -236,9 +236,12 @@ static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events)
     if (u->dead)
         return;
     if (!u->owner) {
-        /* idle: the server closed, reset or sent unsolicited bytes - it is no longer usable */
+        /* idle: the server closed, reset or sent unsolicited bytes - it is no longer usable.
+         * A late EPOLLOUT edge must still be remembered: it will not come again. */
         if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
             up_close(u);
+        else if (events & EPOLLOUT)
+            u->can_write = true;
         return;
     }
     if (!u->connected) {
@@ -288,8 +291,8 @@ static void arm_try_timer(rv_dp_conn_t *d)
 void rv_dp_req_complete(rv_dp_conn_t *d)
 {
     rv_dp_stream_t *s = d->s;
-    if (s->resp_local || !s->route || s->resp_state == RS_DONE)
-        return;
+    if (s->resp_local || !s->route || s->resp_state == RS_DONE || s->resp_src_done)
+        return;     /* answered already (early response): no timeout to run */
     if (s->up_state == UP_NONE && !s->u)
         return;
     int64_t to = s->route->opts.timeout_ms;
