@@ -30,7 +30,7 @@
 /* ---- recording backend ------------------------------------------------------------- */
 
 static int be_fd = -1;
-static uint16_t be_port, px_port, dead_port;
+static uint16_t be_port, px_port, dead_port, px2_port;
 static pthread_mutex_t be_mu = PTHREAD_MUTEX_INITIALIZER;
 static char be_last[16384];
 static size_t be_last_len;
@@ -210,6 +210,11 @@ static void *be_conn(void *arg)
             for (size_t off = 0; off < n; off += sizeof(big))
                 if (!send_all(r.fd, big, RV_MIN(sizeof(big), n - off)))
                     goto out;
+        } else if (strcmp(path, "/slow") == 0) {
+            struct timespec ts = { 0, 300 * 1000000 };
+            nanosleep(&ts, NULL);
+            const char *s = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow";
+            send_all(r.fd, s, strlen(s));
         } else if (strcmp(path, "/echo-len") == 0) {
             char num[32];
             int nl = snprintf(num, sizeof num, "%ld", body_len);
@@ -309,7 +314,7 @@ static void to_cluster(rv_arena_t *a, rv_route_t *r, uint32_t cluster)
     r->action.total_weight = 1;
 }
 
-static rv_snapshot_t *build_snap(uint64_t version, const char *direct_body)
+static rv_snapshot_t *build_snap(uint64_t version, const char *direct_body, bool second_listener)
 {
     padded_snap_t *ps = calloc(1, sizeof(*ps));
     rv_snapshot_t *snap = &ps->s;
@@ -340,9 +345,28 @@ static rv_snapshot_t *build_snap(uint64_t version, const char *direct_body)
         }
     }
 
-    snap->nlisteners = 1;
-    snap->listeners = RV_ARENA_NEWN(a, rv_listener_cfg_t, 1);
+    snap->nlisteners = second_listener ? 2 : 1;
+    snap->listeners = RV_ARENA_NEWN(a, rv_listener_cfg_t, 2);
     rv_listener_cfg_t *l = &snap->listeners[0];
+    if (second_listener) {
+        /* a listener with one direct route, sharing nothing with the first */
+        rv_listener_cfg_t *l2 = &snap->listeners[1];
+        l2->name = S(a, "default.gw2");
+        l2->bind_address = S(a, "127.0.0.1");
+        l2->port = px2_port;
+        addr4(&l2->addr, &l2->addrlen, px2_port);
+        l2->nvhosts = 1;
+        l2->vhosts = RV_ARENA_NEWN(a, rv_vhost_t, 1);
+        rv_vhost_t *v2 = &l2->vhosts[0];
+        v2->name = S(a, "default.second");
+        v2->domains = RV_ARENA_NEWN(a, rv_str_t, 1);
+        v2->domains[0] = S(a, "*");
+        v2->ndomains = 1;
+        v2->routes = RV_ARENA_NEWN(a, rv_route_t, 1);
+        rv_route_t *r2 = add_route(a, v2, "/", RV_ACTION_DIRECT);
+        r2->action.status = 200;
+        r2->action.body = S(a, "listener two");
+    }
     l->name = S(a, "default.gw");
     l->bind_address = S(a, "127.0.0.1");
     l->port = px_port;
@@ -413,9 +437,10 @@ static rv_snapshot_t *build_snap(uint64_t version, const char *direct_body)
     r->headers.nresp_add = 1;
 
     uint32_t idx = 0;
-    for (uint32_t v = 0; v < l->nvhosts; v++)
-        for (uint32_t k = 0; k < l->vhosts[v].nroutes; k++)
-            l->vhosts[v].routes[k].index = idx++;
+    for (uint32_t li = 0; li < snap->nlisteners; li++)
+        for (uint32_t v = 0; v < snap->listeners[li].nvhosts; v++)
+            for (uint32_t k = 0; k < snap->listeners[li].vhosts[v].nroutes; k++)
+                snap->listeners[li].vhosts[v].routes[k].index = idx++;
     snap->nroutes = idx;
     if (rv_router_build(snap) != 0 || rv_stats_assign(snap) != 0) {
         printf("# snapshot build failed\n");
@@ -434,10 +459,10 @@ typedef struct resp_s {
     long body_len;
 } resp_t;
 
-static int cli_connect(void)
+static int cli_connect_port(uint16_t port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(px_port),
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
     struct timeval tv = { 10, 0 };
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
@@ -447,6 +472,8 @@ static int cli_connect(void)
     }
     return fd;
 }
+
+static int cli_connect(void) { return cli_connect_port(px_port); }
 
 /* Read one response from r (head_only: the request was HEAD). Returns status or -1. */
 static int read_resp(rbuf_t *r, resp_t *out, bool head_only)
@@ -749,12 +776,37 @@ static void test_retries(void)
 static void test_reload_and_metrics(void)
 {
     resp_t r;
-    rv_snapshot_t *s2 = build_snap(2, "second");
+    rv_snapshot_t *s2 = build_snap(2, "second", true);
     rv_dataplane_publish(s2);
     rv_snapshot_release(s2);
     CHECK(rv_dataplane_wait_adopted(5000), "workers adopted the new snapshot");
     CHECK_INT(EXCH("GET /direct HTTP/1.1\r\nHost: direct.test\r\n\r\n", &r), 200, "served after reload");
     CHECK_STRN(r.body, r.body_len, "second", "new snapshot's answer");
+    free(r.body);
+    rbuf_t c2 = { .fd = cli_connect_port(px2_port) };
+    CHECK(c2.fd >= 0, "new listener open after the reload");
+    const char *q = "GET /any HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(c2.fd, q, strlen(q));
+    CHECK_INT(read_resp(&c2, &r, false), 200, "new listener serves its routes");
+    CHECK_STRN(r.body, r.body_len, "listener two", "second listener's direct response");
+    free(r.body);
+    /* back to one listener: the second closes; its open connection drains */
+    rv_snapshot_t *s3 = build_snap(3, "third", false);
+    rv_dataplane_publish(s3);
+    rv_snapshot_release(s3);
+    CHECK(rv_dataplane_wait_adopted(5000), "workers adopted the third snapshot");
+    int fd2 = cli_connect_port(px2_port);
+    CHECK(fd2 < 0, "removed listener closed");
+    if (fd2 >= 0)
+        close(fd2);
+    send_all(c2.fd, q, strlen(q));
+    int st2 = read_resp(&c2, &r, false);
+    CHECK(st2 == 404 || st2 == -1, "a connection of a removed listener drains (%d)", st2);
+    free(r.body);
+    close(c2.fd);
+    free(c2.b);
+    CHECK_INT(EXCH("GET /direct HTTP/1.1\r\nHost: direct.test\r\n\r\n", &r), 200, "first listener kept");
+    CHECK_STRN(r.body, r.body_len, "third", "third snapshot's answer");
     free(r.body);
 
     char *text = NULL;
@@ -775,19 +827,28 @@ static void test_reload_and_metrics(void)
     CHECK(rv_dataplane_active_connections() >= 0, "active connections readable");
 }
 
+static void *slow_client(void *arg)
+{
+    resp_t *r = arg;
+    EXCH("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n", r);
+    return NULL;
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
     be_fd = listen_any(&be_port, true);
     int pfd = listen_any(&px_port, false);
     int dfd = listen_any(&dead_port, false);
+    int p2fd = listen_any(&px2_port, false);
+    close(p2fd);
     close(pfd);     /* rivet binds it */
     close(dfd);     /* nobody listens: connection refused */
     CHECK(be_fd >= 0 && px_port && dead_port, "ports");
     pthread_t bt;
     pthread_create(&bt, NULL, be_main, NULL);
 
-    rv_snapshot_t *snap = build_snap(1, "hello direct");
+    rv_snapshot_t *snap = build_snap(1, "hello direct", false);
     char err[256];
     CHECK_INT(rv_dataplane_check_listeners(snap, err, sizeof err), 0, "listener check");
     rv_dataplane_opts_t o = { .nworkers = 2, .access_log = false };
@@ -803,7 +864,22 @@ int main(void)
     test_retries();
     test_reload_and_metrics();
 
-    rv_dataplane_stop(2000);
+    /* graceful stop: an in-flight request finishes, with Connection: close */
+    resp_t sr;
+    memset(&sr, 0, sizeof(sr));
+    pthread_t ct;
+    int seen0 = count_of(&be_count);
+    pthread_create(&ct, NULL, slow_client, &sr);
+    for (int i = 0; i < 10000 && count_of(&be_count) == seen0; i++) {
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);   /* until the backend holds the request (no timing assumption) */
+    }
+    rv_dataplane_stop(5000);
+    pthread_join(ct, NULL);
+    CHECK_INT(sr.status, 200, "in-flight request completed during stop");
+    CHECK_STRN(sr.body ? sr.body : "", sr.body_len, "slow", "its body");
+    CHECK(head_has(&sr, "connection", "close"), "with Connection: close");
+    free(sr.body);
     int fd = cli_connect();
     CHECK(fd < 0, "listener closed after stop");
     if (fd >= 0)
