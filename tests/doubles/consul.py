@@ -38,6 +38,7 @@ import json
 import random
 import re
 import os
+import select
 import signal
 import socket
 import sys
@@ -646,6 +647,23 @@ class _Authz:
 # HTTP plumbing
 
 
+class _ClientGone(Exception):
+    """The client closed its connection while its blocking query waited (Go cancels the
+    request context then; the query ends without an answer)."""
+
+
+def _client_gone(conn):
+    if conn is None:
+        return False
+    try:
+        r, _, _ = select.select([conn], [], [], 0)
+        if not r:
+            return False
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
 class _BadRequest(Exception):
     def __init__(self, status, msg=""):
         super().__init__(msg)
@@ -654,7 +672,7 @@ class _BadRequest(Exception):
 
 class _Request:
     __slots__ = ("method", "target", "version", "path", "raw_query", "headers", "hdr", "body",
-                 "close", "time")
+                 "close", "time", "conn")
 
     def header(self, name):
         return self.hdr.get(name.lower(), "")
@@ -847,6 +865,7 @@ class ConsulDouble:
         self._control = _Listener(self, host, control_port, True) if control_port is not None else None
         self._ticker = None
         self._started = False
+        self.blocking_queries = 0  # in flight now (Consul's rpc.queries_blocking gauge)
         self._init_state()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -1252,7 +1271,10 @@ class ConsulDouble:
                         else:
                             _reset(conn)
                         break
-                resp = self._handle(req, listener)
+                try:
+                    resp = self._handle(req, listener)
+                except _ClientGone:
+                    break
                 head, payload, close = self._serialize(req, resp)
                 conn.sendall(head + payload)
                 if close or req.close:
@@ -1283,6 +1305,7 @@ class ConsulDouble:
             raise _BadRequest(400)
         req = _Request()
         req.time = time.time()
+        req.conn = conn
         req.method, req.target, req.version = parts
         if req.version not in ("HTTP/1.0", "HTTP/1.1"):
             if re.fullmatch(r"HTTP/\d\.\d", req.version):
@@ -1629,22 +1652,28 @@ class ConsulDouble:
         deadline = time.monotonic() + timeout
         gen = d.generation
         notfound = nf
-        while idx <= min_idx:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stopping.is_set():
-                break
-            self._cond.wait(remaining)
-            if not ctx.stale and self._leader_lost(d.name):
-                raise _HTTPError(500, "No cluster leader")
-            idx, res, nf, filt = compute()
-            if self._faults.peek("index_zero") is not None:
-                idx = 0
-            if d.generation != gen:
-                break  # state store abandoned (index reset): answer now, whatever the index
-            if nf:
-                if notfound:
-                    min_idx = max(min_idx, idx)
-                notfound = True
+        self.blocking_queries += 1
+        try:
+            while idx <= min_idx:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping.is_set():
+                    break
+                self._cond.wait(min(remaining, 0.25))
+                if _client_gone(ctx.req.conn):
+                    raise _ClientGone()
+                if not ctx.stale and self._leader_lost(d.name):
+                    raise _HTTPError(500, "No cluster leader")
+                idx, res, nf, filt = compute()
+                if self._faults.peek("index_zero") is not None:
+                    idx = 0
+                if d.generation != gen:
+                    break  # state store abandoned (index reset): answer now, whatever the index
+                if nf:
+                    if notfound:
+                        min_idx = max(min_idx, idx)
+                    notfound = True
+        finally:
+            self.blocking_queries -= 1
         return idx, res, filt
 
     def _meta(self, ctx, d, idx, filtered=False, consistency=True):
@@ -2185,7 +2214,7 @@ class ConsulDouble:
         b = _ci(body) if isinstance(body, dict) else {}
         st = b.get("status") or ""
         if st not in ("passing", "warning", "critical"):
-            raise _HTTPError(400, "Invalid check status: %s" % go_quote(st))
+            raise _HTTPError(400, "Invalid check status: '%s'" % st)
         return self._agent_check(ctx, "/v1/agent/check/update/", st, b.get("output") or "")
 
     def _ep_agent_services(self, ctx):

@@ -676,6 +676,22 @@ def test_blocking_recurse_ignores_writes_outside_prefix(double):
     assert box["r"].index == idx and box["r"].elapsed >= 0.49
 
 
+def test_blocking_query_ends_when_client_goes_away(double):
+    double.put("k", "v")
+    idx = double.get("k").index
+    s = socket.create_connection(("127.0.0.1", double.port))
+    s.sendall(b"GET /v1/kv/k?index=%d&wait=30s HTTP/1.1\r\nHost: x\r\n\r\n" % idx)
+    deadline = time.monotonic() + 2
+    while double.double.blocking_queries == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert double.double.blocking_queries == 1
+    s.close()
+    deadline = time.monotonic() + 2
+    while double.double.blocking_queries and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert double.double.blocking_queries == 0
+
+
 def test_blocking_wait_is_capped(double, monkeypatch):
     monkeypatch.setattr(cd, "MAX_QUERY_TIME", 0.3)
     double.put("k", "v")
@@ -826,7 +842,7 @@ def test_check_update_endpoint(consul):
     assert r.status == 200
     assert consul.wait_for(lambda: consul.req("GET", "/v1/health/service/%s?passing" % name).json())
     r = consul.req("PUT", "/v1/agent/check/update/service:" + name, body=json.dumps({"Status": "bogus"}))
-    assert r.status == 400 and r.body == b'Invalid check status: "bogus"'
+    assert r.status == 400 and r.body == b"Invalid check status: 'bogus'"
 
 
 def test_check_pass_errors(consul):
