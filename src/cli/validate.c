@@ -45,6 +45,18 @@ static const char *flag_value(int argc, char **argv, int *i, const char *flag, b
     return argv[++*i];
 }
 
+/* Write s with control bytes escaped, so every status stays on one line. */
+static void put_clean(rv_str_t s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.ptr[i];
+        if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            putchar(c);
+    }
+}
+
 static int validate_main(int argc, char **argv)
 {
     const char *dir = NULL, *ns = RV_DEFAULT_NAMESPACE;
@@ -99,9 +111,13 @@ static int validate_main(int argc, char **argv)
     }
     for (uint32_t i = 0; i < snap->nstatuses; i++) {
         const rv_status_t *x = &snap->statuses[i];
-        printf("%.*s %.*s/%.*s %s%s%.*s\n", (int)x->kind.len, x->kind.ptr, (int)x->ns.len, x->ns.ptr,
-               (int)x->name.len, x->name.ptr, rv_state_name(x->state), x->reason.len ? ": " : "",
-               (int)x->reason.len, x->reason.ptr);
+        printf("%.*s ", (int)x->kind.len, x->kind.ptr);
+        put_clean(x->ns);
+        putchar('/');
+        put_clean(x->name);
+        printf(" %s%s", rv_state_name(x->state), x->reason.len ? ": " : "");
+        put_clean(x->reason);
+        putchar('\n');
     }
     rc = snap->nrejected ? 1 : 0;
 out:

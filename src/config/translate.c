@@ -804,22 +804,56 @@ static bool binds_conflict(const rv_listener_cfg_t *a, const rv_listener_cfg_t *
     return a->addrlen == c->addrlen && !memcmp(&a->addr, &c->addr, a->addrlen);
 }
 
-static bool domains_overlap(const vs_t *x, const vs_t *y, const char **dom)
+typedef struct dom_s {
+    const char *d;
+    uint32_t vs;            /* index into the gateway's selection */
+} dom_t;
+
+static int dom_cmp(const void *x, const void *y)
 {
-    static const char *star = "*";
-    const strs_t *dx = &x->vh.domains, *dy = &y->vh.domains;
-    uint32_t nx = dx->n ? dx->n : 1, ny = dy->n ? dy->n : 1;
-    for (uint32_t i = 0; i < nx; i++) {
-        const char *a = dx->n ? dx->v[i] : star;
-        for (uint32_t j = 0; j < ny; j++) {
-            const char *c = dy->n ? dy->v[j] : star;
-            if (!strcmp(a, c)) {
-                *dom = a;
-                return true;
-            }
+    const dom_t *a = x, *c = y;
+    int r = strcmp(a->d, c->d);
+    return r ? r : (a->vs > c->vs) - (a->vs < c->vs);
+}
+
+/*
+ * Domains must be unique among the virtual services of one gateway: every VirtualService
+ * claiming a domain another one claims is rejected and left out (drop[i]). Sorting the
+ * (domain, service) pairs keeps this O(n log n) for gateways with many services.
+ */
+static void domain_conflicts(bctx_t *b, tres_t *gt, tres_t **vs, uint32_t n, bool *drop)
+{
+    vec_t doms = { 0 };
+    for (uint32_t i = 0; i < n; i++) {
+        const vs_t *v = vs[i]->obj;
+        if (vs[i]->vs_empty)
+            continue;
+        uint32_t nd = v->vh.domains.n ? v->vh.domains.n : 1;
+        for (uint32_t k = 0; k < nd; k++) {
+            dom_t *d = vec_push(b, &doms, sizeof(dom_t));
+            if (!d)
+                goto out;
+            d->d = v->vh.domains.n ? v->vh.domains.v[k] : "*";
+            d->vs = i;
         }
     }
-    return false;
+    if (doms.n > 1)
+        qsort(doms.v, doms.n, sizeof(dom_t), dom_cmp);
+    dom_t *d = doms.v;
+    for (uint32_t i = 0; i < doms.n;) {
+        uint32_t j = i + 1;
+        while (j < doms.n && !strcmp(d[j].d, d[i].d))
+            j++;
+        for (uint32_t k = i; j - i > 1 && k < j; k++) {
+            tres_t *me = vs[d[k].vs], *other = vs[d[k == i ? i + 1 : i].vs];
+            addmsg(b, me, true, "domain '%s' is also claimed by VirtualService %s/%s on Gateway %s/%s", d[k].d,
+                   other->ns, other->name, gt->ns, gt->name);
+            drop[d[k].vs] = true;
+        }
+        i = j;
+    }
+out:
+    free(doms.v);
 }
 
 /* VirtualServices gateway g serves, in ns/name order (vector of tres_t *). */
@@ -875,17 +909,7 @@ static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t
         if (vs[i]->vs_empty)
             drop[i] = true;
     }
-    for (uint32_t i = 0; i < sel.n; i++)
-        for (uint32_t j = i + 1; j < sel.n && !vs[i]->vs_empty; j++) {
-            const char *dom;
-            if (vs[j]->vs_empty || !domains_overlap(vs[i]->obj, vs[j]->obj, &dom))
-                continue;
-            addmsg(b, vs[i], true, "domain '%s' is also claimed by VirtualService %s/%s on Gateway %s/%s", dom,
-                   vs[j]->ns, vs[j]->name, gt->ns, gt->name);
-            addmsg(b, vs[j], true, "domain '%s' is also claimed by VirtualService %s/%s on Gateway %s/%s", dom,
-                   vs[i]->ns, vs[i]->name, gt->ns, gt->name);
-            drop[i] = drop[j] = true;
-        }
+    domain_conflicts(b, gt, vs, sel.n, drop);
     uint32_t n = 0;
     for (uint32_t i = 0; i < sel.n; i++)
         n += !drop[i];
