@@ -758,8 +758,9 @@ static void translate_vs(bctx_t *b, tres_t *t)
     t->routes = f.out.v;
     t->nroutes = f.out.n;
     rv_route_t *rr = t->routes;
+    rv_str_t vsname = astrf(b, "%s.%s", t->ns, t->name);
     for (uint32_t i = 0; i < t->nroutes; i++) {
-        rr[i].vs = astrf(b, "%s.%s", t->ns, t->name);
+        rr[i].vs = vsname;
         if (!rr[i].name.ptr)
             rr[i].name = astrf(b, "%s.%s.%u", t->ns, t->name, i);
     }
