@@ -189,15 +189,28 @@ static int tres_cmp(const void *x, const void *y)
     return r ? r : strcmp(a->name, c->name);
 }
 
+/* Order of b->all: kind, namespace, name (then path, which the key does not know). */
+static int key_cmp(const tres_t *t, int kind, const char *ns, const char *name)
+{
+    if (t->kind != kind)
+        return t->kind < kind ? -1 : 1;
+    int r = strcmp(t->ns, ns);
+    return r ? r : strcmp(t->name, name);
+}
+
 /* Resource of kind by namespace and name (usable or not), NULL when no file defines it. */
 static tres_t *lookup_any(bctx_t *b, int kind, const char *ns, const char *name)
 {
-    for (uint32_t i = 0; i < b->nall; i++) {
-        tres_t *t = &b->all[i];
-        if (t->kind == kind && !t->dup && !strcmp(t->ns, ns) && !strcmp(t->name, name))
-            return t;
+    uint32_t lo = 0, hi = b->nall;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (key_cmp(&b->all[mid], kind, ns, name) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    return NULL;
+    /* the first file for a name is the one in use; later ones are duplicates */
+    return lo < b->nall && key_cmp(&b->all[lo], kind, ns, name) == 0 ? &b->all[lo] : NULL;
 }
 
 static tres_t *lookup(bctx_t *b, int kind, const char *ns, const char *name)

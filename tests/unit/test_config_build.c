@@ -714,6 +714,71 @@ static void test_json_escape(void)
     env_free(&e);
 }
 
+static void test_more_delegation(void)
+{
+    env_t e = { 0 };
+    char rel[128], body[512];
+    fresh_dir();
+    put("upstreams/gloo-system/up.yaml", US("up"));
+    put("upstreams/gloo-system/nowhere.yaml", "metadata: {name: nowhere}\nstatic: {hosts: [{addr: nowhere.invalid, "
+                                              "port: 8080}]}\n");
+    /* options travel two levels down; a regex child cannot take an inherited prefixRewrite */
+    put("virtualservices/gloo-system/vs.yaml",
+        "metadata: {name: vs}\nvirtualHost:\n  domains: [a.com]\n  routes:\n  - matchers: [{prefix: /g}]\n"
+        "    delegateAction: {ref: {name: mid}}\n    options: {timeout: 9s, prefixRewrite: /x, headerManipulation: "
+        "{requestHeadersToAdd: [{header: {key: x-from, value: vs}}]}}\n");
+    put("routetables/gloo-system/mid.yaml", RT("mid", R_DEL("/g/m", "leaf")));
+    put("routetables/gloo-system/leaf.yaml",
+        RT("leaf", R_UP("/g/m/l", "up") R_UP("/g/m/missing", "gone")
+                       "  - matchers: [{regex: '/g/m/r[0-9]'}]\n    routeAction: {single: {upstream: {name: up}}}\n"));
+    /* a chain of 18 tables is deeper than the limit */
+    put("virtualservices/gloo-system/deep.yaml", VS("deep", "[deep.com]", R_DEL("/d", "c0")));
+    for (int i = 0; i < 18; i++) {
+        snprintf(rel, sizeof(rel), "routetables/gloo-system/c%d.yaml", i);
+        if (i < 17)
+            snprintf(body, sizeof(body), "metadata: {name: c%d}\nroutes:\n  - matchers: [{prefix: /d}]\n"
+                                         "    delegateAction: {ref: {name: c%d}}\n", i, i + 1);
+        else
+            snprintf(body, sizeof(body), "metadata: {name: c%d}\nroutes:\n  - matchers: [{prefix: /d}]\n"
+                                         "    directResponseAction: {status: 200}\n", i);
+        put(rel, body);
+    }
+    put("virtualservices/gloo-system/dns.yaml", VS("dns", "[dns.com]", R_UP("/", "nowhere")));
+    rv_snapshot_t *snap = load(&e, tmp);
+    const rv_listener_cfg_t *l = snap && snap->nlisteners ? &snap->listeners[0] : NULL;
+    const rv_vhost_t *vh = vhost(l, "gloo-system.vs");
+    CHECK(vh && vh->nroutes == 3, "nested: three routes from two levels of delegation (got %u)", vh ? vh->nroutes : 0);
+    if (vh && vh->nroutes == 3) {
+        const rv_route_t *r = vh->routes;
+        CHECK(r[0].opts.timeout_ms == 9000 && r[0].opts.has_prefix_rewrite && streq(r[0].opts.prefix_rewrite, "/x") &&
+                  r[0].headers.nreq_add == 1 && streq(r[0].headers.req_add[0].value, "vs"),
+              "nested: options inherited across two levels");
+        CHECK(r[1].action.dests[0].cluster == RV_NO_CLUSTER, "nested: a table's missing upstream is RV_NO_CLUSTER");
+        CHECK(r[2].match.path_kind == RV_PATH_REGEX && !r[2].opts.has_prefix_rewrite && r[2].opts.timeout_ms == 9000,
+              "nested: inherited prefixRewrite dropped on a regex route, the rest kept");
+    }
+    CHECK(state(snap, "RouteTable", "leaf") == RV_STATE_WARNING &&
+              reason_has(snap, "RouteTable", "leaf", "route routes[1]: upstream gloo-system/gone not found") &&
+              reason_has(snap, "RouteTable", "leaf", "inherited prefixRewrite does not apply to a regex matcher"),
+          "nested: warnings land on the table that holds the route");
+    bool deep_rejected = false;
+    for (int i = 0; i < 18; i++) {
+        char n[16];
+        snprintf(n, sizeof(n), "c%d", i);
+        if (state(snap, "RouteTable", n) == RV_STATE_REJECTED &&
+            reason_has(snap, "RouteTable", n, "delegation deeper than 16 levels"))
+            deep_rejected = true;
+    }
+    const rv_vhost_t *dv = vhost(l, "gloo-system.deep");
+    CHECK(deep_rejected && dv && dv->nroutes == 0, "nested: a chain deeper than 16 is refused");
+    const rv_vhost_t *nv = vhost(l, "gloo-system.dns");
+    const rv_cluster_t *c = nv && nv->nroutes ? cluster(snap, nv->routes[0].action.dests[0].cluster) : NULL;
+    CHECK(c && c->neps == 0 && state(snap, "Upstream", "nowhere") == RV_STATE_WARNING &&
+              reason_has(snap, "Upstream", "nowhere", "no endpoint resolves"),
+          "dns: a cluster without endpoints stays (503) with a Warning");
+    env_free(&e);
+}
+
 int main(void)
 {
     test_fixture();
@@ -723,6 +788,7 @@ int main(void)
     test_delegation();
     test_store();
     test_json_escape();
+    test_more_delegation();
     if (tmp[0])
         nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     TEST_DONE();
