@@ -122,6 +122,45 @@ int cfg_derrp(dctx_t *c, const ynode_t *n, const char *fmt, ...)
 
 /* ---- scalars ----------------------------------------------------------------------- */
 
+/* YAML 1.2 core schema number forms: [-+]?digits, and floats (1.5, .5, 1e3, .inf, .nan). */
+static bool is_int_text(const char *s)
+{
+    size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
+    if (!s[i])
+        return false;
+    for (; s[i]; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return true;
+}
+
+static bool is_float_text(const char *s)
+{
+    size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
+    bool digits = false;
+    if (!strcmp(s + i, ".inf") || !strcmp(s + i, ".Inf") || !strcmp(s + i, ".INF") || !strcmp(s, ".nan") ||
+        !strcmp(s, ".NaN") || !strcmp(s, ".NAN"))
+        return true;
+    for (; s[i] >= '0' && s[i] <= '9'; i++)
+        digits = true;
+    if (s[i] == '.')
+        for (i++; s[i] >= '0' && s[i] <= '9'; i++)
+            digits = true;
+    if (!digits)
+        return false;
+    if (s[i] == 'e' || s[i] == 'E') {
+        i++;
+        if (s[i] == '-' || s[i] == '+')
+            i++;
+        if (!(s[i] >= '0' && s[i] <= '9'))
+            return false;
+        while (s[i] >= '0' && s[i] <= '9')
+            i++;
+    }
+    return s[i] == '\0';
+}
+
+/* What a node is, in the words error messages use. */
 static const char *kind_of(const ynode_t *n)
 {
     if (n->type == YN_MAP)
@@ -136,28 +175,18 @@ static const char *kind_of(const ynode_t *n)
     if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE") || !strcmp(s, "false") ||
         !strcmp(s, "False") || !strcmp(s, "FALSE"))
         return "boolean";
-    size_t i = (s[0] == '-' || s[0] == '+') ? 1 : 0;
-    bool digits = false, dot = false;
-    for (; s[i]; i++) {
-        if (s[i] >= '0' && s[i] <= '9')
-            digits = true;
-        else if (s[i] == '.' || s[i] == 'e' || s[i] == 'E' || s[i] == '-' || s[i] == '+')
-            dot = true;
-        else
-            return "string";
-    }
-    if (!digits)
-        return "string";
-    return dot ? "number" : "integer";
+    if (is_int_text(s))
+        return "integer";
+    return is_float_text(s) ? "number" : "string";
 }
 
-/* Integer text (optional '-', digits) to int64; -1 when not an integer or out of range. */
+/* Integer text (optional sign, digits) to int64; -1 when not an integer or out of range. */
 static int parse_int(const char *s, size_t len, int64_t *out)
 {
     bool neg = false;
     size_t i = 0;
-    if (len && s[0] == '-') {
-        neg = true;
+    if (len && (s[0] == '-' || s[0] == '+')) {
+        neg = s[0] == '-';
         i = 1;
     }
     if (i == len)

@@ -126,7 +126,7 @@ static rv_str_t astrf(bctx_t *b, const char *fmt, ...) __attribute__((format(pri
 
 static rv_str_t astrf(bctx_t *b, const char *fmt, ...)
 {
-    char tmp[600];
+    char tmp[CFG_ERRLEN + 128];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(tmp, sizeof(tmp), fmt, ap);

@@ -202,6 +202,12 @@ static void test_fields(void)
     REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: 1.5\n", "expected an integer, got number", "number for integer");
     REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: 70000\n", "between 0 and 65535", "port out of range");
     REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: -1\n", "must not be negative", "negative port");
+    REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: 1e3\n", "expected an integer, got number", "exponent is a number");
+    REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: 1-2\n", "expected an integer, got string", "1-2 is a string");
+    REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: true\n", "expected an integer, got boolean", "boolean for integer");
+    REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: {}\n", "expected an integer, got mapping", "mapping for integer");
+    g = dec(RK_GATEWAY, "metadata: {name: x}\nbindPort: +8083\n");
+    CHECK(g && g->bind_port == 8083, "+8083 is an integer (YAML 1.2 core)");
     REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: [1]\n", "expected an integer, got list", "list for integer");
     REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: 1\nssl: 'false'\n", "ssl: expected a boolean",
         "quoted boolean refused");
