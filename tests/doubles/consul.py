@@ -547,16 +547,6 @@ class _DC:
         self.tables["nodes"] = op.index()
         return True
 
-    def services_list(self):
-        out = {}
-        for key in sorted(self.svcs):
-            s = self.svcs[key]
-            tags = out.setdefault(s.name, [])
-            for t in s.tags:
-                if t not in tags:
-                    tags.append(t)
-        return self.tables["services"], out
-
     def service_index(self, name, checks):
         if name in self.svc_index:
             return self.svc_index[name]

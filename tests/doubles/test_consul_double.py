@@ -73,10 +73,6 @@ class Target:
         self.prefix = "rivet-double-test/%s/" % self.uid
         self.services = []
 
-    @property
-    def live(self):
-        return self.kind == "live"
-
     def name(self, base):
         return "rdt-%s-%s" % (base, self.uid)
 
@@ -519,6 +515,28 @@ def test_kv_pretty(consul):
     r = consul.get(consul.prefix + "p", "?pretty")
     assert r.body.endswith(b"\n")
     assert b'\n    {\n        "LockIndex": 0,\n' in r.body
+
+
+def test_gloo_kv_layout_access_pattern(consul):
+    """gloo-edge-api.md 1.4: List(<root>/<group>/<version>/<Kind>/<ns>) with RequireConsistent,
+    then a blocking List from the last index; writes are CAS on resourceVersion (= ModifyIndex)."""
+    root = consul.prefix + "gloo/gateway.solo.io/v1/VirtualService/"
+    vs = b"metadata: {name: default, namespace: gloo-system}\nvirtualHost:\n  domains: ['*']\n"
+    assert consul.put(root + "gloo-system/default", vs, "?cas=0") is True
+    assert consul.put(root + "gloo-system/default", vs, "?cas=0") is False  # exists
+    consul.put(root + "gloo-system2/other", b"metadata: {name: other, namespace: gloo-system2}\n")
+    r = consul.get(root + "gloo-system", "?recurse&consistent")
+    assert r.status == 200 and r.h("X-Consul-Effective-Consistency") == "consistent"
+    # a plain string prefix: "gloo-system" also matches "gloo-system2/"
+    assert [e["Key"] for e in r.json()] == [root + "gloo-system/default", root + "gloo-system2/other"]
+    rv = [e for e in r.json() if e["Key"].endswith("/default")][0]["ModifyIndex"]
+    th, box = in_thread(lambda: consul.get(root + "gloo-system/", "?recurse&consistent&index=%d&wait=5s" % r.index))
+    time.sleep(0.2)
+    assert consul.put(root + "gloo-system/default", vs + b"# v2\n", "?cas=%d" % rv) is True
+    assert consul.put(root + "gloo-system/default", vs + b"# v3\n", "?cas=%d" % rv) is False  # stale rv
+    th.join(4)
+    assert box["r"].status == 200 and box["r"].index > r.index
+    assert base64.b64decode(box["r"].json()[0]["Value"]).endswith(b"# v2\n")
 
 
 # --------------------------------------------------------------------------------------------
@@ -1006,6 +1024,30 @@ def test_multi_datacenter_catalog(make_double):
     assert base64.b64decode(t.get("k", "?dc=dc2").json()[0]["Value"]) == b"dc2"
     assert t.put("k", "new", "?dc=dc2") is True
     assert d.kv_get("k")["Value"] == b"dc1"
+
+
+def test_python_api_data_helpers(double):
+    d = double.double
+    r0 = d.raft_index()
+    d.register_node("vm1", "192.0.2.50", meta={"rack": "r1"})
+    d.register_service("db", service_id="db-1", node="vm1", port=5432, tags=["primary"], health="passing")
+    assert d.raft_index() > r0
+    (e,) = double.req("GET", "/v1/health/service/db?passing").json()
+    assert e["Node"]["Address"] == "192.0.2.50" and e["Node"]["Meta"] == {"rack": "r1"}
+    assert double.req("GET", "/v1/catalog/service/db?node-meta=rack:r1").json()
+    assert double.req("GET", "/v1/catalog/service/db?node-meta=rack:r2").json() == []
+    d.set_check_status("service:db-1", "warning", node="vm1")
+    assert double.req("GET", "/v1/health/service/db?passing").json() == []
+    d.deregister_service("db-1", node="vm1")
+    assert double.req("GET", "/v1/catalog/service/db").json() == []
+    d.deregister_node("vm1")
+    d.kv_put("x/a", "1")
+    d.kv_put("x/b", b"2")
+    assert d.kv_index("x/") == double.get("x/", "?recurse").index
+    assert d.kv_delete("x/", recurse=True) is True
+    assert d.kv_get("x/a") is None and double.get("x/", "?recurse").status == 404
+    d.reset()
+    assert d.raft_index() < 10 and d.requests() == []
 
 
 def test_status_leader(consul):
