@@ -219,6 +219,78 @@ static int client_read(rv_dp_conn_t *d)
 
 /* ---- writing ------------------------------------------------------------------------- */
 
+/* Response body iovecs: the ready bytes of the upstream buffer, framed as chunks when
+ * re-chunking. Returns the number of iovecs added (at most 4). */
+static int body_iovs(rv_dp_stream_t *s, struct iovec *iov)
+{
+    static const char crlf[] = "\r\n", last[] = "0\r\n\r\n";
+    uint32_t avail = s->resp_scan - s->resp_off;
+    int n = 0;
+    if (!s->rechunk) {
+        if (avail)
+            iov[n++] = (struct iovec){ s->u->in + s->resp_off, avail };
+        return n;
+    }
+    if (!s->ck_open && avail) {
+        static const char hex[] = "0123456789abcdef";
+        char tmp[10];
+        int k = 0;
+        for (uint32_t v = avail; v; v >>= 4)
+            tmp[k++] = hex[v & 15];
+        s->ck_len = 0;
+        while (k)
+            s->ck_hdr[s->ck_len++] = tmp[--k];
+        s->ck_hdr[s->ck_len++] = '\r';
+        s->ck_hdr[s->ck_len++] = '\n';
+        s->ck_off = 0;
+        s->ck_data = avail;
+        s->ck_trail = 2;
+        s->ck_open = true;
+    }
+    if (s->ck_open) {
+        if (s->ck_off < s->ck_len)
+            iov[n++] = (struct iovec){ s->ck_hdr + s->ck_off, (size_t)(s->ck_len - s->ck_off) };
+        if (s->ck_data)
+            iov[n++] = (struct iovec){ s->u->in + s->resp_off, s->ck_data };
+        iov[n++] = (struct iovec){ (void *)(crlf + 2 - s->ck_trail), s->ck_trail };
+    } else if (s->resp_src_done && s->ck_last < 5) {
+        iov[n++] = (struct iovec){ (void *)(last + s->ck_last), (size_t)(5 - s->ck_last) };
+    }
+    return n;
+}
+
+/* Account left written bytes to the body iovecs built by body_iovs(). */
+static void body_advance(rv_dp_stream_t *s, size_t left)
+{
+    if (!s->rechunk) {
+        s->resp_off += (uint32_t)left;
+        s->resp_bytes += left;
+        return;
+    }
+    if (s->ck_open) {
+        size_t k = RV_MIN(left, (size_t)(s->ck_len - s->ck_off));
+        s->ck_off += (uint8_t)k;
+        left -= k;
+        k = RV_MIN(left, (size_t)s->ck_data);
+        s->ck_data -= (uint32_t)k;
+        s->resp_off += (uint32_t)k;
+        s->resp_bytes += k;
+        left -= k;
+        k = RV_MIN(left, (size_t)s->ck_trail);
+        s->ck_trail -= (uint8_t)k;
+        if (s->ck_off == s->ck_len && !s->ck_data && !s->ck_trail)
+            s->ck_open = false;
+        return;
+    }
+    s->ck_last += (uint8_t)RV_MIN(left, (size_t)(5 - s->ck_last));
+}
+
+/* Everything of the response body that is ready has been written (framing included). */
+static bool body_flushed(const rv_dp_stream_t *s)
+{
+    return s->resp_off == s->resp_scan && (!s->rechunk || (!s->ck_open && (!s->resp_src_done || s->ck_last == 5)));
+}
+
 /* Write pending bytes to the client: interim "100 Continue", the response head, response
  * body from the upstream buffer. Returns 1 on progress, 0 when blocked/nothing, -1 closed. */
 static int client_write(rv_dp_conn_t *d)
@@ -228,15 +300,16 @@ static int client_write(rv_dp_conn_t *d)
         return 0;
     struct iovec iov[40];
     int n = 0, ndh = 0;
-    size_t body = 0;
+    bool body = false;
     if (d->pre_len)
         iov[n++] = (struct iovec){ (void *)d->pre, d->pre_len };
     if (d->state == DS_REQ && s->resp_state == RS_STREAM) {
-        for (int i = s->dh_i; i < s->dh_n && n < 38; i++, ndh++)
+        for (int i = s->dh_i; i < s->dh_n && n < 35; i++, ndh++)
             iov[n++] = s->dh[i];
-        if (s->dh_i + ndh == s->dh_n && s->u && s->resp_scan > s->resp_off) {
-            body = s->resp_scan - s->resp_off;
-            iov[n++] = (struct iovec){ s->u->in + s->resp_off, body };
+        if (s->dh_i + ndh == s->dh_n && s->u && !s->resp_local) {
+            int k = body_iovs(s, iov + n);
+            n += k;
+            body = k > 0;
         }
     }
     if (n == 0)
@@ -277,10 +350,8 @@ static int client_write(rv_dp_conn_t *d)
         s->resp_head_done = true;
         s->resp_started = true;
     }
-    if (left && body) {
-        s->resp_off += (uint32_t)left;
-        s->resp_bytes += left;
-    }
+    if (left && body)
+        body_advance(s, left);
     return 1;
 }
 
@@ -669,7 +740,7 @@ static bool maybe_finish(rv_dp_conn_t *d)
     rv_dp_stream_t *s = d->s;
     bool p = false;
     if (s->resp_state == RS_STREAM && s->resp_src_done && s->dh_i == s->dh_n && d->pre_len == 0 &&
-        (!s->u || s->resp_local || s->resp_off == s->resp_scan)) {
+        (!s->u || s->resp_local || body_flushed(s))) {
         s->resp_state = RS_DONE;
         s->resp_started = true;
         p = true;

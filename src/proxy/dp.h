@@ -156,7 +156,13 @@ typedef struct rv_dp_stream_s {
     /* response */
     int resp_state;                 /* enum dp_resp_state */
     int status;
-    bool resp_local, resp_started, resp_src_done, resp_up_keepalive, dechunk, close_delim;
+    bool resp_local, resp_started, resp_src_done, resp_up_keepalive, dechunk;
+    /* re-chunking of a close-delimited upstream body for an HTTP/1.1 client (keeps the
+     * client connection): the chunk being written is ck_hdr + ck_data bytes + CRLF */
+    bool rechunk, ck_open;
+    uint8_t ck_len, ck_off, ck_trail, ck_last;  /* ck_last: bytes of "0 CRLF CRLF" written */
+    uint32_t ck_data;
+    char ck_hdr[12];
     bool resp_head_done;            /* dh fully written */
     bool upe;                       /* response framing error after headers */
     int resp_body;                  /* enum rv_h1_body (upstream framing) */

@@ -341,7 +341,7 @@ int rv_dp_build_resp_head(rv_dp_conn_t *d, const rv_h1_response_t *r)
     for (uint32_t i = 0; i < c.n; i++)
         if (is_hop(c.h[i].name))
             c.drop[i] = true;
-    if (r->body == RV_H1_BODY_CHUNKED && !s->dechunk)
+    if ((r->body == RV_H1_BODY_CHUNKED && !s->dechunk) || s->rechunk)
         push_add(&c, RV_STR("Transfer-Encoding"), RV_STR("chunked"));
     apply_ops(&c, s->dest ? &s->dest->headers : NULL);
     apply_ops(&c, &rt->headers);

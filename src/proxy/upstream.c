@@ -405,7 +405,7 @@ static void fail(rv_dp_conn_t *d, int kind)
     /* a response head may have been prepared but not written: drop it */
     s->resp_state = RS_NONE;
     s->resp_src_done = false;
-    s->dechunk = false;
+    s->dechunk = s->rechunk = false;
     if (kind == F_RESET && was_reused && s->resp_any == 0 && !s->stale_retried && replayable(s)) {
         s->stale_retried = true;
         start_try(d, TRY_STALE);
@@ -745,7 +745,12 @@ static bool resp_head(rv_dp_conn_t *d)
         s->dechunk = true;  /* HTTP/1.0 client: payload only, delimited by close */
         d->close_after = true;
     } else if (r.body == RV_H1_BODY_EOF) {
-        d->close_after = true;
+        /* close-delimited: re-chunked for HTTP/1.1 clients (their connection stays open),
+         * close-delimited again for HTTP/1.0 ones */
+        if (s->minor == 1)
+            s->rechunk = true;
+        else
+            d->close_after = true;
     }
     if (rv_dp_build_resp_head(d, &r) < 0) {
         fail(d, F_OOM);

@@ -210,6 +210,10 @@ static void *be_conn(void *arg)
             for (size_t off = 0; off < n; off += sizeof(big))
                 if (!send_all(r.fd, big, RV_MIN(sizeof(big), n - off)))
                     goto out;
+        } else if (strcmp(path, "/eof") == 0) {
+            const char *s = "HTTP/1.0 200 OK\r\nX-Eof: 1\r\n\r\nuntil the end";
+            send_all(r.fd, s, strlen(s));
+            goto out;
         } else if (strcmp(path, "/slow") == 0) {
             struct timespec ts = { 0, 300 * 1000000 };
             nanosleep(&ts, NULL);
@@ -668,6 +672,22 @@ static void test_bodies(void)
     CHECK_INT(EXCH("GET /chunked HTTP/1.0\r\nHost: a\r\n\r\n", &r), 200, "chunked to HTTP/1.0");
     CHECK(!head_has(&r, "transfer-encoding", NULL), "no TE for HTTP/1.0");
     CHECK_STRN(r.body, r.body_len, "hello world", "de-chunked, close-delimited");
+    free(r.body);
+    rbuf_t e = { .fd = cli_connect() };
+    const char *eq = "GET /eof HTTP/1.1\r\nHost: a\r\n\r\n";
+    send_all(e.fd, eq, strlen(eq));
+    CHECK_INT(read_resp(&e, &r, false), 200, "close-delimited upstream body");
+    CHECK(head_has(&r, "transfer-encoding", "chunked"), "re-chunked for an HTTP/1.1 client");
+    CHECK_STRN(r.body, r.body_len, "until the end", "re-chunked payload");
+    free(r.body);
+    send_all(e.fd, eq, strlen(eq));
+    CHECK_INT(read_resp(&e, &r, false), 200, "client connection kept after a close-delimited upstream body");
+    free(r.body);
+    close(e.fd);
+    free(e.b);
+    CHECK_INT(EXCH("GET /eof HTTP/1.0\r\n\r\n", &r), 200, "close-delimited to HTTP/1.0");
+    CHECK(!head_has(&r, "transfer-encoding", NULL), "no chunking for HTTP/1.0");
+    CHECK_STRN(r.body, r.body_len, "until the end", "close-delimited payload");
     free(r.body);
     const char *up = "POST /echo-len HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
                      "3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nTrailer-A: 1\r\n\r\n";
