@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -470,6 +471,12 @@ static void reap(rv_dp_worker_t *w)
 static void *worker_main(void *arg)
 {
     rv_dp_worker_t *w = arg;
+    /* a write to a peer that closed must return EPIPE, whatever the host program did with
+     * SIGPIPE: the signal is thread-directed, so blocking it here is enough */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     for (;;) {
         rv_snapshot_t *p = atomic_exchange(&w->pending, NULL);
         if (p)

@@ -856,7 +856,7 @@ static void *slow_client(void *arg)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);     /* for the test's own sockets; rivet's workers block it */
     be_fd = listen_any(&be_port, true);
     int pfd = listen_any(&px_port, false);
     int dfd = listen_any(&dead_port, false);
