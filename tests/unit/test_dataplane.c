@@ -874,6 +874,18 @@ int main(void)
     rv_dataplane_opts_t o = { .nworkers = 2, .access_log = false };
     CHECK_INT(rv_dataplane_start(&o, snap), 0, "start");
     CHECK_INT(rv_dataplane_start(&o, snap), RV_EINVAL, "second start refused");
+    CHECK_INT(rv_dataplane_check_listeners(snap, err, sizeof err), 0, "our own port passes the check");
+    /* a port held by someone else (no SO_REUSEPORT) fails the check, naming the listener */
+    uint16_t busy;
+    int bfd = listen_any(&busy, true);
+    uint16_t keep = px_port;
+    px_port = busy;
+    rv_snapshot_t *bs = build_snap(9, "x", false);
+    px_port = keep;
+    CHECK_INT(rv_dataplane_check_listeners(bs, err, sizeof err), RV_EIO, "busy port reported");
+    CHECK(strstr(err, "default.gw") != NULL, "error names the listener: %s", err);
+    rv_snapshot_release(bs);
+    close(bfd);
     rv_snapshot_release(snap);
 
     test_local();
