@@ -1,6 +1,8 @@
 /*
  * worker.h - the data plane: N worker threads, each with its own epoll loop and its own
  * SO_REUSEPORT listening sockets, serving the snapshot the control thread publishes.
+ * Behaviour, defaults (timeouts, buffer sizes) and the access log format are described in
+ * doc/internals/dataplane.md.
  */
 #ifndef RV_WORKER_H
 #define RV_WORKER_H
@@ -43,8 +45,10 @@ void rv_dataplane_publish(rv_snapshot_t *snap);
 bool rv_dataplane_wait_adopted(int timeout_ms);
 
 /*
- * Graceful stop: close listeners, let in-flight requests finish, close idle keep-alive
- * connections, and stop the workers by deadline_ms at the latest. Blocks until they exit.
+ * Graceful stop: close listeners, let in-flight requests finish (their responses carry
+ * "Connection: close"), close idle keep-alive and pooled upstream connections, and stop the
+ * workers by deadline_ms at the latest (then the rest is closed). Blocks until every worker
+ * exited and released its snapshot references. Control thread; no-op when not running.
  */
 void rv_dataplane_stop(int deadline_ms);
 
