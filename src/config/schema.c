@@ -10,6 +10,7 @@
  */
 #include <arpa/inet.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "config/config-internal.h"
 #include "core/regex.h"
@@ -697,6 +698,14 @@ static const char *domain_problem(const char *d)
     return NULL;
 }
 
+/* Compare two pointers to list entries by text, then by position (document order). */
+static int strp_cmp(const void *x, const void *y)
+{
+    char *const *a = *(char *const *const *)x, *const *b = *(char *const *const *)y;
+    int r = strcmp(*a, *b);
+    return r ? r : (a > b) - (a < b);
+}
+
 static int vhost_check(dctx_t *c, void *msg, const ynode_t *n)
 {
     vhost_t *v = msg;
@@ -707,11 +716,26 @@ static int vhost_check(dctx_t *c, void *msg, const ynode_t *n)
         const char *why = domain_problem(v->domains.v[i]);
         if (why)
             return cfg_derr(c, elem_node(n, "domains", i), sub, "'%s' %s", v->domains.v[i], why);
-        for (uint32_t j = 0; j < i; j++)
-            if (!strcmp(v->domains.v[i], v->domains.v[j]))
-                return cfg_derr(c, elem_node(n, "domains", i), sub, "duplicate domain '%s'", v->domains.v[i]);
     }
-    return 0;
+    if (v->domains.n < 2)
+        return 0;
+    /* duplicates: sort pointers to the entries (O(n log n) for long lists) */
+    char ***p = malloc(v->domains.n * sizeof(char **));
+    if (!p)
+        return cfg_derrp(c, n, "out of memory");
+    for (uint32_t i = 0; i < v->domains.n; i++)
+        p[i] = &v->domains.v[i];
+    qsort(p, v->domains.n, sizeof(*p), strp_cmp);
+    int rc = 0;
+    for (uint32_t i = 1; i < v->domains.n && !rc; i++)
+        if (!strcmp(*p[i], *p[i - 1])) {
+            uint32_t at = (uint32_t)(p[i] - v->domains.v);
+            char sub[40];
+            snprintf(sub, sizeof(sub), "domains[%u]", at);
+            rc = cfg_derr(c, elem_node(n, "domains", at), sub, "duplicate domain '%s'", *p[i]);
+        }
+    free(p);
+    return rc;
 }
 
 static const field_t vhost_fields[] = {

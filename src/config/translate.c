@@ -884,14 +884,18 @@ static void select_vss(bctx_t *b, tres_t *gt, const gw_t *g, vec_t *out)
                        ref_problem(b, RK_VS, ns, refs[i].name));
                 continue;
             }
-            bool dup = false;
-            for (uint32_t k = 0; k < out->n; k++)
-                dup |= ((tres_t **)out->v)[k] == t;
-            if (!dup && vec_push(b, out, sizeof(tres_t *)))
+            if (vec_push(b, out, sizeof(tres_t *)))
                 ((tres_t **)out->v)[out->n - 1] = t;
         }
         if (out->n > 1)
             qsort(out->v, out->n, sizeof(tres_t *), tres_cmp);
+        /* a service listed twice is served once */
+        tres_t **v = out->v;
+        uint32_t w = 0;
+        for (uint32_t k = 0; k < out->n; k++)
+            if (!w || v[w - 1] != v[k])
+                v[w++] = v[k];
+        out->n = w;
         return;
     }
     bool all_ns = !h->vs_namespaces.n || in_list(&h->vs_namespaces, "*");

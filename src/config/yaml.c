@@ -164,16 +164,38 @@ static int add_node(yparse_t *p, ynode_t *n)
     return 0;
 }
 
+/* Anchors live in an open-addressing table of ANCHOR_SLOTS (twice the limit): O(1) aliases. */
+#define ANCHOR_SLOTS (2 * CFG_MAX_ANCHORS)
+
+static uint32_t anchor_hash(const char *s, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h & (ANCHOR_SLOTS - 1);
+}
+
+static anchor_t *anchor_slot(yparse_t *p, const char *name, size_t len)
+{
+    for (uint32_t i = anchor_hash(name, len);; i = (i + 1) & (ANCHOR_SLOTS - 1)) {
+        anchor_t *an = &p->anchors[i];
+        if (!an->name || (an->len == len && memcmp(an->name, name, len) == 0))
+            return an;
+    }
+}
+
+/* Define (or, as YAML allows, redefine) an anchor. */
 static int add_anchor(yparse_t *p, const char *name, size_t len, ynode_t *n)
 {
-    if (p->nanchors == CFG_MAX_ANCHORS)
-        return yerr(p, n->line, n->col, "too many YAML anchors (more than %d)", CFG_MAX_ANCHORS);
-    if (!p->anchors) {
-        p->anchors = malloc(CFG_MAX_ANCHORS * sizeof(*p->anchors));
-        if (!p->anchors)
-            return yerr(p, 0, 0, "out of memory");
+    if (!p->anchors && !(p->anchors = calloc(ANCHOR_SLOTS, sizeof(*p->anchors))))
+        return yerr(p, 0, 0, "out of memory");
+    anchor_t *an = anchor_slot(p, name, len);
+    if (!an->name) {
+        if (p->nanchors == CFG_MAX_ANCHORS)
+            return yerr(p, n->line, n->col, "too many YAML anchors (more than %d)", CFG_MAX_ANCHORS);
+        p->nanchors++;
     }
-    p->anchors[p->nanchors++] = (anchor_t){ name, len, n };
+    *an = (anchor_t){ name, len, n };
     return 0;
 }
 
@@ -300,11 +322,9 @@ static int on_alias(yparse_t *p, struct fy_event *e)
     const char *s = fy_token_get_text(e->alias.anchor, &len);
     if (!s)
         return yerr(p, line, col, "bad alias");
-    for (uint32_t i = p->nanchors; i-- > 0;) {
-        anchor_t *an = &p->anchors[i];
-        if (an->len == len && memcmp(an->name, s, len) == 0)
-            return add_node(p, an->node);
-    }
+    anchor_t *an = p->anchors ? anchor_slot(p, s, len) : NULL;
+    if (an && an->name)
+        return add_node(p, an->node);
     return yerr(p, line, col, "unknown alias '*%.*s'", (int)RV_MIN(len, 64), s);
 }
 

@@ -101,6 +101,16 @@ static void test_yaml(void)
     n = cfg_yaml_parse(&a, "a: &x {k: v}\nb: *x\n", 19, e, sizeof(e), &line, &col);
     CHECK(n && cfg_ymap_get(n, "b") == cfg_ymap_get(n, "a"), "yaml: alias shares the anchored node");
 
+    n = cfg_yaml_parse(&a, "a: &x 1\nb: &x 2\nc: *x\n", 21, e, sizeof(e), &line, &col);
+    CHECK(n && !strcmp(cfg_ymap_get(n, "c")->s, "2"), "yaml: a redefined anchor takes the latest value");
+    size_t cap = 5000 * 16, used = 0;
+    char *many = malloc(cap);
+    for (int i = 0; i < 5000; i++)
+        used += (size_t)snprintf(many + used, cap - used, "- &a%d x\n", i);
+    n = cfg_yaml_parse(&a, many, used, e, sizeof(e), &line, &col);
+    CHECK(!n && strstr(e, "too many YAML anchors"), "yaml: anchors are limited (%s)", e);
+    free(many);
+
     /* billion laughs: 10 levels of 10 aliases = 10^10 nodes once expanded */
     char bomb[2048];
     size_t o = (size_t)snprintf(bomb, sizeof(bomb), "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
