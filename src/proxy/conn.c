@@ -619,8 +619,8 @@ static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
                            .host = s->host,
                            .headers = req->headers,
                            .nheaders = req->nheaders };
-    s->vh = rv_router_find_vhost(s->lcfg, s->host);
-    s->route = s->vh ? rv_router_find_route(s->vh, &view) : NULL;
+    /* vhost by Host, then the indexed first-match lookup (O(log n) over plain prefix runs) */
+    s->route = rv_router_match(s->lcfg, &view, &s->vh);
     if (!s->route) {
         rv_dp_local_reply(d, 404, RV_STR("route not found"), RV_STR_NULL, DP_F_NR);
         return;
