@@ -19,7 +19,9 @@
 #include "core/log.h"
 #include "core/regex.h"
 
-#define MAX_ROUTES_PER_VS 100000u
+#define MAX_ROUTES_PER_VS 100000u      /* after delegation, per VirtualService */
+#define MAX_ROUTES_TOTAL 1000000u      /* translated routes per build */
+#define MAX_SNAPSHOT_ROUTES 2000000u   /* routes across all listeners (one copy per Gateway) */
 #define MSG_CAP 4096
 
 /* The snapshot and what only this file knows about it. */
@@ -62,8 +64,13 @@ typedef struct bctx_s {
     uint32_t ngw_files;
     tres_t defgw;
     gw_t defgw_obj;
+    uint64_t prefix_work;       /* child routes checked against parent prefixes (bounded) */
+    uint32_t routes_total;      /* routes translated so far (bounded) */
     bool oom;
 } bctx_t;
+
+/* Bound on delegation prefix checks per build: hostile fan-out cannot stall the control thread. */
+#define MAX_PREFIX_WORK 20000000u
 
 /* ---- small helpers ----------------------------------------------------------------- */
 
@@ -541,10 +548,11 @@ static void emit_route(flat_t *f, tres_t *owner, const char *where, const route_
                        const matcher_t *m, const char *inherited_prefix)
 {
     bctx_t *b = f->b;
-    if (f->out.n >= MAX_ROUTES_PER_VS) {
+    if (f->out.n >= MAX_ROUTES_PER_VS || b->routes_total >= MAX_ROUTES_TOTAL) {
         f->too_many = true;
         return;
     }
+    b->routes_total++;
     rv_route_t *o = vec_push(b, &f->out, sizeof(rv_route_t));
     if (!o)
         return;
@@ -707,6 +715,13 @@ static bool delegate(flat_t *f, tres_t *owner, const char *where, const route_t 
             ok = false;
             break;
         }
+        b->prefix_work += rt->routes.n;
+        if (b->prefix_work > MAX_PREFIX_WORK) {
+            addmsg(b, owner, true, "%s: too many delegated routes to check (more than %u in this config)", where,
+                   MAX_PREFIX_WORK);
+            ok = false;
+            break;
+        }
         if (!under_prefix(rt, prefix, why, sizeof(why))) {
             addmsg(b, t, true, "%s (delegated from %s %s/%s)", why, cfg_kinds[owner->kind].kind, owner->ns,
                    owner->name);
@@ -766,8 +781,12 @@ static void translate_vs(bctx_t *b, tres_t *t)
     }
     flat_t f = { .b = b, .vs = t, .vh_retries = &vs->vh.opts.retries };
     flatten(&f, t, &vs->vh.routes, "virtualHost.routes", NULL, NULL, 0);
-    if (f.too_many)
-        addmsg(b, t, true, "more than %u routes after delegation", MAX_ROUTES_PER_VS);
+    if (f.too_many) {
+        /* served partially would be worse than not at all */
+        addmsg(b, t, true, "too many routes after delegation (at most %u per virtual service, %u in all)",
+               MAX_ROUTES_PER_VS, MAX_ROUTES_TOTAL);
+        f.out.n = 0;
+    }
     t->routes = f.out.v;
     t->nroutes = f.out.n;
     rv_route_t *rr = t->routes;
@@ -929,8 +948,17 @@ static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t
     }
     domain_conflicts(b, gt, vs, sel.n, drop);
     uint32_t n = 0;
-    for (uint32_t i = 0; i < sel.n; i++)
+    uint64_t total = *route_index;
+    for (uint32_t i = 0; i < sel.n; i++) {
+        if (!drop[i] && total + vs[i]->nroutes > MAX_SNAPSHOT_ROUTES) {
+            addmsg(b, vs[i], true, "left out of Gateway %s/%s: the config would exceed %u routes", gt->ns, gt->name,
+                   MAX_SNAPSHOT_ROUTES);
+            drop[i] = true;
+        }
+        if (!drop[i])
+            total += vs[i]->nroutes;
         n += !drop[i];
+    }
     l->vhosts = anew(b, n * sizeof(rv_vhost_t));
     for (uint32_t i = 0, k = 0; i < sel.n && l->vhosts; i++) {
         if (drop[i])

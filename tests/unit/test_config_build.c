@@ -744,6 +744,20 @@ static void test_more_delegation(void)
         put(rel, body);
     }
     put("virtualservices/gloo-system/dns.yaml", VS("dns", "[dns.com]", R_UP("/", "nowhere")));
+    /* fan-out: 20 delegating routes x 5100 child routes is more than one virtual service may hold */
+    size_t cap = 5100 * 100 + 64, used = 0;
+    char *big = malloc(cap);
+    used += (size_t)snprintf(big + used, cap - used, "metadata: {name: wide}\nroutes:\n");
+    for (int i = 0; i < 5100; i++)
+        used += (size_t)snprintf(big + used, cap - used, "- {matchers: [{exact: /w/%d}], directResponseAction: {status: 200}}\n", i);
+    put("routetables/gloo-system/wide.yaml", big);
+    free(big);
+    char fan[2048];
+    size_t fo = (size_t)snprintf(fan, sizeof(fan), "metadata: {name: fan}\nvirtualHost:\n  domains: [fan.com]\n  routes:\n");
+    for (int i = 0; i < 20; i++)
+        fo += (size_t)snprintf(fan + fo, sizeof(fan) - fo,
+                               "  - {matchers: [{prefix: /w}], delegateAction: {ref: {name: wide}}}\n");
+    put("virtualservices/gloo-system/fan.yaml", fan);
     rv_snapshot_t *snap = load(&e, tmp);
     const rv_listener_cfg_t *l = snap && snap->nlisteners ? &snap->listeners[0] : NULL;
     const rv_vhost_t *vh = vhost(l, "gloo-system.vs");
@@ -776,6 +790,10 @@ static void test_more_delegation(void)
     CHECK(c && c->neps == 0 && state(snap, "Upstream", "nowhere") == RV_STATE_WARNING &&
               reason_has(snap, "Upstream", "nowhere", "no endpoint resolves"),
           "dns: a cluster without endpoints stays (503) with a Warning");
+    const rv_vhost_t *fv = vhost(l, "gloo-system.fan");
+    CHECK(state(snap, "VirtualService", "fan") == RV_STATE_REJECTED &&
+              reason_has(snap, "VirtualService", "fan", "too many routes after delegation") && fv && fv->nroutes == 0,
+          "limits: delegation fan-out beyond 100000 routes is refused, not served in part");
     env_free(&e);
 }
 
