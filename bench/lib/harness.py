@@ -159,7 +159,8 @@ class Run:
                 msg += f"  ERRORS {r['errors']}"
             if noisy:
                 msg += f"  NOISY ({', '.join(r['others']) or 'kernel'})"
-                if attempt <= a.max_retries:
+                if attempt <= a.max_retries and (self.retry_spent + a.quiet_wait
+                                                 + (duration or a.duration) + 1 <= self.retry_budget):
                     msg += " -> repeating"
             log(msg)
             if best is None or rec["other_pct"] < best["other_pct"]:
@@ -490,6 +491,7 @@ def machine_info(a):
     rev = _cmd(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).strip()
     dirty = _cmd(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"]).strip()
     rivet_ver = _cmd([a.rivet, "version"]).strip().splitlines()[:1] if os.access(a.rivet, os.X_OK) else []
+    rivet_ver = [v[6:] if v.startswith("rivet ") else v for v in rivet_ver]
     return {
         "date": now.strftime("%Y-%m-%d %H:%M UTC"),
         "date_file": now.strftime("%Y-%m-%d-%H%M"),

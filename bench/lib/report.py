@@ -148,6 +148,16 @@ def render(meta, recs, raw_path=""):
         w("> **Quick (smoke-test) run**: 1-second runs, too short to compare targets. "
           "Re-run `bench/run.sh` for real numbers.")
         w("")
+    att = [r for r in recs if "other_pct" in r]
+    kept_noisy = [r for r in att if r.get("noisy") and r.get("used")]
+    used_att = [r for r in att if r.get("used")]
+    if used_att and len(kept_noisy) > len(used_att) // 4:
+        w(f"> **Noisy machine**: {len(kept_noisy)} of the {len(used_att)} measured runs in the "
+          f"tables had other processes using more than {meta.get('noise_pct')}% of the CPUs "
+          f"(median {med([r['other_pct'] for r in kept_noisy]):.0f}%; see Noise). Treat req/s "
+          f"and latency as indicative and rely on CPU µs/req and the per-round ratios; re-run on "
+          f"a quiet machine for reference numbers.")
+        w("")
     w("## Run")
     w("")
     w(f"- Date: {meta.get('date', '?')}")
@@ -156,7 +166,7 @@ def render(meta, recs, raw_path=""):
       f"{meta.get('mem_gib', '?')} GiB, Linux {meta.get('kernel', '?')}; "
       f"load average at start {meta.get('loadavg_start', '?')}")
     w(f"- Software: {meta.get('nginx', '?')}; {meta.get('haproxy', '?')}; {meta.get('wrk', '?')}; "
-      f"rivet {meta.get('rivet', '?')}")
+      f"rivet {str(meta.get('rivet', '?')).removeprefix('rivet ')}")
     w(f"- Pinning: every proxy (one worker / one thread) on CPU {meta.get('proxy_cpu')}, "
       f"the origin nginx and wrk (one thread) on CPU {meta.get('load_cpu')}")
     w(f"- {meta.get('rounds')} interleaved rounds of {meta.get('duration_s')} s per target and "
@@ -197,7 +207,7 @@ def render(meta, recs, raw_path=""):
             errors = sum(r.get("errors", 0) for r in tr)
             note = f"{len(tr)}"
             if noisy:
-                note += f"; {noisy} noisy run(s) repeated" + (f", {left} still noisy" if left else "")
+                note += f"; {noisy} noisy attempt(s)" + (f", {left} kept" if left else ", none kept")
             if errors:
                 note += f"; **{errors} errors**"
             direct = t == "direct"
@@ -327,15 +337,17 @@ def render(meta, recs, raw_path=""):
           f"max {max(r['other_pct'] for r in att):.1f}%.")
         if kept:
             w("")
-            w("Noisy runs kept in the tables:")
+            w("Noisy runs kept in the tables, by scenario (every attempt, with the busiest other "
+              "processes, is in the raw file):")
             w("")
-            w("| scenario | round | target | other load | busiest other processes (CPU s, incl. reaped children) |")
-            w("|---|---|---|---|---|")
-            for r in kept[:30]:
-                w(f"| {r['scenario']} | {r['round']} | {r['target']} | {r['other_pct']:.1f}% | "
-                  f"{str(r.get('others', '')).replace(';', ', ')} |")
-            if len(kept) > 30:
-                w(f"| … | | | | {len(kept) - 30} more in the raw file |")
+            w("| scenario | measured runs kept | of them noisy | other load of the noisy ones |")
+            w("|---|---|---|---|")
+            for sc in dict.fromkeys(r["scenario"] for r in att):
+                u = [r for r in att if r["scenario"] == sc and r.get("used")]
+                k = [r for r in u if r.get("noisy")]
+                w(f"| {sc} | {len(u)} | {len(k)} | "
+                  + (cell([r["other_pct"] for r in k], lambda x: f"{x:.1f}", " %") if k else "—")
+                  + " |")
         w("")
     w("## Caveats")
     w("")
