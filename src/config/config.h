@@ -22,7 +22,40 @@ typedef struct rv_settings_s {
     uint32_t nwatch_ns;
     int64_t refresh_ms;         /* refreshRate, default 60000 (Gloo's default when unset) */
     char *settings_ns;          /* --namespace: the folder of the Settings file (added) */
+
+    /* Consul: Settings.consulKvSource, .consul, .consulDiscovery (or rivet run --consul). */
+    bool consul_kv;             /* config comes from Consul KV, not config_dir */
+    char *consul_root_key;      /* consulKvSource.rootKey, default "gloo" */
+    char *consul_address;       /* consul.httpAddress (or deprecated address); NULL = CONSUL_HTTP_ADDR/default */
+    char *consul_datacenter;    /* consul.datacenter; NULL = the agent's */
+    char *consul_token;         /* consul.token; NULL = CONSUL_HTTP_TOKEN(_FILE) */
+    char *consul_basic_auth;    /* "username:password" from consul.username/password, or NULL */
+    char *consul_ca_file, *consul_ca_path, *consul_cert_file, *consul_key_file;
+    bool consul_insecure_skip_verify;
+    bool consul_kv_stale;       /* ?stale on KV reads (default: consistent, as Gloo's config client) */
+    int64_t consul_wait_ms;     /* consul.waitTime; 0 = unset (the KV watch then waits refreshRate) */
+    bool consul_discovery;      /* consul.serviceDiscovery is present */
+    char **consul_dcs;          /* consul.serviceDiscovery.dataCenters; NULL/0 = all */
+    uint32_t nconsul_dcs;
+    int consul_consistency;     /* enum rv_consul_consistency (consulDiscovery.consistencyMode) */
+    char **consul_tags_allow;   /* consulDiscovery.serviceTagsAllowlist; NULL/0 = every service */
+    uint32_t nconsul_tags_allow;
+    char *consul_dns_address;   /* consul.dnsAddress, default 127.0.0.1:8600 */
+    int64_t consul_dns_poll_ms; /* consul.dnsPollingInterval, default 5000 */
 } rv_settings_t;
+
+enum rv_consul_consistency { RV_CONSUL_DEFAULT = 0, RV_CONSUL_STALE, RV_CONSUL_CONSISTENT };
+
+#define RV_CONSUL_DEFAULT_ROOT "gloo"
+
+/*
+ * Process-wide override of the config source, for `rivet run --consul ADDR`: every later
+ * rv_settings_load() selects Consul KV at addr (NULL keeps Settings' or the environment's
+ * address) with root_key (NULL keeps Settings' or "gloo"); stale adds ?stale to KV reads.
+ * With the override set, dir may be NULL or "" (no bootstrap directory, no Settings file).
+ * Call before any thread starts (main thread, once).
+ */
+void rv_settings_consul_override(const char *addr, const char *root_key, bool stale);
 
 /*
  * Read DIR/<ns>/default.yaml when present. Returns 0; RV_ENOTFOUND if DIR cannot be read

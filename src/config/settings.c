@@ -1,11 +1,17 @@
 /*
- * settings.c - Gloo's bootstrap Settings (DIR/<ns>/default.yaml): which directories hold the
- * config and the secrets, the namespaces to watch, and the refresh period. Without a
- * Settings file, DIR itself is the config directory.
+ * settings.c - Gloo's bootstrap Settings (DIR/<ns>/default.yaml): which directories (or which
+ * Consul KV root) hold the config and the secrets, the namespaces to watch, the refresh
+ * period, and the Consul client and discovery options. Without a Settings file, DIR itself is
+ * the config directory.
+ *
+ * The Consul messages (consulKvSource, consul, consulDiscovery) are decoded here with their own
+ * field tables, spliced into the generic Settings table at first use: schema.c keeps naming
+ * them "not supported" for any other caller, and the Settings decoder stays the strict one.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -15,6 +21,120 @@
 #include "core/err.h"
 
 #define DEFAULT_REFRESH_MS 60000
+#define DEFAULT_DNS_ADDRESS "127.0.0.1:8600"
+#define DEFAULT_DNS_POLL_MS 5000
+
+/* ---- Consul messages (Gloo's settings.proto) ---------------------------------------- */
+
+#define FLD(n, t, ...) { .name = (n), .type = (t), __VA_ARGS__ }
+#define OFF(T, f)      .off = (uint16_t)offsetof(T, f)
+#define SETF(T, f)     .set_off = (uint16_t)offsetof(T, f)
+#define UNSUP(n)       FLD(n, F_UNSUP)
+#define DESC(var, T, fl, chk) \
+    static const msgdesc_t var = { #T, sizeof(T), fl, (uint32_t)RV_ARRAY_LEN(fl), chk, false }
+
+typedef struct kvsrc_doc_s { mhdr_t h; char *root_key; } kvsrc_doc_t;
+typedef struct csd_doc_s { mhdr_t h; strs_t dcs; } csd_doc_t;
+typedef struct consul_doc_s {
+    mhdr_t h;
+    char *address, *http_address, *datacenter, *username, *password, *token;
+    char *ca_file, *ca_path, *cert_file, *key_file;
+    bool insecure;
+    int64_t wait_ms; bool has_wait;
+    csd_doc_t sd;
+    char *dns_address;
+    int64_t dns_poll_ms; bool has_dns_poll;
+} consul_doc_t;
+typedef struct cdisc_doc_s { mhdr_t h; uint32_t consistency; strs_t tags_allow; } cdisc_doc_t;
+
+/* The Settings message with the Consul parts rivet supports. base first: its offsets stand. */
+typedef struct xsettings_s {
+    settings_doc_t base;
+    kvsrc_doc_t kv;
+    consul_doc_t consul;
+    cdisc_doc_t disc;
+} xsettings_t;
+
+static const field_t kvsrc_fields[] = { FLD("rootKey", F_STR, OFF(kvsrc_doc_t, root_key)) };
+DESC(kvsrc_desc, kvsrc_doc_t, kvsrc_fields, NULL);
+
+static const field_t csd_fields[] = { FLD("dataCenters", F_STRS, OFF(csd_doc_t, dcs)) };
+DESC(csd_desc, csd_doc_t, csd_fields, NULL);
+
+static const field_t consul_fields[] = {
+    FLD("address", F_STR, OFF(consul_doc_t, address)),
+    FLD("httpAddress", F_STR, OFF(consul_doc_t, http_address)),
+    FLD("datacenter", F_STR, OFF(consul_doc_t, datacenter)),
+    FLD("username", F_STR, OFF(consul_doc_t, username)),
+    FLD("password", F_STR, OFF(consul_doc_t, password)),
+    FLD("token", F_STR, OFF(consul_doc_t, token)),
+    FLD("caFile", F_STR, OFF(consul_doc_t, ca_file)),
+    FLD("caPath", F_STR, OFF(consul_doc_t, ca_path)),
+    FLD("certFile", F_STR, OFF(consul_doc_t, cert_file)),
+    FLD("keyFile", F_STR, OFF(consul_doc_t, key_file)),
+    FLD("insecureSkipVerify", F_BOOL, OFF(consul_doc_t, insecure)),
+    FLD("waitTime", F_DUR, OFF(consul_doc_t, wait_ms), SETF(consul_doc_t, has_wait)),
+    FLD("serviceDiscovery", F_MSG, OFF(consul_doc_t, sd), .sub = &csd_desc),
+    FLD("dnsAddress", F_STR, OFF(consul_doc_t, dns_address)),
+    FLD("dnsPollingInterval", F_DUR, OFF(consul_doc_t, dns_poll_ms), SETF(consul_doc_t, has_dns_poll)),
+};
+DESC(consul_desc, consul_doc_t, consul_fields, NULL);
+
+static const char *const consistency_names[] = { "DefaultMode", "StaleMode", "ConsistentMode", NULL };
+
+static const field_t cdisc_fields[] = {
+    FLD("consistencyMode", F_ENUM, OFF(cdisc_doc_t, consistency), .enums = consistency_names),
+    FLD("serviceTagsAllowlist", F_STRS, OFF(cdisc_doc_t, tags_allow)),
+    FLD("useTlsTagging", F_FALSE_ONLY, .note = "(TLS to discovered services arrives in a later release)"),
+    UNSUP("tlsTagName"), UNSUP("rootCa"), UNSUP("splitTlsServices"), UNSUP("queryOptions"),
+    UNSUP("edsBlockingQueries"),
+};
+DESC(cdisc_desc, cdisc_doc_t, cdisc_fields, NULL);
+
+static const field_t consul_msg_fields[] = {
+    FLD("consulKvSource", F_MSG, OFF(xsettings_t, kv), .sub = &kvsrc_desc, .oneof = 1),
+    FLD("consul", F_MSG, OFF(xsettings_t, consul), .sub = &consul_desc),
+    FLD("consulDiscovery", F_MSG, OFF(xsettings_t, disc), .sub = &cdisc_desc),
+};
+
+static field_t xsettings_fields[128];
+static msgdesc_t xsettings_desc;
+static pthread_once_t xsettings_once = PTHREAD_ONCE_INIT;
+
+/* Build the Settings table: the generic one (schema.c) with the Consul entries replaced. */
+static void xsettings_init(void)
+{
+    const msgdesc_t *base = cfg_kinds[RK_SETTINGS].desc;
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < base->nfields && n < RV_ARRAY_LEN(xsettings_fields) - RV_ARRAY_LEN(consul_msg_fields);
+         i++) {
+        bool replaced = false;
+        for (size_t j = 0; j < RV_ARRAY_LEN(consul_msg_fields); j++)
+            replaced |= !strcmp(base->fields[i].name, consul_msg_fields[j].name);
+        if (!replaced)
+            xsettings_fields[n++] = base->fields[i];
+    }
+    for (size_t j = 0; j < RV_ARRAY_LEN(consul_msg_fields); j++)
+        xsettings_fields[n++] = consul_msg_fields[j];
+    xsettings_desc = *base;
+    xsettings_desc.size = sizeof(xsettings_t);
+    xsettings_desc.fields = xsettings_fields;
+    xsettings_desc.nfields = n;
+}
+
+static struct {
+    bool set;
+    char *addr, *root_key;
+    bool stale;
+} consul_override;
+
+void rv_settings_consul_override(const char *addr, const char *root_key, bool stale)
+{
+    consul_override.set = true;
+    consul_override.addr = addr ? strdup(addr) : NULL;
+    consul_override.root_key = root_key ? strdup(root_key) : NULL;
+    consul_override.stale = stale;
+}
 
 static char *dup_str(const char *s)
 {
@@ -116,7 +236,221 @@ void rv_settings_free(rv_settings_t *s)
     for (uint32_t i = 0; i < s->nwatch_ns; i++)
         free(s->watch_ns[i]);
     free(s->watch_ns);
+    free(s->consul_root_key);
+    free(s->consul_address);
+    free(s->consul_datacenter);
+    free(s->consul_token);
+    free(s->consul_basic_auth);
+    free(s->consul_ca_file);
+    free(s->consul_ca_path);
+    free(s->consul_cert_file);
+    free(s->consul_key_file);
+    for (uint32_t i = 0; i < s->nconsul_dcs; i++)
+        free(s->consul_dcs[i]);
+    free(s->consul_dcs);
+    for (uint32_t i = 0; i < s->nconsul_tags_allow; i++)
+        free(s->consul_tags_allow[i]);
+    free(s->consul_tags_allow);
+    free(s->consul_dns_address);
     memset(s, 0, sizeof(*s));
+}
+
+/* Non-empty copy of s, or NULL (also when s is NULL or empty); *oom set on failure. */
+static char *dup_nonempty(const char *s, bool *oom)
+{
+    if (!s || !s[0])
+        return NULL;
+    char *p = strdup(s);
+    if (!p)
+        *oom = true;
+    return p;
+}
+
+/* Copy the non-empty strings of in into *out and *n. 0 or RV_ENOMEM. */
+static int copy_strs(const strs_t *in, char ***out, uint32_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (!in->n)
+        return 0;
+    if (!(*out = calloc(in->n, sizeof(char *))))
+        return RV_ENOMEM;
+    for (uint32_t i = 0; i < in->n; i++) {
+        if (!in->v[i][0])
+            continue;
+        if (!((*out)[*n] = strdup(in->v[i])))
+            return RV_ENOMEM;
+        (*n)++;
+    }
+    return 0;
+}
+
+/* Root key without surrounding slashes ("gloo/" -> "gloo"); "gloo" when empty. NULL on OOM. */
+static char *clean_root(const char *k)
+{
+    if (!k)
+        k = "";
+    while (*k == '/')
+        k++;
+    size_t n = strlen(k);
+    while (n && k[n - 1] == '/')
+        n--;
+    return n ? strndup(k, n) : strdup(RV_CONSUL_DEFAULT_ROOT);
+}
+
+/* Apply the Consul messages of a decoded Settings (x may be NULL: defaults), then the override. */
+static int apply_consul(rv_settings_t *out, const xsettings_t *x, char *err, size_t errlen)
+{
+    bool oom = false;
+    out->consul_dns_poll_ms = DEFAULT_DNS_POLL_MS;
+    if (x) {
+        const consul_doc_t *cd = &x->consul;
+        if (x->kv.h.set) {
+            out->consul_kv = true;
+            out->consul_root_key = clean_root(x->kv.root_key);
+            oom |= !out->consul_root_key;
+        }
+        out->consul_address = dup_nonempty(cd->http_address && cd->http_address[0] ? cd->http_address : cd->address,
+                                           &oom);
+        out->consul_datacenter = dup_nonempty(cd->datacenter, &oom);
+        out->consul_token = dup_nonempty(cd->token, &oom);
+        out->consul_ca_file = dup_nonempty(cd->ca_file, &oom);
+        out->consul_ca_path = dup_nonempty(cd->ca_path, &oom);
+        out->consul_cert_file = dup_nonempty(cd->cert_file, &oom);
+        out->consul_key_file = dup_nonempty(cd->key_file, &oom);
+        out->consul_insecure_skip_verify = cd->insecure;
+        if (cd->username && cd->username[0]) {
+            size_t n = strlen(cd->username) + (cd->password ? strlen(cd->password) : 0) + 2;
+            if ((out->consul_basic_auth = malloc(n)))
+                snprintf(out->consul_basic_auth, n, "%s%s%s", cd->username, cd->password ? ":" : "",
+                         cd->password ? cd->password : "");
+            else
+                oom = true;
+        } else if (cd->password && cd->password[0]) {
+            snprintf(err, errlen, "Settings %s/default: consul.password needs consul.username (%s)", out->settings_ns,
+                     out->settings_file);
+            return RV_EPARSE;
+        }
+        if (cd->has_wait) {
+            if (cd->wait_ms <= 0 || cd->wait_ms > 600000) {
+                snprintf(err, errlen, "Settings %s/default: consul.waitTime must be between 1ms and 10m (%s)",
+                         out->settings_ns, out->settings_file);
+                return RV_EPARSE;
+            }
+            out->consul_wait_ms = cd->wait_ms;
+        }
+        out->consul_discovery = cd->sd.h.set;
+        if (copy_strs(&cd->sd.dcs, &out->consul_dcs, &out->nconsul_dcs) != 0)
+            oom = true;
+        out->consul_dns_address = dup_nonempty(cd->dns_address, &oom);
+        if (cd->has_dns_poll) {
+            if (cd->dns_poll_ms <= 0) {
+                snprintf(err, errlen, "Settings %s/default: consul.dnsPollingInterval must be greater than 0 (%s)",
+                         out->settings_ns, out->settings_file);
+                return RV_EPARSE;
+            }
+            out->consul_dns_poll_ms = cd->dns_poll_ms;
+        }
+        out->consul_consistency = (int)x->disc.consistency;
+        if (copy_strs(&x->disc.tags_allow, &out->consul_tags_allow, &out->nconsul_tags_allow) != 0)
+            oom = true;
+    }
+    if (!out->consul_dns_address)
+        oom |= !(out->consul_dns_address = strdup(DEFAULT_DNS_ADDRESS));
+    if (consul_override.set) {
+        out->consul_kv = true;
+        out->consul_kv_stale = consul_override.stale;
+        if (consul_override.addr) {
+            free(out->consul_address);
+            oom |= !(out->consul_address = strdup(consul_override.addr));
+        }
+        if (consul_override.root_key || !out->consul_root_key) {
+            free(out->consul_root_key);
+            oom |= !(out->consul_root_key = clean_root(consul_override.root_key));
+        }
+    }
+    return oom ? RV_ENOMEM : 0;
+}
+
+/*
+ * Decode the Settings document buf into an xsettings_t allocated in a: Gloo's stored form or
+ * the Kubernetes form (apiVersion gloo.solo.io/v1, kind Settings, metadata, spec), as
+ * cfg_decode_resource() does for the other kinds. metadata.name must be "default" and
+ * metadata.namespace ns when given. Returns 0, or -1 with the message in err.
+ */
+static int decode_settings(rv_arena_t *a, const char *file, const char *who, const char *ns, const char *buf,
+                           size_t len, xsettings_t **out, char *err, size_t errlen)
+{
+    dctx_t c = { .a = a, .file = file, .who = who, .err = err, .errlen = errlen };
+    const kind_info_t *ki = &cfg_kinds[RK_SETTINGS];
+    char yerr[CFG_ERRLEN];
+    int eline, ecol;
+
+    pthread_once(&xsettings_once, xsettings_init);
+    err[0] = '\0';
+    *out = NULL;
+    ynode_t *root = cfg_yaml_parse(a, buf, len, yerr, sizeof(yerr), &eline, &ecol);
+    if (!root) {
+        ynode_t at = { .line = eline, .col = ecol };
+        return cfg_derrp(&c, &at, "%s", yerr);
+    }
+    if (root->type != YN_MAP)
+        return cfg_derr(&c, root, NULL, "expected a mapping at the top level");
+    xsettings_t *x = rv_arena_calloc(a, sizeof(*x));
+    if (!x)
+        return cfg_derrp(&c, root, "out of memory");
+    const ynode_t *mn = cfg_ymap_get(root, "metadata");
+    bool k8s = cfg_ymap_get(root, "apiVersion") || cfg_ymap_get(root, "kind") || cfg_ymap_get(root, "spec");
+    if (k8s) {
+        const ynode_t *spec = NULL;
+        for (uint32_t i = 0; i < root->n; i++) {
+            const ynode_t *k = root->kids[2 * i], *v = root->kids[2 * i + 1];
+            if (!strcmp(k->s, "apiVersion")) {
+                if (v->type != YN_SCALAR || strcmp(v->s, ki->api) != 0)
+                    return cfg_derr(&c, v, "apiVersion", "expected %s for a %s", ki->api, ki->kind);
+            } else if (!strcmp(k->s, "kind")) {
+                if (v->type != YN_SCALAR || strcmp(v->s, ki->kind) != 0)
+                    return cfg_derr(&c, v, "kind", "expected %s", ki->kind);
+            } else if (!strcmp(k->s, "spec")) {
+                spec = v;
+            } else if (strcmp(k->s, "metadata") != 0 && strcmp(k->s, "status") != 0) {
+                return cfg_derr(&c, k, k->s,
+                                "unknown field (a Kubernetes-form resource has apiVersion, kind, metadata and spec)");
+            }
+        }
+        if (!cfg_ymap_get(root, "apiVersion"))
+            return cfg_derr(&c, root, "apiVersion", "is required in the Kubernetes form (%s)", ki->api);
+        if (!cfg_ymap_get(root, "kind"))
+            return cfg_derr(&c, root, "kind", "is required in the Kubernetes form (%s)", ki->kind);
+        if (spec && !(spec->type == YN_SCALAR && spec->is_null)) {
+            size_t old = cfg_path_push(&c, "spec");
+            if (spec->type == YN_MAP && cfg_ymap_get(spec, "metadata"))
+                return cfg_derr(&c, cfg_ymap_get(spec, "metadata"), "metadata", "belongs at the top level, not in spec");
+            if (cfg_decode_msg(&c, &xsettings_desc, spec, x) < 0)
+                return -1;
+            cfg_path_pop(&c, old);
+        }
+        if (mn && !(mn->type == YN_SCALAR && mn->is_null)) {
+            size_t old = cfg_path_push(&c, "metadata");
+            if (cfg_decode_msg(&c, &cfg_meta_desc, mn, &x->base.meta) < 0)
+                return -1;
+            cfg_path_pop(&c, old);
+        }
+    } else if (cfg_decode_msg(&c, &xsettings_desc, root, x) < 0) {
+        return -1;
+    }
+    const meta_t *m = &x->base.meta;
+    cfg_path_pop(&c, 0);
+    if (m->name && m->name[0] && strcmp(m->name, "default") != 0)
+        return cfg_derr(&c, cfg_field_node(mn, "name"), NULL,
+                        "metadata.name '%s' does not match the file name 'default' (the file must be named "
+                        "<metadata.name>.yaml)",
+                        m->name);
+    if (m->ns && m->ns[0] && ns && strcmp(m->ns, ns) != 0)
+        return cfg_derr(&c, cfg_field_node(mn, "namespace"), NULL,
+                        "metadata.namespace '%s' does not match the folder '%s' it is stored in", m->ns, ns);
+    *out = x;
+    return 0;
 }
 
 /* Append ns to the watch list unless it is there already. */
@@ -177,6 +511,18 @@ int rv_settings_load(const char *dir, const char *ns, rv_settings_t *out, char *
         err[0] = '\0';
     if (!ns || !ns[0])
         ns = RV_DEFAULT_NAMESPACE;
+    if ((!dir || !dir[0]) && consul_override.set) {
+        /* rivet run --consul without --dir: defaults, config from Consul KV */
+        out->refresh_ms = DEFAULT_REFRESH_MS;
+        out->settings_ns = strdup(ns);
+        out->discovery_ns = strdup(ns);
+        if (!out->settings_ns || !out->discovery_ns)
+            goto oom;
+        rc = apply_consul(out, NULL, err, errlen);
+        if (rc == RV_ENOMEM)
+            goto oom;
+        return 0;
+    }
     if (!dir || !dir[0]) {
         snprintf(err, errlen, "no config directory given");
         return RV_ENOTFOUND;
@@ -224,6 +570,9 @@ int rv_settings_load(const char *dir, const char *ns, rv_settings_t *out, char *
         out->secret_dir = join(dir, "secrets");
         if (!out->discovery_ns || !out->config_dir || !out->secret_dir)
             goto oom;
+        rc = apply_consul(out, NULL, err, errlen);
+        if (rc == RV_ENOMEM)
+            goto oom;
         return 0;
     }
     out->settings_file = path;
@@ -232,13 +581,14 @@ int rv_settings_load(const char *dir, const char *ns, rv_settings_t *out, char *
     if (!(who = malloc(wl)))
         goto oom;
     snprintf(who, wl, "Settings %s/default", ns);
-    void *obj;
-    if (cfg_decode_resource(&a, RK_SETTINGS, out->settings_file, who, ns, "default", buf, len, &obj, err, errlen) <
-        0) {
+    xsettings_t *x;
+    if (decode_settings(&a, out->settings_file, who, ns, buf, len, &x, err, errlen) < 0) {
         rc = RV_EPARSE;
         goto fail;
     }
-    rc = apply_doc(out, obj, dir, err, errlen);
+    rc = apply_doc(out, &x->base, dir, err, errlen);
+    if (rc == 0)
+        rc = apply_consul(out, x, err, errlen);
     if (rc == RV_ENOMEM)
         goto oom;
     if (rc != 0)
