@@ -133,6 +133,7 @@ class Run:
                 self.skip(t.name, f"exited during {scenario} (code {t.proc.p.returncode})\n"
                           + t.proc.log_tail())
                 return None
+            acc0 = T.origin_accepts(self.origin.port)
             try:
                 r = measure.measured_wrk(t.url(path), conns, duration or a.duration, t.proxy_pids(),
                                          self.origin.proxy_pids(), wrk_cpu=a.load_cpu,
@@ -146,6 +147,11 @@ class Run:
                 recs.append(rec)
                 continue
             r.pop("wrk_output", None)
+            acc1 = T.origin_accepts(self.origin.port)
+            if acc0 is not None and acc1 is not None:
+                # connections opened to the origin during the run (the proxy's pool churn);
+                # the first status query's own connection is counted by the second: -1
+                r["origin_conns_opened"] = acc1 - acc0 - 1
             noisy = r["other_pct"] > a.noise_pct
             rec = self.record(scenario=scenario, round=rnd, order=order, target=t.name,
                               attempt=attempt, noisy=int(noisy), used=0,

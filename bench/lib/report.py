@@ -187,7 +187,10 @@ def render(meta, recs, raw_path=""):
       "drift cancels in these ratios. For req/s a ratio above 1 is better; for latency and CPU "
       "below 1 is better. *CPU µs/req* is the user+system time of all of the proxy's "
       "processes and threads (from /proc/PID/stat) over the requests wrk completed: the most "
-      "stable figure on a shared 2-CPU machine.")
+      "stable figure on a shared 2-CPU machine. *Origin conns opened* is how many TCP "
+      "connections the origin accepted during a measured run (nginx stub_status): wrk's own "
+      "for *direct*, and for a proxy the churn of its upstream pool, which should be near 0 "
+      "once warm.")
     w("")
 
     for sc, title in WRK:
@@ -196,8 +199,8 @@ def render(meta, recs, raw_path=""):
             continue
         w(f"## {title}")
         w("")
-        w("| target | req/s | ×nginx | p50 | ×nginx | p99 | ×nginx | CPU µs/req | ×nginx | proxy CPU use | rounds |")
-        w("|---|---|---|---|---|---|---|---|---|---|---|")
+        w("| target | req/s | ×nginx | p50 | ×nginx | p99 | ×nginx | CPU µs/req | ×nginx | proxy CPU use | origin conns opened | rounds |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|")
         names = [t for t in TARGET_ORDER if any(r["target"] == t for r in rs)]
         for t in names:
             tr = [r for r in rs if r["target"] == t]
@@ -222,6 +225,7 @@ def render(meta, recs, raw_path=""):
                 "—" if direct else cell([r["cpu_us_per_req"] for r in tr], lambda x: f_num(x, 2)),
                 "—" if direct else ratio_cell(per_round_ratio(rs, t, "cpu_us_per_req"), t == "nginx"),
                 "—" if direct else cell([100 * r["proxy_util"] for r in tr], lambda x: f"{x:.0f}", " %"),
+                cell([r.get("origin_conns_opened") for r in tr], f_num),
                 note]) + " |")
         w("")
 

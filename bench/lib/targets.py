@@ -210,6 +210,15 @@ class Origin(Target):
                          self.dir, cpu=self.cpu)
 
 
+def origin_accepts(port):
+    """Connections the origin accepted so far (nginx stub_status), minus this query's own."""
+    st, body = http_get(port, "/_origin_status", timeout=2.0)
+    if st != 200:
+        return None
+    m = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)", body)
+    return int(m.group(1)) - 1 if m else None
+
+
 class Direct(Target):
     """wrk straight to the origin: the ceiling of this box (origin and wrk share one CPU)."""
     name = "direct"
