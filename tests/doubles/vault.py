@@ -1698,7 +1698,7 @@ class VaultDouble:
             for n in self._ns:
                 if n and full.startswith(n) and len(n) > len(best):
                     best = n
-            if hdr and not (best and best.startswith(hdr)) and hdr not in self._ns:
+            if hdr and hdr not in self._ns:
                 return self._error(403, self._denied_msg())
             ns_path, rel = best, full[len(best):]
         ctx.ns = self._ns[ns_path]
@@ -1912,12 +1912,13 @@ class VaultDouble:
         return info
 
     def _injected(self, ctx, data):
-        """HTTPSysInjector: the data's keys at the top level too, then the usual envelope."""
+        """HTTPSysInjector: the data's keys at the top level too, then the usual envelope
+        (MarshalJSON writes `"k": v, `; the Encoder compacts that to `"k":v,`)."""
         env = self._envelope(ctx, data=data, mount_type="system")
         inner = go_json(env, newline=False).decode("utf-8")
         parts = []
         for k in sorted(data):
-            parts.append("%s: %s, " % (go_string(k), go_json(data[k], newline=False).decode("utf-8")))
+            parts.append("%s:%s," % (go_string(k), go_json(data[k], newline=False).decode("utf-8")))
         body = ("{" + "".join(parts) + inner[1:] + "\n").encode("utf-8")
         return _Resp(200, body, {"Cache-Control": "no-store", "Content-Type": "application/json"})
 
@@ -2049,15 +2050,22 @@ class VaultDouble:
         dn = str(d.get("display_name") or "")
         display = "token" if not dn else "token-" + re.sub(r"[^a-zA-Z0-9-]", "-", dn)
         meta = d.get("meta") if isinstance(d.get("meta"), dict) else None
-        if pols == ["root"]:
-            ttl_eff = ttl
-        else:
-            ttl_eff = ttl or period or SYSTEM_MAX_TTL
+        # handleCreateCommon: an explicit max TTL bounds (or, with no TTL, is) the TTL
         warnings = None
-        if emax and ttl_eff > emax:
-            warnings = ["Explicit max TTL of %s is smaller than system/mount allowed value of %s seconds, "
-                        "so the token's TTL will be capped at %s" % (emax, SYSTEM_MAX_TTL, emax)]
-            ttl_eff = emax
+        if emax > SYSTEM_MAX_TTL and not period:
+            warnings = ["Explicit max TTL of %d seconds is greater than system/mount allowed value; value is "
+                        "being capped to %d seconds" % (emax, SYSTEM_MAX_TTL)]
+            emax = SYSTEM_MAX_TTL
+        ttl_eff = ttl
+        if emax:
+            if ttl_eff == 0:
+                ttl_eff = emax
+            elif ttl_eff > emax:
+                warnings = (warnings or []) + ["Requested TTL of %d seconds higher than explicit max TTL; value "
+                                               "being capped to %d seconds" % (ttl_eff, emax)]
+                ttl_eff = emax
+        if pols != ["root"] and not ttl_eff:
+            ttl_eff = period or SYSTEM_MAX_TTL
         t = self._new_token(pols, ttl_eff, renewable, emax, period, num_uses,
                             str(d.get("id")) if d.get("id") else None, ctx.ns.path,
                             "auth/token/create" + ("-orphan" if orphan and not d.get("no_parent") else ""),
@@ -2086,14 +2094,17 @@ class VaultDouble:
         self._tokens[t.id] = t
         return t
 
-    def _auth_block(self, t):
+    def _auth_block(self, t, lease_duration=None):
+        """HTTPAuth; lease_duration is the TTL just granted (int(TTL.Seconds()))."""
+        if lease_duration is None:
+            lease_duration = t.ttl if t.expire_ns is not None else 0
         a = GoStruct()
         a["client_token"] = t.id
         a["accessor"] = t.accessor
         a["policies"] = list(t.policies)
         a["token_policies"] = list(t.policies)
         a["metadata"] = t.meta
-        a["lease_duration"] = self._ttl_left(t) if t.expire_ns is not None else 0
+        a["lease_duration"] = lease_duration
         a["renewable"] = t.renewable
         a["entity_id"] = t.entity_id
         a["token_type"] = "service"
@@ -2140,14 +2151,18 @@ class VaultDouble:
         else:
             ttl = increment if increment > 0 else t.ttl
             max_ttl = t.explicit_max_ttl or t.max_ttl
-            left = (t.issue_ns + max_ttl * 10 ** 9 - now) // 10 ** 9
-            if ttl > left:
+            max_at = t.issue_ns + max_ttl * 10 ** 9
+            if max_at <= now:
+                return self._error(400, "past the max TTL, cannot renew")
+            if now + ttl * 10 ** 9 > max_at:
+                left = (max_at - now) // 10 ** 9  # Duration.Truncate(time.Second)
                 warnings = ['TTL of "%s" exceeded the effective max_ttl of "%s"; TTL value is capped '
-                            'accordingly' % (go_duration(ttl), go_duration(max(left, 0)))]
-                ttl = max(left, 0)
+                            'accordingly' % (go_duration(ttl), go_duration(left))]
+                t.expire_ns, t.last_renewal_ns = max_at, now
+                return self._ok(ctx, None, "token", auth=self._auth_block(t, left), warnings=warnings)
         t.expire_ns = now + ttl * 10 ** 9
         t.last_renewal_ns = now
-        return self._ok(ctx, None, "token", auth=self._auth_block(t), warnings=warnings)
+        return self._ok(ctx, None, "token", auth=self._auth_block(t, ttl), warnings=warnings)
 
     # -- AppRole --------------------------------------------------------------------------------------------
     def _approle_login(self, ctx, mount):
@@ -2406,7 +2421,7 @@ class VaultDouble:
         if op == "delete":
             k = m.kv2.get(key)
             if k is not None:
-                self._kv2_soft_delete(k, [k.current], latest_only=True)
+                self._kv2_soft_delete(k, [k.current])
             return self._no_content()
         if op == "list":
             return self._error(404, multierror("unsupported path"))
@@ -2441,8 +2456,6 @@ class VaultDouble:
         k.current += 1
         k.versions[k.current] = v
         k.updated = now
-        if new or not k.versions or k.oldest == 0:
-            k.created = k.created if not new else now
         maxv = max(k.max_versions, m.max_versions) or KV2_DEFAULT_MAX_VERSIONS
         if k.current - k.oldest >= maxv:
             to_delete = k.current - maxv
@@ -2452,7 +2465,7 @@ class VaultDouble:
         m.kv2[key] = k
         return k, None
 
-    def _kv2_soft_delete(self, k, versions, latest_only=False):
+    def _kv2_soft_delete(self, k, versions):
         now = self.now_ns()
         for n in versions:
             v = k.versions.get(int(n))
