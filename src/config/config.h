@@ -90,6 +90,78 @@ int rv_store_scan_dir(rv_store_t *st, const rv_settings_t *s);
  */
 int rv_snapshot_build(rv_store_t *st, const rv_settings_t *s, rv_snapshot_t **out);
 
+/* ---- resource kinds, for the CLI and the Consul KV layout ------------------------------ */
+
+/* The five Gloo kinds rivet serves, in the store's order. */
+enum rv_kind { RV_KIND_GATEWAY = 0, RV_KIND_VS, RV_KIND_RT, RV_KIND_US, RV_KIND_UG, RV_KIND_COUNT };
+
+const char *rv_kind_name(int kind);     /* "VirtualService" */
+const char *rv_kind_plural(int kind);   /* "virtualservices" */
+const char *rv_kind_api(int kind);      /* "gateway.solo.io/v1" */
+
+/*
+ * Kind named by s: Gloo's kind ("VirtualService"), its lower-case singular and plural
+ * ("virtualservice(s)") or glooctl's short name (gw, vs, rt, us, ug); case-insensitive.
+ * Returns the enum rv_kind, or -1.
+ */
+int rv_kind_parse(const char *s);
+
+/*
+ * Kind of one YAML/JSON document: the Kubernetes form's `kind`, else Gloo's stored form
+ * recognised by its fields: virtualHost -> VirtualService; bindPort, httpGateway, tcpGateway
+ * or hybridGateway -> Gateway; destinations -> UpstreamGroup; routes -> RouteTable; an upstream
+ * type (static, kube, consul, aws, awsEc2, azure, pipe, gcp) -> Upstream. Returns the enum
+ * rv_kind, or -1 with the reason in err (malformed YAML, unknown kind, no telling field).
+ */
+int rv_kind_detect(const char *doc, size_t len, char *err, size_t errlen);
+
+/*
+ * Decode one document of kind strictly, as the store would (src names it in messages).
+ * ns_default fills a missing metadata.namespace. On success returns 0 with *ns and *name
+ * (malloc'd) and *kube (the document is in the Kubernetes form); else RV_EPARSE with the
+ * reason in err, or RV_ENOMEM.
+ */
+int rv_resource_check(int kind, const char *src, const char *doc, size_t len, const char *ns_default, char **ns,
+                      char **name, bool *kube, char *err, size_t errlen);
+
+/*
+ * Gloo's stored form of a valid document of kind as JSON (fields beside metadata; metadata
+ * carries name and namespace; status dropped), the value Gloo itself keeps in Consul.
+ * Returns a malloc'd NUL-terminated string (length in *outlen), or NULL (invalid or OOM).
+ */
+char *rv_resource_stored_json(int kind, const char *doc, size_t len, const char *ns, const char *name,
+                              size_t *outlen);
+
+/* ---- Consul KV layout: <root>/<group>/<version>/<Kind>/<namespace>/<name> ------------------- */
+
+typedef struct rv_kv_pair_s {
+    const char *key;            /* full key */
+    const char *value;          /* raw bytes (not base64), may be NULL when len is 0 */
+    size_t len;
+    uint64_t modify_index;
+} rv_kv_pair_t;
+
+/* Key of a resource into buf. 0, or RV_ETOOBIG when buf is too small. */
+int rv_kv_key(char *buf, size_t n, const char *root, int kind, const char *ns, const char *name);
+
+/*
+ * Split key (under root) into kind, namespace and name (pointers into key, with lengths).
+ * Returns 0 for a resource of a kind rivet serves; RV_EUNSUPPORTED for another Gloo kind
+ * (Proxy, RouteOption, ...: *kind is -1); RV_ENOTFOUND for a key of another shape.
+ */
+int rv_kv_parse_key(const char *root, const char *key, int *kind, const char **ns, size_t *nslen,
+                    const char **name, size_t *namelen);
+
+/*
+ * Make the store hold exactly the resources of a full listing of Consul KV under root (the
+ * keys of a recursive read). Each value is decoded strictly (source = its key); a key whose
+ * path disagrees with the value's metadata is rejected saying so; a value that fails keeps
+ * the resource's last accepted version; a key that disappeared removes its resource. Keys of
+ * other kinds or shapes, and namespaces s does not watch, are skipped. Returns 1 when anything
+ * changed, 0 when nothing did, RV_ENOMEM. Control thread (or CLI).
+ */
+int rv_store_load_kv(rv_store_t *st, const rv_settings_t *s, const char *root, const rv_kv_pair_t *kv, size_t n);
+
 /* Take / drop a reference. The last release frees the snapshot (any thread). */
 void rv_snapshot_ref(rv_snapshot_t *snap);
 void rv_snapshot_release(rv_snapshot_t *snap);

@@ -62,6 +62,13 @@ int rv_consul_delete(rv_consul_t *c, const char *path, rv_consul_resp_t *out);
 void rv_consul_resp_free(rv_consul_resp_t *r);
 
 /*
+ * Make the request c is blocked in (and every later one) fail at once with RV_EIO and err
+ * "cancelled". Any thread; the client must stay allocated until its owner's call returns.
+ * (Added by the KV source: stopping a watcher must not wait for a 5-minute blocking query.)
+ */
+void rv_consul_cancel(rv_consul_t *c);
+
+/*
  * The index to send on the next blocking query, by Consul's rules: reset to 0 when the
  * returned index went backwards, never below 1 otherwise.
  */

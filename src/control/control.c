@@ -8,6 +8,12 @@
  * scan -> build -> router index -> stats ids -> listener check -> publish. A rebuild that
  * fails keeps the previous snapshot; a resource that fails keeps its last accepted version
  * (the store does that) and is reported once per change in the log and always in /status.
+ *
+ * With Consul KV as the config source (Settings consulKvSource, or rivet run --consul), a
+ * watcher thread (kvsource.c) does the blocking reads and signals an eventfd in this loop;
+ * each new listing is loaded into the store and rebuilt at once (no debounce: Consul hands
+ * over a whole consistent listing). Serving starts with the first successful read; when
+ * Consul fails later, the last good config keeps serving and the source reports unhealthy.
  */
 #include "control/control.h"
 
@@ -30,6 +36,8 @@
 
 #include "admin/admin.h"
 #include "config/config.h"
+#include "control/consul.h"
+#include "control/kvsource.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "proxy/router.h"
@@ -49,7 +57,23 @@ typedef struct ctl_s {
     rv_store_t *store;
     int ep, sfd, ifd, debounce_fd, refresh_fd;
     bool serving;
+    rv_kvsource_t *kv;          /* Consul KV watcher when settings.consul_kv */
+    char *kv_ident;             /* what the watcher was started with (restart when it changes) */
+    bool kv_loaded;             /* a first listing went into the store */
+    int kv_changed;             /* result of the last rv_store_load_kv, for reload() */
 } ctl_t;
+
+bool rv_control_sources_healthy(char *detail, size_t n)
+{
+    if (detail && n)
+        detail[0] = '\0';
+    return rv_kvsource_healthy(detail, n);
+}
+
+void rv_control_sources_prometheus(FILE *f)
+{
+    rv_kvsource_prometheus(f);
+}
 
 rv_snapshot_t *rv_control_current(void)
 {
@@ -134,8 +158,10 @@ static void watch_tree(ctl_t *c, const char *dir, int depth)
 
 static void watch_all(ctl_t *c)
 {
-    watch_tree(c, c->settings.config_dir, 2);
-    watch_tree(c, c->settings.bootstrap_dir, 0);
+    if (!c->settings.consul_kv && c->settings.config_dir)
+        watch_tree(c, c->settings.config_dir, 2);
+    if (c->settings.bootstrap_dir)
+        watch_tree(c, c->settings.bootstrap_dir, 0);
     if (c->settings.settings_file) {
         char p[PATH_MAX];
         snprintf(p, sizeof p, "%s", c->settings.settings_file);
@@ -165,9 +191,20 @@ static void arm_timer(int fd, int64_t ms, bool periodic)
  */
 static int reload(ctl_t *c, bool force)
 {
-    int changed = rv_store_scan_dir(c->store, &c->settings);
+    int changed;
+    if (c->settings.consul_kv) {
+        if (!c->kv_loaded)
+            return 0;   /* nothing to build before the first read */
+        changed = c->kv_changed;
+        c->kv_changed = 0;
+    } else {
+        changed = rv_store_scan_dir(c->store, &c->settings);
+    }
     if (changed < 0) {
-        rv_log_error("config directory %s cannot be read; keeping the current config", c->settings.config_dir);
+        if (c->settings.consul_kv)
+            rv_log_error("consul kv listing could not be loaded: %s; keeping the current config", rv_strerror(changed));
+        else
+            rv_log_error("config directory %s cannot be read; keeping the current config", c->settings.config_dir);
         rv_stats_reload(false);
         return changed;
     }
@@ -219,6 +256,105 @@ static int reload(ctl_t *c, bool force)
     return 0;
 }
 
+/* One string naming everything the KV watcher depends on; NULL when KV is off or on OOM. */
+static char *kv_ident(const rv_settings_t *s)
+{
+    if (!s->consul_kv)
+        return NULL;
+    char *p = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&p, &n);
+    if (!f)
+        return NULL;
+    const char *v[] = { s->consul_address, s->consul_root_key, s->consul_datacenter, s->consul_token,
+                        s->consul_basic_auth, s->consul_ca_file, s->consul_ca_path, s->consul_cert_file,
+                        s->consul_key_file };
+    for (size_t i = 0; i < RV_ARRAY_LEN(v); i++)
+        fprintf(f, "%s\n", v[i] ? v[i] : "");
+    fprintf(f, "%d %d %lld %lld\n", s->consul_insecure_skip_verify, s->consul_kv_stale, (long long)s->consul_wait_ms,
+            (long long)s->refresh_ms);
+    fclose(f);
+    return p;
+}
+
+/* Stop the KV watcher (if any) and start one for the current settings (if KV). 0 or -1. */
+static int kv_restart(ctl_t *c)
+{
+    if (c->kv) {
+        epoll_ctl(c->ep, EPOLL_CTL_DEL, rv_kvsource_fd(c->kv), NULL);
+        rv_kvsource_stop(c->kv);
+        c->kv = NULL;
+    }
+    free(c->kv_ident);
+    c->kv_ident = NULL;
+    c->kv_loaded = false;
+    c->kv_changed = 0;
+    const rv_settings_t *s = &c->settings;
+    if (!s->consul_kv)
+        return 0;
+    rv_consul_cfg_t cc = { 0 };
+    char err[300];
+    int rc = -1;
+    bool oom = false;
+#define DUP(dst, src) do { if ((src) && !((dst) = strdup(src))) oom = true; } while (0)
+    DUP(cc.address, s->consul_address);
+    DUP(cc.datacenter, s->consul_datacenter);
+    DUP(cc.token, s->consul_token);
+    DUP(cc.basic_auth, s->consul_basic_auth);
+    DUP(cc.ca_file, s->consul_ca_file);
+    DUP(cc.ca_path, s->consul_ca_path);
+    DUP(cc.cert_file, s->consul_cert_file);
+    DUP(cc.key_file, s->consul_key_file);
+#undef DUP
+    cc.insecure_skip_verify = s->consul_insecure_skip_verify;
+    cc.stale = s->consul_kv_stale;
+    if (oom || rv_consul_cfg_from_env(&cc, err, sizeof err) != 0) {
+        rv_log_error("consul kv: %s", oom ? "out of memory" : err);
+        goto out;
+    }
+    int64_t wait = s->consul_wait_ms > 0 ? s->consul_wait_ms : s->refresh_ms;
+    if (wait <= 0 || wait > 300000)
+        wait = 300000;
+    rv_kvsource_opts_t ko = { .consul = &cc, .root = s->consul_root_key ? s->consul_root_key : RV_CONSUL_DEFAULT_ROOT,
+                              .wait_ms = (int)wait };
+    c->kv = rv_kvsource_start(&ko);
+    if (!c->kv) {
+        rv_log_error("consul kv: cannot start the watcher: %s", strerror(errno));
+        goto out;
+    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = rv_kvsource_fd(c->kv) };
+    if (epoll_ctl(c->ep, EPOLL_CTL_ADD, ev.data.fd, &ev) < 0) {
+        rv_log_error("consul kv: epoll: %s", strerror(errno));
+        rv_kvsource_stop(c->kv);
+        c->kv = NULL;
+        goto out;
+    }
+    c->kv_ident = kv_ident(s);
+    rv_log_info("config source: consul kv %s%s at %s%s", ko.root, "/", cc.address,
+                cc.stale ? " (stale reads)" : "");
+    rc = 0;
+out:
+    rv_consul_cfg_free(&cc);
+    return rc;
+}
+
+/* The watcher signalled: load its latest listing (if any) into the store. */
+static void kv_event(ctl_t *c)
+{
+    rv_kv_listing_t *l;
+    if (!c->kv || rv_kvsource_take(c->kv, &l) != 1)
+        return;     /* a health change only: /ready and /metrics read it themselves */
+    int rc = rv_store_load_kv(c->store, &c->settings,
+                              c->settings.consul_root_key ? c->settings.consul_root_key : RV_CONSUL_DEFAULT_ROOT,
+                              l->pairs, l->n);
+    rv_kv_listing_free(l);
+    c->kv_changed = rc;
+    if (!c->kv_loaded && rc >= 0)
+        c->kv_changed = 1;  /* the first listing always builds, even an empty one */
+    if (rc >= 0)
+        c->kv_loaded = true;
+}
+
 /* Re-read the Settings file; when it changed the sources, start from a fresh store. */
 static void reload_settings(ctl_t *c)
 {
@@ -229,14 +365,24 @@ static void reload_settings(ctl_t *c)
         rv_log_error("%s; keeping the current settings", err);
         return;
     }
-    bool same_dir = strcmp(ns.config_dir, c->settings.config_dir) == 0;
+    bool same_dir = ns.consul_kv == c->settings.consul_kv &&
+                    (ns.consul_kv || (ns.config_dir && c->settings.config_dir &&
+                                      strcmp(ns.config_dir, c->settings.config_dir) == 0));
+    char *ident = kv_ident(&ns);
+    bool same_kv = (!ident && !c->kv_ident) || (ident && c->kv_ident && !strcmp(ident, c->kv_ident));
+    free(ident);
     bool same_rate = ns.refresh_ms == c->settings.refresh_ms;
     rv_settings_free(&c->settings);
     c->settings = ns;
-    if (!same_dir) {
-        rv_log_info("settings changed the config directory to %s", ns.config_dir);
+    if (!same_dir || !same_kv) {
+        if (ns.consul_kv)
+            rv_log_info("settings changed the config source to consul kv %s/", ns.consul_root_key);
+        else
+            rv_log_info("settings changed the config directory to %s", ns.config_dir);
         rv_store_free(c->store);
         c->store = rv_store_new();
+        if (!same_kv)
+            kv_restart(c);  /* the current config keeps serving until the new source's first read */
     }
     if (!same_rate)
         arm_timer(c->refresh_fd, c->settings.refresh_ms > 0 ? c->settings.refresh_ms : 60000, true);
@@ -278,6 +424,7 @@ int rv_control_run(const rv_control_opts_t *o)
     ctl_t c = { .o = o, .ep = -1, .sfd = -1, .ifd = -1, .debounce_fd = -1, .refresh_fd = -1 };
     char err[512];
     int code = 1;
+    bool failed = false;
 
     /* Signals are taken by the signalfd: block them before any thread starts so all inherit it. */
     sigset_t set;
@@ -298,31 +445,41 @@ int rv_control_run(const rv_control_opts_t *o)
         rv_log_error("startup failed: %s", strerror(errno));
         goto out;
     }
-    rc = reload(&c, true);
-    if (rc != 0) {
-        code = rc == RV_ENOTFOUND ? 2 : 1;
-        goto out;
-    }
-    if (rv_admin_start(o->admin_addr, err, sizeof err) != 0) {
-        rv_log_error("admin listener: %s", err);
-        goto out;
-    }
-    rv_snapshot_t *first = rv_control_current();
     rv_dataplane_opts_t dopts = { .nworkers = o->workers, .access_log = o->access_log,
                                   .access_log_json = o->access_log_json };
-    rc = rv_dataplane_start(&dopts, first);
-    rv_snapshot_release(first);
-    if (rc != 0) {
-        rv_log_error("data plane failed to start: %s", rv_strerror(rc));
-        rv_admin_stop();
-        goto out;
+    if (c.settings.consul_kv) {
+        /* admin first (/ready says what we wait for); serving starts with the first read */
+        if (kv_restart(&c) != 0)
+            goto out;
+        if (rv_admin_start(o->admin_addr, err, sizeof err) != 0) {
+            rv_log_error("admin listener: %s", err);
+            goto out;
+        }
+    } else {
+        rc = reload(&c, true);
+        if (rc != 0) {
+            code = rc == RV_ENOTFOUND ? 2 : 1;
+            goto out;
+        }
+        if (rv_admin_start(o->admin_addr, err, sizeof err) != 0) {
+            rv_log_error("admin listener: %s", err);
+            goto out;
+        }
+        rv_snapshot_t *first = rv_control_current();
+        rc = rv_dataplane_start(&dopts, first);
+        rv_snapshot_release(first);
+        if (rc != 0) {
+            rv_log_error("data plane failed to start: %s", rv_strerror(rc));
+            rv_admin_stop();
+            goto out;
+        }
+        c.serving = true;
+        atomic_store(&is_ready, true);
+        rv_log_info("rivet serving config from %s (%d workers, admin %s)", c.settings.config_dir, o->workers,
+                    o->admin_addr);
     }
-    c.serving = true;
-    atomic_store(&is_ready, true);
     watch_all(&c);
     arm_timer(c.refresh_fd, c.settings.refresh_ms > 0 ? c.settings.refresh_ms : 60000, true);
-    rv_log_info("rivet serving config from %s (%d workers, admin %s)", c.settings.config_dir, o->workers,
-                o->admin_addr);
 
     for (;;) {
         struct epoll_event evs[8];
@@ -361,16 +518,47 @@ int rv_control_run(const rv_control_opts_t *o)
                 drain_fd(c.refresh_fd);
                 reload(&c, true);
                 watch_all(&c);
+            } else if (c.kv && fd == rv_kvsource_fd(c.kv)) {
+                kv_event(&c);
+                if (c.kv_changed || !c.serving)
+                    reload(&c, false);
+                if (!c.serving && c.kv_loaded) {
+                    /* first read from Consul: start serving */
+                    rv_snapshot_t *first = rv_control_current();
+                    if (!first) {
+                        rv_log_error("consul kv: the first config could not be built");
+                        stop = true;
+                        failed = true;
+                        continue;
+                    }
+                    rc = rv_dataplane_start(&dopts, first);
+                    rv_snapshot_release(first);
+                    if (rc != 0) {
+                        rv_log_error("data plane failed to start: %s", rv_strerror(rc));
+                        stop = true;
+                        failed = true;
+                        continue;
+                    }
+                    c.serving = true;
+                    atomic_store(&is_ready, true);
+                    rv_log_info("rivet serving config from consul kv %s/ (%d workers, admin %s)",
+                                c.settings.consul_root_key, o->workers, o->admin_addr);
+                }
             }
         }
         if (stop)
             break;
     }
-    rv_dataplane_stop(o->drain_ms);
+    rv_kvsource_stop(c.kv);
+    c.kv = NULL;
+    if (c.serving)
+        rv_dataplane_stop(o->drain_ms);
     rv_admin_stop();
     atomic_store(&is_ready, false);
-    code = 0;
+    code = failed ? 1 : 0;
 out:
+    rv_kvsource_stop(c.kv);
+    free(c.kv_ident);
     pthread_mutex_lock(&cur_mu);
     rv_snapshot_t *s = cur;
     cur = NULL;

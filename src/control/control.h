@@ -6,6 +6,8 @@
 #ifndef RV_CONTROL_H
 #define RV_CONTROL_H
 
+#include <stdio.h>
+
 #include "config/snapshot-t.h"
 
 typedef struct rv_control_opts_s {
@@ -33,5 +35,15 @@ rv_snapshot_t *rv_control_current(void);
 
 /* Whether the first snapshot is serving (for /ready). Any thread. */
 bool rv_control_ready(void);
+
+/*
+ * Health of the config sources (Consul KV today), for /ready's detail. Any thread. Returns
+ * true when every source answered its last read (or none is remote); detail gets one line per
+ * source ("" when there is nothing to say). Serving the last good config goes on either way.
+ */
+bool rv_control_sources_healthy(char *detail, size_t n);
+
+/* Prometheus lines of the config sources (rivet_config_source_healthy{source="consul"} ...). Any thread. */
+void rv_control_sources_prometheus(FILE *f);
 
 #endif

@@ -1,0 +1,530 @@
+/*
+ * consul.c - the Consul HTTP API client of consul.h, on libcurl's multi interface so that a
+ * blocked query can be cancelled at once (curl_multi_wakeup) by another thread.
+ *
+ * One client per thread; it keeps its connection between requests. Nothing here logs: the
+ * caller decides what a failure means (the KV watcher logs once per state change).
+ */
+#include "control/consul.h"
+
+#include <curl/curl.h>
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/err.h"
+#include "core/log.h"
+
+#define MAX_BODY (64u << 20)
+#define CONNECT_TIMEOUT_MS 3000
+#define PLAIN_TIMEOUT_MS 15000     /* a non-blocking request */
+#define DEFAULT_ADDR "127.0.0.1:8500"
+
+struct rv_consul_s {
+    rv_consul_cfg_t cfg;
+    char *base;                 /* "http://host:port[/prefix]" */
+    char *unix_path;            /* unix:///path addresses */
+    CURL *easy;
+    CURLM *multi;
+    struct curl_slist *hdrs;    /* token, auth */
+    _Atomic bool cancelled;
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static char *xdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+void rv_consul_cfg_free(rv_consul_cfg_t *c)
+{
+    if (!c)
+        return;
+    char **f[] = { &c->address, &c->scheme, &c->datacenter, &c->token, &c->ca_file, &c->ca_path,
+                   &c->cert_file, &c->key_file, &c->tls_server_name, &c->basic_auth };
+    for (size_t i = 0; i < RV_ARRAY_LEN(f); i++) {
+        free(*f[i]);
+        *f[i] = NULL;
+    }
+    c->insecure_skip_verify = c->stale = false;
+}
+
+/* strconv.ParseBool: 1 t T TRUE true True / 0 f F FALSE false False. 0/1, or -1 invalid. */
+static int go_bool(const char *s)
+{
+    static const char *const t[] = { "1", "t", "T", "TRUE", "true", "True" };
+    static const char *const f[] = { "0", "f", "F", "FALSE", "false", "False" };
+    for (size_t i = 0; i < RV_ARRAY_LEN(t); i++) {
+        if (!strcmp(s, t[i]))
+            return 1;
+        if (!strcmp(s, f[i]))
+            return 0;
+    }
+    return -1;
+}
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    return v && v[0] ? v : NULL;
+}
+
+/* Set *field to a copy of v when *field is unset and v is non-empty. */
+static int fill(char **field, const char *v)
+{
+    if (*field || !v)
+        return 0;
+    return (*field = strdup(v)) ? 0 : RV_ENOMEM;
+}
+
+int rv_consul_cfg_from_env(rv_consul_cfg_t *c, char *err, size_t errlen)
+{
+    int rc = 0;
+    const char *v;
+    if (err && errlen)
+        err[0] = '\0';
+    rc |= fill(&c->address, env("CONSUL_HTTP_ADDR"));
+    rc |= fill(&c->address, DEFAULT_ADDR);
+    rc |= fill(&c->token, env("CONSUL_HTTP_TOKEN"));
+    rc |= fill(&c->basic_auth, env("CONSUL_HTTP_AUTH"));
+    rc |= fill(&c->ca_file, env("CONSUL_CACERT"));
+    rc |= fill(&c->ca_path, env("CONSUL_CAPATH"));
+    rc |= fill(&c->cert_file, env("CONSUL_CLIENT_CERT"));
+    rc |= fill(&c->key_file, env("CONSUL_CLIENT_KEY"));
+    if (rc)
+        goto oom;
+    if (!c->tls_server_name && (v = env("CONSUL_TLS_SERVER_NAME"))) {
+        /* Go strips a port: "consul.example:8501" -> "consul.example" */
+        const char *colon = strrchr(v, ':');
+        size_t n = colon && !strchr(v, ']') && colon == strchr(v, ':') ? (size_t)(colon - v) : strlen(v);
+        if (!(c->tls_server_name = strndup(v, n)))
+            goto oom;
+    }
+    if ((v = env("CONSUL_HTTP_SSL"))) {
+        int b = go_bool(v);
+        if (b < 0)
+            rv_log_warn("consul: could not parse CONSUL_HTTP_SSL '%s' (ignored)", v);
+        else if (b == 1 && !c->scheme && !(c->scheme = strdup("https")))
+            goto oom;
+    }
+    if ((v = env("CONSUL_HTTP_SSL_VERIFY"))) {
+        int b = go_bool(v);
+        if (b < 0)
+            rv_log_warn("consul: could not parse CONSUL_HTTP_SSL_VERIFY '%s' (ignored)", v);
+        else if (b == 0)
+            c->insecure_skip_verify = true;
+    }
+    /* the token file wins over any token, as in the Go client's NewClient */
+    if ((v = env("CONSUL_HTTP_TOKEN_FILE"))) {
+        FILE *f = fopen(v, "re");
+        char buf[4096];
+        if (!f) {
+            snprintf(err, errlen, "CONSUL_HTTP_TOKEN_FILE %s: %s", v, strerror(errno));
+            return RV_EINVAL;
+        }
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        char *s = buf;
+        while (*s && isspace((unsigned char)*s))
+            s++;
+        size_t l = strlen(s);
+        while (l && isspace((unsigned char)s[l - 1]))
+            s[--l] = '\0';
+        if (l) {
+            free(c->token);
+            if (!(c->token = strdup(s)))
+                goto oom;
+        }
+    }
+    /* an https:// or http:// address decides the scheme */
+    if (!strncmp(c->address, "https://", 8) || !strncmp(c->address, "http://", 7)) {
+        bool tls = c->address[4] == 's';
+        free(c->scheme);
+        if (!(c->scheme = strdup(tls ? "https" : "http")))
+            goto oom;
+    }
+    if (!c->scheme && !(c->scheme = strdup("http")))
+        goto oom;
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+    return RV_ENOMEM;
+}
+
+/* Build c->base (and c->unix_path) from the address and scheme. */
+static int make_base(rv_consul_t *c)
+{
+    const char *a = c->cfg.address ? c->cfg.address : DEFAULT_ADDR;
+    const char *scheme = c->cfg.scheme ? c->cfg.scheme : "http";
+    if (!strncmp(a, "unix://", 7)) {
+        if (!(c->unix_path = strdup(a + 7)))
+            return RV_ENOMEM;
+        a = "localhost";
+    } else if (!strncmp(a, "https://", 8)) {
+        a += 8;
+        scheme = "https";
+    } else if (!strncmp(a, "http://", 7)) {
+        a += 7;
+        scheme = "http";
+    }
+    size_t n = strlen(scheme) + strlen(a) + 4;
+    if (!(c->base = malloc(n)))
+        return RV_ENOMEM;
+    snprintf(c->base, n, "%s://%s", scheme, a);
+    size_t bl = strlen(c->base);
+    while (bl > strlen(scheme) + 3 && c->base[bl - 1] == '/')
+        c->base[--bl] = '\0';
+    return 0;
+}
+
+rv_consul_t *rv_consul_new(const rv_consul_cfg_t *cfg)
+{
+    pthread_once(&curl_once, curl_init_once);
+    rv_consul_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    const rv_consul_cfg_t *s = cfg;
+    c->cfg.address = xdup(s->address);
+    c->cfg.scheme = xdup(s->scheme);
+    c->cfg.datacenter = xdup(s->datacenter);
+    c->cfg.token = xdup(s->token);
+    c->cfg.ca_file = xdup(s->ca_file);
+    c->cfg.ca_path = xdup(s->ca_path);
+    c->cfg.cert_file = xdup(s->cert_file);
+    c->cfg.key_file = xdup(s->key_file);
+    c->cfg.tls_server_name = xdup(s->tls_server_name);
+    c->cfg.basic_auth = xdup(s->basic_auth);
+    c->cfg.insecure_skip_verify = s->insecure_skip_verify;
+    c->cfg.stale = s->stale;
+    atomic_init(&c->cancelled, false);
+    if (make_base(c) != 0)
+        goto fail;
+    c->easy = curl_easy_init();
+    c->multi = curl_multi_init();
+    if (!c->easy || !c->multi)
+        goto fail;
+    if (c->cfg.token) {
+        size_t n = strlen(c->cfg.token) + 32;
+        char *h = malloc(n);
+        if (!h)
+            goto fail;
+        snprintf(h, n, "X-Consul-Token: %s", c->cfg.token);
+        struct curl_slist *l = curl_slist_append(c->hdrs, h);
+        free(h);
+        if (!l)
+            goto fail;
+        c->hdrs = l;
+    }
+    /* no "Expect: 100-continue" round trip on PUT */
+    struct curl_slist *l = curl_slist_append(c->hdrs, "Expect:");
+    if (!l)
+        goto fail;
+    c->hdrs = l;
+    return c;
+fail:
+    rv_consul_free(c);
+    return NULL;
+}
+
+void rv_consul_free(rv_consul_t *c)
+{
+    if (!c)
+        return;
+    if (c->easy)
+        curl_easy_cleanup(c->easy);
+    if (c->multi)
+        curl_multi_cleanup(c->multi);
+    curl_slist_free_all(c->hdrs);
+    free(c->base);
+    free(c->unix_path);
+    rv_consul_cfg_free(&c->cfg);
+    free(c);
+}
+
+void rv_consul_cancel(rv_consul_t *c)
+{
+    atomic_store(&c->cancelled, true);
+    curl_multi_wakeup(c->multi);
+}
+
+void rv_consul_resp_free(rv_consul_resp_t *r)
+{
+    if (!r)
+        return;
+    free(r->body);
+    r->body = NULL;
+    r->len = 0;
+}
+
+typedef struct xfer_s {
+    rv_consul_resp_t *out;
+    size_t cap;
+    bool too_big;
+} xfer_t;
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
+{
+    xfer_t *x = ud;
+    size_t n = sz * nm;
+    rv_consul_resp_t *o = x->out;
+    if (o->len + n > MAX_BODY) {
+        x->too_big = true;
+        return 0;
+    }
+    if (o->len + n + 1 > x->cap) {
+        size_t ncap = x->cap ? x->cap : 4096;
+        while (ncap < o->len + n + 1)
+            ncap *= 2;
+        char *b = realloc(o->body, ncap);
+        if (!b)
+            return 0;
+        o->body = b;
+        x->cap = ncap;
+    }
+    memcpy(o->body + o->len, p, n);
+    o->len += n;
+    o->body[o->len] = '\0';
+    return n;
+}
+
+/* Header value of name (case-insensitive) in line, trimmed, into v; false when another header. */
+static bool header_is(const char *line, size_t n, const char *name, char *v, size_t vn)
+{
+    size_t nl = strlen(name);
+    if (n <= nl || strncasecmp(line, name, nl) != 0 || line[nl] != ':')
+        return false;
+    const char *s = line + nl + 1, *e = line + n;
+    while (s < e && (*s == ' ' || *s == '\t'))
+        s++;
+    while (e > s && (e[-1] == '\r' || e[-1] == '\n' || e[-1] == ' ' || e[-1] == '\t'))
+        e--;
+    size_t l = (size_t)(e - s) < vn - 1 ? (size_t)(e - s) : vn - 1;
+    memcpy(v, s, l);
+    v[l] = '\0';
+    return true;
+}
+
+static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
+{
+    xfer_t *x = ud;
+    size_t n = sz * nm;
+    char v[64];
+    if (n >= 5 && !strncmp(p, "HTTP/", 5)) {
+        /* a new response (after a 100 Continue or a redirect): forget the previous headers */
+        x->out->index = 0;
+        x->out->known_leader = false;
+    } else if (header_is(p, n, "X-Consul-Index", v, sizeof(v))) {
+        char *end;
+        errno = 0;
+        unsigned long long i = strtoull(v, &end, 10);
+        x->out->index = (!errno && end != v && !*end) ? (uint64_t)i : 0;
+    } else if (header_is(p, n, "X-Consul-KnownLeader", v, sizeof(v))) {
+        x->out->known_leader = !strcasecmp(v, "true");
+    }
+    return n;
+}
+
+/* Append "<sep>name[=value]" to url (capacity n). */
+static void add_param(char *url, size_t n, const char *name, const char *value)
+{
+    size_t l = strlen(url);
+    snprintf(url + l, n > l ? n - l : 0, "%c%s%s%s", strchr(url, '?') ? '&' : '?', name, value ? "=" : "",
+             value ? value : "");
+}
+
+/* Run one request. method: "GET", "PUT", "DELETE". */
+static int perform(rv_consul_t *c, const char *method, const char *path, uint64_t index, int wait_ms,
+                   const void *body, size_t blen, rv_consul_resp_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (atomic_load(&c->cancelled)) {
+        snprintf(out->err, sizeof(out->err), "cancelled");
+        return RV_EIO;
+    }
+    size_t un = strlen(c->base) + strlen(path) + 256 + (c->cfg.datacenter ? strlen(c->cfg.datacenter) * 3 : 0);
+    char *url = malloc(un);
+    if (!url)
+        return RV_ENOMEM;
+    snprintf(url, un, "%s/v1/%s", c->base, path[0] == '/' ? path + 1 : path);
+    bool get = !strcmp(method, "GET");
+    if (c->cfg.datacenter) {
+        char *dc = curl_easy_escape(c->easy, c->cfg.datacenter, 0);
+        if (dc) {
+            add_param(url, un, "dc", dc);
+            curl_free(dc);
+        }
+    }
+    if (get && c->cfg.stale)
+        add_param(url, un, "stale", NULL);
+    long timeout_ms = PLAIN_TIMEOUT_MS;
+    if (get && index > 0) {
+        char iv[32], wv[32];
+        if (wait_ms <= 0)
+            wait_ms = 300000;
+        if (wait_ms > 600000)
+            wait_ms = 600000;
+        snprintf(iv, sizeof(iv), "%llu", (unsigned long long)index);
+        snprintf(wv, sizeof(wv), "%dms", wait_ms);
+        add_param(url, un, "index", iv);
+        add_param(url, un, "wait", wv);
+        timeout_ms = (long)wait_ms + wait_ms / 16 + 5000;
+    }
+
+    xfer_t x = { .out = out };
+    CURL *e = c->easy;
+    curl_easy_reset(e);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs);
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    if (c->unix_path)
+        curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, c->unix_path);
+    if (c->cfg.basic_auth) {
+        curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+        curl_easy_setopt(e, CURLOPT_USERPWD, c->cfg.basic_auth);
+    }
+    if (c->cfg.ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, c->cfg.ca_file);
+    if (c->cfg.ca_path)
+        curl_easy_setopt(e, CURLOPT_CAPATH, c->cfg.ca_path);
+    if (c->cfg.cert_file)
+        curl_easy_setopt(e, CURLOPT_SSLCERT, c->cfg.cert_file);
+    if (c->cfg.key_file)
+        curl_easy_setopt(e, CURLOPT_SSLKEY, c->cfg.key_file);
+    if (c->cfg.insecure_skip_verify) {
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    /* CONSUL_TLS_SERVER_NAME: verify the certificate against this name (no SNI override in
+     * libcurl without CURLOPT_CONNECT_TO tricks, which need the port: left to the CA setup) */
+    if (!get) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        if (body || !strcmp(method, "PUT")) {
+            curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
+            curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)blen);
+        }
+    }
+
+    int rc = 0;
+    CURLcode res = CURLE_OK;
+    curl_multi_add_handle(c->multi, e);
+    for (;;) {
+        int running = 0;
+        CURLMcode mc = curl_multi_perform(c->multi, &running);
+        if (mc != CURLM_OK) {
+            res = CURLE_FAILED_INIT;
+            snprintf(out->err, sizeof(out->err), "%s", curl_multi_strerror(mc));
+            break;
+        }
+        if (!running) {
+            int q;
+            CURLMsg *m;
+            while ((m = curl_multi_info_read(c->multi, &q)))
+                if (m->msg == CURLMSG_DONE)
+                    res = m->data.result;
+            break;
+        }
+        if (atomic_load(&c->cancelled)) {
+            res = CURLE_ABORTED_BY_CALLBACK;
+            snprintf(out->err, sizeof(out->err), "cancelled");
+            break;
+        }
+        curl_multi_poll(c->multi, NULL, 0, 1000, NULL);
+    }
+    curl_multi_remove_handle(c->multi, e);
+    if (res != CURLE_OK) {
+        if (x.too_big) {
+            snprintf(out->err, sizeof(out->err), "response body larger than %u MiB", MAX_BODY >> 20);
+            rc = RV_ETOOBIG;
+        } else {
+            if (!out->err[0])
+                snprintf(out->err, sizeof(out->err), "%s", curl_easy_strerror(res));
+            rc = res == CURLE_OUT_OF_MEMORY ? RV_ENOMEM : RV_EIO;
+        }
+        free(out->body);
+        out->body = NULL;
+        out->len = 0;
+        out->status = 0;
+        goto done;
+    }
+    long code = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    out->status = (int)code;
+    if (!out->body && !(out->body = calloc(1, 1))) {
+        rc = RV_ENOMEM;
+        goto done;
+    }
+    if (out->status >= 300) {
+        /* Consul's errors are plain text: keep the first line for logs */
+        size_t l = strcspn(out->body, "\r\n");
+        snprintf(out->err, sizeof(out->err), "HTTP %d: %.*s", out->status, (int)(l > 200 ? 200 : l), out->body);
+    }
+done:
+    free(url);
+    return rc;
+}
+
+int rv_consul_get(rv_consul_t *c, const char *path, uint64_t index, int wait_ms, rv_consul_resp_t *out)
+{
+    return perform(c, "GET", path, index, wait_ms, NULL, 0, out);
+}
+
+int rv_consul_put(rv_consul_t *c, const char *path, const void *body, size_t len, rv_consul_resp_t *out)
+{
+    return perform(c, "PUT", path, 0, 0, body, len, out);
+}
+
+int rv_consul_delete(rv_consul_t *c, const char *path, rv_consul_resp_t *out)
+{
+    return perform(c, "DELETE", path, 0, 0, NULL, 0, out);
+}
+
+uint64_t rv_consul_next_index(uint64_t prev, uint64_t got)
+{
+    if (got < prev)
+        return 0;           /* went backwards: start over with a non-blocking read */
+    return got ? got : 1;   /* 0 would never block: a busy loop */
+}
+
+/* xorshift64*: the caller's state, never 0. */
+static uint64_t next_rand(uint64_t *s)
+{
+    if (!*s)
+        *s = 0x9e3779b97f4a7c15ull;
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dull;
+}
+
+int64_t rv_consul_backoff_ms(unsigned failures, uint64_t *rng)
+{
+    const int64_t base = 250, cap = 60000;
+    if (failures == 0)
+        return 0;
+    int64_t ceil_ms = cap;
+    if (failures < 20) {
+        ceil_ms = base << (failures - 1);
+        if (ceil_ms > cap)
+            ceil_ms = cap;
+    }
+    return (int64_t)(next_rand(rng) % (uint64_t)(ceil_ms + 1));
+}
