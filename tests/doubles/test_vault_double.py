@@ -2,7 +2,7 @@
 
 Every test that takes the `vault` fixture runs twice: against a fresh in-process double, and
 against a live Vault when VAULT_ADDR is set (http://host:port; VAULT_TOKEN must hold a root
-token, as `vault server -dev` prints). Without them the live variant is skipped and says why.
+token, as `vault server -dev` prints; VAULT_NAMESPACE is sent as X-Vault-Namespace when set). Without them the live variant is skipped and says why.
 Live runs work in their own mounts (rdt-<random>-kv2/, ...), policies and AppRole mounts, and
 remove them afterwards. Tests that need the double's switches (faults, the clock, namespaces,
 exact bytes, version-dependent texts) take the `double` fixture and never run live.
@@ -31,6 +31,7 @@ except ImportError:  # collected without the package (rootdir-relative import)
 
 LIVE = os.environ.get("VAULT_ADDR", "")
 LIVE_TOKEN = os.environ.get("VAULT_TOKEN", "")
+LIVE_NAMESPACE = os.environ.get("VAULT_NAMESPACE", "")
 HERE = os.path.dirname(os.path.abspath(__file__))
 RFC3339NANO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)$")
 _DEFAULT = object()
@@ -70,6 +71,7 @@ class Target:
         self.kind, self.host, self.port, self.token, self.double = kind, host, port, token, double
         self.uid = uuid.uuid4().hex[:8]
         self.kv2 = "secret"
+        self.namespace = ""
         self._cleanups = []
         self._n = 0
 
@@ -87,6 +89,8 @@ class Target:
         tok = self.token if token is _DEFAULT else token
         if tok:
             hdrs["X-Vault-Token"] = tok
+        if self.namespace:
+            hdrs["X-Vault-Namespace"] = self.namespace
         hdrs.update(headers or {})
         if isinstance(body, (dict, list)):
             body = json.dumps(body)
@@ -170,6 +174,7 @@ def _live_target():
     hostport = rest.split("/", 1)[0]
     host, _, port = hostport.rpartition(":")
     t = Target("live", host or "127.0.0.1", int(port or 8200), LIVE_TOKEN)
+    t.namespace = LIVE_NAMESPACE
     t.kv2 = t.mount(2)
     return t
 
