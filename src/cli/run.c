@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "control/control.h"
+#include "control/discovery.h"
 #include "core/log.h"
 
 static void run_usage(FILE *f)
@@ -27,6 +28,11 @@ static void run_usage(FILE *f)
             "  --log-level LEVEL      error|warn|info|debug (default info)\n"
             "  --access-log FORMAT    text|json|off (default text, on stdout)\n"
             "  --drain-timeout SECS   on SIGTERM, wait this long for in-flight requests (default 15)\n"
+            "  --consul-discovery[=passing|catalog]\n"
+            "                         discover every Consul service as an Upstream (as Settings\n"
+            "                         consul.serviceDiscovery does); passing (default): only instances\n"
+            "                         whose Consul health checks pass get traffic; catalog: every\n"
+            "                         registered instance does (Gloo's behaviour)\n"
             "  -h, --help             this help\n"
             "\n"
             "signals: SIGHUP re-reads the config; SIGTERM/SIGINT stop accepting and drain.\n");
@@ -62,6 +68,14 @@ static int run_main(int argc, char **argv)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             run_usage(stdout);
             return 0;
+        } else if (strcmp(argv[i], "--consul-discovery") == 0 ||
+                   strncmp(argv[i], "--consul-discovery=", 19) == 0) {
+            const char *m = argv[i][18] == '=' ? argv[i] + 19 : "passing";
+            if (strcmp(m, "passing") != 0 && strcmp(m, "catalog") != 0) {
+                fprintf(stderr, "rivet run: --consul-discovery must be passing|catalog, got '%s'\n", m);
+                return 2;
+            }
+            rv_disc_override(true, strcmp(m, "catalog") == 0);
         } else if ((v = flag_value(argc, argv, &i, "--dir", &bad))) {
             o.dir = v;
         } else if ((v = flag_value(argc, argv, &i, "--namespace", &bad))) {

@@ -130,7 +130,9 @@ typedef struct matcher_s {
     strs_t methods;
 } matcher_t;
 
-typedef struct dest_s { mhdr_t h; ref_t upstream; } dest_t;
+/* Route destination consul{serviceName, tags, dataCenters} (resolved against the discovery view). */
+typedef struct cdest_s { mhdr_t h; char *service; strs_t tags; strs_t dcs; } cdest_t;
+typedef struct dest_s { mhdr_t h; ref_t upstream; cdest_t consul; } dest_t;
 typedef struct wdopts_s { mhdr_t h; hman_t headers; } wdopts_t;
 typedef struct wdest_s { mhdr_t h; dest_t dest; uint32_t weight; bool has_weight; wdopts_t opts; } wdest_t;
 typedef struct multi_s { mhdr_t h; list_t dests; } multi_t;  /* wdest_t */
@@ -196,7 +198,19 @@ typedef struct static_s { mhdr_t h; list_t hosts; bool use_tls; bool has_use_tls
 typedef struct lbrr_s { mhdr_t h; } lbrr_t;
 typedef struct lblr_s { mhdr_t h; uint32_t choice_count; bool has_choice; } lblr_t;
 typedef struct lbcfg_s { mhdr_t h; lbrr_t rr; lblr_t lr; lbrr_t random; } lbcfg_t;
-typedef struct us_s { mhdr_t h; meta_t meta; static_t st; lbcfg_t lb; } us_t;
+/* Upstream consul{...}: instances of serviceName from the discovery view, filtered. */
+typedef struct cus_s {
+    mhdr_t h;
+    char *service;
+    strs_t subset_tags;     /* accepted; subsets are not implemented (no route subset selection) */
+    strs_t service_tags;    /* deprecated spelling of subsetTags */
+    strs_t instance_tags;   /* an instance must carry every one */
+    strs_t blacklist;       /* an instance must carry none */
+    strs_t dcs;             /* only these datacenters; empty = every one */
+    uint32_t consistency;   /* consistencyMode: accepted; the watcher's setting applies */
+    mhdr_t qopts;           /* queryOptions: accepted, nothing to keep */
+} cus_t;
+typedef struct us_s { mhdr_t h; meta_t meta; static_t st; lbcfg_t lb; cus_t consul; } us_t;
 
 typedef struct ug_s { mhdr_t h; meta_t meta; list_t dests; } ug_t;   /* wdest_t */
 

@@ -474,18 +474,49 @@ DESC(matcher_desc, matcher_t, matcher_fields, matcher_check);
 
 /* ---- destinations and actions ------------------------------------------------------ */
 
+/* Names of Consul services and tags: non-empty, no control characters. */
+static int check_names(dctx_t *c, const ynode_t *n, const char *field, const strs_t *l)
+{
+    for (uint32_t i = 0; i < l->n; i++)
+        if (!l->v[i][0] || has_ctl(l->v[i])) {
+            char sub[64];
+            snprintf(sub, sizeof(sub), "%s[%u]", field, i);
+            return cfg_derr(c, elem_node(n, field, i), sub, "must be non-empty, without control characters");
+        }
+    return 0;
+}
+
+static int cdest_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    cdest_t *d = msg;
+    if (!d->service || !d->service[0])
+        return cfg_derr(c, n, "serviceName", "is required");
+    if (has_ctl(d->service))
+        return cfg_derr(c, fnode(n, "serviceName"), "serviceName", "must not contain control characters");
+    if (check_names(c, n, "tags", &d->tags) < 0 || check_names(c, n, "dataCenters", &d->dcs) < 0)
+        return -1;
+    return 0;
+}
+
+static const field_t cdest_fields[] = {
+    FLD("serviceName", F_STR, OFF(cdest_t, service)),
+    FLD("tags", F_STRS, OFF(cdest_t, tags)),
+    FLD("dataCenters", F_STRS, OFF(cdest_t, dcs)),
+};
+DESC(cdest_desc, cdest_t, cdest_fields, cdest_check);
+
 static int dest_check(dctx_t *c, void *msg, const ynode_t *n)
 {
     dest_t *d = msg;
-    if (!d->upstream.h.set)
-        return cfg_derr(c, n, "upstream", "is required");
+    if (!d->upstream.h.set && !d->consul.h.set)
+        return cfg_derr(c, n, "upstream", "is required (or consul)");
     return 0;
 }
 
 static const field_t dest_fields[] = {
     FLD("upstream", F_MSG, OFF(dest_t, upstream), .sub = &ref_desc, .oneof = 1),
     FLD("kube", F_UNSUP, .oneof = 1, .note = "(route to an Upstream instead)"),
-    FLD("consul", F_UNSUP, .oneof = 1, .note = "(route to an Upstream instead)"),
+    FLD("consul", F_MSG, OFF(dest_t, consul), .sub = &cdest_desc, .oneof = 1),
     UNSUP("destinationSpec"), UNSUP("subset"),
 };
 DESC(dest_desc, dest_t, dest_fields, dest_check);
@@ -894,11 +925,46 @@ static const field_t lbcfg_fields[] = {
 };
 DESC(lbcfg_desc, lbcfg_t, lbcfg_fields, NULL);
 
+static int cus_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    cus_t *u = msg;
+    if (!u->service || !u->service[0])
+        return cfg_derr(c, n, "serviceName", "is required");
+    if (has_ctl(u->service))
+        return cfg_derr(c, fnode(n, "serviceName"), "serviceName", "must not contain control characters");
+    if (check_names(c, n, "subsetTags", &u->subset_tags) < 0 || check_names(c, n, "serviceTags", &u->service_tags) < 0 ||
+        check_names(c, n, "instanceTags", &u->instance_tags) < 0 ||
+        check_names(c, n, "instanceBlacklistTags", &u->blacklist) < 0 ||
+        check_names(c, n, "dataCenters", &u->dcs) < 0)
+        return -1;
+    return 0;
+}
+
+static const char *const consistency_modes[] = { "DefaultMode", "StaleMode", "ConsistentMode", NULL };
+
+static const field_t cqopts_fields[] = { IGN("useCache") };
+DESC(cqopts_desc, mhdr_t, cqopts_fields, NULL);
+
+static const field_t cus_fields[] = {
+    FLD("serviceName", F_STR, OFF(cus_t, service)),
+    FLD("subsetTags", F_STRS, OFF(cus_t, subset_tags)),
+    FLD("serviceTags", F_STRS, OFF(cus_t, service_tags)),
+    FLD("instanceTags", F_STRS, OFF(cus_t, instance_tags)),
+    FLD("instanceBlacklistTags", F_STRS, OFF(cus_t, blacklist)),
+    FLD("dataCenters", F_STRS, OFF(cus_t, dcs)),
+    FLD("connectEnabled", F_FALSE_ONLY, .note = "(Consul Connect is not supported)"),
+    /* per-upstream read consistency: the watcher's (Settings consulDiscovery) applies */
+    FLD("consistencyMode", F_ENUM, OFF(cus_t, consistency), .enums = consistency_modes),
+    FLD("queryOptions", F_MSG, OFF(cus_t, qopts), .sub = &cqopts_desc),
+    UNSUP("serviceSpec"),
+};
+DESC(cus_desc, cus_t, cus_fields, cus_check);
+
 static int us_check(dctx_t *c, void *msg, const ynode_t *n)
 {
     us_t *u = msg;
-    if (!u->st.h.set)
-        return cfg_derrp(c, n, "%s%supstream type is required (rivet supports static)", c->path,
+    if (!u->st.h.set && !u->consul.h.set)
+        return cfg_derrp(c, n, "%s%supstream type is required (rivet supports static and consul)", c->path,
                          c->plen ? ": " : "");
     return 0;
 }
@@ -913,7 +979,7 @@ static const field_t us_fields[] = {
     FLD("pipe", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("aws", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("azure", F_UNSUP, .oneof = 1, .note = UTYPE),
-    FLD("consul", F_UNSUP, .oneof = 1, .note = UTYPE),
+    FLD("consul", F_MSG, OFF(us_t, consul), .sub = &cus_desc, .oneof = 1),
     FLD("awsEc2", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("gcp", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("ai", F_UNSUP, .oneof = 1, .note = UTYPE),

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "config/config-internal.h"
+#include "control/discovery.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/regex.h"
@@ -30,6 +31,7 @@ typedef struct snap_priv_s {
     rv_regex_t **re;
     const char **pat;           /* source of re[i] (arena), for the JSON dump */
     uint32_t nre, capre;
+    bool uses_consul;           /* explicit consul Upstream or consul destination present */
 } snap_priv_t;
 
 /* One resource during a build. */
@@ -41,6 +43,7 @@ typedef struct tres_s {
     bool dup;                   /* another file defines the same kind/ns/name */
     char *rej, *warn;           /* "; "-joined messages (malloc) */
     uint32_t cluster;           /* Upstream: its cluster index */
+    const rv_disc_svc_t *dsvc;  /* discovered Upstream: its Consul service */
     /* VirtualService: translated routes (malloc'd template) */
     rv_route_t *routes;
     uint32_t nroutes;
@@ -65,6 +68,13 @@ typedef struct bctx_s {
     tres_t defgw;
     gw_t defgw_obj;
     uint64_t prefix_work;       /* child routes checked against parent prefixes (bounded) */
+    const rv_disc_view_t *view; /* Consul instances, NULL when discovery is not running */
+    bool discover;              /* one Upstream per Consul service */
+    tres_t *disc;               /* discovered Upstreams, sorted by name (discovery namespace) */
+    uint32_t ndisc;
+    vec_t clusters;             /* rv_cluster_t, copied into the arena when complete */
+    vec_t cdests;               /* cdest_key_t: clusters made for route consul destinations */
+    bool uses_consul;
     uint32_t routes_total;      /* routes translated so far (bounded) */
     bool oom;
 } bctx_t;
@@ -220,11 +230,21 @@ static tres_t *lookup_any(bctx_t *b, int kind, const char *ns, const char *name)
     return lo < b->nall && key_cmp(&b->all[lo], kind, ns, name) == 0 ? &b->all[lo] : NULL;
 }
 
+static int disc_cmp(const void *x, const void *y)
+{
+    return strcmp(((const tres_t *)x)->name, ((const tres_t *)y)->name);
+}
+
 static tres_t *lookup(bctx_t *b, int kind, const char *ns, const char *name)
 {
     tres_t key = { .ns = ns, .name = name }, *kp = &key;
     tres_t **f = bsearch(&kp, b->by[kind], b->nby[kind], sizeof(tres_t *), tres_cmp);
-    return f ? *f : NULL;
+    if (f)
+        return *f;
+    /* a discovered Upstream (a user's Upstream of the same name won above) */
+    if (kind == RK_US && b->ndisc && !strcmp(ns, b->s->discovery_ns))
+        return bsearch(&key, b->disc, b->ndisc, sizeof(tres_t), disc_cmp);
+    return NULL;
 }
 
 /* Why a reference does not resolve: "not found" or "is rejected". */
@@ -316,37 +336,334 @@ static void resolve_host(bctx_t *b, tres_t *t, vec_t *eps, const shost_t *h, uin
     freeaddrinfo(res);
 }
 
+/* A new cluster at the end of b->clusters (its index is stable); NULL on OOM. */
+static rv_cluster_t *new_cluster(bctx_t *b, uint32_t *index)
+{
+    *index = b->clusters.n;
+    rv_cluster_t *c = vec_push(b, &b->clusters, sizeof(rv_cluster_t));
+    if (c)
+        c->index = *index;
+    return c;
+}
+
+static void set_endpoints(bctx_t *b, rv_cluster_t *c, vec_t *eps)
+{
+    if (!eps->n)
+        return;
+    c->eps = anew(b, eps->n * sizeof(rv_endpoint_t));
+    if (c->eps)
+        memcpy(c->eps, eps->v, eps->n * sizeof(rv_endpoint_t));
+    c->neps = c->eps ? eps->n : 0;
+    for (uint32_t k = 0; k < c->neps; k++)
+        c->total_weight += c->eps[k].weight;
+}
+
+static bool str_in(const rv_str_t *l, uint32_t n, const char *s)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (!strcmp(l[i].ptr, s))
+            return true;
+    return false;
+}
+
+/* Which instances of a Consul service a cluster takes. */
+typedef struct isel_s {
+    const strs_t *dcs;          /* empty: every datacenter */
+    const strs_t *want;         /* every one of these tags */
+    const strs_t *deny;         /* none of these (may be NULL) */
+} isel_t;
+
+static bool inst_selected(const rv_disc_inst_t *in, const isel_t *f)
+{
+    if (f->dcs && f->dcs->n && !in_list(f->dcs, in->dc.ptr))
+        return false;
+    for (uint32_t i = 0; f->want && i < f->want->n; i++)
+        if (!str_in(in->tags, in->ntags, f->want->v[i]))
+            return false;
+    for (uint32_t i = 0; f->deny && i < f->deny->n; i++)
+        if (str_in(in->tags, in->ntags, f->deny->v[i]))
+            return false;
+    return true;
+}
+
+/* Endpoints of the selected instances; passing ones only when the view filters on health. */
+static uint32_t consul_endpoints(bctx_t *b, const rv_disc_svc_t *svc, const isel_t *f, vec_t *eps,
+                                 uint32_t *nselected)
+{
+    uint32_t nsel = 0;
+    for (uint32_t i = 0; i < svc->ninsts && !b->oom; i++) {
+        const rv_disc_inst_t *in = &svc->insts[i];
+        if (!inst_selected(in, f))
+            continue;
+        nsel++;
+        if (b->view->health && !in->passing)
+            continue;
+        for (uint32_t k = 0; k < in->naddrs; k++) {
+            rv_endpoint_t *e = vec_push(b, eps, sizeof(*e));
+            if (!e)
+                break;
+            memcpy(&e->addr, &in->addrs[k].sa, in->addrs[k].len);
+            e->addrlen = in->addrs[k].len;
+            e->weight = 1;
+            e->hostname = in->host;     /* the view outlives the build: copied below */
+            e->authority = (rv_str_t){ NULL, in->port };
+        }
+    }
+    /* strings into the snapshot arena (the view is released independently of the snapshot) */
+    for (uint32_t k = 0; k < eps->n && !b->oom; k++) {
+        rv_endpoint_t *e = (rv_endpoint_t *)eps->v + k;
+        if (e->authority.ptr)
+            continue;
+        unsigned port = (unsigned)e->authority.len;
+        bool v6 = memchr(e->hostname.ptr, ':', e->hostname.len) != NULL;
+        rv_str_t h = e->hostname;
+        e->hostname = rv_arena_str(b->a, h);
+        if (port == 80)
+            e->authority = v6 ? astrf(b, "[%.*s]", (int)h.len, h.ptr) : e->hostname;
+        else
+            e->authority = v6 ? astrf(b, "[%.*s]:%u", (int)h.len, h.ptr, port)
+                              : astrf(b, "%.*s:%u", (int)h.len, h.ptr, port);
+        if (!e->hostname.ptr)
+            b->oom = true;
+    }
+    if (nselected)
+        *nselected = nsel;
+    return eps->n;
+}
+
+/* Why a consul cluster has no endpoint (for a Warning), given the selection counts. */
+static const char *consul_problem(bctx_t *b, const rv_disc_svc_t *svc, uint32_t nsel)
+{
+    if (!b->view)
+        return "Consul service discovery is not running (Settings consul.serviceDiscovery or rivet run "
+               "--consul-discovery)";
+    if (!b->view->synced && (!svc || !svc->known))
+        return "the Consul catalog has not been read yet";
+    if (!svc)
+        return "the Consul catalog has no such service";
+    if (!nsel)
+        return "no instance of the service matches (datacenters and tags)";
+    if (b->view->health)
+        return "no instance passes its Consul health checks";
+    return "no instance address resolves";
+}
+
+static void consul_cluster(bctx_t *b, tres_t *t, rv_cluster_t *c, const cus_t *cu)
+{
+    b->uses_consul = true;
+    const rv_disc_svc_t *svc = b->view ? rv_disc_find(b->view, cu->service) : NULL;
+    vec_t eps = { 0 };
+    uint32_t nsel = 0;
+    if (svc) {
+        isel_t f = { &cu->dcs, &cu->instance_tags, &cu->blacklist };
+        consul_endpoints(b, svc, &f, &eps, &nsel);
+    }
+    set_endpoints(b, c, &eps);
+    if (!c->neps && !b->oom)
+        addmsg(b, t, false, "consul service '%s': %s; requests to this upstream get 503", cu->service,
+               consul_problem(b, svc, nsel));
+    free(eps.v);
+}
+
+/* The Upstream Gloo discovers from a Consul service: every datacenter, every instance. */
+static void discovered_cluster(bctx_t *b, tres_t *t, rv_cluster_t *c)
+{
+    static const strs_t none = { 0 };
+    const rv_disc_svc_t *svc = t->dsvc;
+    vec_t eps = { 0 };
+    uint32_t nsel = 0;
+    isel_t f = { &none, &none, NULL };
+    consul_endpoints(b, svc, &f, &eps, &nsel);
+    set_endpoints(b, c, &eps);
+    if (!c->neps && !b->oom)
+        addmsg(b, t, false, "consul service '%s': %s; requests to this upstream get 503", svc->name.ptr,
+               consul_problem(b, svc, nsel));
+    free(eps.v);
+}
+
+/*
+ * One tres_t per Consul service, named as Gloo names discovered Upstreams, in the discovery
+ * namespace; names taken by a user's Upstream, or by another service whose name sanitises the
+ * same way, are left out (Warning on the one that keeps the name).
+ */
+static void collect_discovered(bctx_t *b)
+{
+    const rv_disc_view_t *v = b->view;
+    if (!b->discover || !v || !v->nsvcs)
+        return;
+    b->disc = calloc(v->nsvcs, sizeof(tres_t));
+    if (!b->disc) {
+        b->oom = true;
+        return;
+    }
+    for (uint32_t i = 0; i < v->nsvcs && !b->oom; i++) {
+        char nm[128];
+        rv_disc_upstream_name(v->svcs[i].name.ptr, nm, sizeof(nm));
+        tres_t *t = &b->disc[b->ndisc];
+        t->kind = RK_US;
+        t->ns = b->s->discovery_ns;
+        t->name = astr(b, nm).ptr;
+        t->file = astrf(b, "consul:%s", v->svcs[i].name.ptr).ptr;
+        t->rel = t->file;
+        t->dsvc = &v->svcs[i];
+        if (!t->name || !t->file)
+            return;
+        tres_t key = { .ns = t->ns, .name = t->name }, *kp = &key;
+        if (bsearch(&kp, b->by[RK_US], b->nby[RK_US], sizeof(tres_t *), tres_cmp))
+            continue;   /* the user's Upstream of that name wins */
+        b->ndisc++;
+    }
+    qsort(b->disc, b->ndisc, sizeof(tres_t), disc_cmp);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < b->ndisc; i++) {
+        if (k && !strcmp(b->disc[k - 1].name, b->disc[i].name)) {
+            addmsg(b, &b->disc[k - 1], false, "consul services '%s' and '%s' have the same Upstream name; "
+                   "'%s' is not discovered", b->disc[k - 1].dsvc->name.ptr, b->disc[i].dsvc->name.ptr,
+                   b->disc[i].dsvc->name.ptr);
+            free(b->disc[i].rej);
+            free(b->disc[i].warn);
+            continue;
+        }
+        b->disc[k++] = b->disc[i];
+    }
+    b->ndisc = k;
+}
+
 static void build_clusters(bctx_t *b)
 {
-    rv_snapshot_t *snap = &b->sp->snap;
     uint32_t n = b->nby[RK_US];
-    snap->clusters = anew(b, n * sizeof(rv_cluster_t));
     for (uint32_t i = 0; i < n && !b->oom; i++) {
         tres_t *t = b->by[RK_US][i];
         us_t *u = t->obj;
-        rv_cluster_t *c = &snap->clusters[i];
-        vec_t eps = { 0 };
+        uint32_t idx;
+        rv_cluster_t *c = new_cluster(b, &idx);
+        if (!c)
+            return;
         c->name = astrf(b, "%s.%s", t->ns, t->name);
-        c->index = i;
         c->lb = u->lb.lr.h.set ? RV_LB_LEAST_REQUEST : u->lb.random.h.set ? RV_LB_RANDOM : RV_LB_ROUND_ROBIN;
         c->choice_count = u->lb.lr.h.set ? u->lb.lr.choice_count : 2;
+        t->cluster = idx;
+        if (u->consul.h.set) {
+            consul_cluster(b, t, c, &u->consul);
+            continue;
+        }
+        vec_t eps = { 0 };
         const shost_t *h = u->st.hosts.v;
         for (uint32_t k = 0; k < u->st.hosts.n; k++)
             resolve_host(b, t, &eps, &h[k], k);
-        if (eps.n) {
-            c->eps = anew(b, eps.n * sizeof(rv_endpoint_t));
-            if (c->eps)
-                memcpy(c->eps, eps.v, eps.n * sizeof(rv_endpoint_t));
-            c->neps = eps.n;
-            for (uint32_t k = 0; k < eps.n; k++)
-                c->total_weight += c->eps[k].weight;
-        } else {
+        c = (rv_cluster_t *)b->clusters.v + idx;
+        set_endpoints(b, c, &eps);
+        if (!eps.n)
             addmsg(b, t, false, "no endpoint resolves: requests to this upstream get 503");
-        }
         free(eps.v);
-        t->cluster = i;
     }
-    snap->nclusters = n;
+    collect_discovered(b);
+    for (uint32_t i = 0; i < b->ndisc && !b->oom; i++) {
+        tres_t *t = &b->disc[i];
+        uint32_t idx;
+        rv_cluster_t *c = new_cluster(b, &idx);
+        if (!c)
+            return;
+        c->name = astrf(b, "%s.%s", t->ns, t->name);
+        c->lb = RV_LB_ROUND_ROBIN;
+        c->choice_count = 2;
+        t->cluster = idx;
+        discovered_cluster(b, t, c);
+    }
+}
+
+/* Copy the clusters into the snapshot once every route destination has made its own. */
+static void finish_clusters(bctx_t *b)
+{
+    rv_snapshot_t *snap = &b->sp->snap;
+    snap->nclusters = 0;
+    if (!b->clusters.n || b->oom)
+        return;
+    snap->clusters = anew(b, b->clusters.n * sizeof(rv_cluster_t));
+    if (!snap->clusters)
+        return;
+    memcpy(snap->clusters, b->clusters.v, b->clusters.n * sizeof(rv_cluster_t));
+    snap->nclusters = b->clusters.n;
+}
+
+/* Route destination consul{serviceName, tags, dataCenters}: one cluster per distinct triple. */
+typedef struct cdest_key_s {
+    const cdest_t *d;
+    uint32_t cluster;
+} cdest_key_t;
+
+static bool strs_same(const strs_t *x, const strs_t *y)
+{
+    if (x->n != y->n)
+        return false;
+    for (uint32_t i = 0; i < x->n; i++)
+        if (!in_list(y, x->v[i]))
+            return false;
+    for (uint32_t i = 0; i < y->n; i++)
+        if (!in_list(x, y->v[i]))
+            return false;
+    return true;
+}
+
+static void join_strs(char *out, size_t outlen, const strs_t *l)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (uint32_t i = 0; i < l->n && o < outlen; i++) {
+        int w = snprintf(out + o, outlen - o, "%s%s", i ? "," : "", l->v[i]);
+        if (w < 0)
+            break;
+        o += (size_t)w;
+    }
+}
+
+/*
+ * Cluster of a consul destination: instances of the service in the listed datacenters that
+ * carry every listed tag; when none does, every instance of the service (Gloo's subset
+ * fallback_policy ANY_ENDPOINT).
+ */
+static uint32_t consul_dest_cluster(bctx_t *b, tres_t *owner, bool warn, const char *where, const cdest_t *d)
+{
+    b->uses_consul = true;
+    for (uint32_t i = 0; i < b->cdests.n; i++) {
+        const cdest_key_t *k = (const cdest_key_t *)b->cdests.v + i;
+        if (!strcmp(k->d->service, d->service) && strs_same(&k->d->tags, &d->tags) && strs_same(&k->d->dcs, &d->dcs))
+            return k->cluster;
+    }
+    uint32_t idx;
+    rv_cluster_t *c = new_cluster(b, &idx);
+    cdest_key_t *k = c ? vec_push(b, &b->cdests, sizeof(*k)) : NULL;
+    if (!k)
+        return RV_NO_CLUSTER;
+    k->d = d;
+    k->cluster = idx;
+    char tags[256], dcs[256];
+    join_strs(tags, sizeof(tags), &d->tags);
+    join_strs(dcs, sizeof(dcs), &d->dcs);
+    if (d->tags.n || d->dcs.n)
+        c->name = astrf(b, "%s.consul-svc:%s[tags=%s;dcs=%s]", b->s->discovery_ns, d->service, tags, dcs);
+    else
+        c->name = astrf(b, "%s.consul-svc:%s", b->s->discovery_ns, d->service);
+    c->lb = RV_LB_ROUND_ROBIN;
+    c->choice_count = 2;
+    const rv_disc_svc_t *svc = b->view ? rv_disc_find(b->view, d->service) : NULL;
+    vec_t eps = { 0 };
+    uint32_t nsel = 0;
+    if (svc) {
+        isel_t f = { &d->dcs, &d->tags, NULL };
+        consul_endpoints(b, svc, &f, &eps, &nsel);
+        if (!nsel) {
+            isel_t all = { NULL, NULL, NULL };
+            consul_endpoints(b, svc, &all, &eps, &nsel);
+        }
+    }
+    c = (rv_cluster_t *)b->clusters.v + idx;
+    set_endpoints(b, c, &eps);
+    if (!c->neps && !b->oom && warn)
+        addmsg(b, owner, false, "%s: consul service '%s': %s; requests get 503", where, d->service,
+               consul_problem(b, svc, nsel));
+    free(eps.v);
+    return idx;
 }
 
 /* ---- options and actions ------------------------------------------------------------ */
@@ -460,6 +777,14 @@ static uint32_t upstream_cluster(bctx_t *b, tres_t *owner, bool warn, const char
     return RV_NO_CLUSTER;
 }
 
+/* Cluster of a destination: an Upstream reference or a consul service. */
+static uint32_t dest_cluster(bctx_t *b, tres_t *owner, bool warn, const char *where, const dest_t *d)
+{
+    if (d->consul.h.set)
+        return consul_dest_cluster(b, owner, warn, where, &d->consul);
+    return upstream_cluster(b, owner, warn, where, &d->upstream);
+}
+
 static void conv_wdests(bctx_t *b, tres_t *owner, bool warn, const char *where, const list_t *l, rv_action_t *act)
 {
     const wdest_t *d = l->v;
@@ -472,7 +797,7 @@ static void conv_wdests(bctx_t *b, tres_t *owner, bool warn, const char *where, 
         if (!d[i].weight)
             continue;
         rv_dest_t *o = &act->dests[k++];
-        o->cluster = upstream_cluster(b, owner, warn, where, &d[i].dest.upstream);
+        o->cluster = dest_cluster(b, owner, warn, where, &d[i].dest);
         o->weight = d[i].weight;
         conv_headers(b, &d[i].opts.headers, &o->headers);
         act->total_weight += o->weight;
@@ -508,7 +833,7 @@ static void conv_action(bctx_t *b, tres_t *owner, const char *where, const route
     if (ra->single.h.set) {
         if (!(act->dests = anew(b, sizeof(rv_dest_t))))
             return;
-        act->dests[0].cluster = upstream_cluster(b, owner, true, where, &ra->single.upstream);
+        act->dests[0].cluster = dest_cluster(b, owner, true, where, &ra->single);
         act->dests[0].weight = 1;
         act->ndests = 1;
         act->total_weight = 1;
@@ -1055,7 +1380,7 @@ static void check_ugs(bctx_t *b)
         for (uint32_t k = 0; k < g->dests.n; k++) {
             char where[64];
             snprintf(where, sizeof(where), "destinations[%u]", k);
-            upstream_cluster(b, t, true, where, &d[k].dest.upstream);
+            dest_cluster(b, t, true, where, &d[k].dest);
         }
     }
 }
@@ -1078,7 +1403,7 @@ static int status_cmp(const void *x, const void *y)
 static void build_statuses(bctx_t *b)
 {
     rv_snapshot_t *snap = &b->sp->snap;
-    uint32_t n = b->nall + (b->s->settings_file ? 1 : 0);
+    uint32_t n = b->nall + b->ndisc + (b->s->settings_file ? 1 : 0);
     snap->statuses = anew(b, n * sizeof(rv_status_t));
     if (!snap->statuses)
         return;
@@ -1114,6 +1439,16 @@ static void build_statuses(bctx_t *b)
             st->reason = astr(b, "");
         }
         snap->nrejected += st->state == RV_STATE_REJECTED;
+    }
+    for (uint32_t i = 0; i < b->ndisc; i++) {
+        tres_t *t = &b->disc[i];
+        rv_status_t *st = &snap->statuses[k++];
+        st->kind = astr(b, "Upstream");
+        st->ns = astr(b, t->ns);
+        st->name = astr(b, t->name);
+        st->file = astr(b, t->file);
+        st->state = t->warn ? RV_STATE_WARNING : RV_STATE_ACCEPTED;
+        st->reason = astr(b, t->warn ? t->warn : "");
     }
     snap->nstatuses = k;
     if (!b->oom && k > 1)
@@ -1179,7 +1514,18 @@ static int res_order(const void *x, const void *y)
 
 int rv_snapshot_build(rv_store_t *st, const rv_settings_t *s, rv_snapshot_t **out)
 {
-    bctx_t b = { .s = s };
+    return rv_snapshot_build_disc(st, s, NULL, false, out);
+}
+
+bool rv_snapshot_uses_consul(const rv_snapshot_t *snap)
+{
+    return ((const snap_priv_t *)snap)->uses_consul;
+}
+
+int rv_snapshot_build_disc(rv_store_t *st, const rv_settings_t *s, const rv_disc_view_t *view, bool discover,
+                           rv_snapshot_t **out)
+{
+    bctx_t b = { .s = s, .view = view, .discover = discover };
     res_t **order = NULL;
     int rc = RV_ENOMEM;
 
@@ -1235,6 +1581,8 @@ int rv_snapshot_build(rv_store_t *st, const rv_settings_t *s, rv_snapshot_t **ou
     /* VirtualServices no Gateway selected still get their routes checked (and statuses) */
     for (uint32_t i = 0; i < b.nby[RK_VS] && !b.oom; i++)
         translate_vs(&b, b.by[RK_VS][i]);
+    finish_clusters(&b);
+    b.sp->uses_consul = b.uses_consul;
     if (!b.oom)
         build_statuses(&b);
     if (!b.oom && cfg_dump_json(&b.sp->snap) != 0)
@@ -1251,6 +1599,13 @@ out:
         free(b.all[i].routes);
     }
     free(b.all);
+    for (uint32_t i = 0; i < b.ndisc; i++) {
+        free(b.disc[i].rej);
+        free(b.disc[i].warn);
+    }
+    free(b.disc);
+    free(b.clusters.v);
+    free(b.cdests.v);
     for (int k = 0; k < RK_COUNT; k++)
         free(b.by[k]);
     free(order);

@@ -309,8 +309,8 @@ static void test_vs_fields(void)
         "two actions refused");
     REJ(RK_VS, VS_ROUTE("routeAction: {single: {kube: {ref: {name: s}, port: 80}}}"),
         "virtualHost.routes[0].routeAction.single.kube is not supported yet", "kube destination refused");
-    REJ(RK_VS, VS_ROUTE("routeAction: {single: {consul: {serviceName: s}}}"), "single.consul is not supported yet",
-        "consul destination refused");
+    REJ(RK_VS, VS_ROUTE("routeAction: {single: {consul: {}}}"), "single.consul.serviceName: is required",
+        "consul destination needs serviceName");
     REJ(RK_VS, VS_ROUTE("routeAction: {clusterHeader: x}"), "routeAction.clusterHeader is not supported yet",
         "clusterHeader refused");
     REJ(RK_VS, VS_ROUTE("routeAction: {}"), "needs one of single, multi or upstreamGroup", "empty routeAction");
@@ -551,15 +551,17 @@ static void test_upstreams(void)
     CHECK(u && u->lb.rr.h.set, "upstream: roundRobin lb");
     u = dec(RK_US, US_STATIC("") "loadBalancerConfig: {leastRequest: {}}\n");
     CHECK(u && u->lb.lr.choice_count == 2, "upstream: leastRequest choiceCount defaults to 2");
-    REJ(RK_US, "metadata: {name: x}\nconsul: {serviceName: s}\n", "upstream type consul is not supported yet",
-        "consul upstream refused");
+    REJ(RK_US, "metadata: {name: x}\nconsul: {dataCenters: [dc1]}\n", "consul.serviceName: is required",
+        "consul upstream needs serviceName");
+    REJ(RK_US, "metadata: {name: x}\nconsul: {serviceName: s, connectEnabled: true}\n",
+        "consul.connectEnabled", "consul connectEnabled refused");
     REJ(RK_US, "metadata: {name: x}\nkube: {serviceName: s}\n", "upstream type kube is not supported yet",
         "kube upstream refused");
     REJ(RK_US, "metadata: {name: x}\nawsEc2: {region: r}\n", "upstream type awsEc2 is not supported yet",
         "awsEc2 upstream refused");
     REJ(RK_US, "metadata: {name: x}\naws_ec2: {region: r}\n", "upstream type awsEc2 is not supported yet",
         "aws_ec2 spelling refused the same way");
-    REJ(RK_US, "metadata: {name: x}\n", "upstream type is required (rivet supports static)", "upstream type required");
+    REJ(RK_US, "metadata: {name: x}\n", "upstream type is required (rivet supports static and consul)", "upstream type required");
     REJ(RK_US, US_STATIC(", useTls: true"), "static.useTls: TLS to upstreams is not supported yet", "useTls refused");
     REJ(RK_US, "metadata: {name: x}\nstatic: {hosts: [{addr: a.com, port: 443}]}\n",
         "static.hosts[0].port: TLS to upstreams is not supported yet", "port 443 (auto TLS) refused");

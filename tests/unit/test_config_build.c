@@ -485,7 +485,7 @@ static void test_refs(void)
     env_t e = { 0 };
     fresh_dir();
     put("upstreams/gloo-system/up.yaml", US("up"));
-    put("upstreams/gloo-system/bad.yaml", "metadata: {name: bad}\nconsul: {serviceName: x}\n");
+    put("upstreams/gloo-system/bad.yaml", "metadata: {name: bad}\nkube: {serviceName: x}\n");
     put("upstreams/gloo-system/dns.yaml", "metadata: {name: dns}\nstatic: {hosts: [{addr: localhost, port: 80}, {addr: "
                                           "no-such-host.invalid, port: 81}]}\n");
     put("upstreamgroups/gloo-system/ug.yaml", "metadata: {name: ug}\ndestinations:\n- {destination: {upstream: {name: "

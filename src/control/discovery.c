@@ -1,0 +1,1445 @@
+/*
+ * discovery.c - Consul service discovery: catalog/health state, immutable endpoint views, and
+ * the watcher thread that keeps blocking queries open with libcurl's multi interface.
+ *
+ * Why not the rv_consul client: that client runs one request at a time, and discovery needs
+ * one blocking query per service and datacenter (thousands), so the watcher drives its own
+ * multi handle with a bounded number of transfers in flight. It shares the client's rules
+ * (rv_consul_next_index, rv_consul_backoff_ms) and configuration (rv_consul_cfg_t).
+ *
+ * Threads: the state and every curl handle belong to the watcher thread. The only shared
+ * things are `latest` (mutex), the eventfd, and two atomics (stop, healthy).
+ */
+#include "control/discovery.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/err.h"
+#include "core/log.h"
+
+/* ---- small helpers ------------------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int str_cmp(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+static char *xstrdup(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* ---- MD5 (RFC 1321), for Gloo's long-name rule only ------------------------------------ */
+
+static uint32_t rol(uint32_t x, int c)
+{
+    return (x << c) | (x >> (32 - c));
+}
+
+static void md5(const unsigned char *msg, size_t len, unsigned char out[16])
+{
+    static const int sh[64] = { 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
+                                5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20, 5, 9,  14, 20,
+                                4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23, 4, 11, 16, 23,
+                                6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21, 6, 10, 15, 21 };
+    uint32_t k[64];
+    for (int i = 0; i < 64; i++) {
+        double v = __builtin_fabs(__builtin_sin((double)(i + 1))) * 4294967296.0;
+        k[i] = (uint32_t)v;
+    }
+    uint32_t h0 = 0x67452301, h1 = 0xefcdab89, h2 = 0x98badcfe, h3 = 0x10325476;
+    size_t total = ((len + 8) / 64 + 1) * 64;
+    for (size_t off = 0; off < total; off += 64) {
+        uint32_t w[16];
+        for (int i = 0; i < 16; i++) {
+            uint32_t v = 0;
+            for (int j = 0; j < 4; j++) {
+                size_t p = off + (size_t)i * 4 + (size_t)j;
+                unsigned char byte;
+                if (p < len)
+                    byte = msg[p];
+                else if (p == len)
+                    byte = 0x80;
+                else if (p >= total - 8)
+                    byte = (unsigned char)(((uint64_t)len * 8) >> (8 * (p - (total - 8))));
+                else
+                    byte = 0;
+                v |= (uint32_t)byte << (8 * j);
+            }
+            w[i] = v;
+        }
+        uint32_t a = h0, b = h1, c = h2, d = h3;
+        for (int i = 0; i < 64; i++) {
+            uint32_t f;
+            int g;
+            if (i < 16) {
+                f = (b & c) | (~b & d);
+                g = i;
+            } else if (i < 32) {
+                f = (d & b) | (~d & c);
+                g = (5 * i + 1) % 16;
+            } else if (i < 48) {
+                f = b ^ c ^ d;
+                g = (3 * i + 5) % 16;
+            } else {
+                f = c ^ (b | ~d);
+                g = (7 * i) % 16;
+            }
+            uint32_t tmp = d;
+            d = c;
+            c = b;
+            b = b + rol(a + f + k[i] + w[g], sh[i]);
+            a = tmp;
+        }
+        h0 += a;
+        h1 += b;
+        h2 += c;
+        h3 += d;
+    }
+    uint32_t hs[4] = { h0, h1, h2, h3 };
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            out[i * 4 + j] = (unsigned char)(hs[i] >> (8 * j));
+}
+
+char *rv_disc_upstream_name(const char *service, char *out, size_t outlen)
+{
+    char tmp[1024];
+    size_t n = 0;
+    if (!outlen)
+        return out;
+    for (const char *p = service; *p && n + 1 < sizeof(tmp); p++) {
+        char ch = *p;
+        if (strchr("*/.:_ ", ch))
+            ch = '-';
+        else if (strchr("[]\n\"'", ch))
+            continue;
+        tmp[n++] = ch;
+    }
+    tmp[n] = '\0';
+    if (n > 63) {
+        unsigned char d[16];
+        md5((const unsigned char *)tmp, n, d);
+        char hex[33];
+        for (int i = 0; i < 16; i++)
+            snprintf(hex + 2 * i, 3, "%02x", d[i]);
+        snprintf(tmp + 31, sizeof(tmp) - 31, "-%s", hex);
+        tmp[63] = '\0';
+        n = 63;
+    }
+    size_t k = 0;
+    for (; k < n && k + 1 < outlen; k++)
+        out[k] = (char)((tmp[k] >= 'A' && tmp[k] <= 'Z') ? tmp[k] + 32 : tmp[k]);
+    out[k] = '\0';
+    return out;
+}
+
+/* ---- views ----------------------------------------------------------------------------- */
+
+void rv_disc_view_ref(rv_disc_view_t *v)
+{
+    if (v)
+        atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
+}
+
+void rv_disc_view_release(rv_disc_view_t *v)
+{
+    if (!v || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    rv_arena_free(&v->arena);
+    free(v);
+}
+
+const rv_disc_svc_t *rv_disc_find(const rv_disc_view_t *v, const char *name)
+{
+    uint32_t lo = 0, hi = v ? v->nsvcs : 0;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(v->svcs[mid].name.ptr, name);
+        if (r == 0)
+            return &v->svcs[mid];
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+/* ---- state ----------------------------------------------------------------------------- */
+
+/* One service in one datacenter. */
+typedef struct sdc_s {
+    char *dc;
+    char **tags;                /* from /v1/catalog/services */
+    uint32_t ntags;
+    bool known;                 /* instances read at least once */
+    rv_arena_t a;               /* owns insts */
+    rv_disc_inst_t *insts;
+    uint32_t ninsts;
+} sdc_t;
+
+typedef struct ssvc_s {
+    char *name;
+    sdc_t *dcs;                 /* sorted by dc */
+    uint32_t ndcs;
+} ssvc_t;
+
+/* Host name resolutions, kept HOST_TTL_MS (Gloo's dnsPollingInterval default). */
+#define HOST_TTL_MS 5000
+#define HOST_BUCKETS 1024
+typedef struct hent_s {
+    struct hent_s *next;
+    char *host;
+    uint16_t port;
+    rv_disc_addr_t *addrs;
+    uint32_t n;
+    int64_t at;
+} hent_t;
+
+struct rv_disc_state_s {
+    bool health;
+    ssvc_t **svcs;              /* sorted by name */
+    uint32_t n, cap;
+    char **dcs_read;            /* datacenters whose service list was read */
+    uint32_t ndcs_read;
+    hent_t *hosts[HOST_BUCKETS];
+};
+
+rv_disc_state_t *rv_disc_state_new(bool health)
+{
+    rv_disc_state_t *st = calloc(1, sizeof(*st));
+    if (st)
+        st->health = health;
+    return st;
+}
+
+static void free_strs(char **v, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void sdc_free(sdc_t *d)
+{
+    free(d->dc);
+    free_strs(d->tags, d->ntags);
+    rv_arena_free(&d->a);
+}
+
+static void svc_free(ssvc_t *s)
+{
+    if (!s)
+        return;
+    for (uint32_t i = 0; i < s->ndcs; i++)
+        sdc_free(&s->dcs[i]);
+    free(s->dcs);
+    free(s->name);
+    free(s);
+}
+
+void rv_disc_state_free(rv_disc_state_t *st)
+{
+    if (!st)
+        return;
+    for (uint32_t i = 0; i < st->n; i++)
+        svc_free(st->svcs[i]);
+    free(st->svcs);
+    free_strs(st->dcs_read, st->ndcs_read);
+    for (int b = 0; b < HOST_BUCKETS; b++)
+        for (hent_t *h = st->hosts[b], *nx; h; h = nx) {
+            nx = h->next;
+            free(h->host);
+            free(h->addrs);
+            free(h);
+        }
+    free(st);
+}
+
+uint32_t rv_disc_service_count(const rv_disc_state_t *st)
+{
+    return st->n;
+}
+
+/* Index of name in st->svcs, or the insertion point with *found false. */
+static uint32_t svc_pos(const rv_disc_state_t *st, const char *name, bool *found)
+{
+    uint32_t lo = 0, hi = st->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        int r = strcmp(st->svcs[mid]->name, name);
+        if (r == 0) {
+            *found = true;
+            return mid;
+        }
+        if (r < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = false;
+    return lo;
+}
+
+static ssvc_t *svc_get(rv_disc_state_t *st, const char *name, bool create)
+{
+    bool found;
+    uint32_t pos = svc_pos(st, name, &found);
+    if (found)
+        return st->svcs[pos];
+    if (!create)
+        return NULL;
+    if (st->n == st->cap) {
+        uint32_t nc = st->cap ? st->cap * 2 : 64;
+        ssvc_t **p = realloc(st->svcs, nc * sizeof(*p));
+        if (!p)
+            return NULL;
+        st->svcs = p;
+        st->cap = nc;
+    }
+    ssvc_t *s = calloc(1, sizeof(*s));
+    if (!s || !(s->name = strdup(name))) {
+        free(s);
+        return NULL;
+    }
+    memmove(&st->svcs[pos + 1], &st->svcs[pos], (st->n - pos) * sizeof(*st->svcs));
+    st->svcs[pos] = s;
+    st->n++;
+    return s;
+}
+
+static sdc_t *sdc_get(ssvc_t *s, const char *dc, bool create)
+{
+    uint32_t i = 0;
+    for (; i < s->ndcs; i++) {
+        int r = strcmp(s->dcs[i].dc, dc);
+        if (r == 0)
+            return &s->dcs[i];
+        if (r > 0)
+            break;
+    }
+    if (!create)
+        return NULL;
+    sdc_t *p = realloc(s->dcs, (s->ndcs + 1) * sizeof(*p));
+    if (!p)
+        return NULL;
+    s->dcs = p;
+    memmove(&s->dcs[i + 1], &s->dcs[i], (s->ndcs - i) * sizeof(*p));
+    memset(&s->dcs[i], 0, sizeof(*p));
+    rv_arena_init(&s->dcs[i].a, 4096);
+    if (!(s->dcs[i].dc = strdup(dc))) {
+        memmove(&s->dcs[i], &s->dcs[i + 1], (s->ndcs - i) * sizeof(*p));
+        return NULL;
+    }
+    s->ndcs++;
+    return &s->dcs[i];
+}
+
+static void sdc_remove(ssvc_t *s, sdc_t *d)
+{
+    uint32_t i = (uint32_t)(d - s->dcs);
+    sdc_free(d);
+    memmove(&s->dcs[i], &s->dcs[i + 1], (s->ndcs - i - 1) * sizeof(*d));
+    s->ndcs--;
+}
+
+static bool tags_same(char **a, uint32_t na, json_t *arr)
+{
+    if (!json_is_array(arr) || json_array_size(arr) != na)
+        return false;
+    for (uint32_t i = 0; i < na; i++) {
+        const char *t = json_string_value(json_array_get(arr, i));
+        if (!t || strcmp(t, a[i]))
+            return false;
+    }
+    return true;
+}
+
+static void note_dc_read(rv_disc_state_t *st, const char *dc)
+{
+    for (uint32_t i = 0; i < st->ndcs_read; i++)
+        if (!strcmp(st->dcs_read[i], dc))
+            return;
+    char **p = realloc(st->dcs_read, (st->ndcs_read + 1) * sizeof(*p));
+    if (!p)
+        return;
+    st->dcs_read = p;
+    if ((p[st->ndcs_read] = strdup(dc)))
+        st->ndcs_read++;
+}
+
+int rv_disc_set_services(rv_disc_state_t *st, const char *dc, const char *json, size_t len)
+{
+    json_error_t je;
+    json_t *root = json_loadb(json, len, 0, &je);
+    int changed = 0;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return RV_EPARSE;
+    }
+    const char *name;
+    json_t *tags;
+    json_object_foreach(root, name, tags) {
+        if (!json_is_array(tags)) {
+            json_decref(root);
+            return RV_EPARSE;
+        }
+    }
+    json_object_foreach(root, name, tags) {
+        if (!name[0])
+            continue;
+        ssvc_t *s = svc_get(st, name, true);
+        bool created = s && !sdc_get(s, dc, false);
+        sdc_t *d = s ? sdc_get(s, dc, true) : NULL;
+        if (!d) {
+            json_decref(root);
+            return RV_ENOMEM;
+        }
+        if (created || !tags_same(d->tags, d->ntags, tags)) {
+            free_strs(d->tags, d->ntags);
+            d->tags = NULL;
+            d->ntags = 0;
+            size_t nt = json_array_size(tags);
+            if (nt && !(d->tags = calloc(nt, sizeof(char *)))) {
+                json_decref(root);
+                return RV_ENOMEM;
+            }
+            for (size_t i = 0; i < nt; i++) {
+                const char *t = json_string_value(json_array_get(tags, i));
+                if (t && (d->tags[d->ntags] = strdup(t)))
+                    d->ntags++;
+            }
+            changed = 1;
+        }
+    }
+    /* services no longer listed in dc lose dc */
+    for (uint32_t i = 0; i < st->n;) {
+        ssvc_t *s = st->svcs[i];
+        sdc_t *d = sdc_get(s, dc, false);
+        if (d && !json_object_get(root, s->name)) {
+            sdc_remove(s, d);
+            changed = 1;
+        }
+        if (s->ndcs == 0) {
+            svc_free(s);
+            memmove(&st->svcs[i], &st->svcs[i + 1], (st->n - i - 1) * sizeof(*st->svcs));
+            st->n--;
+            continue;
+        }
+        i++;
+    }
+    note_dc_read(st, dc);
+    json_decref(root);
+    return changed;
+}
+
+static uint32_t hash_str(const char *s, uint16_t port)
+{
+    uint32_t h = 2166136261u ^ port;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* Addresses of host:port: literals parsed, names resolved (cached HOST_TTL_MS). */
+static int resolve(rv_disc_state_t *st, const char *host, uint16_t port, rv_disc_addr_t **out, uint32_t *n)
+{
+    struct sockaddr_in in4 = { .sin_family = AF_INET, .sin_port = htons(port) };
+    struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons(port) };
+    static __thread rv_disc_addr_t one;
+    *n = 0;
+    *out = NULL;
+    if (!host[0])
+        return 0;
+    if (inet_pton(AF_INET, host, &in4.sin_addr) == 1) {
+        memcpy(&one.sa, &in4, sizeof(in4));
+        one.len = sizeof(in4);
+        *out = &one;
+        *n = 1;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &in6.sin6_addr) == 1) {
+        memcpy(&one.sa, &in6, sizeof(in6));
+        one.len = sizeof(in6);
+        *out = &one;
+        *n = 1;
+        return 0;
+    }
+    uint32_t b = hash_str(host, port) % HOST_BUCKETS;
+    int64_t now = mono_ms();
+    hent_t *h = st->hosts[b];
+    for (; h; h = h->next)
+        if (h->port == port && !strcmp(h->host, host))
+            break;
+    if (h && now - h->at < HOST_TTL_MS) {
+        *out = h->addrs;
+        *n = h->n;
+        return 0;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    rv_disc_addr_t *addrs = NULL;
+    uint32_t na = 0;
+    for (struct addrinfo *ai = rc == 0 ? res : NULL; ai; ai = ai->ai_next) {
+        rv_disc_addr_t a = { 0 };
+        if (ai->ai_family == AF_INET && ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
+            memcpy(&a.sa, ai->ai_addr, sizeof(struct sockaddr_in));
+            ((struct sockaddr_in *)&a.sa)->sin_port = htons(port);
+            a.len = sizeof(struct sockaddr_in);
+        } else if (ai->ai_family == AF_INET6 && ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
+            memcpy(&a.sa, ai->ai_addr, sizeof(struct sockaddr_in6));
+            ((struct sockaddr_in6 *)&a.sa)->sin6_port = htons(port);
+            a.len = sizeof(struct sockaddr_in6);
+        } else {
+            continue;
+        }
+        bool dup = false;
+        for (uint32_t k = 0; k < na && !dup; k++)
+            dup = addrs[k].len == a.len && !memcmp(&addrs[k].sa, &a.sa, a.len);
+        if (dup)
+            continue;
+        rv_disc_addr_t *p = realloc(addrs, (na + 1) * sizeof(*p));
+        if (!p)
+            break;
+        addrs = p;
+        addrs[na++] = a;
+    }
+    if (res)
+        freeaddrinfo(res);
+    if (!h) {
+        if (!(h = calloc(1, sizeof(*h))) || !(h->host = strdup(host))) {
+            free(h);
+            free(addrs);
+            return RV_ENOMEM;
+        }
+        h->port = port;
+        h->next = st->hosts[b];
+        st->hosts[b] = h;
+    }
+    free(h->addrs);
+    h->addrs = addrs;
+    h->n = na;
+    h->at = now;
+    *out = h->addrs;
+    *n = h->n;
+    return 0;
+}
+
+static const char *jstr(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+static rv_str_t dupa(rv_arena_t *a, const char *s, bool *oom)
+{
+    rv_str_t r = rv_arena_str(a, rv_cstr(s));
+    if (!r.ptr)
+        *oom = true;
+    return r;
+}
+
+static int inst_cmp(const void *x, const void *y)
+{
+    const rv_disc_inst_t *a = x, *b = y;
+    int r = strcmp(a->dc.ptr, b->dc.ptr);
+    if (!r)
+        r = strcmp(a->node.ptr, b->node.ptr);
+    if (!r)
+        r = strcmp(a->id.ptr, b->id.ptr);
+    return r;
+}
+
+static bool inst_same(const rv_disc_inst_t *a, const rv_disc_inst_t *b)
+{
+    if (!rv_str_eq(a->id, b->id) || !rv_str_eq(a->node, b->node) || !rv_str_eq(a->dc, b->dc) ||
+        !rv_str_eq(a->host, b->host) || a->port != b->port || a->passing != b->passing || a->ntags != b->ntags ||
+        a->naddrs != b->naddrs)
+        return false;
+    for (uint32_t i = 0; i < a->ntags; i++)
+        if (!rv_str_eq(a->tags[i], b->tags[i]))
+            return false;
+    for (uint32_t i = 0; i < a->naddrs; i++)
+        if (a->addrs[i].len != b->addrs[i].len || memcmp(&a->addrs[i].sa, &b->addrs[i].sa, a->addrs[i].len))
+            return false;
+    return true;
+}
+
+/* Parse a health answer into instances allocated in a. 0, RV_EPARSE or RV_ENOMEM. */
+static int parse_health(rv_disc_state_t *st, rv_arena_t *a, const char *dc, json_t *root, rv_disc_inst_t **out,
+                        uint32_t *nout)
+{
+    size_t n = json_array_size(root);
+    bool oom = false;
+    *out = NULL;
+    *nout = 0;
+    if (!n)
+        return 0;
+    rv_disc_inst_t *v = RV_ARENA_NEWN(a, rv_disc_inst_t, n);
+    if (!v)
+        return RV_ENOMEM;
+    uint32_t k = 0;
+    for (size_t i = 0; i < n && !oom; i++) {
+        json_t *e = json_array_get(root, i);
+        json_t *node = json_object_get(e, "Node"), *svc = json_object_get(e, "Service");
+        json_t *checks = json_object_get(e, "Checks"), *tags = json_object_get(svc, "Tags");
+        if (!json_is_object(node) || !json_is_object(svc))
+            return RV_EPARSE;
+        rv_disc_inst_t *in = &v[k++];
+        const char *edc = jstr(node, "Datacenter");
+        in->id = dupa(a, jstr(svc, "ID"), &oom);
+        in->node = dupa(a, jstr(node, "Node"), &oom);
+        in->dc = dupa(a, edc[0] ? edc : dc, &oom);
+        const char *host = jstr(svc, "Address");
+        if (!host[0])
+            host = jstr(node, "Address");
+        in->host = dupa(a, host, &oom);
+        json_int_t port = json_integer_value(json_object_get(svc, "Port"));
+        in->port = port > 0 && port <= 65535 ? (uint16_t)port : 0;
+        in->passing = true;
+        for (size_t c = 0; c < json_array_size(checks); c++)
+            if (strcmp(jstr(json_array_get(checks, c), "Status"), "passing"))
+                in->passing = false;
+        size_t nt = json_array_size(tags);
+        if (nt && (in->tags = RV_ARENA_NEWN(a, rv_str_t, nt)))
+            for (size_t t = 0; t < nt; t++) {
+                const char *tv = json_string_value(json_array_get(tags, t));
+                if (tv)
+                    in->tags[in->ntags++] = dupa(a, tv, &oom);
+            }
+        else if (nt)
+            oom = true;
+        rv_disc_addr_t *addrs;
+        uint32_t na = 0;
+        if (in->port && resolve(st, host, in->port, &addrs, &na) == 0 && na) {
+            if ((in->addrs = RV_ARENA_NEWN(a, rv_disc_addr_t, na))) {
+                memcpy(in->addrs, addrs, na * sizeof(*addrs));
+                in->naddrs = na;
+            } else {
+                oom = true;
+            }
+        }
+    }
+    if (oom)
+        return RV_ENOMEM;
+    qsort(v, k, sizeof(*v), inst_cmp);
+    *out = v;
+    *nout = k;
+    return 0;
+}
+
+int rv_disc_set_health(rv_disc_state_t *st, const char *name, const char *dc, const char *json, size_t len)
+{
+    json_error_t je;
+    json_t *root = json_loadb(json, len, 0, &je);
+    if (!json_is_array(root)) {
+        json_decref(root);
+        return RV_EPARSE;
+    }
+    ssvc_t *s = svc_get(st, name, false);
+    sdc_t *d = s ? sdc_get(s, dc, false) : NULL;
+    if (!d) {   /* no longer listed: the answer is late */
+        json_decref(root);
+        return 0;
+    }
+    rv_arena_t a;
+    rv_arena_init(&a, 4096);
+    rv_disc_inst_t *v;
+    uint32_t n;
+    int rc = parse_health(st, &a, dc, root, &v, &n);
+    json_decref(root);
+    if (rc != 0) {
+        rv_arena_free(&a);
+        return rc;
+    }
+    bool same = d->known && n == d->ninsts;
+    for (uint32_t i = 0; same && i < n; i++)
+        same = inst_same(&v[i], &d->insts[i]);
+    if (same) {
+        rv_arena_free(&a);
+        return 0;
+    }
+    rv_arena_free(&d->a);
+    d->a = a;
+    d->insts = v;
+    d->ninsts = n;
+    d->known = true;
+    return 1;
+}
+
+static rv_str_t vcopy(rv_arena_t *a, rv_str_t s, bool *oom)
+{
+    rv_str_t r = rv_arena_str(a, s);
+    if (!r.ptr)
+        *oom = true;
+    return r;
+}
+
+rv_disc_view_t *rv_disc_view_build(rv_disc_state_t *st)
+{
+    rv_disc_view_t *v = calloc(1, sizeof(*v));
+    bool oom = false;
+    if (!v)
+        return NULL;
+    rv_arena_init(&v->arena, 256 * 1024);
+    atomic_init(&v->refs, 1);
+    v->health = st->health;
+    v->synced = st->ndcs_read > 0;
+    if (st->n && !(v->svcs = RV_ARENA_NEWN(&v->arena, rv_disc_svc_t, st->n)))
+        goto fail;
+    v->nsvcs = st->n;
+    for (uint32_t i = 0; i < st->n && !oom; i++) {
+        const ssvc_t *s = st->svcs[i];
+        rv_disc_svc_t *o = &v->svcs[i];
+        o->name = vcopy(&v->arena, rv_cstr(s->name), &oom);
+        o->known = true;
+        uint32_t ninst = 0, ntag = 0;
+        for (uint32_t d = 0; d < s->ndcs; d++) {
+            ninst += s->dcs[d].ninsts;
+            ntag += s->dcs[d].ntags;
+            o->known &= s->dcs[d].known;
+        }
+        v->synced &= o->known;
+        o->dcs = RV_ARENA_NEWN(&v->arena, rv_str_t, s->ndcs ? s->ndcs : 1);
+        o->tags = RV_ARENA_NEWN(&v->arena, rv_str_t, ntag ? ntag : 1);
+        o->insts = RV_ARENA_NEWN(&v->arena, rv_disc_inst_t, ninst ? ninst : 1);
+        char **tmp = ntag ? malloc(ntag * sizeof(char *)) : NULL;
+        if (!o->dcs || !o->tags || !o->insts || (ntag && !tmp)) {
+            free(tmp);
+            goto fail;
+        }
+        uint32_t nt = 0;
+        for (uint32_t d = 0; d < s->ndcs; d++) {
+            const sdc_t *sd = &s->dcs[d];
+            rv_str_t dc = vcopy(&v->arena, rv_cstr(sd->dc), &oom);
+            o->dcs[o->ndcs++] = dc;
+            for (uint32_t t = 0; t < sd->ntags; t++)
+                tmp[nt++] = sd->tags[t];
+            for (uint32_t k = 0; k < sd->ninsts && !oom; k++) {
+                const rv_disc_inst_t *in = &sd->insts[k];
+                rv_disc_inst_t *c = &o->insts[o->ninsts++];
+                c->id = vcopy(&v->arena, in->id, &oom);
+                c->node = vcopy(&v->arena, in->node, &oom);
+                c->dc = rv_str_eq(in->dc, dc) ? dc : vcopy(&v->arena, in->dc, &oom);
+                c->host = vcopy(&v->arena, in->host, &oom);
+                c->port = in->port;
+                c->passing = in->passing;
+                if (in->ntags) {
+                    c->tags = RV_ARENA_NEWN(&v->arena, rv_str_t, in->ntags);
+                    if (!c->tags) {
+                        oom = true;
+                        break;
+                    }
+                    for (uint32_t t = 0; t < in->ntags; t++)
+                        c->tags[t] = vcopy(&v->arena, in->tags[t], &oom);
+                    c->ntags = in->ntags;
+                }
+                if (in->naddrs) {
+                    c->addrs = RV_ARENA_NEWN(&v->arena, rv_disc_addr_t, in->naddrs);
+                    if (!c->addrs) {
+                        oom = true;
+                        break;
+                    }
+                    memcpy(c->addrs, in->addrs, in->naddrs * sizeof(rv_disc_addr_t));
+                    c->naddrs = in->naddrs;
+                }
+                v->ninsts++;
+                v->npassing += c->passing;
+            }
+        }
+        if (nt > 1)
+            qsort(tmp, nt, sizeof(char *), str_cmp);
+        for (uint32_t t = 0; t < nt && !oom; t++)
+            if (t == 0 || strcmp(tmp[t], tmp[t - 1]))
+                o->tags[o->ntags++] = vcopy(&v->arena, rv_cstr(tmp[t]), &oom);
+        free(tmp);
+    }
+    if (oom)
+        goto fail;
+    return v;
+fail:
+    rv_arena_free(&v->arena);
+    free(v);
+    return NULL;
+}
+
+/* ---- process-wide override (rivet run --consul-discovery) ---------------------------- */
+
+static bool ovr_enable, ovr_catalog_only;
+
+void rv_disc_override(bool enable, bool catalog_only)
+{
+    ovr_enable = enable;
+    ovr_catalog_only = catalog_only;
+}
+
+bool rv_disc_override_enabled(bool *catalog_only)
+{
+    if (catalog_only)
+        *catalog_only = ovr_catalog_only;
+    return ovr_enable;
+}
+
+/* ---- the watcher ------------------------------------------------------------------------ */
+
+enum { WK_DCS = 0, WK_SERVICES, WK_HEALTH };
+
+#define DEFAULT_WAIT_MS 60000
+#define DEFAULT_INFLIGHT 256
+#define MIN_SHARED_WAIT_MS 1000     /* wait when there are more watches than slots */
+#define RATE_REFILL_MS 1000         /* per watch: burst 2, then one request per second */
+#define RATE_BURST 2.0
+#define PUBLISH_GAP_MS 20           /* coalesce a burst of answers into one view */
+#define PUBLISH_GAP_SYNCING_MS 250  /* while the first answers arrive */
+#define DCS_REFRESH_MS 60000
+#define MAX_BODY (64u << 20)
+
+typedef struct watch_s {
+    int kind;
+    char *svc, *dc;
+    uint64_t index;
+    unsigned failures;
+    int64_t not_before;         /* monotonic ms */
+    double tokens;
+    int64_t tok_at;
+    CURL *h;
+    bool inflight, dead, ok;
+    char *buf;
+    size_t len, cap;
+    uint64_t got_index;
+    bool too_big;
+} watch_t;
+
+struct rv_disc_s {
+    rv_disc_opts_t o;
+    char *base;                 /* "http://host:port" */
+    char *token, *ca_file, *ca_path, *cert_file, *key_file, *basic_auth, *tls_server_name;
+    bool insecure;
+    char **dcs;
+    uint32_t ndcs;
+    bool fixed_dcs;
+    pthread_t th;
+    bool started;
+    int efd;
+    CURLM *multi;
+    _Atomic bool stop;
+    _Atomic bool healthy;
+    pthread_mutex_t mu;
+    rv_disc_view_t *latest;     /* guarded by mu */
+    rv_disc_state_t *st;
+    watch_t **w;
+    uint32_t nw, capw;
+    uint32_t inflight, cursor;
+    uint32_t nfailing;
+    bool was_healthy;
+    uint64_t rng, seq;
+    bool dirty;
+    int64_t dirty_at, last_pub;
+    struct curl_slist *hdrs;
+};
+
+static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
+{
+    watch_t *w = ud;
+    size_t n = sz * nm;
+    if (w->len + n + 1 > MAX_BODY) {
+        w->too_big = true;
+        return 0;
+    }
+    if (w->len + n + 1 > w->cap) {
+        size_t nc = w->cap ? w->cap : 4096;
+        while (nc < w->len + n + 1)
+            nc *= 2;
+        char *b = realloc(w->buf, nc);
+        if (!b)
+            return 0;
+        w->buf = b;
+        w->cap = nc;
+    }
+    memcpy(w->buf + w->len, p, n);
+    w->len += n;
+    w->buf[w->len] = '\0';
+    return n;
+}
+
+static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
+{
+    watch_t *w = ud;
+    size_t n = sz * nm;
+    static const char key[] = "x-consul-index:";
+    if (n > sizeof(key) - 1 && !strncasecmp(p, key, sizeof(key) - 1)) {
+        uint64_t v = 0;
+        for (size_t i = sizeof(key) - 1; i < n; i++) {
+            if (p[i] >= '0' && p[i] <= '9') {
+                if (v > (UINT64_MAX - 9) / 10)
+                    break;
+                v = v * 10 + (uint64_t)(p[i] - '0');
+            } else if (p[i] != ' ' && p[i] != '\t') {
+                break;
+            }
+        }
+        w->got_index = v;
+    }
+    return n;
+}
+
+static watch_t *add_watch(rv_disc_t *d, int kind, const char *svc, const char *dc)
+{
+    if (d->nw == d->capw) {
+        uint32_t nc = d->capw ? d->capw * 2 : 64;
+        watch_t **p = realloc(d->w, nc * sizeof(*p));
+        if (!p)
+            return NULL;
+        d->w = p;
+        d->capw = nc;
+    }
+    watch_t *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    w->kind = kind;
+    w->svc = xstrdup(svc);
+    w->dc = xstrdup(dc);
+    w->tokens = RATE_BURST;
+    w->tok_at = mono_ms();
+    if ((svc && !w->svc) || (dc && !w->dc)) {
+        free(w->svc);
+        free(w->dc);
+        free(w);
+        return NULL;
+    }
+    d->w[d->nw++] = w;
+    return w;
+}
+
+static void watch_free(rv_disc_t *d, watch_t *w)
+{
+    if (w->h) {
+        if (w->inflight) {
+            curl_multi_remove_handle(d->multi, w->h);
+            d->inflight--;
+        }
+        curl_easy_cleanup(w->h);
+    }
+    if (w->failures)
+        d->nfailing--;
+    free(w->svc);
+    free(w->dc);
+    free(w->buf);
+    free(w);
+}
+
+/* Drop dead watches that are not in flight. */
+static void sweep_watches(rv_disc_t *d)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < d->nw; i++) {
+        watch_t *w = d->w[i];
+        if (w->dead && !w->inflight)
+            watch_free(d, w);
+        else
+            d->w[k++] = w;
+    }
+    d->nw = k;
+    if (d->cursor >= d->nw)
+        d->cursor = 0;
+}
+
+static uint32_t nhealth_watches(const rv_disc_t *d)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < d->nw; i++)
+        n += d->w[i]->kind == WK_HEALTH && !d->w[i]->dead;
+    return n;
+}
+
+/* Health watches follow the state's (service, dc) pairs: add new ones, retire gone ones. */
+static void sync_health_watches(rv_disc_t *d, const char *dc)
+{
+    rv_disc_state_t *st = d->st;
+    for (uint32_t i = 0; i < d->nw; i++) {
+        watch_t *w = d->w[i];
+        if (w->kind != WK_HEALTH || w->dead || strcmp(w->dc, dc))
+            continue;
+        ssvc_t *s = svc_get(st, w->svc, false);
+        if (!s || !sdc_get(s, dc, false))
+            w->dead = true;
+    }
+    /* new pairs: a sorted walk would be faster; a flag per sdc keeps it linear */
+    for (uint32_t i = 0; i < st->n; i++) {
+        sdc_t *sd = sdc_get(st->svcs[i], dc, false);
+        if (!sd || sd->known)
+            continue;
+        bool have = false;
+        for (uint32_t k = 0; k < d->nw && !have; k++) {
+            watch_t *w = d->w[k];
+            have = w->kind == WK_HEALTH && !w->dead && !strcmp(w->dc, dc) && !strcmp(w->svc, st->svcs[i]->name);
+        }
+        if (!have)
+            add_watch(d, WK_HEALTH, st->svcs[i]->name, dc);
+    }
+}
+
+static void url_escape(char *out, size_t outlen, const char *s)
+{
+    size_t o = 0;
+    for (; *s && o + 4 < outlen; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("-._~", c)) {
+            out[o++] = (char)c;
+        } else {
+            snprintf(out + o, outlen - o, "%%%02X", c);
+            o += 3;
+        }
+    }
+    out[o] = '\0';
+}
+
+static int wait_for(const rv_disc_t *d, const watch_t *w)
+{
+    int wait = d->o.wait_ms > 0 ? d->o.wait_ms : DEFAULT_WAIT_MS;
+    if (w->kind != WK_HEALTH)
+        return wait;
+    uint32_t n = nhealth_watches(d), slots = d->o.max_inflight ? d->o.max_inflight : DEFAULT_INFLIGHT;
+    if (n + 2 <= slots)
+        return wait;
+    /* more watches than slots: shorter waits so every service gets its turn */
+    int64_t shared = (int64_t)wait * slots / (n + 2);
+    return (int)(shared < MIN_SHARED_WAIT_MS ? MIN_SHARED_WAIT_MS : shared);
+}
+
+static int start_watch(rv_disc_t *d, watch_t *w)
+{
+    char url[2048], esvc[1024] = "", edc[256] = "", q[512];
+    size_t ql = 0;
+    q[0] = '\0';
+    if (w->dc) {
+        url_escape(edc, sizeof(edc), w->dc);
+        ql += (size_t)snprintf(q + ql, sizeof(q) - ql, "%sdc=%s", ql ? "&" : "?", edc);
+    }
+    int wait = 0;
+    if (w->kind != WK_DCS && w->index > 0) {
+        wait = wait_for(d, w);
+        ql += (size_t)snprintf(q + ql, sizeof(q) - ql, "%sindex=%llu&wait=%dms", ql ? "&" : "?",
+                               (unsigned long long)w->index, wait);
+    }
+    if (d->o.stale && w->kind != WK_DCS && ql < sizeof(q))
+        snprintf(q + ql, sizeof(q) - ql, "%sstale", ql ? "&" : "?");
+    if (w->kind == WK_DCS) {
+        snprintf(url, sizeof(url), "%s/v1/catalog/datacenters", d->base);
+    } else if (w->kind == WK_SERVICES) {
+        snprintf(url, sizeof(url), "%s/v1/catalog/services%s", d->base, q);
+    } else {
+        url_escape(esvc, sizeof(esvc), w->svc);
+        snprintf(url, sizeof(url), "%s/v1/health/service/%s%s", d->base, esvc, q);
+    }
+    if (!w->h && !(w->h = curl_easy_init()))
+        return RV_ENOMEM;
+    CURL *h = w->h;
+    curl_easy_reset(h);
+    w->len = 0;
+    w->got_index = 0;
+    w->too_big = false;
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, w);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, w);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(wait + wait / 16 + 5000));
+    curl_easy_setopt(h, CURLOPT_PRIVATE, w);
+    curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+    if (d->hdrs)
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, d->hdrs);
+    if (d->basic_auth)
+        curl_easy_setopt(h, CURLOPT_USERPWD, d->basic_auth);
+    if (d->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, d->ca_file);
+    if (d->ca_path)
+        curl_easy_setopt(h, CURLOPT_CAPATH, d->ca_path);
+    if (d->cert_file)
+        curl_easy_setopt(h, CURLOPT_SSLCERT, d->cert_file);
+    if (d->key_file)
+        curl_easy_setopt(h, CURLOPT_SSLKEY, d->key_file);
+    if (d->insecure) {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (curl_multi_add_handle(d->multi, h) != CURLM_OK)
+        return RV_EIO;
+    w->inflight = true;
+    d->inflight++;
+    return 0;
+}
+
+static void set_failing(rv_disc_t *d, watch_t *w, bool failing)
+{
+    bool was = w->failures > 0;
+    if (failing && !was)
+        d->nfailing++;
+    else if (!failing && was)
+        d->nfailing--;
+}
+
+static void mark_dirty(rv_disc_t *d, int64_t now)
+{
+    if (!d->dirty)
+        d->dirty_at = now;
+    d->dirty = true;
+}
+
+/* Datacenters from /v1/catalog/datacenters (JSON array of strings). */
+static void apply_dcs(rv_disc_t *d, const char *body, size_t len)
+{
+    json_error_t je;
+    json_t *root = json_loadb(body, len, 0, &je);
+    for (size_t i = 0; i < json_array_size(root); i++) {
+        const char *dc = json_string_value(json_array_get(root, i));
+        if (!dc || !dc[0])
+            continue;
+        bool have = false;
+        for (uint32_t k = 0; k < d->ndcs && !have; k++)
+            have = !strcmp(d->dcs[k], dc);
+        if (have)
+            continue;
+        char **p = realloc(d->dcs, (d->ndcs + 1) * sizeof(*p));
+        if (!p)
+            break;
+        d->dcs = p;
+        if (!(p[d->ndcs] = strdup(dc)))
+            break;
+        d->ndcs++;
+        add_watch(d, WK_SERVICES, NULL, dc);
+        rv_log_info("consul discovery: watching datacenter %s", dc);
+    }
+    json_decref(root);
+}
+
+static void finish(rv_disc_t *d, watch_t *w, CURLcode cc, int64_t now)
+{
+    long status = 0;
+    curl_easy_getinfo(w->h, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(d->multi, w->h);
+    w->inflight = false;
+    d->inflight--;
+    if (w->dead)
+        return;
+    int rc = 0;
+    if (cc != CURLE_OK || status != 200) {
+        rc = RV_EIO;
+        if (w->failures == 0 || rv_log_level >= RV_LOG_DEBUG) {
+            char why[160];
+            if (cc != CURLE_OK)
+                snprintf(why, sizeof(why), "%s", w->too_big ? "answer too large" : curl_easy_strerror(cc));
+            else
+                snprintf(why, sizeof(why), "HTTP %ld: %.100s", status, w->buf ? w->buf : "");
+            rv_log_debug("consul discovery: %s %s%s%s failed: %s",
+                         w->kind == WK_HEALTH ? "health of" : w->kind == WK_SERVICES ? "services of" : "datacenters",
+                         w->svc ? w->svc : "", w->svc ? " in " : "", w->dc ? w->dc : "", why);
+            if (d->nfailing == 0 && d->was_healthy)
+                rv_log_warn("consul discovery: Consul unavailable (%s); keeping the last instances", why);
+        }
+    } else if (w->kind == WK_DCS) {
+        apply_dcs(d, w->buf ? w->buf : "", w->len);
+    } else if (w->kind == WK_SERVICES) {
+        rc = rv_disc_set_services(d->st, w->dc, w->buf ? w->buf : "", w->len);
+        if (rc >= 0) {
+            sync_health_watches(d, w->dc);
+            if (rc > 0)
+                mark_dirty(d, now);
+        }
+    } else {
+        rc = rv_disc_set_health(d->st, w->svc, w->dc, w->buf ? w->buf : "", w->len);
+        if (rc > 0)
+            mark_dirty(d, now);
+    }
+    if (rc < 0) {
+        set_failing(d, w, true);
+        w->failures++;
+        w->not_before = now + rv_consul_backoff_ms(w->failures, &d->rng);
+        w->ok = false;
+        return;
+    }
+    set_failing(d, w, false);
+    w->failures = 0;
+    w->ok = true;
+    if (w->kind == WK_DCS) {
+        w->not_before = now + DCS_REFRESH_MS;
+        return;
+    }
+    w->index = rv_consul_next_index(w->index, w->got_index);
+    w->not_before = now;
+}
+
+static void publish(rv_disc_t *d, int64_t now)
+{
+    rv_disc_view_t *v = rv_disc_view_build(d->st);
+    if (!v) {
+        rv_log_error("consul discovery: out of memory building the endpoint view; keeping the last one");
+        return;
+    }
+    v->seq = ++d->seq;
+    pthread_mutex_lock(&d->mu);
+    rv_disc_view_t *old = d->latest;
+    d->latest = v;
+    pthread_mutex_unlock(&d->mu);
+    rv_disc_view_release(old);
+    uint64_t one = 1;
+    if (write(d->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        rv_log_error("consul discovery: eventfd: %s", strerror(errno));
+    d->dirty = false;
+    d->last_pub = now;
+}
+
+/* Token bucket per watch: burst RATE_BURST, refill one per RATE_REFILL_MS. */
+static bool take_token(watch_t *w, int64_t now, int64_t *ready_at)
+{
+    w->tokens += (double)(now - w->tok_at) / RATE_REFILL_MS;
+    if (w->tokens > RATE_BURST)
+        w->tokens = RATE_BURST;
+    w->tok_at = now;
+    if (w->tokens >= 1.0) {
+        w->tokens -= 1.0;
+        return true;
+    }
+    *ready_at = now + (int64_t)((1.0 - w->tokens) * RATE_REFILL_MS) + 1;
+    return false;
+}
+
+static void *run(void *arg)
+{
+    rv_disc_t *d = arg;
+    if (d->fixed_dcs)
+        for (uint32_t i = 0; i < d->ndcs; i++)
+            add_watch(d, WK_SERVICES, NULL, d->dcs[i]);
+    else
+        add_watch(d, WK_DCS, NULL, NULL);
+    uint32_t slots = d->o.max_inflight ? d->o.max_inflight : DEFAULT_INFLIGHT;
+    while (!atomic_load(&d->stop)) {
+        int64_t now = mono_ms(), next = now + 1000;
+        /* start what may start: round robin from the cursor so no watch starves */
+        for (uint32_t k = 0; k < d->nw && d->inflight < slots; k++) {
+            uint32_t i = (d->cursor + k) % d->nw;
+            watch_t *w = d->w[i];
+            if (w->inflight || w->dead)
+                continue;
+            if (w->not_before > now) {
+                if (w->not_before < next)
+                    next = w->not_before;
+                continue;
+            }
+            int64_t ready;
+            if (!take_token(w, now, &ready)) {
+                w->not_before = ready;
+                if (ready < next)
+                    next = ready;
+                continue;
+            }
+            if (start_watch(d, w) != 0) {
+                w->not_before = now + 1000;
+                continue;
+            }
+            d->cursor = (i + 1) % (d->nw ? d->nw : 1);
+        }
+        int running = 0;
+        curl_multi_perform(d->multi, &running);
+        CURLMsg *m;
+        int left;
+        bool any = false;
+        while ((m = curl_multi_info_read(d->multi, &left))) {
+            if (m->msg != CURLMSG_DONE)
+                continue;
+            watch_t *w = NULL;
+            curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&w);
+            if (w)
+                finish(d, w, m->data.result, now);
+            any = true;
+        }
+        if (any)
+            sweep_watches(d);
+        bool healthy = d->nfailing == 0;
+        if (healthy != d->was_healthy) {
+            if (healthy && d->seq)
+                rv_log_info("consul discovery: Consul answers again");
+            d->was_healthy = healthy;
+            atomic_store(&d->healthy, healthy);
+        }
+        now = mono_ms();
+        if (d->dirty) {
+            bool syncing = !d->latest || !d->latest->synced;
+            int64_t due = d->dirty_at + (syncing ? PUBLISH_GAP_SYNCING_MS : PUBLISH_GAP_MS);
+            int64_t gap = d->last_pub + PUBLISH_GAP_MS;
+            if (due < gap)
+                due = gap;
+            /* syncing ends with the last first answer: publish at once then */
+            if (syncing && due > now) {
+                bool all = d->st->ndcs_read > 0;
+                for (uint32_t i = 0; i < d->nw && all; i++)
+                    all = d->w[i]->kind != WK_HEALTH || d->w[i]->ok || d->w[i]->dead;
+                if (all)
+                    due = now;
+            }
+            if (due <= now)
+                publish(d, now);
+            else if (due < next)
+                next = due;
+        }
+        int timeout = (int)(next - mono_ms());
+        if (any && timeout > 0)
+            timeout = 0;   /* new starts may be due */
+        if (timeout < 0)
+            timeout = 0;
+        if (timeout > 1000)
+            timeout = 1000;
+        if (timeout > 0 || !any)
+            curl_multi_poll(d->multi, NULL, 0, timeout, NULL);
+    }
+    return NULL;
+}
+
+static void curl_init_once(void)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static char *base_url(const char *addr, const char *scheme)
+{
+    const char *a = addr && addr[0] ? addr : "127.0.0.1:8500";
+    char buf[1024];
+    if (strstr(a, "://"))
+        snprintf(buf, sizeof(buf), "%s", a);
+    else
+        snprintf(buf, sizeof(buf), "%s://%s", scheme && scheme[0] ? scheme : "http", a);
+    size_t n = strlen(buf);
+    while (n && buf[n - 1] == '/')
+        buf[--n] = '\0';
+    return strdup(buf);
+}
+
+static void disc_free(rv_disc_t *d)
+{
+    for (uint32_t i = 0; i < d->nw; i++)
+        watch_free(d, d->w[i]);
+    free(d->w);
+    if (d->multi)
+        curl_multi_cleanup(d->multi);
+    curl_slist_free_all(d->hdrs);
+    rv_disc_state_free(d->st);
+    rv_disc_view_release(d->latest);
+    free_strs(d->dcs, d->ndcs);
+    free(d->base);
+    free(d->token);
+    free(d->ca_file);
+    free(d->ca_path);
+    free(d->cert_file);
+    free(d->key_file);
+    free(d->basic_auth);
+    free(d->tls_server_name);
+    if (d->efd >= 0)
+        close(d->efd);
+    pthread_mutex_destroy(&d->mu);
+    free(d);
+}
+
+rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, curl_init_once);
+    rv_disc_t *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->efd = -1;
+    pthread_mutex_init(&d->mu, NULL);
+    d->o = *o;
+    const rv_consul_cfg_t *c = o->consul;
+    d->base = base_url(c ? c->address : NULL, c ? c->scheme : NULL);
+    if (c) {
+        d->token = xstrdup(c->token);
+        d->ca_file = xstrdup(c->ca_file);
+        d->ca_path = xstrdup(c->ca_path);
+        d->cert_file = xstrdup(c->cert_file);
+        d->key_file = xstrdup(c->key_file);
+        d->basic_auth = xstrdup(c->basic_auth);
+        d->insecure = c->insecure_skip_verify;
+    }
+    if (d->token) {
+        char hdr[1024];
+        snprintf(hdr, sizeof(hdr), "X-Consul-Token: %s", d->token);
+        d->hdrs = curl_slist_append(NULL, hdr);
+    }
+    d->fixed_dcs = o->ndcs > 0;
+    for (uint32_t i = 0; i < o->ndcs; i++) {
+        char **p = realloc(d->dcs, (d->ndcs + 1) * sizeof(*p));
+        if (!p || !(p[d->ndcs] = strdup(o->dcs[i]))) {
+            if (p)
+                d->dcs = p;
+            goto fail;
+        }
+        d->dcs = p;
+        d->ndcs++;
+    }
+    d->o.dcs = NULL;
+    d->o.ndcs = 0;
+    d->o.consul = NULL;
+    d->rng = (uint64_t)mono_ms() * 6364136223846793005ull + (uint64_t)getpid();
+    d->st = rv_disc_state_new(o->health);
+    d->multi = curl_multi_init();
+    d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!d->base || !d->st || !d->multi || d->efd < 0 || (d->token && !d->hdrs))
+        goto fail;
+    atomic_init(&d->healthy, true);
+    d->was_healthy = true;
+    if (pthread_create(&d->th, NULL, run, d) != 0)
+        goto fail;
+    d->started = true;
+    *notify_fd = d->efd;
+    return d;
+fail:
+    disc_free(d);
+    return NULL;
+}
+
+rv_disc_view_t *rv_disc_latest(rv_disc_t *d)
+{
+    pthread_mutex_lock(&d->mu);
+    rv_disc_view_t *v = d->latest;
+    rv_disc_view_ref(v);
+    pthread_mutex_unlock(&d->mu);
+    return v;
+}
+
+bool rv_disc_healthy(rv_disc_t *d)
+{
+    return atomic_load(&d->healthy);
+}
+
+void rv_disc_stop(rv_disc_t *d)
+{
+    if (!d)
+        return;
+    atomic_store(&d->stop, true);
+    if (d->multi)
+        curl_multi_wakeup(d->multi);
+    if (d->started)
+        pthread_join(d->th, NULL);
+    disc_free(d);
+}

@@ -1,0 +1,172 @@
+/*
+ * discovery.h - Consul service discovery: the catalog/health watcher and the immutable
+ * "endpoint view" it hands to the control thread.
+ *
+ * The watcher runs on its own thread (never a worker, never the control loop). It keeps
+ * blocking queries open on /v1/catalog/services (per datacenter) and /v1/health/service/<name>
+ * (per service and datacenter), resolves host names there (getaddrinfo), and after each
+ * change publishes a new view: an immutable, refcounted set of services and instances. The
+ * control thread is woken through an eventfd, takes the latest view with rv_disc_latest()
+ * and rebuilds its snapshot from the store and that view. A failing query keeps the last
+ * answer it had: an error is never "zero instances".
+ *
+ * Design: doc/internals/discovery.md. User doc: doc/consul.md, "Service discovery".
+ */
+#ifndef RV_DISCOVERY_H
+#define RV_DISCOVERY_H
+
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#include "config/config.h"
+#include "config/snapshot-t.h"
+#include "control/consul.h"
+#include "core/arena.h"
+#include "core/common.h"
+
+/* ---- the endpoint view (immutable once published) ----------------------------------- */
+
+typedef struct rv_disc_addr_s {
+    struct sockaddr_storage sa;     /* address with the instance's port */
+    socklen_t len;
+} rv_disc_addr_t;
+
+typedef struct rv_disc_inst_s {
+    rv_str_t id;                /* Service.ID */
+    rv_str_t node;              /* Node.Node */
+    rv_str_t dc;                /* datacenter it was read from */
+    rv_str_t host;              /* Service.Address, else Node.Address (IP text or host name) */
+    uint16_t port;              /* Service.Port */
+    bool passing;               /* every check of the entry (service and node checks) is passing */
+    rv_str_t *tags;             /* Service.Tags, as registered */
+    uint32_t ntags;
+    rv_disc_addr_t *addrs;      /* resolved addresses (deduplicated); naddrs 0: unresolvable */
+    uint32_t naddrs;
+} rv_disc_inst_t;
+
+typedef struct rv_disc_svc_s {
+    rv_str_t name;              /* Consul service name, as registered */
+    rv_str_t *dcs;              /* datacenters where the catalog lists it (sorted) */
+    uint32_t ndcs;
+    rv_str_t *tags;             /* union of its tags over datacenters (sorted) */
+    uint32_t ntags;
+    rv_disc_inst_t *insts;      /* every instance (passing or not), sorted by dc, node, id */
+    uint32_t ninsts;
+    bool known;                 /* the instances of every datacenter were read at least once */
+} rv_disc_svc_t;
+
+typedef struct rv_disc_view_s {
+    rv_arena_t arena;           /* owns everything below */
+    _Atomic long refs;
+    uint64_t seq;               /* increases with every view the watcher publishes */
+    bool health;                /* only passing instances receive traffic (rivet's default) */
+    bool synced;                /* the service list and every service were read at least once */
+    rv_disc_svc_t *svcs;        /* sorted by name (strcmp) */
+    uint32_t nsvcs;
+    uint64_t ninsts;            /* total instances */
+    uint64_t npassing;          /* of which passing */
+} rv_disc_view_t;
+
+/* Take / drop a reference; the last release frees the view. Any thread; NULL is ignored. */
+void rv_disc_view_ref(rv_disc_view_t *v);
+void rv_disc_view_release(rv_disc_view_t *v);
+
+/* Service by exact name (binary search), or NULL. */
+const rv_disc_svc_t *rv_disc_find(const rv_disc_view_t *v, const char *name);
+
+/*
+ * Gloo's name for the Upstream discovered from a Consul service (kubeutils.SanitizeNameV2):
+ * '*', '/', '.', ':', '_', ' ' become '-'; '[', ']', '\n', '"', '\'' are dropped; a name
+ * longer than 63 bytes becomes its first 31 bytes, '-', and the hex MD5 of the whole name,
+ * cut at 63; then lower-cased. Writes at most outlen-1 bytes plus NUL; returns out.
+ */
+char *rv_disc_upstream_name(const char *service, char *out, size_t outlen);
+
+/* ---- the state a view is built from (the watcher's; unit tests drive it directly) --- */
+
+typedef struct rv_disc_state_s rv_disc_state_t;
+
+/* New empty state; health selects passing-only traffic. NULL on OOM. */
+rv_disc_state_t *rv_disc_state_new(bool health);
+void rv_disc_state_free(rv_disc_state_t *st);
+
+/*
+ * Apply a /v1/catalog/services answer (JSON object name -> tags) for dc: services no longer
+ * listed in dc lose dc's instances. Returns 1 when the state changed, 0 when not, RV_EPARSE
+ * (state untouched) when json is not such an object, RV_ENOMEM.
+ */
+int rv_disc_set_services(rv_disc_state_t *st, const char *dc, const char *json, size_t len);
+
+/*
+ * Apply a /v1/health/service/<name> answer (JSON array of {Node, Service, Checks}) for
+ * service name in dc. Addresses: Service.Address, else Node.Address; IP literals parsed,
+ * host names resolved with getaddrinfo (blocking: the watcher's thread only). Returns 1 when
+ * the state changed, 0 when not, RV_EPARSE (state untouched), RV_ENOMEM.
+ */
+int rv_disc_set_health(rv_disc_state_t *st, const char *name, const char *dc, const char *json, size_t len);
+
+/* Number of distinct services the state lists (any datacenter). */
+uint32_t rv_disc_service_count(const rv_disc_state_t *st);
+
+/* Build an immutable view of the state (refs == 1, the caller's); NULL on OOM. */
+rv_disc_view_t *rv_disc_view_build(rv_disc_state_t *st);
+
+/* ---- the watcher ---------------------------------------------------------------------- */
+
+typedef struct rv_disc_opts_s {
+    const rv_consul_cfg_t *consul;  /* address, token, TLS (copied) */
+    char **dcs;                 /* datacenters; NULL/0 = every one (/v1/catalog/datacenters) */
+    uint32_t ndcs;
+    bool health;                /* default true: only passing instances get traffic */
+    bool stale;                 /* ?stale on discovery reads */
+    int wait_ms;                /* blocking wait; 0 = 60 000 */
+    uint32_t max_inflight;      /* concurrent queries; 0 = 256 */
+} rv_disc_opts_t;
+
+typedef struct rv_disc_s rv_disc_t;
+
+/*
+ * Start the watcher thread. *notify_fd receives an eventfd (owned by the watcher) that
+ * becomes readable whenever a new view is available. Returns NULL on failure (OOM, thread).
+ * Control thread.
+ */
+rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd);
+
+/*
+ * The latest view with a reference taken (release it), or NULL before the first. Reading the
+ * eventfd is the caller's business. Any thread.
+ */
+rv_disc_view_t *rv_disc_latest(rv_disc_t *d);
+
+/* Health of the source for /ready detail and logs: true when the last queries succeeded. */
+bool rv_disc_healthy(rv_disc_t *d);
+
+/* Stop the thread (wakes blocked queries) and free everything. NULL is ignored. */
+void rv_disc_stop(rv_disc_t *d);
+
+/*
+ * Process-wide switch for `rivet run --consul-discovery[=passing|catalog]`: enable discovery
+ * whatever Settings say; catalog_only lets instances whose checks fail receive traffic too
+ * (Gloo's behaviour). Main thread, before rv_control_run.
+ */
+void rv_disc_override(bool enable, bool catalog_only);
+/* Whether the override enabled discovery, and its catalog_only. */
+bool rv_disc_override_enabled(bool *catalog_only);
+
+/* ---- implemented in config/translate.c (the snapshot side of discovery) ---------------- */
+
+/*
+ * rv_snapshot_build with discovery: view (may be NULL) supplies the instances of explicit
+ * `consul` Upstreams and route `consul` destinations, and, when discover is true, one
+ * Upstream per Consul service in the discovery namespace (named by rv_disc_upstream_name;
+ * a user's Upstream of the same name wins). Same returns and thread as rv_snapshot_build.
+ */
+int rv_snapshot_build_disc(rv_store_t *st, const rv_settings_t *s, const rv_disc_view_t *view, bool discover,
+                           rv_snapshot_t **out);
+
+/* Whether snap has an explicit consul Upstream or a route consul destination (the watcher
+ * must run even when discovery of every service is off). Any thread holding a reference. */
+bool rv_snapshot_uses_consul(const rv_snapshot_t *snap);
+
+#endif
