@@ -12,4 +12,59 @@ extern const rv_cmd_t rv_cmd_run, rv_cmd_validate, rv_cmd_version, rv_cmd_apply,
 
 #define RIVET_VERSION "0.1.0"
 
+/* ---- the store `rivet apply/get/delete` work on (apply.c) --------------------------------- */
+
+#include "config/config.h"
+
+typedef struct rv_consul_s rv_consul_t;
+
+typedef struct cli_store_s {
+    rv_settings_t s;            /* the Settings `rivet run` would read (or defaults) */
+    bool kv;                    /* Consul KV, else the config directory s.config_dir */
+    const char *root;           /* KV root key */
+    rv_consul_t *consul;        /* when kv */
+} cli_store_t;
+
+typedef struct cli_store_opts_s {
+    const char *dir, *settings_ns, *consul, *root_key;
+    bool consul_set, stale;
+} cli_store_opts_t;
+
+/*
+ * Parse a store-selection flag at argv[*i] (--dir, --settings-namespace, --consul,
+ * --consul-root-key, --consul-allow-stale) into o. 1 when taken, 0 when not a store flag,
+ * -1 when its value is missing (message printed for cmd).
+ */
+int cli_store_flag(int argc, char **argv, int *i, cli_store_opts_t *o, const char *cmd);
+
+/* Help lines for the store flags. */
+extern const char cli_store_help[];
+
+/* Open the selected store. 0, or 2 after printing why (for cmd). */
+int cli_store_open(cli_store_t *cs, const cli_store_opts_t *o, const char *cmd);
+void cli_store_close(cli_store_t *cs);
+
+/*
+ * Load every resource of the store and build a snapshot, as `rivet run` would (statuses for
+ * `rivet get`). *listing gets the KV listing (NULL for a directory). 0 or 2 after printing.
+ */
+struct rv_kv_listing_s;
+int cli_store_load(cli_store_t *cs, rv_store_t **st, rv_snapshot_t **snap, struct rv_kv_listing_s **listing,
+                   const char *cmd);
+
+/* Consul KV helpers (apply.c): read one key (1 found, 0 absent, -1 error printed) and
+ * compare-and-set write or delete (1 done, 0 refused: concurrent change, -1 error printed). */
+int cli_kv_read(cli_store_t *cs, const char *key, char **val, size_t *len, uint64_t *modify, const char *cmd);
+int cli_kv_cas(cli_store_t *cs, const char *key, const char *val, size_t len, uint64_t index, bool del,
+               const char *cmd);
+
+/* Directory store helpers (apply.c): a resource's file path (malloc'd) and the checked write
+ * or delete (1 done, 0 the file changed since (old, oldlen, oldexists) was read, -1 error). */
+char *cli_dir_path(const cli_store_t *cs, int kind, const char *ns, const char *name);
+int cli_dir_cas(const char *path, const char *old, size_t oldlen, bool oldexists, const char *val, size_t len,
+                bool del, const char *cmd);
+
+/* Value of "--name VALUE" / "--name=VALUE" (or short -x VALUE when sname) at argv[*i]. */
+const char *cli_flag(int argc, char **argv, int *i, const char *name, const char *sname, bool *missing);
+
 #endif
