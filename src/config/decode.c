@@ -645,8 +645,15 @@ int cfg_decode_resource(rv_arena_t *a, int kind, const char *file, const char *w
         if (!cfg_ymap_get(root, "kind"))
             return cfg_derr(&c, root, "kind", "is required in the Kubernetes form (%s)", ki->kind);
         if (!spec || (spec->type == YN_SCALAR && spec->is_null)) {
-            /* an empty spec is an empty message */
-            ((mhdr_t *)msg)->set = true;
+            /* An absent or empty spec is an empty message, and it must pass the same checks
+             * as a written one (a Gateway without bindPort, an Upstream without a type...). */
+            ynode_t empty = { .type = YN_MAP, .line = spec ? spec->line : root->line,
+                              .col = spec ? spec->col : root->col };
+            size_t old = cfg_path_push(&c, "spec");
+            int rc = cfg_decode_msg(&c, ki->desc, &empty, msg);
+            cfg_path_pop(&c, old);
+            if (rc < 0)
+                return -1;
         } else {
             size_t old = cfg_path_push(&c, "spec");
             if (spec->type == YN_MAP && cfg_ymap_get(spec, "metadata")) {

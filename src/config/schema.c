@@ -286,6 +286,25 @@ DESC(retry_desc, retry_t, retry_fields, retry_check);
 
 /* ---- regex rewrite ----------------------------------------------------------------- */
 
+/*
+ * A path (or path piece) rivet writes into the upstream request line from config: only bytes
+ * a normalised request path may hold, so config can never split the request line or inject
+ * a header (no CTL, space, '#', '?', non-ASCII). refs: allow "\0".."\9" group references.
+ * Returns 0, or -1 after cfg_derr().
+ */
+static int path_text_check(dctx_t *c, const ynode_t *n, const char *sub, const char *p, bool refs)
+{
+    for (const unsigned char *q = (const unsigned char *)p; *q; q++) {
+        if (refs && *q == '\\' && q[1] >= '0' && q[1] <= '9') {
+            q++;
+            continue;
+        }
+        if (*q <= 0x20 || *q >= 0x7f || *q == '#' || *q == '?' || *q == '\\')
+            return cfg_derr(c, n, sub, "byte 0x%02x is not allowed in a path (percent-encode it)", *q);
+    }
+    return 0;
+}
+
 static const field_t regexpat_fields[] = {
     FLD("regex", F_STR, OFF(regexpat_t, regex)),
     IGN("googleRe2"),
@@ -298,6 +317,8 @@ static int regexrw_check(dctx_t *c, void *msg, const ynode_t *n)
     if (!r->pattern.h.set || !r->pattern.regex || !r->pattern.regex[0])
         return cfg_derr(c, n, "pattern.regex", "is required");
     if (check_regex(c, fnode(fnode(n, "pattern"), "regex"), "pattern.regex", r->pattern.regex, false) < 0)
+        return -1;
+    if (r->subst && path_text_check(c, fnode(n, "substitution"), "substitution", r->subst, true) < 0)
         return -1;
     if (!r->subst) {
         r->subst = rv_arena_strndup(c->a, "", 0);
@@ -335,8 +356,9 @@ static int ropts_check(dctx_t *c, void *msg, const ynode_t *n)
         if (!o->prefix_rewrite)
             return cfg_derrp(c, n, "out of memory");
     }
-    if (o->has_prefix_rewrite && has_ctl(o->prefix_rewrite))
-        return cfg_derr(c, fnode(n, "prefixRewrite"), "prefixRewrite", "must not contain control characters");
+    if (o->has_prefix_rewrite &&
+        path_text_check(c, fnode(n, "prefixRewrite"), "prefixRewrite", o->prefix_rewrite, false) < 0)
+        return -1;
     if (o->has_host_rewrite && host_text_check(c, fnode(n, "hostRewrite"), "hostRewrite", o->host_rewrite) < 0)
         return -1;
     return 0;

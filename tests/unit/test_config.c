@@ -763,9 +763,37 @@ static void test_settings(void)
     nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Audit findings: an absent spec is checked like a written one; config cannot inject bytes
+ * into the upstream request line. */
+static void test_audit_regressions(void)
+{
+    REJ(RK_GATEWAY, "apiVersion: gateway.solo.io/v1\nkind: Gateway\nmetadata: {name: x}\n", "bindPort",
+        "k8s Gateway without spec is checked (bindPort required)");
+    REJ(RK_GATEWAY, "apiVersion: gateway.solo.io/v1\nkind: Gateway\nmetadata: {name: x}\nspec:\n", "bindPort",
+        "k8s Gateway with an empty spec is checked");
+    REJ(RK_US, "apiVersion: gloo.solo.io/v1\nkind: Upstream\nmetadata: {name: x}\n", "upstream type",
+        "k8s Upstream without spec needs a type");
+    REJ(RK_UG, "apiVersion: gloo.solo.io/v1\nkind: UpstreamGroup\nmetadata: {name: x}\n", "destinations",
+        "k8s UpstreamGroup without spec needs destinations");
+    REJ(RK_VS, VS_ROUTE("{matchers: [{prefix: /a}], " ACT ", options: {regexRewrite: {pattern: {regex: '^/a.*$'}, "
+                        "substitution: \"/x HTTP/1.1\\r\\nX-Injected: 1\"}}}"),
+        "substitution", "CR/LF in regexRewrite.substitution rejected");
+    REJ(RK_VS, VS_ROUTE("{matchers: [{prefix: /a}], " ACT ", options: {regexRewrite: {pattern: {regex: '^/a.*$'}, "
+                        "substitution: '/x y'}}}"),
+        "substitution", "space in regexRewrite.substitution rejected");
+    ACC(RK_VS, VS_ROUTE("{matchers: [{prefix: /a}], " ACT ", options: {regexRewrite: {pattern: {regex: '^/a(.*)$'}, "
+                        "substitution: '/b\\1'}}}"),
+        "group reference in substitution accepted");
+    REJ(RK_VS, VS_ROUTE("{matchers: [{prefix: /a}], " ACT ", options: {prefixRewrite: '/a b#?'}}"), "prefixRewrite",
+        "space/#/? in prefixRewrite rejected");
+    ACC(RK_VS, VS_ROUTE("{matchers: [{prefix: /a}], " ACT ", options: {prefixRewrite: '/b/%20c'}}"),
+        "percent-encoded prefixRewrite accepted");
+}
+
 int main(void)
 {
     rv_arena_init(&arena, 0);
+    test_audit_regressions();
     test_yaml();
     test_fuzzish();
     test_fields();
