@@ -220,10 +220,28 @@ static void handle(int fd)
     free(out);
 }
 
+/* Connections being served; each has its own short-lived thread, so an idle or slow client
+ * (it has 2 s to send its request) never holds up a scrape or a readiness probe. */
+#define ADMIN_MAX_CONNS 32
+static atomic_int nconns;
+
+static void *conn_main(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    handle(fd);
+    close(fd);
+    atomic_fetch_sub(&nconns, 1);
+    return NULL;
+}
+
 static void *admin_main(void *arg)
 {
     (void)arg;
     struct pollfd p[2] = { { lfd, POLLIN, 0 }, { wake[0], POLLIN, 0 } };
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
     for (;;) {
         int n = poll(p, 2, -1);
         if (n < 0) {
@@ -237,10 +255,17 @@ static void *admin_main(void *arg)
             int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
             if (fd < 0)
                 continue;
-            handle(fd);
-            close(fd);
+            pthread_t t;
+            if (atomic_fetch_add(&nconns, 1) >= ADMIN_MAX_CONNS ||
+                pthread_create(&t, &attr, conn_main, (void *)(intptr_t)fd) != 0) {
+                atomic_fetch_sub(&nconns, 1);
+                const char *msg = "admin busy\n";
+                respond(fd, 503, "text/plain", msg, strlen(msg));
+                close(fd);
+            }
         }
     }
+    pthread_attr_destroy(&attr);
     return NULL;
 }
 
@@ -279,6 +304,9 @@ void rv_admin_stop(void)
     ssize_t w = write(wake[1], "x", 1);
     (void)w;
     pthread_join(thr, NULL);
+    /* let connection threads finish (each is bounded by its 2 s socket timeouts) */
+    for (int i = 0; i < 300 && atomic_load(&nconns) > 0; i++)
+        usleep(10000);
     close(lfd);
     close(wake[0]);
     close(wake[1]);

@@ -272,3 +272,23 @@ def test_admin_survives_garbage(cfg, rivet):
         pass
     s.close()
     assert rv.admin_get("/ready").status == 200
+
+
+def test_idle_admin_clients_do_not_block_probes(cfg, rivet):
+    """Idle connections to the admin port (a stuck scraper, a port scan) must not hold up
+    /ready or /metrics: each admin connection is served on its own."""
+    cfg.gateway()
+    cfg.vs("vs", [route(direct=(200, "x"))])
+    rv = rivet(cfg)
+    idle = []
+    try:
+        for _ in range(5):
+            s = socket.create_connection(("127.0.0.1", rv.admin_port), timeout=5)
+            idle.append(s)
+        r = rv.admin_get("/ready", timeout=1.5)
+        assert r.status == 200, r
+        r = rv.admin_get("/metrics", timeout=1.5)
+        assert r.status == 200, r
+    finally:
+        for s in idle:
+            s.close()
