@@ -18,6 +18,35 @@ struct rv_regex_s {
 };
 
 static _Thread_local pcre2_match_data *tls_md;
+static _Thread_local pcre2_match_context *tls_mc;
+static _Thread_local bool tls_error;
+
+/*
+ * Backtracking bounds: a route regex like "/(a*)*b" on a long path must cost bounded CPU
+ * (PCRE2's defaults allow ~10M steps, 0.1 s a request). Past these the match is an error,
+ * never a silent "no match" (that would let a request fall through a deny route).
+ */
+#define RV_REGEX_MATCH_LIMIT 100000u
+#define RV_REGEX_DEPTH_LIMIT 5000u
+
+static pcre2_match_context *match_ctx(void)
+{
+    if (!tls_mc) {
+        tls_mc = pcre2_match_context_create(NULL);
+        if (tls_mc) {
+            pcre2_set_match_limit(tls_mc, RV_REGEX_MATCH_LIMIT);
+            pcre2_set_depth_limit(tls_mc, RV_REGEX_DEPTH_LIMIT);
+        }
+    }
+    return tls_mc;
+}
+
+bool rv_regex_take_error(void)
+{
+    bool e = tls_error;
+    tls_error = false;
+    return e;
+}
 
 static pcre2_match_data *match_data(void)
 {
@@ -58,7 +87,9 @@ bool rv_regex_full_match(const rv_regex_t *re, rv_str_t subject)
         return false;
     /* Anchored at both ends: the match must start at 0 and cover the whole subject. */
     int rc = pcre2_match(re->code, (PCRE2_SPTR)(subject.ptr ? subject.ptr : ""), subject.len, 0,
-                         PCRE2_ANCHORED | PCRE2_ENDANCHORED, md, NULL);
+                         PCRE2_ANCHORED | PCRE2_ENDANCHORED, md, match_ctx());
+    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH)
+        tls_error = true;
     return rc >= 0;
 }
 
@@ -71,7 +102,7 @@ int rv_regex_replace(const rv_regex_t *re, rv_str_t subject, rv_str_t subst, cha
         return RV_ENOMEM;
     const char *subj = subject.ptr ? subject.ptr : "";
     while (start <= subject.len) {
-        int rc = pcre2_match(re->code, (PCRE2_SPTR)subj, subject.len, start, 0, md, NULL);
+        int rc = pcre2_match(re->code, (PCRE2_SPTR)subj, subject.len, start, 0, md, match_ctx());
         if (rc == PCRE2_ERROR_NOMATCH)
             break;
         if (rc < 0)

@@ -17,8 +17,17 @@
  */
 rv_regex_t *rv_regex_compile(rv_str_t pattern, bool caseless, char *err, size_t errlen);
 
-/* True when the whole subject matches (anchored at both ends). */
+/*
+ * True when the whole subject matches (anchored at both ends). When the match cannot be
+ * decided (backtracking limit hit) it returns false and sets this thread's error flag.
+ */
 bool rv_regex_full_match(const rv_regex_t *re, rv_str_t subject);
+
+/*
+ * Whether a match on this thread hit a limit since the last call; clears the flag. Workers
+ * check it after routing and refuse the request (400) instead of trusting a "no match".
+ */
+bool rv_regex_take_error(void);
 
 /*
  * Replace every match of re in subject with subst (\0..\9 refer to groups), writing into

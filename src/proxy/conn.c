@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "core/err.h"
+#include "core/regex.h"
 #include "http/path.h"
 #include "proxy/dp.h"
 #include "proxy/rewrite.h"
@@ -621,6 +622,12 @@ static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
                            .nheaders = req->nheaders };
     /* vhost by Host, then the indexed first-match lookup (O(log n) over plain prefix runs) */
     s->route = rv_router_match(s->lcfg, &view, &s->vh);
+    if (RV_UNLIKELY(rv_regex_take_error())) {
+        /* a route regex could not be evaluated: never fall through to a later route */
+        rv_dp_local_reply(d, 400, RV_STR("request could not be matched against the route table"), RV_STR_NULL,
+                          DP_F_NR);
+        return;
+    }
     if (!s->route) {
         rv_dp_local_reply(d, 404, RV_STR("route not found"), RV_STR_NULL, DP_F_NR);
         return;

@@ -2,7 +2,7 @@
 path that was matched (the normalised one)."""
 import pytest
 
-from harness import route
+from harness import request, route
 
 
 def start_deny_admin(cfg, backend, rivet):
@@ -134,3 +134,16 @@ def test_exact_match_after_normalisation(cfg, rivet):
     assert send_path(rv, "/x/../login").body == b"login"
     assert send_path(rv, "//login").body == b"login"
     assert send_path(rv, "/%6cogin").body == b"login"
+
+
+def test_regex_that_cannot_be_evaluated_fails_closed(cfg, rivet):
+    """A route regex that hits the backtracking limit on a crafted path must not let the
+    request fall through to a later route (a deny rule written as a regex stays a deny)."""
+    port = cfg.gateway()
+    cfg.vs("vs", [route(regex="/x/(a*)*b", direct=(403, "denied")), route(prefix="/", direct=(200, "open"))])
+    rv = rivet(cfg)
+    r = request(port, "/x/" + "a" * 8000)
+    assert r.status == 400, (r.status, r.body)
+    assert request(port, "/x/aab").status == 403
+    assert request(port, "/elsewhere").status == 200
+    assert rv.alive()

@@ -27,6 +27,17 @@ int main(void)
     CHECK(rv_regex_replace(o, RV_STR("foo/bar/boo"), RV_STR("0"), out, sizeof out, &n) == 0, "replace all");
     CHECK_STRN(out, n, "f00/bar/b00", "every match replaced");
     CHECK(rv_regex_replace(o, RV_STR("oooooooo"), RV_STR("xxxxxxxxxx"), out, 8, &n) == RV_ETOOBIG, "cap enforced");
+    /* catastrophic backtracking hits the limit: no match, and the error flag is raised once */
+    rv_regex_t *bt = rv_regex_compile(RV_STR("/(a*)*b"), false, err, sizeof err);
+    char longpath[16384];
+    longpath[0] = '/';
+    memset(longpath + 1, 'a', sizeof longpath - 1);
+    CHECK(!rv_regex_take_error(), "no error before");
+    CHECK(!rv_regex_full_match(bt, rv_str(longpath, sizeof longpath)), "limit hit: not a match");
+    CHECK(rv_regex_take_error(), "limit hit raises the error flag");
+    CHECK(!rv_regex_take_error(), "the flag is cleared by reading it");
+    CHECK(!rv_regex_full_match(re, RV_STR("/nope")) && !rv_regex_take_error(), "plain no-match is not an error");
+    rv_regex_free(bt);
     rv_regex_free(re);
     rv_regex_free(re2);
     rv_regex_free(ci);
