@@ -1,0 +1,219 @@
+"""Consul KV as the config source: `rivet run --consul ADDR` against the Consul double
+(tests/doubles/consul.py), or a live Consul when CONSUL_HTTP_ADDR is set (fault tests need the
+double's switches and run only against it).
+
+Each test uses its own root key, a Settings file with refreshRate 1s (so blocking reads wait
+1 s and a fault is seen within about a second), and 1-2 workers.
+"""
+import os
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from doubles.consul import ConsulDouble  # noqa: E402
+from harness import KVConfig, LiveConsul, NS, route, wait_for  # noqa: E402
+
+LIVE = os.environ.get("CONSUL_HTTP_ADDR", "")
+
+
+@pytest.fixture(params=["double", "live"])
+def consul(request):
+    if request.param == "live":
+        if not LIVE:
+            pytest.skip("live Consul: CONSUL_HTTP_ADDR is not set (these tests ran against the double)")
+        yield LiveConsul(LIVE)
+        return
+    d = ConsulDouble(jitter=False).start()
+    d.live = False
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def double(consul):
+    if getattr(consul, "live", False):
+        pytest.skip("needs the Consul double's fault switches")
+    return consul
+
+
+@pytest.fixture
+def kv(tmp_path, consul):
+    root = "rivet-test-%s" % uuid.uuid4().hex[:8]
+    c = KVConfig(tmp_path / "boot", consul, root)
+    c.settings("refreshRate: 1s\n")
+    yield c
+    if getattr(consul, "live", False):
+        consul.kv_delete(root, recurse=True)
+
+
+def start(rivet, kv, consul, **kw):
+    args = ["--consul", consul.addr, "--consul-root-key", kv.root_key] + kw.pop("args", [])
+    return rivet(kv, args=args, **kw)
+
+
+def simple(kv, body="one"):
+    port = kv.gateway()
+    kv.vs("vs", [route(prefix="/", direct=(200, body))])
+    return port
+
+
+def metric(rv, name, **labels):
+    from harness import metric_sum, metric_names
+    samples = rv.metrics()
+    if name not in metric_names(samples):
+        return None
+    return metric_sum(samples, name, **labels)
+
+
+def test_serves_from_consul_and_follows_changes(rivet, kv, consul):
+    simple(kv, "one")
+    rv = start(rivet, kv, consul)
+    assert rv.get("/").text == "one"
+    kv.vs("vs", [route(prefix="/", direct=(200, "two"))])
+    rv.wait_body("/", "two", timeout=5)
+    st = rv.resource_status("VirtualService", "vs")
+    assert st["state"] == "Accepted"
+    assert st["source"] == kv.key("virtualservices", "vs")
+
+
+def test_key_metadata_mismatch_rejected_last_good_kept(rivet, kv, consul):
+    simple(kv, "good")
+    rv = start(rivet, kv, consul)
+    consul.kv_put(kv.key("virtualservices", "vs"),
+                  "metadata: {name: other, namespace: %s}\nvirtualHost: {domains: ['*']}\n" % NS)
+    st = rv.wait_status("VirtualService", "vs", "Rejected")
+    assert "does not match the key" in st["reason"]
+    assert rv.get("/").text == "good"
+
+
+def test_two_instances_share_one_consul(rivet, kv, consul, tmp_path):
+    simple(kv, "shared")
+    a = start(rivet, kv, consul, workers=1)
+    b = start(rivet, kv, consul, workers=1)
+    kv.vs("vs", [route(prefix="/", direct=(200, "v2"))])
+    for rv in (a, b):
+        wait_for(lambda rv=rv: any(r.get("name") == "vs" and r.get("state") == "Accepted" for r in rv.status()),
+                 5, msg="vs in status")
+        wait_for(lambda rv=rv: "v2" in rv.admin_get("/config_dump").text, 5, msg="v2 in config_dump")
+
+
+def test_consul_down_at_start_then_up(rivet, kv, double):
+    simple(kv, "late")
+    double.fault_down()
+    rv = start(rivet, kv, double, ready=False)
+    time.sleep(1.0)
+    assert rv.alive()
+    assert rv.admin_get("/ready").status != 200
+    double.clear_fault()
+    rv.wait_ready(timeout=15)
+    assert rv.get("/").text == "late"
+
+
+class Load:
+    """Requests in a loop on a thread; counts failures (anything but 200 with the body)."""
+
+    def __init__(self, rv, want):
+        self.rv, self.want = rv, want
+        self.ok = self.failed = 0
+        self.errors = []
+        self.stop = threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                r = self.rv.get("/", timeout=5)
+                good = r.status == 200 and r.text in self.want
+            except Exception as e:  # noqa: BLE001
+                good, r = False, e
+            if good:
+                self.ok += 1
+            else:
+                self.failed += 1
+                self.errors.append(repr(r)[:200])
+            time.sleep(0.005)
+
+    def finish(self):
+        self.stop.set()
+        self.t.join(10)
+        return self
+
+
+@pytest.mark.parametrize("fault", ["down", "error", "forbidden", "leader_loss", "slow"])
+def test_fault_keeps_last_good_then_recovers(rivet, kv, double, fault):
+    simple(kv, "before")
+    rv = start(rivet, kv, double)
+    load = Load(rv, ("before", "after"))
+    if fault == "down":
+        double.fault_down()
+    elif fault == "error":
+        double.fault_error(500, "No known Consul servers")
+    elif fault == "forbidden":
+        double.fault_forbidden()
+    elif fault == "leader_loss":
+        double.fault_leader_loss()
+    else:
+        double.fault_slow(3000)
+    if fault != "slow":
+        # seen within about a blocking wait (1 s) + backoff; logged once
+        wait_for(lambda: "consul kv: cannot read" in rv.stderr(), 6, msg="unhealthy logged")
+        h = metric(rv, "rivet_config_source_healthy", source="consul")
+        if h is not None:
+            assert h == 0
+        assert rv.stderr().count("consul kv: cannot read") == 1
+    time.sleep(1.5)
+    # a change made while Consul is failing (written behind its back) ...
+    kv.vs("vs", [route(prefix="/", direct=(200, "after"))])
+    time.sleep(0.5)
+    assert rv.get("/").text == "before"
+    double.clear_fault()
+    # ... reaches traffic once it answers again
+    rv.wait_body("/", "after", timeout=20)
+    load.finish()
+    assert load.failed == 0, load.errors[:5]
+    assert load.ok > 20
+    if fault != "slow":
+        assert "readable again" in rv.stderr()
+        h = metric(rv, "rivet_config_source_healthy", source="consul")
+        if h is not None:
+            wait_for(lambda: metric(rv, "rivet_config_source_healthy", source="consul") == 1, 5,
+                     msg="healthy gauge back to 1")
+
+
+def test_index_reset_is_followed(rivet, kv, double):
+    simple(kv, "a")
+    rv = start(rivet, kv, double)
+    double.index_reset()
+    kv.vs("vs", [route(prefix="/", direct=(200, "b"))])
+    rv.wait_body("/", "b", timeout=5)
+    wait_for(lambda: "index went backwards" in rv.stderr(), 5, msg="reset logged")
+
+
+def test_index_zero_no_busy_loop(rivet, kv, double):
+    simple(kv, "z")
+    rv = start(rivet, kv, double)
+    double.fault_index_zero()
+    time.sleep(0.5)
+    double.clear_requests()
+    time.sleep(2.0)
+    n = len(double.requests("/v1/kv/"))
+    # the token bucket allows 10 reads/s (burst 2): never a busy loop
+    assert n <= 25, n
+    kv.vs("vs", [route(prefix="/", direct=(200, "z2"))])
+    rv.wait_body("/", "z2", timeout=5)
+    double.clear_fault()
+    assert rv.get("/").text == "z2"
+
+
+def test_consul_flags_in_help():
+    from harness import run_cli
+    r = run_cli("run", "--help")
+    assert r.returncode == 0
+    for flag in ("--consul ADDR", "--consul-root-key", "--consul-allow-stale", "CONSUL_HTTP_ADDR"):
+        assert flag in r.stdout, flag
