@@ -14,12 +14,19 @@
  * each new listing is loaded into the store and rebuilt at once (no debounce: Consul hands
  * over a whole consistent listing). Serving starts with the first successful read; when
  * Consul fails later, the last good config keeps serving and the source reports unhealthy.
+ *
+ * Consul service discovery (Settings consul.serviceDiscovery, rivet run --consul-discovery, or
+ * any consul Upstream/destination in the config) runs its own watcher thread (discovery.c),
+ * which hands over immutable endpoint views through another eventfd; each new view rebuilds
+ * the snapshot from the store and that view (route tables included: see
+ * doc/internals/discovery.md). A failing Consul keeps the last view.
  */
 #include "control/control.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -37,12 +44,16 @@
 #include "admin/admin.h"
 #include "config/config.h"
 #include "control/consul.h"
+#include "control/discovery.h"
 #include "control/kvsource.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "proxy/router.h"
 #include "proxy/stats.h"
 #include "proxy/worker.h"
+
+/* How long startup waits for Consul discovery's first complete view. */
+#define DISC_WARM_MS 5000
 
 /* A burst of inotify events (an editor's write + rename) settles within this many ms. */
 #define DEBOUNCE_MS 10
@@ -61,18 +72,38 @@ typedef struct ctl_s {
     char *kv_ident;             /* what the watcher was started with (restart when it changes) */
     bool kv_loaded;             /* a first listing went into the store */
     int kv_changed;             /* result of the last rv_store_load_kv, for reload() */
+    rv_disc_t *disc;            /* Consul discovery watcher, when wanted */
+    int disc_fd;                /* its eventfd (owned by the watcher) */
+    char *disc_ident;           /* what it was started with (restart when it changes) */
+    rv_disc_view_t *view;       /* the latest endpoint view (one reference), or NULL */
+    bool view_changed;          /* a new view arrived since the last build */
 } ctl_t;
+
+/* The running watcher, for /ready and /metrics (admin thread): set before, cleared after its life. */
+static _Atomic(rv_disc_t *) disc_running;
 
 bool rv_control_sources_healthy(char *detail, size_t n)
 {
     if (detail && n)
         detail[0] = '\0';
-    return rv_kvsource_healthy(detail, n);
+    bool ok = rv_kvsource_healthy(detail, n);
+    rv_disc_t *d = atomic_load(&disc_running);
+    if (d && !rv_disc_healthy(d)) {
+        size_t used = detail ? strlen(detail) : 0;
+        if (detail && used + 1 < n)
+            snprintf(detail + used, n - used, "%sconsul discovery: unavailable; serving the last known instances",
+                     used ? "\n" : "");
+        ok = false;
+    }
+    return ok;
 }
 
 void rv_control_sources_prometheus(FILE *f)
 {
     rv_kvsource_prometheus(f);
+    rv_disc_t *d = atomic_load(&disc_running);
+    if (d)
+        fprintf(f, "rivet_config_source_healthy{source=\"consul_discovery\"} %d\n", rv_disc_healthy(d) ? 1 : 0);
 }
 
 rv_snapshot_t *rv_control_current(void)
@@ -98,16 +129,29 @@ static void set_current(rv_snapshot_t *s)
         rv_snapshot_release(old);
 }
 
+static int status_key_cmp(const rv_status_t *a, const rv_status_t *b)
+{
+    int r = strcmp(a->kind.ptr, b->kind.ptr);
+    if (!r)
+        r = strcmp(a->ns.ptr, b->ns.ptr);
+    return r ? r : strcmp(a->name.ptr, b->name.ptr);
+}
+
+/* Statuses are sorted by kind, namespace, name (translate.c): binary search (thousands of
+ * discovered Upstreams make a linear scan per status quadratic). */
 static const rv_status_t *find_status(const rv_snapshot_t *s, const rv_status_t *st)
 {
     if (!s)
         return NULL;
-    for (uint32_t i = 0; i < s->nstatuses; i++) {
-        const rv_status_t *o = &s->statuses[i];
-        if (rv_str_eq(o->kind, st->kind) && rv_str_eq(o->ns, st->ns) && rv_str_eq(o->name, st->name))
-            return o;
+    uint32_t lo = 0, hi = s->nstatuses;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (status_key_cmp(&s->statuses[mid], st) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    return NULL;
+    return lo < s->nstatuses && status_key_cmp(&s->statuses[lo], st) == 0 ? &s->statuses[lo] : NULL;
 }
 
 /* Log each status that changed since the previous snapshot: once per change, never per request. */
@@ -208,11 +252,17 @@ static int reload(ctl_t *c, bool force)
         rv_stats_reload(false);
         return changed;
     }
+    if (c->view_changed) {
+        changed = 1;    /* endpoints (and statuses) moved: never skipped as "identical" */
+        c->view_changed = false;
+    }
     if (!changed && !force && c->serving)
         return 0;
 
     rv_snapshot_t *s = NULL;
-    int rc = rv_snapshot_build(c->store, &c->settings, &s);
+    bool catalog_only;
+    bool discover = rv_disc_override_enabled(&catalog_only) || c->settings.consul_discovery;
+    int rc = rv_snapshot_build_disc(c->store, &c->settings, c->view, discover, &s);
     if (rc == 0)
         rc = rv_router_build(s);
     if (rc == 0)
@@ -355,6 +405,162 @@ static void kv_event(ctl_t *c)
         c->kv_loaded = true;
 }
 
+/* What the discovery watcher depends on; NULL when it is not wanted (or OOM). */
+static char *disc_ident(const ctl_t *c)
+{
+    const rv_settings_t *s = &c->settings;
+    bool catalog_only = false;
+    bool want = rv_disc_override_enabled(&catalog_only) || s->consul_discovery;
+    rv_snapshot_t *cur_snap = rv_control_current();
+    if (cur_snap) {
+        want |= rv_snapshot_uses_consul(cur_snap);
+        rv_snapshot_release(cur_snap);
+    }
+    if (!want)
+        return NULL;
+    char *p = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&p, &n);
+    if (!f)
+        return NULL;
+    const char *v[] = { s->consul_address, s->consul_token, s->consul_basic_auth, s->consul_ca_file,
+                        s->consul_ca_path, s->consul_cert_file, s->consul_key_file };
+    for (size_t i = 0; i < RV_ARRAY_LEN(v); i++)
+        fprintf(f, "%s\n", v[i] ? v[i] : "");
+    for (uint32_t i = 0; i < s->nconsul_dcs; i++)
+        fprintf(f, "dc=%s\n", s->consul_dcs[i]);
+    fprintf(f, "%d %d %d\n", s->consul_insecure_skip_verify, s->consul_consistency, catalog_only);
+    fclose(f);
+    return p;
+}
+
+static void disc_stop(ctl_t *c)
+{
+    if (!c->disc)
+        return;
+    epoll_ctl(c->ep, EPOLL_CTL_DEL, c->disc_fd, NULL);
+    atomic_store(&disc_running, NULL);
+    rv_disc_stop(c->disc);
+    c->disc = NULL;
+    c->disc_fd = -1;
+}
+
+/*
+ * Start, restart or stop the discovery watcher so that it matches the settings and the
+ * current config. The last view is kept across a restart (a new watcher's first view
+ * replaces it), and dropped when discovery is no longer wanted.
+ */
+static void disc_sync(ctl_t *c)
+{
+    char *ident = disc_ident(c);
+    if (ident && c->disc_ident && !strcmp(ident, c->disc_ident) && c->disc) {
+        free(ident);
+        return;
+    }
+    if (!ident && !c->disc_ident)
+        return;
+    disc_stop(c);
+    free(c->disc_ident);
+    c->disc_ident = ident;
+    if (!ident) {
+        if (c->view) {
+            rv_disc_view_release(c->view);
+            c->view = NULL;
+            c->view_changed = true;
+        }
+        rv_log_info("consul discovery: stopped");
+        return;
+    }
+    const rv_settings_t *s = &c->settings;
+    rv_consul_cfg_t cc = { 0 };
+    char err[300];
+    bool oom = false;
+#define DUP(dst, src) do { if ((src) && !((dst) = strdup(src))) oom = true; } while (0)
+    DUP(cc.address, s->consul_address);
+    DUP(cc.token, s->consul_token);
+    DUP(cc.basic_auth, s->consul_basic_auth);
+    DUP(cc.ca_file, s->consul_ca_file);
+    DUP(cc.ca_path, s->consul_ca_path);
+    DUP(cc.cert_file, s->consul_cert_file);
+    DUP(cc.key_file, s->consul_key_file);
+#undef DUP
+    cc.insecure_skip_verify = s->consul_insecure_skip_verify;
+    if (oom || rv_consul_cfg_from_env(&cc, err, sizeof err) != 0) {
+        rv_log_error("consul discovery: %s", oom ? "out of memory" : err);
+        goto out;
+    }
+    bool catalog_only = false;
+    rv_disc_override_enabled(&catalog_only);
+    rv_disc_opts_t o = { .consul = &cc, .dcs = s->consul_dcs, .ndcs = s->nconsul_dcs, .health = !catalog_only,
+                         .stale = s->consul_consistency == RV_CONSUL_STALE };
+    c->disc = rv_disc_start(&o, &c->disc_fd);
+    if (!c->disc) {
+        rv_log_error("consul discovery: cannot start the watcher");
+        goto out;
+    }
+    struct epoll_event ev = { .events = EPOLLIN, .data.fd = c->disc_fd };
+    if (epoll_ctl(c->ep, EPOLL_CTL_ADD, c->disc_fd, &ev) < 0) {
+        rv_log_error("consul discovery: epoll: %s", strerror(errno));
+        rv_disc_stop(c->disc);
+        c->disc = NULL;
+        goto out;
+    }
+    atomic_store(&disc_running, c->disc);
+    rv_log_info("consul discovery: watching the catalog at %s (%s)", cc.address ? cc.address : "127.0.0.1:8500",
+                catalog_only ? "every registered instance gets traffic" : "instances passing their health checks");
+out:
+    rv_consul_cfg_free(&cc);
+}
+
+static bool disc_event(ctl_t *c);
+
+/*
+ * Before the first publication: wait up to ms for the watcher's first complete view (every
+ * service read once), so discovered Upstreams do not start out empty. Consul being down only
+ * delays startup by ms; the config then serves and endpoints arrive when Consul answers.
+ */
+static void disc_warm(ctl_t *c, int ms)
+{
+    if (!c->disc)
+        return;
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        long left = ms - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+        if (left <= 0) {
+            rv_log_warn("consul discovery: the catalog was not read within %d ms; starting without it", ms);
+            return;
+        }
+        struct pollfd p = { .fd = c->disc_fd, .events = POLLIN };
+        if (poll(&p, 1, (int)left) > 0)
+            disc_event(c);
+        if (c->view && c->view->synced)
+            return;
+    }
+}
+
+/* The watcher published a view: take the latest (intermediate ones are skipped). */
+static bool disc_event(ctl_t *c)
+{
+    uint64_t n;
+    if (read(c->disc_fd, &n, sizeof n) < 0 && errno != EAGAIN)
+        return false;
+    rv_disc_view_t *v = rv_disc_latest(c->disc);
+    if (!v || v == c->view) {
+        rv_disc_view_release(v);
+        return false;
+    }
+    rv_disc_view_release(c->view);
+    c->view = v;
+    c->view_changed = true;
+    rv_log_debug("consul discovery: view %llu (%u services, %llu instances, %llu passing)",
+                 (unsigned long long)v->seq, v->nsvcs, (unsigned long long)v->ninsts,
+                 (unsigned long long)v->npassing);
+    return true;
+}
+
 /* Re-read the Settings file; when it changed the sources, start from a fresh store. */
 static void reload_settings(ctl_t *c)
 {
@@ -421,7 +627,7 @@ static void drain_fd(int fd)
 
 int rv_control_run(const rv_control_opts_t *o)
 {
-    ctl_t c = { .o = o, .ep = -1, .sfd = -1, .ifd = -1, .debounce_fd = -1, .refresh_fd = -1 };
+    ctl_t c = { .o = o, .ep = -1, .sfd = -1, .ifd = -1, .debounce_fd = -1, .refresh_fd = -1, .disc_fd = -1 };
     char err[512];
     int code = 1;
     bool failed = false;
@@ -447,6 +653,8 @@ int rv_control_run(const rv_control_opts_t *o)
     }
     rv_dataplane_opts_t dopts = { .nworkers = o->workers, .access_log = o->access_log,
                                   .access_log_json = o->access_log_json };
+    disc_sync(&c);
+    disc_warm(&c, DISC_WARM_MS);
     if (c.settings.consul_kv) {
         /* admin first (/ready says what we wait for); serving starts with the first read */
         if (kv_restart(&c) != 0)
@@ -460,6 +668,11 @@ int rv_control_run(const rv_control_opts_t *o)
         if (rc != 0) {
             code = rc == RV_ENOTFOUND ? 2 : 1;
             goto out;
+        }
+        if (!c.disc && (disc_sync(&c), c.disc)) {
+            /* the config itself uses consul: give the catalog a moment before serving */
+            disc_warm(&c, DISC_WARM_MS);
+            reload(&c, true);
         }
         if (rv_admin_start(o->admin_addr, err, sizeof err) != 0) {
             rv_log_error("admin listener: %s", err);
@@ -544,11 +757,16 @@ int rv_control_run(const rv_control_opts_t *o)
                     rv_log_info("rivet serving config from consul kv %s/ (%d workers, admin %s)",
                                 c.settings.consul_root_key, o->workers, o->admin_addr);
                 }
+            } else if (c.disc && fd == c.disc_fd) {
+                if (disc_event(&c))
+                    reload(&c, false);
             }
         }
         if (stop)
             break;
+        disc_sync(&c);  /* the settings or the config may have turned discovery on or off */
     }
+    disc_stop(&c);
     rv_kvsource_stop(c.kv);
     c.kv = NULL;
     if (c.serving)
@@ -557,6 +775,9 @@ int rv_control_run(const rv_control_opts_t *o)
     atomic_store(&is_ready, false);
     code = failed ? 1 : 0;
 out:
+    disc_stop(&c);
+    free(c.disc_ident);
+    rv_disc_view_release(c.view);
     rv_kvsource_stop(c.kv);
     free(c.kv_ident);
     pthread_mutex_lock(&cur_mu);

@@ -1175,6 +1175,10 @@ static void finish(rv_disc_t *d, watch_t *w, CURLcode cc, int64_t now)
     if (rc < 0) {
         set_failing(d, w, true);
         w->failures++;
+        /* after a failure the index may belong to a Consul that restarted (or lost its
+         * leader): a query with an index above the server's would block for the whole wait,
+         * so the next one is a plain read */
+        w->index = 0;
         w->not_before = now + rv_consul_backoff_ms(w->failures, &d->rng);
         w->ok = false;
         return;

@@ -1,0 +1,256 @@
+"""Consul service discovery, end to end: the real rivet binary, real backends, and the Consul
+double (tests/doubles/consul.py) - or a real Consul agent when CONSUL_HTTP_ADDR is set (tests
+that need the double's fault switch are then skipped, saying so).
+
+What is checked: traffic spreads over the instances of a discovered service; an instance whose
+health check fails stops receiving traffic; a deregistered one too; Consul going away and coming
+back (with its index reset) under load fails no request to the instances that stayed healthy,
+and changes made after it returns are applied; the discovered Upstream is in /status and
+/config_dump; explicit consul Upstreams and route consul destinations select by tag and DC;
+--consul-discovery=catalog sends traffic to failing instances too (Gloo's behaviour).
+"""
+import json
+import os
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from harness import NS, request, route, wait_for
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from doubles.consul import ConsulDouble  # noqa: E402
+
+LIVE = os.environ.get("CONSUL_HTTP_ADDR")
+
+
+class LiveConsul:
+    """The same small API as the double's, over a real agent's HTTP API (TTL checks)."""
+
+    def __init__(self, addr):
+        self.base = addr if "://" in addr else "http://" + addr
+        self.addr = addr
+        self.registered = []
+
+    def _put(self, path, body=None):
+        data = json.dumps(body).encode() if body is not None else b""
+        req = urllib.request.Request(self.base + path, data=data, method="PUT")
+        tok = os.environ.get("CONSUL_HTTP_TOKEN")
+        if tok:
+            req.add_header("X-Consul-Token", tok)
+        urllib.request.urlopen(req, timeout=10).read()
+
+    def register_service(self, name, service_id, address, port, tags=(), health="passing"):
+        self._put("/v1/agent/service/register", {
+            "ID": service_id, "Name": name, "Tags": list(tags), "Address": address, "Port": port,
+            "Check": {"CheckID": "service:" + service_id, "TTL": "10m", "Status": health}})
+        self.registered.append(service_id)
+        return service_id
+
+    def set_check_status(self, check_id, status):
+        verb = {"passing": "pass", "warning": "warn", "critical": "fail"}[status]
+        self._put("/v1/agent/check/%s/%s" % (verb, check_id))
+
+    def deregister_service(self, service_id):
+        self._put("/v1/agent/service/deregister/" + service_id)
+        if service_id in self.registered:
+            self.registered.remove(service_id)
+
+    def stop(self):
+        for sid in list(self.registered):
+            try:
+                self.deregister_service(sid)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def consul():
+    if LIVE:
+        c = LiveConsul(LIVE)
+        yield c
+        c.stop()
+        return
+    c = ConsulDouble().start()
+    yield c
+    c.stop()
+
+
+def need_double(consul):
+    if LIVE:
+        pytest.skip("needs the Consul double's fault switch (CONSUL_HTTP_ADDR points at a real Consul)")
+
+
+def unique(name):
+    """Service names unique per test (a live Consul keeps what other runs registered)."""
+    return "%s-%s" % (name, uuid.uuid4().hex[:6])
+
+
+def start(rivet, cfg, consul, mode=None, **kw):
+    flag = "--consul-discovery" if mode is None else "--consul-discovery=" + mode
+    return rivet(cfg, args=[flag], env={"CONSUL_HTTP_ADDR": consul.addr}, **kw)
+
+
+def hits(rv, backends, n, path="/"):
+    """Send n requests; count answers per backend (by name) and failures."""
+    count = {b.name: 0 for b in backends}
+    fails = 0
+    for _ in range(n):
+        r = rv.get(path, timeout=5)
+        if r.status != 200:
+            fails += 1
+            continue
+        name = r.body.decode(errors="replace")
+        count[name] = count.get(name, 0) + 1
+    return count, fails
+
+
+def named(backend_factory, name):
+    def handler(req, conn):
+        conn.respond(200, name.encode())
+        return True
+    return backend_factory(name=name, handler=handler)
+
+
+def test_spread_health_deregister_status(cfg, backend, rivet, consul):
+    svc = unique("web")
+    bs = [named(backend, "b%d" % i) for i in range(3)]
+    for i, b in enumerate(bs):
+        consul.register_service(svc, service_id="%s-%d" % (svc, i), address="127.0.0.1", port=b.port,
+                                tags=["v1"], health="passing")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=svc)])
+    rv = start(rivet, cfg, consul)
+
+    # the discovered Upstream is visible, named after the service, in the discovery namespace
+    st = rv.wait_status("Upstream", svc, "Accepted", timeout=10)
+    assert st["namespace"] == NS
+    dump = rv.config_dump()
+    assert any(c["name"] == "%s.%s" % (NS, svc) and len(c["endpoints"]) == 3 for c in dump["clusters"]), dump
+
+    wait_for(lambda: rv.get("/", timeout=5).status == 200, timeout=10, msg="first 200")
+    count, fails = hits(rv, bs, 30)
+    assert fails == 0 and all(count[b.name] >= 5 for b in bs), count
+
+    # fail b1's check: it stops receiving traffic
+    consul.set_check_status("service:%s-1" % svc, "critical")
+    wait_for(lambda: hits(rv, bs, 12)[0]["b1"] == 0, timeout=10, msg="b1 out of rotation")
+    count, fails = hits(rv, bs, 30)
+    assert fails == 0 and count["b1"] == 0 and count["b0"] >= 5 and count["b2"] >= 5, count
+
+    # deregister b2: only b0 is left
+    consul.deregister_service("%s-2" % svc)
+    wait_for(lambda: hits(rv, bs, 6)[0]["b2"] == 0, timeout=10, msg="b2 gone")
+    count, fails = hits(rv, bs, 20)
+    assert fails == 0 and count == {"b0": 20, "b1": 0, "b2": 0}, count
+
+    # b1 healthy again: back in rotation
+    consul.set_check_status("service:%s-1" % svc, "passing")
+    wait_for(lambda: hits(rv, bs, 12)[0]["b1"] > 0, timeout=10, msg="b1 back")
+
+
+def test_consul_outage_under_load(cfg, backend, rivet, consul):
+    need_double(consul)
+    svc = unique("api")
+    bs = [named(backend, "b%d" % i) for i in range(2)]
+    for i, b in enumerate(bs):
+        consul.register_service(svc, service_id="%s-%d" % (svc, i), address="127.0.0.1", port=b.port,
+                                health="passing")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=svc)])
+    rv = start(rivet, cfg, consul)
+    wait_for(lambda: rv.get("/", timeout=5).status == 200, timeout=10, msg="first 200")
+
+    stop = threading.Event()
+    results = {"ok": 0, "fail": []}
+
+    def load():
+        while not stop.is_set():
+            try:
+                r = request(rv.port, "/", timeout=5)
+                if r.status == 200:
+                    results["ok"] += 1
+                else:
+                    results["fail"].append(r.status)
+            except OSError as e:
+                results["fail"].append(repr(e))
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        consul.fault("down", mode="refuse")     # killed: connections refused, blocked queries cut
+        time.sleep(2.0)
+        ready = rv.admin_get("/ready")
+        down_logged = "Consul unavailable" in rv.stderr()
+        consul.index_reset(delta=None)          # came back with its indexes moved backwards
+        consul.clear_fault()
+        time.sleep(1.5)
+        # a change made after Consul returns reaches traffic
+        b2 = named(backend, "b2")
+        consul.register_service(svc, service_id="%s-2" % svc, address="127.0.0.1", port=b2.port, health="passing")
+        wait_for(lambda: any(request(rv.port, "/", timeout=5).body == b"b2" for _ in range(6)), timeout=10,
+                 msg="new instance after the outage")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert results["fail"] == [], results["fail"][:10]
+    assert results["ok"] > 50, results
+    # while Consul was down rivet kept serving and said so once in its log
+    assert ready.status == 200, ready
+    assert down_logged, rv.stderr()[-3000:]
+    assert rv.stderr().count("Consul unavailable") == 1, rv.stderr()[-3000:]
+
+
+def test_explicit_upstream_and_consul_destination(cfg, backend, rivet, consul):
+    svc = unique("shop")
+    b1, b2 = named(backend, "v1"), named(backend, "v2")
+    consul.register_service(svc, service_id=svc + "-1", address="127.0.0.1", port=b1.port, tags=["v1"],
+                            health="passing")
+    consul.register_service(svc, service_id=svc + "-2", address="127.0.0.1", port=b2.port, tags=["v2", "canary"],
+                            health="passing")
+    cfg.gateway()
+    cfg.write("upstreams", "shop-v1", {"consul": {"serviceName": svc, "instanceTags": ["v1"]}})
+    cfg.write("upstreams", "shop-stable", {"consul": {"serviceName": svc, "instanceBlacklistTags": ["canary"]}})
+    cfg.vs("vs", [route(prefix="/tagged", upstream="shop-v1"),
+                  route(prefix="/stable", upstream="shop-stable"),
+                  {"matchers": [{"prefix": "/dest"}],
+                   "routeAction": {"single": {"consul": {"serviceName": svc, "tags": ["v2"]}}}}])
+    # discovery of every service off: the explicit upstreams start the watcher themselves
+    rv = rivet(cfg, env={"CONSUL_HTTP_ADDR": consul.addr})
+    rv.wait_body("/dest", "v2", timeout=10)
+    for path, want in (("/tagged", b"v1"), ("/stable", b"v1"), ("/dest", b"v2")):
+        for _ in range(6):
+            r = rv.get(path, timeout=5)
+            assert r.status == 200 and r.body == want, (path, r)
+    assert rv.resource_status("Upstream", svc) is None  # not discovered without the setting
+
+
+def test_catalog_only_mode(cfg, backend, rivet, consul):
+    svc = unique("legacy")
+    bs = [named(backend, "b%d" % i) for i in range(2)]
+    consul.register_service(svc, service_id=svc + "-0", address="127.0.0.1", port=bs[0].port, health="passing")
+    consul.register_service(svc, service_id=svc + "-1", address="127.0.0.1", port=bs[1].port, health="critical")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=svc)])
+    rv = start(rivet, cfg, consul, mode="catalog")
+    wait_for(lambda: rv.get("/", timeout=5).status == 200, timeout=10, msg="first 200")
+    count, fails = hits(rv, bs, 20)
+    assert fails == 0 and count["b1"] > 0, count
+
+
+def test_no_passing_instance_is_a_warning(cfg, backend, rivet, consul):
+    svc = unique("down")
+    b = named(backend, "b0")
+    consul.register_service(svc, service_id=svc + "-0", address="127.0.0.1", port=b.port, health="critical")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=svc)])
+    rv = start(rivet, cfg, consul)
+    st = rv.wait_status("Upstream", svc, "Warning", timeout=10)
+    assert "health checks" in st["reason"], st
+    r = rv.get("/", timeout=5)
+    assert r.status == 503, r
