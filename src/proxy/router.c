@@ -6,14 +6,15 @@
  *   - a sorted array of "*suffix" wildcards and one of "prefix*" wildcards, each entry
  *     carrying a link to the longest other key that is a prefix (suffix) of it, so the
  *     longest wildcard that fits a host is one binary search plus a short walk,
- *   - per virtual host, the routes cut into segments: runs of consecutive case-sensitive
- *     prefix/exact routes become a sorted key array with the same prefix links (first match
- *     by route order is recovered by merging the candidates' route indices), everything else
- *     is tested in order.
+ *   - per virtual host, a sorted array of route keys with the same prefix links: the path of
+ *     a case-sensitive prefix/exact matcher, the literal prefix of a case-sensitive regex,
+ *     else the empty key; first match by route order is recovered by merging the candidate
+ *     keys' route indices, so a regex runs only when the path starts with its literal prefix.
  * Lookups are read-only and allocate nothing. doc/internals/routing.md explains the rules.
  */
 #include "proxy/router.h"
 
+#include <ctype.h>
 #include <stdlib.h>
 
 #include "core/err.h"
@@ -312,10 +313,71 @@ static int build_dom_set(rv_arena_t *a, struct item *it, uint32_t n, bool rev, c
     return 0;
 }
 
-static bool route_indexable(const rv_route_t *r)
+/*
+ * Literal prefix every match of a whole-path regex must start with, written to out (at most
+ * cap bytes); returns its length (0: none known). Conservative: only plain ASCII literals and
+ * escaped punctuation at the start of the pattern count, a literal followed by a quantifier is
+ * dropped, and a pattern with '|' anywhere has no prefix.
+ */
+static size_t regex_literal_prefix(rv_str_t pat, char *out, size_t cap)
 {
-    return (r->match.path_kind == RV_PATH_PREFIX || r->match.path_kind == RV_PATH_EXACT) &&
-           r->match.case_sensitive;
+    if (memchr(pat.ptr, '|', pat.len))
+        return 0;
+    size_t i = 0, n = 0;
+    if (i < pat.len && pat.ptr[i] == '^')
+        i++;
+    while (i < pat.len && n < cap) {
+        unsigned char c = (unsigned char)pat.ptr[i];
+        size_t adv = 1;
+        if (c == '\\') {
+            if (i + 1 >= pat.len)
+                break;
+            c = (unsigned char)pat.ptr[i + 1];
+            if (c >= 0x80 || !ispunct(c))
+                break;  /* \d, \w, \x.., \Q... : not a single literal byte */
+            adv = 2;
+        } else if (c >= 0x80 || c < 0x20 || strchr(".[]()*+?{}|^$\\", c)) {
+            break;
+        }
+        if (i + adv < pat.len && strchr("?*+{", pat.ptr[i + adv]))
+            break;  /* quantified: the literal may be absent or repeated */
+        out[n++] = (char)c;
+        i += adv;
+    }
+    return n;
+}
+
+/*
+ * The index key of a route and whether it is an exact key. Case-sensitive prefix and exact
+ * matchers use their path; a case-sensitive regex its literal prefix (any match starts with
+ * it); anything else the empty key, a prefix of every path, so it is a candidate for every
+ * request. Candidates are always tested with the full matcher. Returns 0 or RV_ENOMEM.
+ */
+static int route_key(rv_arena_t *a, const rv_route_t *r, struct skey *k, bool *exact)
+{
+    const rv_matcher_t *m = &r->match;
+    *k = (struct skey){ "", 0, -1 };
+    *exact = false;
+    if (!m->case_sensitive)
+        return 0;
+    if (m->path_kind == RV_PATH_PREFIX || m->path_kind == RV_PATH_EXACT) {
+        if (m->path.len)
+            *k = (struct skey){ m->path.ptr, (uint32_t)m->path.len, -1 };
+        *exact = m->path_kind == RV_PATH_EXACT;
+        return 0;
+    }
+    if (m->path_kind == RV_PATH_REGEX && m->path.len) {
+        char tmp[256];
+        size_t n = regex_literal_prefix(m->path, tmp, sizeof(tmp));
+        if (n) {
+            char *p = rv_arena_alloc(a, n);
+            if (!p)
+                return RV_ENOMEM;
+            memcpy(p, tmp, n);
+            *k = (struct skey){ p, (uint32_t)n, -1 };
+        }
+    }
+    return 0;
 }
 
 /* Build the sorted key array of an indexed segment [s->start, s->end) of vh. */
@@ -325,16 +387,17 @@ static int build_seg_index(rv_arena_t *a, const rv_vhost_t *vh, struct seg *s)
     struct item *it = malloc(sizeof(*it) * n);
     if (!it)
         return RV_ENOMEM;
+    int rc = RV_ENOMEM;
     for (uint32_t i = 0; i < n; i++) {
-        const rv_route_t *r = &vh->routes[s->start + i];
-        it[i].k = (struct skey){ r->match.path.len ? r->match.path.ptr : "", (uint32_t)r->match.path.len, -1 };
+        bool exact;
+        if (route_key(a, &vh->routes[s->start + i], &it[i].k, &exact))
+            goto out;
         it[i].ord = s->start + i;
-        it[i].aux = (uint32_t)r->match.path_kind;
+        it[i].aux = exact ? RV_PATH_EXACT : RV_PATH_PREFIX;
     }
     bool fwd = false;
     qsort_r(it, n, sizeof(*it), item_cmp, &fwd);
 
-    int rc = RV_ENOMEM;
     uint32_t *ids = RV_ARENA_NEWN(a, uint32_t, n);
     struct skey *k = RV_ARENA_NEWN(a, struct skey, n);
     struct rentry *e = RV_ARENA_NEWN(a, struct rentry, n);
@@ -373,47 +436,17 @@ out:
 
 static int build_vroutes(rv_arena_t *a, const rv_vhost_t *vh, struct vroutes *vr)
 {
-    /* Count segments: maximal runs of indexable routes of length >= MIN_INDEXED_RUN are
-     * indexed; whatever lies between them forms one linear segment. */
-    uint32_t nsegs = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        uint32_t count = 0, lin_start = 0;
-        for (uint32_t i = 0; i < vh->nroutes;) {
-            uint32_t j = i;
-            while (j < vh->nroutes && route_indexable(&vh->routes[j]))
-                j++;
-            if (j - i >= MIN_INDEXED_RUN) {
-                if (lin_start < i) {
-                    if (pass)
-                        vr->segs[count] = (struct seg){ lin_start, i, NULL, NULL, 0 };
-                    count++;
-                }
-                if (pass)
-                    vr->segs[count] = (struct seg){ i, j, NULL, NULL, 0 };
-                if (pass) {
-                    int rc = build_seg_index(a, vh, &vr->segs[count]);
-                    if (rc)
-                        return rc;
-                }
-                count++;
-                lin_start = j;
-            }
-            i = j > i ? j : i + 1;
-        }
-        if (lin_start < vh->nroutes) {
-            if (pass)
-                vr->segs[count] = (struct seg){ lin_start, vh->nroutes, NULL, NULL, 0 };
-            count++;
-        }
-        if (!pass) {
-            nsegs = count;
-            vr->segs = nsegs ? RV_ARENA_NEWN(a, struct seg, nsegs) : NULL;
-            if (nsegs && !vr->segs)
-                return RV_ENOMEM;
-        }
-    }
-    vr->nsegs = nsegs;
-    return 0;
+    /* Every route has a key (route_key), so one indexed segment covers the whole list; a
+     * short list is cheaper to test in order. */
+    vr->nsegs = 0;
+    vr->segs = NULL;
+    if (vh->nroutes == 0)
+        return 0;
+    if (!(vr->segs = RV_ARENA_NEWN(a, struct seg, 1)))
+        return RV_ENOMEM;
+    vr->segs[0] = (struct seg){ 0, vh->nroutes, NULL, NULL, 0 };
+    vr->nsegs = 1;
+    return vh->nroutes >= MIN_INDEXED_RUN ? build_seg_index(a, vh, &vr->segs[0]) : 0;
 }
 
 static int build_listener(rv_arena_t *a, rv_listener_cfg_t *l)
