@@ -304,10 +304,14 @@ void cfg_path_pop(dctx_t *c, size_t len);
 /* True when key equals the lowerCamelCase name or its snake_case spelling. */
 bool cfg_name_matches(const char *key, size_t keylen, const char *camel);
 
+/* Longest duration accepted, in nanoseconds (2 500 000 h, about 285 years). */
+#define RV_DURATION_CAP_NS 9000000000000000000ull
+
 /*
  * Parse a duration: protobuf JSON "<n>[.<frac>]s" and, leniently, Go-style sequences of
  * <number><unit> with units h, m, s, ms, us, ns ("1m30s", "500ms"). Sub-millisecond
- * remainders round up. 0 with *ms set, -1 when malformed or out of range.
+ * remainders round up. 0 with *ms set; -1 when malformed; -2 when well-formed but longer
+ * than RV_DURATION_CAP_NS.
  */
 int cfg_parse_duration(const char *s, size_t len, int64_t *ms);
 
@@ -354,7 +358,20 @@ typedef struct res_s {
     void *obj;                  /* last accepted decoded version, or NULL */
     char *error;                /* why the current file content is rejected (malloc), or NULL */
     bool seen;
+    /*
+     * The version the last build accepted as a whole (decoded and translated without a
+     * rejection), kept while a newer obj is rejected by translation (a conflict with other
+     * resources): the build then translates good instead (use_good, with fb_reason saying why
+     * obj was refused). good == obj when obj was accepted; otherwise good_arena owns it.
+     */
+    void *good;
+    rv_arena_t good_arena;
+    bool use_good;
+    char *fb_reason;            /* malloc, when use_good */
 } res_t;
+
+/* The build accepted r's decoded version: it becomes r's last accepted version (translate.c). */
+void cfg_res_accept(res_t *r);
 
 struct rv_store_s {
     res_t **res;                /* sorted by kind, ns, name, then path after each scan */

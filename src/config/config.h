@@ -42,6 +42,10 @@ typedef struct rv_settings_s {
     uint32_t nconsul_tags_allow;
     char *consul_dns_address;   /* consul.dnsAddress, default 127.0.0.1:8600 */
     int64_t consul_dns_poll_ms; /* consul.dnsPollingInterval, default 5000 */
+
+    /* Set by rivet run when a newer Settings file was refused and these settings stay in
+     * force: the reason (malloc), shown as the Settings status; NULL otherwise. */
+    char *rejected;
 } rv_settings_t;
 
 enum rv_consul_consistency { RV_CONSUL_DEFAULT = 0, RV_CONSUL_STALE, RV_CONSUL_CONSISTENT };
@@ -89,6 +93,17 @@ int rv_store_scan_dir(rv_store_t *st, const rv_settings_t *s);
  * The new snapshot has refs == 1 (the caller's). Returns 0 or RV_ENOMEM.
  */
 int rv_snapshot_build(rv_store_t *st, const rv_settings_t *s, rv_snapshot_t **out);
+
+/*
+ * Listener check for the builds that follow (process-wide; rivet run sets the data plane's,
+ * rivet validate and apply leave none). fn returns 0 when listener l can be bound now (its
+ * port free, or already one of ours), else a positive errno. A Gateway whose listener fails
+ * is Rejected with the reason and left out of the snapshot - or, when its last accepted
+ * version binds elsewhere, that version keeps serving. NULL removes the check.
+ * Control thread, before the builds that use it.
+ */
+typedef int (*rv_bind_check_fn)(const rv_listener_cfg_t *l);
+void rv_config_set_bind_check(rv_bind_check_fn fn);
 
 /* ---- resource kinds, for the CLI and the Consul KV layout ------------------------------ */
 

@@ -228,9 +228,10 @@ int cfg_parse_duration(const char *s, size_t len, int64_t *ms)
         { "ms", 1000000ull }, { "us", 1000ull }, { "\xc2\xb5s", 1000ull }, { "ns", 1ull },
         { "h", 3600000000000ull }, { "m", 60000000000ull }, { "s", 1000000000ull },
     };
-    const uint64_t cap = 9000000000000000000ull;
+    const uint64_t cap = RV_DURATION_CAP_NS;
     uint64_t total = 0;
     size_t i = 0;
+    bool big = false;       /* well-formed so far, but past cap: "too large" once the text is read */
     if (len == 0)
         return -1;
     if (len == 1 && s[0] == '0') {
@@ -242,8 +243,10 @@ int cfg_parse_duration(const char *s, size_t len, int64_t *ms)
         bool any = false;
         while (i < len && s[i] >= '0' && s[i] <= '9') {
             if (whole > cap / 10)
-                return -1;
-            whole = whole * 10 + (uint64_t)(s[i++] - '0');
+                big = true;
+            else
+                whole = whole * 10 + (uint64_t)(s[i] - '0');
+            i++;
             any = true;
         }
         if (i < len && s[i] == '.') {
@@ -270,16 +273,22 @@ int cfg_parse_duration(const char *s, size_t len, int64_t *ms)
         if (k == RV_ARRAY_LEN(units))
             return -1;
         uint64_t u = units[k].ns;
-        if (whole && u > cap / whole)
-            return -1;
+        if (big || (whole && u > cap / whole)) {
+            big = true;
+            continue;
+        }
         uint64_t add = whole * u;
         /* frac / scale of a unit, rounded up to the nanosecond */
         __uint128_t f = (__uint128_t)frac * u;
         uint64_t fn = (uint64_t)((f + scale - 1) / scale);
-        if (add > cap - fn || total > cap - add - fn)
-            return -1;
+        if (add > cap - fn || total > cap - add - fn) {
+            big = true;
+            continue;
+        }
         total += add + fn;
     }
+    if (big)
+        return -2;
     *ms = (int64_t)((total + 999999) / 1000000);
     return 0;
 }
@@ -476,7 +485,11 @@ static int decode_field(dctx_t *c, const field_t *f, const ynode_t *kn, const yn
         int64_t ms;
         if (n->type != YN_SCALAR || (n->plain && !strcmp(kind_of(n), "integer")))
             return cfg_derr(c, n, name, "expected a duration such as \"5s\" or \"100ms\", got %s", kind_of(n));
-        if (cfg_parse_duration(n->s, n->len, &ms) < 0)
+        int pd = cfg_parse_duration(n->s, n->len, &ms);
+        if (pd == -2)
+            return cfg_derr(c, n, name, "duration '%s' is too large (at most %lluh)", n->s,
+                            (unsigned long long)(RV_DURATION_CAP_NS / 3600000000000ull));
+        if (pd < 0)
             return cfg_derr(c, n, name, "invalid duration '%s' (expected e.g. \"5s\", \"1.5s\", \"100ms\", \"1m\")",
                             n->s);
         *AT(msg, f->off, int64_t) = ms;

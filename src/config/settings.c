@@ -252,6 +252,7 @@ void rv_settings_free(rv_settings_t *s)
         free(s->consul_tags_allow[i]);
     free(s->consul_tags_allow);
     free(s->consul_dns_address);
+    free(s->rejected);
     memset(s, 0, sizeof(*s));
 }
 

@@ -37,8 +37,35 @@ static void res_free(res_t *r)
     free(r->name);
     free(r->content);
     free(r->error);
+    free(r->fb_reason);
     rv_arena_free(&r->arena);
+    rv_arena_free(&r->good_arena);
     free(r);
+}
+
+/*
+ * Make obj (owned by *a) r's decoded version. The version the last build accepted stays
+ * (moved to good_arena when it was obj); a decoded version no build accepted is freed.
+ */
+static void res_set_obj(res_t *r, rv_arena_t *a, void *obj)
+{
+    if (r->obj && r->obj == r->good) {
+        rv_arena_free(&r->good_arena);
+        r->good_arena = r->arena;
+    } else {
+        rv_arena_free(&r->arena);
+    }
+    r->arena = *a;
+    r->obj = obj;
+}
+
+void cfg_res_accept(res_t *r)
+{
+    if (!r->obj || r->good == r->obj)
+        return;
+    rv_arena_free(&r->good_arena);
+    rv_arena_init(&r->good_arena, 0);
+    r->good = r->obj;
 }
 
 void rv_store_free(rv_store_t *st)
@@ -128,9 +155,7 @@ static int refresh(res_t *r, const struct stat *sb)
     void *obj;
     rv_arena_init(&a, 0);
     if (cfg_decode_resource(&a, r->kind, r->rel, NULL, r->ns, r->name, buf, len, &obj, err, sizeof(err)) == 0) {
-        rv_arena_free(&r->arena);
-        r->arena = a;
-        r->obj = obj;
+        res_set_obj(r, &a, obj);
         set_error(r, NULL);
     } else {
         rv_arena_free(&a);
@@ -221,6 +246,7 @@ static int scan_ns(rv_store_t *st, int kind, const char *nsdir, const char *ns)
                 r->name = strndup(de->d_name, base);
                 r->rel = malloc(rl);
                 rv_arena_init(&r->arena, 0);
+                rv_arena_init(&r->good_arena, 0);
             } else {
                 free(path);
             }
@@ -646,9 +672,7 @@ static int refresh_kv(res_t *r)
     }
     if (!m->ns || !m->ns[0])
         m->ns = rv_arena_strndup(&a, r->ns, strlen(r->ns));
-    rv_arena_free(&r->arena);
-    r->arena = a;
-    r->obj = obj;
+    res_set_obj(r, &a, obj);
     set_error(r, NULL);
     return 1;
 }
@@ -669,6 +693,7 @@ static res_t *insert_kv(rv_store_t *st, long i, const char *key, int kind, const
     if (!r)
         return NULL;
     rv_arena_init(&r->arena, 0);
+    rv_arena_init(&r->good_arena, 0);
     r->kind = kind;
     r->path = strdup(key);
     r->rel = strdup(key);

@@ -5,10 +5,16 @@
  * are flattened through RouteTable delegation (one rv_route_t per matcher, options merged
  * child over parent over virtual host). Checks that need several resources live here:
  * missing references (Warning, 503 at run time), bind conflicts, domain conflicts,
- * delegation prefixes and cycles (Rejected). Every string the snapshot holds is copied into
- * its arena: the store may free its versions while a worker still serves the snapshot.
+ * delegation prefixes and cycles (Rejected). A resource refused here whose previous version
+ * an earlier build accepted is translated again in that version (rv_snapshot_build_disc
+ * builds another round), so a conflict never takes away what was serving; in a conflict the
+ * resource that was serving keeps its place and the new or edited one is refused. Under rivet
+ * run each listener is bind-checked (rv_config_set_bind_check) and a Gateway that cannot bind
+ * is refused the same way. Every string the snapshot holds is copied into its arena: the
+ * store may free its versions while a worker still serves the snapshot.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -81,6 +87,28 @@ typedef struct bctx_s {
 
 /* Bound on delegation prefix checks per build: hostile fan-out cannot stall the control thread. */
 #define MAX_PREFIX_WORK 20000000u
+
+/* Builds of one snapshot at most: a round per cascade of fallbacks to last accepted versions. */
+#define MAX_BUILD_ROUNDS 8
+
+static rv_bind_check_fn bind_check;     /* rivet run: the data plane's listener check */
+
+void rv_config_set_bind_check(rv_bind_check_fn fn)
+{
+    bind_check = fn;
+}
+
+/* t is translated in a version no build accepted yet while an older one was: it can fall back. */
+static bool can_fall_back(const tres_t *t)
+{
+    return t->r && t->r->good && t->obj != t->r->good && !t->dup;
+}
+
+/* t's version differs from its last accepted one (new, edited, or never accepted). */
+static bool is_changed(const tres_t *t)
+{
+    return t->r && t->obj != t->r->good;
+}
 
 /* ---- small helpers ----------------------------------------------------------------- */
 
@@ -1048,8 +1076,12 @@ static bool delegate(flat_t *f, tres_t *owner, const char *where, const route_t 
             break;
         }
         if (!under_prefix(rt, prefix, why, sizeof(why))) {
-            addmsg(b, t, true, "%s (delegated from %s %s/%s)", why, cfg_kinds[owner->kind].kind, owner->ns,
-                   owner->name);
+            if (!is_changed(t) && can_fall_back(owner))
+                /* the table is as last accepted: the parent's edit is what no longer fits */
+                addmsg(b, owner, true, "%s: RouteTable %s/%s does not fit under it: %s", where, t->ns, t->name, why);
+            else
+                addmsg(b, t, true, "%s (delegated from %s %s/%s)", why, cfg_kinds[owner->kind].kind, owner->ns,
+                       owner->name);
             continue;
         }
         uint32_t mark = f->out.n;
@@ -1174,14 +1206,39 @@ static int dom_cmp(const void *x, const void *y)
     return r ? r : (a->vs > c->vs) - (a->vs < c->vs);
 }
 
+/* (domain, service) pairs of the services' last accepted versions, sorted; false on OOM. */
+static bool held_domains(bctx_t *b, tres_t **vs, uint32_t n, vec_t *held)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const vs_t *g = vs[i]->r ? vs[i]->r->good : NULL;
+        if (!g)
+            continue;
+        uint32_t nd = g->vh.domains.n ? g->vh.domains.n : 1;
+        for (uint32_t k = 0; k < nd; k++) {
+            dom_t *d = vec_push(b, held, sizeof(dom_t));
+            if (!d)
+                return false;
+            d->d = g->vh.domains.n ? g->vh.domains.v[k] : "*";
+            d->vs = i;
+        }
+    }
+    if (held->n > 1)
+        qsort(held->v, held->n, sizeof(dom_t), dom_cmp);
+    return true;
+}
+
 /*
- * Domains must be unique among the virtual services of one gateway: every VirtualService
- * claiming a domain another one claims is rejected and left out (drop[i]). Sorting the
- * (domain, service) pairs keeps this O(n log n) for gateways with many services.
+ * Domains must be unique among the virtual services of one gateway. A service whose last
+ * accepted version claims the domain was serving it and keeps it: the others claiming it are
+ * rejected and left out (drop[i]). When none was serving it, every claimant is (Gloo's
+ * rule). When several were (they met on this gateway) and the Gateway itself changed, the
+ * Gateway is rejected: it falls back to its last accepted version. Sorting the (domain,
+ * service) pairs keeps this O(n log n) for gateways with many services.
  */
 static void domain_conflicts(bctx_t *b, tres_t *gt, tres_t **vs, uint32_t n, bool *drop)
 {
-    vec_t doms = { 0 };
+    vec_t doms = { 0 }, held = { 0 };
+    bool have_held = false;
     for (uint32_t i = 0; i < n; i++) {
         const vs_t *v = vs[i]->obj;
         if (vs[i]->vs_empty)
@@ -1202,16 +1259,45 @@ static void domain_conflicts(bctx_t *b, tres_t *gt, tres_t **vs, uint32_t n, boo
         uint32_t j = i + 1;
         while (j < doms.n && !strcmp(d[j].d, d[i].d))
             j++;
+        if (j - i > 1 && !have_held) {
+            have_held = true;
+            if (!held_domains(b, vs, n, &held))
+                goto out;
+        }
+        /* the claimants that were serving the domain (at most two named) */
+        uint32_t ninc = 0, inc1 = j, inc2 = j;
         for (uint32_t k = i; j - i > 1 && k < j; k++) {
-            tres_t *me = vs[d[k].vs], *other = vs[d[k == i ? i + 1 : i].vs];
-            addmsg(b, me, true, "domain '%s' is also claimed by VirtualService %s/%s on Gateway %s/%s", d[k].d,
-                   other->ns, other->name, gt->ns, gt->name);
-            drop[d[k].vs] = true;
+            if (!bsearch(&d[k], held.v, held.n, sizeof(dom_t), dom_cmp))
+                continue;
+            ninc++;
+            if (inc1 == j)
+                inc1 = k;
+            else if (inc2 == j)
+                inc2 = k;
+        }
+        for (uint32_t k = i; j - i > 1 && k < j; k++) {
+            tres_t *me = vs[d[k].vs];
+            bool inc = ninc && bsearch(&d[k], held.v, held.n, sizeof(dom_t), dom_cmp);
+            if (ninc && !inc) {
+                tres_t *holder = vs[d[inc1].vs];
+                addmsg(b, me, true, "domain '%s' is already served by VirtualService %s/%s on Gateway %s/%s", d[k].d,
+                       holder->ns, holder->name, gt->ns, gt->name);
+            } else if (ninc > 1 && can_fall_back(gt)) {
+                addmsg(b, gt, true, "httpGateway: VirtualServices %s/%s and %s/%s would both serve domain '%s'",
+                       vs[d[inc1].vs]->ns, vs[d[inc1].vs]->name, vs[d[inc2].vs]->ns, vs[d[inc2].vs]->name, d[k].d);
+            } else if (ninc != 1) {
+                tres_t *other = vs[d[ninc ? (k == inc1 ? inc2 : inc1) : (k == i ? i + 1 : i)].vs];
+                addmsg(b, me, true, "domain '%s' is also claimed by VirtualService %s/%s on Gateway %s/%s", d[k].d,
+                       other->ns, other->name, gt->ns, gt->name);
+            }
+            if (!inc || ninc > 1)
+                drop[d[k].vs] = true;
         }
         i = j;
     }
 out:
     free(doms.v);
+    free(held.v);
 }
 
 /* VirtualServices gateway g serves, in ns/name order (vector of tres_t *). */
@@ -1317,6 +1403,35 @@ static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t
     free(sel.v);
 }
 
+/* Gateway gt's last accepted version binds l's address too: its listener is the one serving it. */
+static bool holds_bind(const tres_t *gt, const rv_listener_cfg_t *l)
+{
+    const gw_t *g = gt->r ? gt->r->good : NULL;
+    struct sockaddr_storage ss;
+    socklen_t len;
+    return g && sockaddr_for(g->bind_address, g->bind_port, &ss, &len) && len == l->addrlen &&
+           !memcmp(&ss, &l->addr, len);
+}
+
+/* Gateway gt's listener cannot be bound (errno e from the bind check): Rejected saying why. */
+static void bind_refused(bctx_t *b, tres_t *gt, const gw_t *g, int e)
+{
+    if (e == EADDRINUSE)
+        addmsg(b, gt, true, "bindPort %u: address already in use by another process", g->bind_port);
+    else if (e == EADDRNOTAVAIL)
+        addmsg(b, gt, true, "bindAddress %s: not an address of this host", g->bind_address);
+    else if (e == EACCES)
+        addmsg(b, gt, true, "bindPort %u: permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)",
+               g->bind_port);
+    else
+        addmsg(b, gt, true, "bindAddress %s port %u cannot be bound: %s", g->bind_address, g->bind_port, strerror(e));
+}
+
+/*
+ * One listener per Gateway (or the default one) that can have its address: bind conflicts
+ * between Gateways and, under rivet run, the bind check decide; refused Gateways are Rejected
+ * and left out. Listeners keep the Gateways' namespace/name order.
+ */
 static void build_listeners(bctx_t *b)
 {
     rv_snapshot_t *snap = &b->sp->snap;
@@ -1338,35 +1453,60 @@ static void build_listeners(bctx_t *b)
                 ((tres_t **)gws.v)[gws.n - 1] = b->by[RK_GATEWAY][i];
     }
     snap->listeners = anew(b, gws.n * sizeof(rv_listener_cfg_t));
+    tres_t **gv = gws.v;
+    rv_listener_cfg_t *ls = snap->listeners;
+    uint8_t *placed = gws.n ? calloc(gws.n, 1) : NULL;     /* 0 undecided, 1 bound, 2 refused */
+    if (gws.n && !placed)
+        b->oom = true;
+    /*
+     * Addresses are claimed first by the Gateways whose last accepted version binds the same
+     * one (their listener is serving), then by the others in namespace/name order: a new or
+     * edited Gateway never takes an address from one that holds it.
+     */
+    for (int pass = 0; pass < 2 && ls && placed && !b->oom; pass++) {
+        for (uint32_t i = 0; i < gws.n; i++) {
+            tres_t *gt = gv[i];
+            const gw_t *g = gt->obj;
+            rv_listener_cfg_t *l = &ls[i];
+            if (pass == 0) {
+                memset(l, 0, sizeof(*l));
+                l->port = (uint16_t)g->bind_port;
+                l->bind_address = astr(b, g->bind_address);
+                l->name = astrf(b, "%s.%s", gt->ns, gt->name);
+                if (!sockaddr_for(g->bind_address, g->bind_port, &l->addr, &l->addrlen)) {
+                    addmsg(b, gt, true, "bindAddress '%s' is not an IP address", g->bind_address);
+                    placed[i] = 2;
+                    continue;
+                }
+            }
+            if (placed[i] || holds_bind(gt, l) != (pass == 0))
+                continue;
+            uint32_t k;
+            for (k = 0; k < gws.n; k++)
+                if (placed[k] == 1 && binds_conflict(&ls[k], l))
+                    break;
+            int e = 0;
+            if (k < gws.n)
+                addmsg(b, gt, true, "bindAddress %s port %u conflicts with Gateway %s/%s (bound to %.*s port %u)",
+                       g->bind_address, g->bind_port, gv[k]->ns, gv[k]->name, (int)ls[k].bind_address.len,
+                       ls[k].bind_address.ptr, ls[k].port);
+            else if (bind_check && (e = bind_check(l)) != 0)
+                bind_refused(b, gt, g, e);
+            placed[i] = k < gws.n || e ? 2 : 1;
+        }
+    }
     uint32_t n = 0, route_index = 0;
-    for (uint32_t i = 0; i < gws.n && snap->listeners && !b->oom; i++) {
-        tres_t *gt = ((tres_t **)gws.v)[i];
-        const gw_t *g = gt->obj;
-        rv_listener_cfg_t *l = &snap->listeners[n];
-        memset(l, 0, sizeof(*l));
-        l->port = (uint16_t)g->bind_port;
-        l->bind_address = astr(b, g->bind_address);
-        l->name = astrf(b, "%s.%s", gt->ns, gt->name);
-        if (!sockaddr_for(g->bind_address, g->bind_port, &l->addr, &l->addrlen)) {
-            addmsg(b, gt, true, "bindAddress '%s' is not an IP address", g->bind_address);
+    for (uint32_t i = 0; i < gws.n && ls && placed && !b->oom; i++) {
+        if (placed[i] != 1)
             continue;
-        }
-        uint32_t k;
-        for (k = 0; k < n; k++)
-            if (binds_conflict(&snap->listeners[k], l))
-                break;
-        if (k < n) {
-            addmsg(b, gt, true, "bindAddress %s port %u conflicts with Gateway %.*s (bound to %.*s port %u)",
-                   g->bind_address, g->bind_port, (int)snap->listeners[k].name.len, snap->listeners[k].name.ptr,
-                   (int)snap->listeners[k].bind_address.len, snap->listeners[k].bind_address.ptr,
-                   snap->listeners[k].port);
-            continue;
-        }
-        build_listener(b, gt, l, &route_index);
+        if (n != i)
+            ls[n] = ls[i];
+        build_listener(b, gv[i], &ls[n], &route_index);
         n++;
     }
-    snap->nlisteners = snap->listeners ? n : 0;
+    snap->nlisteners = ls ? n : 0;
     snap->nroutes = route_index;
+    free(placed);
     free(gws.v);
 }
 
@@ -1400,22 +1540,53 @@ static int status_cmp(const void *x, const void *y)
     return r;
 }
 
+/* x then y (then z, may be NULL) as one string in the snapshot arena, without length cap. */
+static rv_str_t astrcat(bctx_t *b, const char *x, const char *y, const char *z)
+{
+    size_t lx = strlen(x), ly = strlen(y), lz = z ? strlen(z) : 0;
+    char *p = rv_arena_alloc(b->a, lx + ly + lz + 1);
+    if (!p) {
+        b->oom = true;
+        return (rv_str_t){ "", 0 };
+    }
+    memcpy(p, x, lx);
+    memcpy(p + lx, y, ly);
+    if (lz)
+        memcpy(p + lx + ly, z, lz);
+    p[lx + ly + lz] = '\0';
+    return (rv_str_t){ p, lx + ly + lz };
+}
+
 static void build_statuses(bctx_t *b)
 {
     rv_snapshot_t *snap = &b->sp->snap;
-    uint32_t n = b->nall + b->ndisc + (b->s->settings_file ? 1 : 0);
+    bool settings = b->s->settings_file || b->s->rejected;
+    uint32_t n = b->nall + b->ndisc + (settings ? 1 : 0) + (b->defgw.rej ? 1 : 0);
     snap->statuses = anew(b, n * sizeof(rv_status_t));
     if (!snap->statuses)
         return;
     uint32_t k = 0;
-    if (b->s->settings_file) {
+    if (settings) {
+        /* a refused newer Settings file: the settings in force are the previous ones */
         rv_status_t *st = &snap->statuses[k++];
         st->kind = astr(b, "Settings");
         st->ns = astr(b, b->s->settings_ns ? b->s->settings_ns : RV_DEFAULT_NAMESPACE);
         st->name = astr(b, "default");
         st->file = astr(b, b->s->settings_file);
-        st->state = RV_STATE_ACCEPTED;
-        st->reason = astr(b, "");
+        st->state = b->s->rejected ? RV_STATE_REJECTED : RV_STATE_ACCEPTED;
+        st->reason = astr(b, b->s->rejected ? b->s->rejected : "");
+        snap->nrejected += st->state == RV_STATE_REJECTED;
+    }
+    if (b->defgw.rej) {
+        /* the implicit Gateway has a status only when it cannot serve (its port is taken) */
+        rv_status_t *st = &snap->statuses[k++];
+        st->kind = astr(b, "Gateway");
+        st->ns = astr(b, b->defgw.ns);
+        st->name = astr(b, b->defgw.name);
+        st->file = astr(b, "");
+        st->state = RV_STATE_REJECTED;
+        st->reason = astrcat(b, b->defgw.rej, " (the default Gateway, served when no Gateway exists)", NULL);
+        snap->nrejected++;
     }
     for (uint32_t i = 0; i < b->nall; i++) {
         tres_t *t = &b->all[i];
@@ -1428,6 +1599,15 @@ static void build_statuses(bctx_t *b)
             st->state = RV_STATE_REJECTED;
             st->reason = t->obj ? astrf(b, "%s (the last accepted version keeps serving)", t->r->error)
                                 : astr(b, t->r->error);
+        } else if (t->r && t->r->use_good) {
+            /* the newest version was refused by translation; the last accepted one serves */
+            st->state = RV_STATE_REJECTED;
+            st->reason = astrcat(b, t->r->fb_reason ? t->r->fb_reason : "",
+                                 t->rej ? " (the last accepted version keeps serving, with problems: "
+                                        : " (the last accepted version keeps serving)",
+                                 t->rej ? t->rej : NULL);
+            if (t->rej)
+                st->reason = astrcat(b, st->reason.ptr, ")", NULL);
         } else if (t->rej) {
             st->state = RV_STATE_REJECTED;
             st->reason = astr(b, t->rej);
@@ -1522,8 +1702,15 @@ bool rv_snapshot_uses_consul(const rv_snapshot_t *snap)
     return ((const snap_priv_t *)snap)->uses_consul;
 }
 
-int rv_snapshot_build_disc(rv_store_t *st, const rv_settings_t *s, const rv_disc_view_t *view, bool discover,
-                           rv_snapshot_t **out)
+/*
+ * One build of a snapshot from the store (see rv_snapshot_build_disc). Each resource is
+ * translated in its newest decoded version, or in its last accepted one when a previous round
+ * set use_good. Unless last, a version refused here whose resource has an accepted one sets
+ * use_good and *again (the caller builds again); otherwise the versions accepted here become
+ * the last accepted ones.
+ */
+static int build_once(rv_store_t *st, const rv_settings_t *s, const rv_disc_view_t *view, bool discover, bool last,
+                      rv_snapshot_t **out, bool *again)
 {
     bctx_t b = { .s = s, .view = view, .discover = discover };
     res_t **order = NULL;
@@ -1558,7 +1745,7 @@ int rv_snapshot_build_disc(rv_store_t *st, const rv_settings_t *s, const rv_disc
         t->file = r->path;
         t->rel = r->rel;
         t->r = r;
-        t->obj = r->obj;
+        t->obj = r->use_good && r->good ? r->good : r->obj;
         b.ngw_files += r->kind == RK_GATEWAY;
         if (i > 0 && order[i - 1]->kind == r->kind && !strcmp(order[i - 1]->ns, r->ns) &&
             !strcmp(order[i - 1]->name, r->name)) {
@@ -1589,6 +1776,23 @@ int rv_snapshot_build_disc(rv_store_t *st, const rv_settings_t *s, const rv_disc
         b.oom = true;
     if (b.oom)
         goto out;
+    for (uint32_t i = 0; i < b.nall && !last; i++) {
+        tres_t *t = &b.all[i];
+        if (!t->rej || !can_fall_back(t))
+            continue;
+        char *why = strdup(t->rej);
+        if (!why)
+            goto out;
+        free(t->r->fb_reason);
+        t->r->fb_reason = why;
+        t->r->use_good = true;
+        *again = true;
+    }
+    for (uint32_t i = 0; i < b.nall && !*again; i++) {
+        tres_t *t = &b.all[i];
+        if (t->r && !t->dup && !t->rej && !t->r->use_good)
+            cfg_res_accept(t->r);
+    }
     *out = &b.sp->snap;
     b.sp = NULL;
     rc = 0;
@@ -1599,6 +1803,8 @@ out:
         free(b.all[i].routes);
     }
     free(b.all);
+    free(b.defgw.rej);
+    free(b.defgw.warn);
     for (uint32_t i = 0; i < b.ndisc; i++) {
         free(b.disc[i].rej);
         free(b.disc[i].warn);
@@ -1614,4 +1820,24 @@ out:
     if (rc != 0)
         rv_log_error("config: snapshot build failed: out of memory");
     return rc;
+}
+
+int rv_snapshot_build_disc(rv_store_t *st, const rv_settings_t *s, const rv_disc_view_t *view, bool discover,
+                           rv_snapshot_t **out)
+{
+    for (uint32_t i = 0; i < st->nres; i++) {
+        res_t *r = st->res[i];
+        r->use_good = false;
+        free(r->fb_reason);
+        r->fb_reason = NULL;
+    }
+    /* a fallback can bring back a version that meets another conflict: a few rounds at most */
+    for (int round = 1;; round++) {
+        bool again = false;
+        int rc = build_once(st, s, view, discover, round == MAX_BUILD_ROUNDS, out, &again);
+        if (rc != 0 || !again)
+            return rc;
+        rv_snapshot_release(*out);
+        *out = NULL;
+    }
 }

@@ -5,9 +5,11 @@
  * inotify fd on every directory of the config tree and on the Settings directory, a debounce
  * timer (a burst of file events becomes one rebuild), and the refreshRate timer (full resync,
  * which also re-resolves static hostnames). Every rebuild runs here, off the data path:
- * scan -> build -> router index -> stats ids -> listener check -> publish. A rebuild that
- * fails keeps the previous snapshot; a resource that fails keeps its last accepted version
- * (the store does that) and is reported once per change in the log and always in /status.
+ * scan -> build (with a bind check of each listener) -> router index -> stats ids -> publish.
+ * A rebuild that fails (out of memory, unreadable directory) keeps the previous snapshot; a
+ * resource that fails - a decode error, a conflict, a listener that cannot bind - keeps its
+ * last accepted version (store + translate) and is reported once per change in the log and
+ * always in /status; so does a refused Settings file (the previous settings stay in force).
  *
  * With Consul KV as the config source (Settings consulKvSource, or rivet run --consul), a
  * watcher thread (kvsource.c) does the blocking reads and signals an eventfd in this loop;
@@ -77,6 +79,7 @@ typedef struct ctl_s {
     char *disc_ident;           /* what it was started with (restart when it changes) */
     rv_disc_view_t *view;       /* the latest endpoint view (one reference), or NULL */
     bool view_changed;          /* a new view arrived since the last build */
+    bool settings_moved;        /* the Settings status changed (refused, or fixed): rebuild */
 } ctl_t;
 
 /* The running watcher, for /ready and /metrics (admin thread): set before, cleared after its life. */
@@ -256,6 +259,10 @@ static int reload(ctl_t *c, bool force)
         changed = 1;    /* endpoints (and statuses) moved: never skipped as "identical" */
         c->view_changed = false;
     }
+    if (c->settings_moved) {
+        changed = 1;    /* the Settings status is part of the snapshot */
+        c->settings_moved = false;
+    }
     if (!changed && !force && c->serving)
         return 0;
 
@@ -282,15 +289,8 @@ static int reload(ctl_t *c, bool force)
         rv_snapshot_release(s);
         return 0;
     }
-    char err[512];
-    if (rv_dataplane_check_listeners(s, err, sizeof err) != 0) {
-        rv_log_error("listener problem: %s; keeping the current config", err);
-        rv_snapshot_release(s);
-        if (old)
-            rv_snapshot_release(old);
-        rv_stats_reload(false);
-        return RV_EIO;
-    }
+    /* listeners were checked one by one during the build (rv_config_set_bind_check): a Gateway
+     * that cannot bind is Rejected there, and everything else publishes */
     s->version = old ? old->version + 1 : 1;
     log_status_changes(old, s);
     rv_stats_config_errors(s->nrejected);
@@ -561,16 +561,35 @@ static bool disc_event(ctl_t *c)
     return true;
 }
 
-/* Re-read the Settings file; when it changed the sources, start from a fresh store. */
+/*
+ * Re-read the Settings file; when it changed the sources, start from a fresh store. A file
+ * that is refused leaves the current settings in force and puts the reason in their
+ * `rejected`, which the next build shows as the Settings status (Rejected); that status
+ * change is what gets logged, once per change.
+ */
 static void reload_settings(ctl_t *c)
 {
     rv_settings_t ns;
     char err[512];
     int rc = rv_settings_load(c->o->dir, c->o->ns, &ns, err, sizeof err);
     if (rc != 0) {
-        rv_log_error("%s; keeping the current settings", err);
+        /* "Settings <ns>/default: <problem>": the status already names the resource */
+        const char *why = err;
+        if (!strncmp(why, "Settings ", 9) && strstr(why, ": "))
+            why = strstr(why, ": ") + 2;
+        char reason[640];
+        snprintf(reason, sizeof reason, "%s (the previous settings stay in force)", why);
+        if (!c->settings.rejected || strcmp(c->settings.rejected, reason) != 0) {
+            free(c->settings.rejected);
+            c->settings.rejected = strdup(reason);
+            if (!c->settings.rejected)
+                rv_log_error("%s; keeping the current settings", err);
+            c->settings_moved = true;
+        }
         return;
     }
+    if (c->settings.rejected)
+        c->settings_moved = true;   /* fixed: the status goes back to Accepted */
     bool same_dir = ns.consul_kv == c->settings.consul_kv &&
                     (ns.consul_kv || (ns.config_dir && c->settings.config_dir &&
                                       strcmp(ns.config_dir, c->settings.config_dir) == 0));
@@ -646,6 +665,8 @@ int rv_control_run(const rv_control_opts_t *o)
         rv_log_error("%s", err);
         return rc == RV_ENOTFOUND ? 2 : 1;
     }
+    /* a Gateway whose listener cannot be bound is Rejected by the build, the rest serves */
+    rv_config_set_bind_check(rv_dataplane_check_listener);
     c.store = rv_store_new();
     if (!c.store || setup_fds(&c) != 0) {
         rv_log_error("startup failed: %s", strerror(errno));
@@ -788,6 +809,7 @@ out:
         rv_snapshot_release(s);
     if (c.store)
         rv_store_free(c.store);
+    rv_config_set_bind_check(NULL);
     rv_settings_free(&c.settings);
     int fds[] = { c.ep, c.sfd, c.ifd, c.debounce_fd, c.refresh_fd };
     for (size_t i = 0; i < RV_ARRAY_LEN(fds); i++)

@@ -619,18 +619,26 @@ static void wake(rv_dp_worker_t *w)
 
 /* ---- public API ---------------------------------------------------------------------- */
 
+int rv_dataplane_check_listener(const rv_listener_cfg_t *l)
+{
+    int fd = bind_socket(l, false);
+    if (fd < 0)
+        return -fd;
+    close(fd);
+    return 0;
+}
+
 int rv_dataplane_check_listeners(const rv_snapshot_t *snap, char *err, size_t errlen)
 {
     for (uint32_t i = 0; i < snap->nlisteners; i++) {
         const rv_listener_cfg_t *l = &snap->listeners[i];
-        int fd = bind_socket(l, false);
-        if (fd < 0) {
+        int e = rv_dataplane_check_listener(l);
+        if (e) {
             if (err && errlen)
                 snprintf(err, errlen, "listener %.*s: cannot bind %.*s:%u: %s", (int)l->name.len, l->name.ptr,
-                         (int)l->bind_address.len, l->bind_address.ptr, l->port, strerror(-fd));
+                         (int)l->bind_address.len, l->bind_address.ptr, l->port, strerror(e));
             return RV_EIO;
         }
-        close(fd);
     }
     return 0;
 }

@@ -16,6 +16,14 @@ typedef struct rv_dataplane_opts_s {
 } rv_dataplane_opts_t;
 
 /*
+ * Check that listener l can be bound now: its address is valid and its port free or already
+ * served by our workers (a socket with SO_REUSEPORT is bound, not listened on, and closed).
+ * Returns 0, or the positive errno of the failure (EADDRINUSE: another process holds the
+ * port). Any thread (rivet run's control thread uses it as the build's rv_bind_check_fn).
+ */
+int rv_dataplane_check_listener(const rv_listener_cfg_t *l);
+
+/*
  * Check that every listener of snap can be bound (address valid, port free or already ours).
  * Control thread, before publishing. Returns 0, or RV_EIO with a message in err.
  */

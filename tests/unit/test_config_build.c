@@ -5,6 +5,7 @@
  * tests/unit/data/config/basic (run from the repository root) and temporary directories.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -423,9 +424,9 @@ static void test_gateways(void)
     snap = load(&e, tmp);
     CHECK(snap && state(snap, "Gateway", "a") == RV_STATE_ACCEPTED && state(snap, "Gateway", "b") == RV_STATE_REJECTED,
           "gateways: the later of two on one address and port is rejected");
-    CHECK(reason_has(snap, "Gateway", "b", "bindAddress :: port 8081 conflicts with Gateway gloo-system.a"),
+    CHECK(reason_has(snap, "Gateway", "b", "bindAddress :: port 8081 conflicts with Gateway gloo-system/a"),
           "gateways: the conflict is named");
-    CHECK(state(snap, "Gateway", "d") == RV_STATE_REJECTED && reason_has(snap, "Gateway", "d", "conflicts with Gateway gloo-system.c"),
+    CHECK(state(snap, "Gateway", "d") == RV_STATE_REJECTED && reason_has(snap, "Gateway", "d", "conflicts with Gateway gloo-system/c"),
           "gateways: 0.0.0.0 and 127.0.0.1 on one port conflict");
     CHECK(state(snap, "Gateway", "f") == RV_STATE_ACCEPTED && listener(snap, "gloo-system.f"),
           "gateways: two specific addresses share a port");
@@ -797,6 +798,314 @@ static void test_more_delegation(void)
     env_free(&e);
 }
 
+/* ---- conflicts keep the last accepted version; listeners that cannot bind ----------- */
+
+static const rv_route_t *first_route(const rv_snapshot_t *snap, const char *gw, const char *vs)
+{
+    const rv_vhost_t *vh = vhost(listener(snap, gw), vs);
+    return vh && vh->nroutes ? &vh->routes[0] : NULL;
+}
+
+static bool body_is(const rv_snapshot_t *snap, const char *gw, const char *vs, const char *body)
+{
+    const rv_route_t *r = first_route(snap, gw, vs);
+    return r && r->action.kind == RV_ACTION_DIRECT && streq(r->action.body, body);
+}
+
+#define R_BODY(path, body) "  - matchers: [{exact: " path "}]\n    directResponseAction: {status: 200, body: " body "}\n"
+
+static void test_domain_conflict_keeps_serving(void)
+{
+    env_t e = { 0 };
+    fresh_dir();
+    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    put("virtualservices/gloo-system/b.yaml", VS("b", "[x.test]", R_BODY("/v", "b1")));
+    put("virtualservices/gloo-system/c.yaml", VS("c", "[c.test]", R_BODY("/v", "c1")));
+    rv_snapshot_t *snap = load(&e, tmp);
+    CHECK(state(snap, "VirtualService", "b") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.b", "b1"),
+          "keep: b serves x.test");
+
+    /* a newcomer claiming x.test (and before b in name order) */
+    put("virtualservices/gloo-system/a.yaml", VS("a", "[x.test]", R_BODY("/v", "a1")));
+    snap = load(&e, tmp);
+    CHECK(state(snap, "VirtualService", "b") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.b", "b1"),
+          "keep: the serving VirtualService keeps the domain");
+    CHECK(state(snap, "VirtualService", "a") == RV_STATE_REJECTED &&
+              reason_has(snap, "VirtualService", "a", "domain 'x.test' is already served by VirtualService gloo-system/b on "
+                                                      "Gateway gloo-system/gw") &&
+              reason_lacks(snap, "VirtualService", "a", "keeps serving") && !vhost(listener(snap, "gloo-system.gw"), "gloo-system.a"),
+          "keep: the newcomer is rejected, names the holder, and serves nothing");
+
+    /* the holder is edited (still claims x.test): its new version is served */
+    put("virtualservices/gloo-system/b.yaml", VS("b", "[x.test]", R_BODY("/v", "b2")));
+    snap = load(&e, tmp);
+    CHECK(state(snap, "VirtualService", "b") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.b", "b2") &&
+              state(snap, "VirtualService", "a") == RV_STATE_REJECTED,
+          "keep: an edit of the holder is accepted; the newcomer stays rejected");
+
+    /* an accepted service edited to claim the holder's domain keeps its last accepted version */
+    put("virtualservices/gloo-system/c.yaml", VS("c", "[c.test, x.test]", R_BODY("/v", "c2")));
+    snap = load(&e, tmp);
+    CHECK(state(snap, "VirtualService", "c") == RV_STATE_REJECTED &&
+              reason_has(snap, "VirtualService", "c", "domain 'x.test' is already served by VirtualService gloo-system/b") &&
+              reason_has(snap, "VirtualService", "c", "(the last accepted version keeps serving)"),
+          "keep: the edited claimant is rejected, saying its last version serves");
+    CHECK(body_is(snap, "gloo-system.gw", "gloo-system.c", "c1") && body_is(snap, "gloo-system.gw", "gloo-system.b", "b2"),
+          "keep: c serves its last accepted version, b is untouched");
+    const rv_vhost_t *cv = vhost(listener(snap, "gloo-system.gw"), "gloo-system.c");
+    CHECK(cv && cv->ndomains == 1 && streq(cv->domains[0], "c.test"), "keep: with its old domains");
+
+    /* a broken edit of c on top: the decode error is reported, the same version keeps serving */
+    put("virtualservices/gloo-system/c.yaml", "metadata: {name: c\n");
+    snap = load(&e, tmp);
+    CHECK(reason_has(snap, "VirtualService", "c", "invalid YAML") && body_is(snap, "gloo-system.gw", "gloo-system.c", "c1"),
+          "keep: a decode error on top of a refused version still serves the last accepted one");
+
+    /* the holder goes away: the others' current versions now fit */
+    del("virtualservices/gloo-system/b.yaml");
+    put("virtualservices/gloo-system/c.yaml", VS("c", "[c.test]", R_BODY("/v", "c3")));
+    snap = load(&e, tmp);
+    CHECK(state(snap, "VirtualService", "a") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.a", "a1") &&
+              state(snap, "VirtualService", "c") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.c", "c3"),
+          "keep: once the conflict is gone the newest versions serve");
+    env_free(&e);
+
+    /* two services serving one domain on different Gateways meet because a Gateway changed */
+    fresh_dir();
+    put("gateways/gloo-system/g1.yaml", "metadata: {name: g1}\nbindPort: 8081\nhttpGateway: {virtualServices: [{name: a}]}\n");
+    put("gateways/gloo-system/g2.yaml", "metadata: {name: g2}\nbindPort: 8082\nhttpGateway: {virtualServices: [{name: b}]}\n");
+    put("virtualservices/gloo-system/a.yaml", VS("a", "[x.test]", R_BODY("/v", "a1")));
+    put("virtualservices/gloo-system/b.yaml", VS("b", "[x.test]", R_BODY("/v", "b1")));
+    snap = load(&e, tmp);
+    CHECK(body_is(snap, "gloo-system.g1", "gloo-system.a", "a1") && body_is(snap, "gloo-system.g2", "gloo-system.b", "b1"),
+          "gateway change: one domain on two Gateways");
+    put("gateways/gloo-system/g1.yaml", "metadata: {name: g1}\nbindPort: 8081\nhttpGateway: {virtualServices: [{name: a}, "
+                                        "{name: b}]}\n");
+    snap = load(&e, tmp);
+    CHECK(state(snap, "Gateway", "g1") == RV_STATE_REJECTED &&
+              reason_has(snap, "Gateway", "g1", "VirtualServices gloo-system/a and gloo-system/b would both serve domain 'x.test'") &&
+              reason_has(snap, "Gateway", "g1", "last accepted version keeps serving"),
+          "gateway change: the Gateway that brought them together is rejected");
+    const rv_listener_cfg_t *g1 = listener(snap, "gloo-system.g1");
+    CHECK(g1 && g1->nvhosts == 1 && body_is(snap, "gloo-system.g1", "gloo-system.a", "a1") &&
+              state(snap, "VirtualService", "a") == RV_STATE_ACCEPTED && state(snap, "VirtualService", "b") == RV_STATE_ACCEPTED,
+          "gateway change: its last accepted selection serves; the services stay Accepted");
+    env_free(&e);
+
+    /* ns/name ordering does not matter: the holder wins whichever name sorts first */
+    fresh_dir();
+    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    put("virtualservices/gloo-system/z.yaml", VS("z", "['*']", R_BODY("/v", "z1")));
+    snap = load(&e, tmp);
+    put("virtualservices/gloo-system/m.yaml", VS("m", "[]", R_BODY("/v", "m1")));
+    snap = load(&e, tmp);
+    CHECK(body_is(snap, "gloo-system.gw", "gloo-system.z", "z1") && state(snap, "VirtualService", "m") == RV_STATE_REJECTED &&
+              reason_has(snap, "VirtualService", "m", "domain '*' is already served by VirtualService gloo-system/z"),
+          "keep: no domains (= '*') against a serving '*'");
+    env_free(&e);
+}
+
+static void test_bind_conflict_keeps_serving(void)
+{
+    env_t e = { 0 };
+    fresh_dir();
+    put("gateways/gloo-system/g1.yaml", GW("g1", 8081));
+    put("gateways/gloo-system/g2.yaml", GW("g2", 8082));
+    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    rv_snapshot_t *snap = load(&e, tmp);
+    CHECK(snap && snap->nlisteners == 2, "bind: two listeners");
+
+    /* the later Gateway moves onto the earlier one's port */
+    put("gateways/gloo-system/g2.yaml", GW("g2", 8081));
+    snap = load(&e, tmp);
+    const rv_listener_cfg_t *l1 = listener(snap, "gloo-system.g1"), *l2 = listener(snap, "gloo-system.g2");
+    CHECK(l1 && l1->port == 8081 && l2 && l2->port == 8082, "bind: both listeners stay where they were");
+    CHECK(state(snap, "Gateway", "g1") == RV_STATE_ACCEPTED && state(snap, "Gateway", "g2") == RV_STATE_REJECTED &&
+              reason_has(snap, "Gateway", "g2", "bindAddress :: port 8081 conflicts with Gateway gloo-system/g1 (bound to :: "
+                                               "port 8081)") &&
+              reason_has(snap, "Gateway", "g2", "(the last accepted version keeps serving)"),
+          "bind: the moved Gateway is rejected, names the holder as ns/name, keeps its old listener");
+
+    /* the earlier Gateway (in name order) moves onto the later one's port: the holder still wins */
+    put("gateways/gloo-system/g2.yaml", GW("g2", 8082));
+    snap = load(&e, tmp);
+    put("gateways/gloo-system/g1.yaml", GW("g1", 8082));
+    snap = load(&e, tmp);
+    l1 = listener(snap, "gloo-system.g1");
+    l2 = listener(snap, "gloo-system.g2");
+    CHECK(l1 && l1->port == 8081 && l2 && l2->port == 8082 && state(snap, "Gateway", "g2") == RV_STATE_ACCEPTED &&
+              state(snap, "Gateway", "g1") == RV_STATE_REJECTED &&
+              reason_has(snap, "Gateway", "g1", "conflicts with Gateway gloo-system/g2"),
+          "bind: the holder keeps its port whatever the name order");
+    CHECK(snap && snap->listeners[0].port == 8081 && streq(snap->listeners[0].name, "gloo-system.g1"),
+          "bind: listeners stay in namespace/name order");
+
+    /* two new Gateways on one port: the first in name order wins, as before */
+    put("gateways/gloo-system/n1.yaml", GW("n1", 8090));
+    put("gateways/gloo-system/n2.yaml", GW("n2", 8090));
+    snap = load(&e, tmp);
+    CHECK(listener(snap, "gloo-system.n1") && !listener(snap, "gloo-system.n2") &&
+              reason_lacks(snap, "Gateway", "n2", "keeps serving"),
+          "bind: between newcomers the first in name order wins");
+    env_free(&e);
+}
+
+static void test_delegation_keeps_serving(void)
+{
+    env_t e = { 0 };
+    fresh_dir();
+    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_DEL("/api", "rt")));
+    put("routetables/gloo-system/rt.yaml", RT("rt", R_BODY("/api/x", "rt1")));
+    rv_snapshot_t *snap = load(&e, tmp);
+    CHECK(body_is(snap, "gloo-system.gw", "gloo-system.vs", "rt1"), "delegation keep: the table serves");
+
+    /* the table's edit leaves the parent prefix: its last accepted version keeps serving */
+    put("routetables/gloo-system/rt.yaml", RT("rt", R_BODY("/api/x", "rt2") R_BODY("/other", "o")));
+    snap = load(&e, tmp);
+    CHECK(state(snap, "RouteTable", "rt") == RV_STATE_REJECTED &&
+              reason_has(snap, "RouteTable", "rt", "does not start with the delegating prefix '/api'") &&
+              reason_has(snap, "RouteTable", "rt", "(the last accepted version keeps serving)"),
+          "delegation keep: the table is rejected and says its last version serves");
+    const rv_vhost_t *vh = vhost(listener(snap, "gloo-system.gw"), "gloo-system.vs");
+    CHECK(vh && vh->nroutes == 1 && body_is(snap, "gloo-system.gw", "gloo-system.vs", "rt1") &&
+              state(snap, "VirtualService", "vs") == RV_STATE_ACCEPTED,
+          "delegation keep: the parent still serves the delegated routes");
+
+    /* fixed: the new version serves */
+    put("routetables/gloo-system/rt.yaml", RT("rt", R_BODY("/api/x", "rt3")));
+    snap = load(&e, tmp);
+    CHECK(state(snap, "RouteTable", "rt") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.vs", "rt3"),
+          "delegation keep: a fitting edit is served");
+
+    /* the parent's edit moves the prefix away from an unchanged table: the parent is refused */
+    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_DEL("/v2", "rt")));
+    snap = load(&e, tmp);
+    CHECK(state(snap, "VirtualService", "vs") == RV_STATE_REJECTED &&
+              reason_has(snap, "VirtualService", "vs", "RouteTable gloo-system/rt does not fit under it") &&
+              reason_has(snap, "VirtualService", "vs", "(the last accepted version keeps serving)") &&
+              state(snap, "RouteTable", "rt") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.vs", "rt3"),
+          "delegation keep: a parent edit that no longer fits its table keeps the parent's last version");
+
+    /* a table never accepted that does not fit: rejected and left out, as before */
+    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_DEL("/api", "rt") R_DEL("/n", "fresh")));
+    put("routetables/gloo-system/fresh.yaml", RT("fresh", R_BODY("/elsewhere", "f")));
+    snap = load(&e, tmp);
+    vh = vhost(listener(snap, "gloo-system.gw"), "gloo-system.vs");
+    CHECK(state(snap, "RouteTable", "fresh") == RV_STATE_REJECTED && reason_lacks(snap, "RouteTable", "fresh", "keeps serving") &&
+              state(snap, "VirtualService", "vs") == RV_STATE_ACCEPTED && vh && vh->nroutes == 1,
+          "delegation keep: a new table that does not fit is left out");
+    env_free(&e);
+}
+
+static int busy_port, busy_port2;
+
+/* A stand-in for the data plane's check: busy_port and busy_port2 are taken, busy_port + 1's address is not ours. */
+static int fake_bind_check(const rv_listener_cfg_t *l)
+{
+    return l->port == busy_port || l->port == busy_port2 ? EADDRINUSE : l->port == busy_port + 1 ? EADDRNOTAVAIL : 0;
+}
+
+static void test_bind_check(void)
+{
+    env_t e = { 0 };
+    busy_port = 18081;
+    rv_config_set_bind_check(fake_bind_check);
+    fresh_dir();
+    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    put("gateways/gloo-system/busy.yaml", GW("busy", 18081));
+    put("gateways/gloo-system/gone.yaml", "metadata: {name: gone}\nbindAddress: 10.9.9.9\nbindPort: 18082\n");
+    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    rv_snapshot_t *snap = load(&e, tmp);
+    CHECK(snap && snap->nlisteners == 1 && listener(snap, "gloo-system.gw"), "bind check: only the bindable listener");
+    CHECK(state(snap, "Gateway", "busy") == RV_STATE_REJECTED &&
+              reason_has(snap, "Gateway", "busy", "bindPort 18081: address already in use by another process") &&
+              reason_lacks(snap, "Gateway", "busy", "keeps serving"),
+          "bind check: a taken port rejects the Gateway, saying so");
+    CHECK(reason_has(snap, "Gateway", "gone", "bindAddress 10.9.9.9: not an address of this host"),
+          "bind check: an address the host does not have");
+    CHECK(state(snap, "Gateway", "gw") == RV_STATE_ACCEPTED && state(snap, "VirtualService", "vs") == RV_STATE_ACCEPTED,
+          "bind check: everything else is accepted");
+
+    /* an accepted Gateway moved to a taken port keeps its listener */
+    busy_port2 = 18085;
+    put("gateways/gloo-system/gw.yaml", GW("gw", 18085));
+    snap = load(&e, tmp);
+    const rv_listener_cfg_t *l = listener(snap, "gloo-system.gw");
+    CHECK(l && l->port == 8080 && state(snap, "Gateway", "gw") == RV_STATE_REJECTED &&
+              reason_has(snap, "Gateway", "gw", "bindPort 18085: address already in use by another process (the last "
+                                                "accepted version keeps serving)"),
+          "bind check: an edited Gateway whose new port is taken keeps serving on the old one");
+
+    /* the ports free up: the Gateways are served there at the next build */
+    busy_port = busy_port2 = 28000;
+    snap = load(&e, tmp);
+    l = listener(snap, "gloo-system.gw");
+    CHECK(l && l->port == 18085 && state(snap, "Gateway", "gw") == RV_STATE_ACCEPTED && listener(snap, "gloo-system.busy") &&
+              state(snap, "Gateway", "busy") == RV_STATE_ACCEPTED,
+          "bind check: the next build binds what became free");
+    env_free(&e);
+
+    /* the implicit default Gateway gets a status when it cannot bind */
+    busy_port = 8080;
+    fresh_dir();
+    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    snap = load(&e, tmp);
+    const rv_status_t *st = status(snap, "Gateway", "gloo-system", "gateway-proxy");
+    CHECK(snap && snap->nlisteners == 0 && st && st->state == RV_STATE_REJECTED &&
+              strstr(st->reason.ptr, "bindPort 8080: address already in use") && strstr(st->reason.ptr, "default Gateway"),
+          "bind check: the default Gateway is reported when its port is taken");
+    rv_config_set_bind_check(NULL);
+    snap = load(&e, tmp);
+    CHECK(snap && snap->nlisteners == 1 && !status(snap, "Gateway", "gloo-system", "gateway-proxy"),
+          "bind check: none set (validate), no check");
+    env_free(&e);
+}
+
+static void test_settings_status(void)
+{
+    env_t e = { 0 };
+    fresh_dir();
+    put("gloo-system/default.yaml", "refreshRate: 1s\n");
+    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    rv_snapshot_t *snap = load(&e, tmp);
+    CHECK(state(snap, "Settings", "default") == RV_STATE_ACCEPTED && snap->nrejected == 0, "settings: Accepted");
+    e.s.rejected = strdup("foo: unknown field (x.yaml:2:1) (the previous settings stay in force)");
+    snap = load(&e, tmp);
+    CHECK(state(snap, "Settings", "default") == RV_STATE_REJECTED &&
+              reason_has(snap, "Settings", "default", "foo: unknown field") && snap->nrejected == 1,
+          "settings: a refused file shows as Rejected with the reason");
+    env_free(&e);
+
+    /* refused while no Settings file was in force: the status still appears */
+    fresh_dir();
+    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    snap = load(&e, tmp);
+    CHECK(snap && !status(snap, "Settings", "gloo-system", "default"), "settings: no file, no status");
+    e.s.rejected = strdup("bad");
+    snap = load(&e, tmp);
+    CHECK(state(snap, "Settings", "default") == RV_STATE_REJECTED, "settings: a refused new file has a status");
+    env_free(&e);
+}
+
+static void test_duration_too_large(void)
+{
+    int64_t ms;
+    CHECK(cfg_parse_duration("2562047h", 8, &ms) == -2 && cfg_parse_duration("99999999999999999999s", 21, &ms) == -2,
+          "duration: well-formed but too long is -2");
+    CHECK(cfg_parse_duration("99999999999999999999x", 21, &ms) == -1 && cfg_parse_duration("2562047h5", 9, &ms) == -1,
+          "duration: malformed stays -1 even when huge");
+    CHECK(cfg_parse_duration("2500000h", 8, &ms) == 0 && ms == 9000000000000ll, "duration: the cap itself is accepted");
+    env_t e = { 0 };
+    fresh_dir();
+    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_UP("/", "up") "    options: {timeout: 2562047h}\n"));
+    rv_snapshot_t *snap = load(&e, tmp);
+    CHECK(reason_has(snap, "VirtualService", "vs", "timeout: duration '2562047h' is too large (at most 2500000h)") &&
+              reason_lacks(snap, "VirtualService", "vs", "invalid duration"),
+          "duration: the reason says too large, not invalid");
+    env_free(&e);
+}
+
 int main(void)
 {
     test_fixture();
@@ -807,6 +1116,12 @@ int main(void)
     test_store();
     test_json_escape();
     test_more_delegation();
+    test_domain_conflict_keeps_serving();
+    test_bind_conflict_keeps_serving();
+    test_delegation_keeps_serving();
+    test_bind_check();
+    test_settings_status();
+    test_duration_too_large();
     if (tmp[0])
         nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
     TEST_DONE();
