@@ -22,5 +22,5 @@ fi
 # 1,000 idle connections + proxies' pools need more descriptors than the usual 1024
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-export BENCH_COMMAND="bench/run.sh${*:+ $*}"
+export BENCH_COMMAND="bench/run.sh$(printf ' %q' "$@")"
 exec /usr/bin/python3 bench/lib/harness.py "$@"

@@ -8,6 +8,7 @@ doc/benchmarks.md, and stops by PID every process it started.
 """
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shlex
@@ -80,13 +81,13 @@ class Run:
         if name == "haproxy":
             return T.HAProxy(self.tmp, a.proxy_cpu, self.origin.port, tag=tag or "haproxy")
         if name == "rivet":
-            return T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, a.rivet, tag=tag or "rivet")
+            return T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, self.rivet_bin, tag=tag or "rivet")
         raise ValueError(name)
 
     def rivet_usable(self):
         if "rivet" in self.skipped:
             return False
-        if not (os.path.isfile(self.a.rivet) and os.access(self.a.rivet, os.X_OK)):
+        if not (os.path.isfile(self.rivet_bin) and os.access(self.rivet_bin, os.X_OK)):
             self.skip("rivet", f"{self.a.rivet} is missing (build it with `make -j2`)")
             return False
         return True
@@ -284,7 +285,7 @@ class Run:
     def route_case(self, rnd, pos, layout, n):
         a = self.a
         tag = f"rivet-routes-{layout}-{n}-r{rnd}"
-        t = T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, a.rivet, tag=tag, log_level="info")
+        t = T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, self.rivet_bin, tag=tag, log_level="info")
         t.write_base(vs_template="rivet/scale-base-vs.yaml")
         stage = os.path.join(t.dir, "stage")
         files, summ = routegen.write_all(stage, n, layout, "/hit/")
@@ -363,7 +364,7 @@ class Run:
         if not self.rivet_usable():
             self.skip_scenario("propagation", self.skipped.get("rivet"))
             return
-        t = T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, a.rivet, tag="rivet-prop")
+        t = T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, self.rivet_bin, tag="rivet-prop")
         t.write_base(vs_template="rivet/prop-vs.yaml", VERSION=0)
         t.start()
         try:
@@ -404,6 +405,18 @@ class Run:
         os.chmod(self.tmp, 0o755)   # nginx workers run as nobody and read the origin's file
         self.target_names = [n for n in ALL_TARGETS if n in a.targets]
         self.meta.update(machine_info(a))
+        if a.note:
+            self.meta["note"] = a.note
+        # run a private copy of rivet: others may rebuild build/rivet while this runs
+        self.rivet_bin = a.rivet
+        wants_rivet = "rivet" in self.target_names or {"routes", "propagation"} & set(a.scenarios)
+        if wants_rivet and os.path.isfile(a.rivet) and os.access(a.rivet, os.X_OK):
+            self.rivet_bin = os.path.join(self.tmp, "rivet-bin")
+            shutil.copy2(a.rivet, self.rivet_bin)
+            with open(self.rivet_bin, "rb") as f:
+                self.meta["rivet_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
+            st = os.stat(a.rivet)
+            self.meta["rivet_built"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.st_mtime))
         planned = self.planned_seconds()
         self.retry_budget = max(0.0, 0.9 * a.max_minutes * 60 - planned)
         log(f"temp dir {self.tmp}; proxy CPU {a.proxy_cpu}, origin + wrk CPU {a.load_cpu}; "
@@ -574,6 +587,8 @@ def parse_args(argv):
                     help="seconds to wait for a generated route table to be served")
     ap.add_argument("--settle", type=float, help="seconds to wait before reading RSS (default 1)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (configs, logs)")
+    ap.add_argument("--note", help="a sentence to print in the report's Run section (with "
+                                   "--report-only: added to what the run recorded)")
     ap.add_argument("--report-only", metavar="RAW",
                     help="re-render the report from a bench/results/*.txt file and exit")
     a = ap.parse_args(argv)
@@ -613,6 +628,8 @@ def main(argv):
     a = parse_args(argv)
     if a.report_only:
         meta, recs = report.read_raw(a.report_only)
+        if a.note:
+            meta["note"] = (meta.get("note", "") + " " + a.note).strip()
         md = report.render(meta, recs, raw_path=os.path.relpath(os.path.abspath(a.report_only), ROOT))
         if a.doc:
             with open(a.doc, "w") as f:

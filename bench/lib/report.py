@@ -172,8 +172,13 @@ def render(meta, recs, raw_path=""):
     w(f"- {meta.get('rounds')} interleaved rounds of {meta.get('duration_s')} s per target and "
       f"scenario, after {meta.get('warmup_s')} s of warm-up; total run time "
       f"{meta.get('elapsed_s', '?')} s")
+    if meta.get("rivet_sha256"):
+        w(f"- rivet binary: a copy of `build/rivet` taken at start (built "
+          f"{meta.get('rivet_built', '?')}, sha256 {meta['rivet_sha256']}…)")
     if raw_path:
         w(f"- Raw per-round numbers: `{raw_path}`")
+    if meta.get("note"):
+        w(f"- **Note**: {meta['note']}")
     for k, v in (meta.get("skipped") or {}).items():
         w(f"- **Skipped target {k}**: {v}")
     for s in meta.get("skipped_scenarios") or []:
