@@ -522,7 +522,7 @@ def machine_info(a):
         "nginx": "nginx " + _stderr(["nginx", "-v"]).split("/")[-1].strip(),
         "haproxy": " ".join(_cmd(["haproxy", "-v"]).split()[:3]) or "haproxy ?",
         "wrk": " ".join(_cmd(["wrk", "-v"]).split()[:2]) or "wrk ?",
-        "rivet": (rivet_ver[0] if rivet_ver else "-") + f" (git {rev}{', dirty tree' if dirty else ''})",
+        "rivet": (rivet_ver[0] if rivet_ver else "-") + f" (work tree at git {rev}{', with uncommitted changes' if dirty else ''})",
         "duration_s": a.duration, "scale_duration_s": a.scale_duration, "rounds": a.rounds, "warmup_s": a.warmup,
         "proxy_cpu": a.proxy_cpu, "load_cpu": a.load_cpu, "noise_pct": a.noise_pct,
         "max_retries": a.max_retries, "quiet_wait_s": a.quiet_wait, "idle_conns": a.idle_conns,
