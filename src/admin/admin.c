@@ -185,15 +185,22 @@ static void handle(int fd)
     const char *ctype = "text/plain; charset=utf-8";
     rv_str_t path = req.path;
     if (rv_str_eq(path, RV_STR("/ready"))) {
+        /* Ready once the first config serves; a failing source (Consul down...) does not
+         * make an instance unready (it keeps serving its last good config), but says so. */
+        char detail[1024];
+        bool healthy = rv_control_sources_healthy(detail, sizeof detail);
         if (rv_control_ready()) {
-            fputs("ready\n", f);
+            fputs(healthy ? "ready\n" : "ready (serving the last good config; a source is unhealthy)\n", f);
         } else {
             status = 503;
             fputs("not ready: no config served yet\n", f);
         }
+        if (detail[0])
+            fprintf(f, "%s%s", detail, detail[strlen(detail) - 1] == '\n' ? "" : "\n");
     } else if (rv_str_eq(path, RV_STR("/metrics"))) {
         ctype = "text/plain; version=0.0.4; charset=utf-8";
         rv_stats_write_prometheus(f);
+        rv_control_sources_prometheus(f);
     } else if (rv_str_eq(path, RV_STR("/config_dump"))) {
         ctype = "application/json";
         rv_snapshot_t *s = rv_control_current();

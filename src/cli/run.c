@@ -13,7 +13,7 @@
 static void run_usage(FILE *f)
 {
     fprintf(f,
-            "usage: rivet run --dir DIR [flags]\n"
+            "usage: rivet run --dir DIR | --consul ADDR [flags]\n"
             "\n"
             "Serve Gloo Edge resources (Gateway, VirtualService, RouteTable, Upstream, UpstreamGroup)\n"
             "from a directory. Files are watched: a change is live within a second.\n"
@@ -33,8 +33,16 @@ static void run_usage(FILE *f)
             "                         consul.serviceDiscovery does); passing (default): only instances\n"
             "                         whose Consul health checks pass get traffic; catalog: every\n"
             "                         registered instance does (Gloo's behaviour)\n"
+            "  --consul ADDR          read the config from Consul KV at ADDR in Gloo's layout\n"
+            "                         <root>/<group>/<version>/<Kind>/<ns>/<name> (host:port, http:// or\n"
+            "                         https://; empty = CONSUL_HTTP_ADDR or 127.0.0.1:8500); --dir is\n"
+            "                         then optional (a Settings file there still applies)\n"
+            "  --consul-root-key KEY  root key (default: Settings consulKvSource.rootKey, else gloo)\n"
+            "  --consul-allow-stale   ?stale reads (any server answers; default: consistent reads)\n"
             "  -h, --help             this help\n"
             "\n"
+            "CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN(_FILE), CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY,\n"
+            "CONSUL_HTTP_SSL(_VERIFY), CONSUL_TLS_SERVER_NAME and CONSUL_HTTP_AUTH are honoured.\n"
             "signals: SIGHUP re-reads the config; SIGTERM/SIGINT stop accepting and drain.\n");
 }
 
@@ -60,6 +68,8 @@ static const char *flag_value(int argc, char **argv, int *i, const char *name, i
 static int run_main(int argc, char **argv)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    const char *consul_addr = NULL, *consul_root = NULL;
+    bool consul = false, consul_stale = false;
     rv_control_opts_t o = { .ns = RV_DEFAULT_NAMESPACE, .admin_addr = "127.0.0.1:19000",
                             .workers = ncpu > 0 ? (int)ncpu : 1, .access_log = true, .drain_ms = 15000 };
     for (int i = 1; i < argc; i++) {
@@ -78,6 +88,14 @@ static int run_main(int argc, char **argv)
             rv_disc_override(true, strcmp(m, "catalog") == 0);
         } else if ((v = flag_value(argc, argv, &i, "--dir", &bad))) {
             o.dir = v;
+        } else if ((v = flag_value(argc, argv, &i, "--consul", &bad))) {
+            consul_addr = v;
+            consul = true;
+        } else if ((v = flag_value(argc, argv, &i, "--consul-root-key", &bad))) {
+            consul_root = v;
+            consul = true;
+        } else if (strcmp(argv[i], "--consul-allow-stale") == 0) {
+            consul_stale = consul = true;
         } else if ((v = flag_value(argc, argv, &i, "--namespace", &bad))) {
             o.ns = v;
         } else if ((v = flag_value(argc, argv, &i, "--admin", &bad))) {
@@ -124,8 +142,13 @@ static int run_main(int argc, char **argv)
         if (bad)
             return 2;
     }
+    if (consul) {
+        rv_settings_consul_override(consul_addr, consul_root, consul_stale);
+        if (!o.dir)
+            o.dir = ""; /* no bootstrap directory: the config comes from Consul KV */
+    }
     if (!o.dir) {
-        fprintf(stderr, "rivet run: --dir is required (see rivet run --help)\n");
+        fprintf(stderr, "rivet run: --dir (or --consul) is required (see rivet run --help)\n");
         return 2;
     }
     return rv_control_run(&o);

@@ -105,8 +105,12 @@ void rv_control_sources_prometheus(FILE *f)
 {
     rv_kvsource_prometheus(f);
     rv_disc_t *d = atomic_load(&disc_running);
-    if (d)
-        fprintf(f, "rivet_config_source_healthy{source=\"consul_discovery\"} %d\n", rv_disc_healthy(d) ? 1 : 0);
+    if (d) /* its own family: samples of one family must be contiguous in the exposition */
+        fprintf(f,
+                "# HELP rivet_discovery_source_healthy Whether service discovery answered its last read (1) or not (0).\n"
+                "# TYPE rivet_discovery_source_healthy gauge\n"
+                "rivet_discovery_source_healthy{source=\"consul\"} %d\n",
+                rv_disc_healthy(d) ? 1 : 0);
 }
 
 rv_snapshot_t *rv_control_current(void)
