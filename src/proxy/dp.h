@@ -99,7 +99,7 @@ struct rv_dp_upconn_s {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     rv_dp_conn_t *owner;            /* downstream connection using it; NULL when idle */
-    rv_timer_t timer;               /* idle reap while pooled */
+    int64_t idle_since;             /* pooled at (loop ms); reaped by the pool's sweep */
     bool connected, can_read, can_write, rdhup, eof, err, dead, reused, noreuse;
     struct rv_dp_upconn_s *pnext, *pprev;   /* idle list of its pool entry */
     struct rv_dp_upool_s *pool;     /* set while idle */
@@ -211,12 +211,18 @@ struct rv_dp_conn_s {
                                      * keep-alive connection costs only this struct */
 };
 
+/* Idle connections of one endpoint. No timer per connection (parking and taking one costs
+ * no heap operation): one sweep timer per pool, due when the oldest (the tail) reaches the
+ * idle timeout. An empty pool stays until a sweep finds it empty. */
 struct rv_dp_upool_s {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint32_t hash;
     rv_dp_upconn_t *idle;           /* most recently used first */
+    rv_dp_upconn_t *tail;           /* least recently used */
     uint32_t nidle;
+    rv_timer_t sweep;
+    rv_dp_worker_t *w;
     struct rv_dp_upool_s *next;
 };
 

@@ -26,7 +26,7 @@ enum fail_kind { F_CONNECT, F_RESET, F_PROTOCOL, F_TRY_TIMEOUT, F_ROUTE_TIMEOUT,
 enum try_mode { TRY_FIRST, TRY_RETRY, TRY_STALE };
 
 static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events);
-static void u_on_idle_timer(rv_loop_t *loop, rv_timer_t *t);
+static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t);
 static void start_try(rv_dp_conn_t *d, int mode);
 
 /* ---- connections and pool ------------------------------------------------------------ */
@@ -83,14 +83,21 @@ static void pool_unlink(rv_dp_worker_t *w, rv_dp_upconn_t *u)
         p->idle = u->pnext;
     if (u->pnext)
         u->pnext->pprev = u->pprev;
+    else
+        p->tail = u->pprev;
     u->pnext = u->pprev = NULL;
     u->pool = NULL;
-    if (--p->nidle == 0) {
-        struct rv_dp_upool_s **pp = pool_slot(w, &p->addr, p->hash);
-        if (*pp == p)
-            *pp = p->next;
-        free(p);
-    }
+    p->nidle--;
+}
+
+/* Remove an (empty) pool from its bucket and free it. */
+static void pool_free(rv_dp_worker_t *w, struct rv_dp_upool_s *p)
+{
+    struct rv_dp_upool_s **pp = pool_slot(w, &p->addr, p->hash);
+    if (*pp == p)
+        *pp = p->next;
+    rv_timer_stop(&w->loop, &p->sweep);
+    free(p);
 }
 
 /* Close an upstream connection; its memory is freed after this loop iteration. */
@@ -101,7 +108,6 @@ static void up_close(rv_dp_upconn_t *u)
         return;
     u->dead = true;
     pool_unlink(w, u);
-    rv_timer_stop(&w->loop, &u->timer);
     close(u->io.fd);
     rv_dp_buf_put(w, u->in);
     u->in = NULL;
@@ -119,6 +125,20 @@ void rv_dp_upconn_free(rv_dp_worker_t *w, rv_dp_upconn_t *u)
     } else {
         free(u);
     }
+}
+
+/* Reap the connections idle for DP_UP_IDLE_MS (the oldest are at the tail); free the pool
+ * when it is empty, else wait for the next oldest. */
+static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t)
+{
+    struct rv_dp_upool_s *p = RV_CONTAINER_OF(t, struct rv_dp_upool_s, sweep);
+    int64_t now = rv_loop_now(loop);
+    while (p->tail && p->tail->idle_since + DP_UP_IDLE_MS <= now)
+        up_close(p->tail);
+    if (!p->tail)
+        pool_free(p->w, p);
+    else
+        rv_timer_at(loop, &p->sweep, p->tail->idle_since + DP_UP_IDLE_MS);
 }
 
 /* Park u in its endpoint's idle list (or close it when the pool is full or stopping). */
@@ -141,6 +161,8 @@ static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
         p->addr = u->addr;
         p->addrlen = u->addrlen;
         p->hash = h;
+        p->w = w;
+        rv_timer_init(&p->sweep, pool_on_sweep);
         *pp = p;
     }
     if (p->nidle >= DP_UP_POOL_MAX) {
@@ -155,9 +177,13 @@ static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
     u->pnext = p->idle;
     if (p->idle)
         p->idle->pprev = u;
+    else
+        p->tail = u;
     p->idle = u;
     p->nidle++;
-    rv_timer_after(&w->loop, &u->timer, DP_UP_IDLE_MS);
+    u->idle_since = rv_loop_now(&w->loop);
+    if (!p->sweep.active)
+        rv_timer_at(&w->loop, &p->sweep, p->tail->idle_since + DP_UP_IDLE_MS);
 }
 
 /* Most recently used idle connection to addr, or NULL. */
@@ -168,7 +194,6 @@ static rv_dp_upconn_t *pool_get(rv_dp_worker_t *w, const struct sockaddr_storage
         return NULL;
     rv_dp_upconn_t *u = p->idle;
     pool_unlink(w, u);
-    rv_timer_stop(&w->loop, &u->timer);
     u->reused = true;
     u->noreuse = false;
     return u;
@@ -177,8 +202,12 @@ static rv_dp_upconn_t *pool_get(rv_dp_worker_t *w, const struct sockaddr_storage
 void rv_dp_pool_close_all(rv_dp_worker_t *w)
 {
     for (int i = 0; i < DP_POOL_BUCKETS; i++)
-        while (w->pool[i])
-            up_close(w->pool[i]->idle);
+        while (w->pool[i]) {
+            struct rv_dp_upool_s *p = w->pool[i];
+            while (p->idle)
+                up_close(p->idle);
+            pool_free(w, p);
+        }
 }
 
 /* Start a non-blocking connect to e. NULL when it failed at once (or out of memory). */
@@ -195,7 +224,6 @@ static rv_dp_upconn_t *up_connect(rv_dp_worker_t *w, const rv_endpoint_t *e, boo
     }
     memset(u, 0, sizeof(*u));
     u->w = w;
-    rv_timer_init(&u->timer, u_on_idle_timer);
     int fd = socket(e->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         goto fail;
@@ -257,11 +285,6 @@ static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events)
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
         u->can_write = true;
     rv_dp_pump(u->owner);
-}
-
-static void u_on_idle_timer(rv_loop_t *loop, rv_timer_t *t)
-{
-    up_close(RV_CONTAINER_OF(t, rv_dp_upconn_t, timer));
 }
 
 /* ---- timers -------------------------------------------------------------------------- */
