@@ -225,6 +225,7 @@ struct vroutes {
 struct rv_router_index_s {
     const rv_vhost_t *vhosts;   /* the array the index was built for */
     uint32_t nvhosts;
+    uint32_t nexact;            /* exact domains in the hash table */
     struct hslot *exact;
     uint32_t mask;              /* table size - 1 (size a power of two) */
     struct skey *sfx;           /* "*suffix" keys, reversed order; payload in sfx_vh */
@@ -516,6 +517,7 @@ static int build_listener(rv_arena_t *a, rv_listener_cfg_t *l)
             }
         }
     }
+    ix->nexact = nexact;
     rc = build_dom_set(a, sfx, nsfx, true, l->vhosts, &ix->sfx, &ix->sfx_vh, &ix->nsfx);
     if (rc)
         goto out;
@@ -558,12 +560,14 @@ int rv_router_build(rv_snapshot_t *snap)
 
 static const rv_vhost_t *find_vhost_indexed(const struct rv_router_index_s *ix, rv_str_t host)
 {
+    if (!ix->nexact && !ix->nsfx && !ix->npfx)
+        return ix->any;     /* only "*" (or nothing): no host to look at */
     rv_str_t port, name = rv_host_split_port(host, &port);
     bool has_port = port.ptr != NULL;
     const rv_vhost_t *vh;
     int32_t i;
 
-    if ((vh = exact_get(ix, host)) || (has_port && (vh = exact_get(ix, name))))
+    if (ix->nexact && ((vh = exact_get(ix, host)) || (has_port && (vh = exact_get(ix, name)))))
         return vh;
     if ((i = skey_find(ix->sfx, ix->nsfx, host, true, true, true)) >= 0)
         return ix->sfx_vh[i];
