@@ -436,22 +436,25 @@ int rv_dp_build_local_head(rv_dp_conn_t *d, int status, size_t body_len, bool ha
 /* UUIDv4 text (8-4-4-4-12 lower-case hex) from the worker's PRNG. */
 void rv_dp_gen_reqid(rv_dp_worker_t *w, char out[36])
 {
-    static const char hex[] = "0123456789abcdef";
+    /* two hex digits per byte from one table: no per-nibble work (this runs per request) */
+    static const char hex2[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+    static const uint8_t pos[16] = { 0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34 };
     uint64_t hi = rv_rand_next(&w->rng), lo = rv_rand_next(&w->rng);
-    unsigned char b[16];
-    for (int i = 0; i < 8; i++) {
-        b[i] = (unsigned char)(hi >> (i * 8));
-        b[8 + i] = (unsigned char)(lo >> (i * 8));
+    hi = (hi & ~(0xf0ull << 48)) | (0x40ull << 48);     /* byte 6: version 4 */
+    lo = (lo & ~0xc0ull) | 0x80ull;                     /* byte 8: RFC 4122 variant */
+    for (int i = 0; i < 8; i++, hi >>= 8, lo >>= 8) {
+        memcpy(out + pos[i], hex2 + 2 * (hi & 0xff), 2);
+        memcpy(out + pos[8 + i], hex2 + 2 * (lo & 0xff), 2);
     }
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);   /* version 4 */
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);   /* RFC 4122 variant */
-    int o = 0;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            out[o++] = '-';
-        out[o++] = hex[b[i] >> 4];
-        out[o++] = hex[b[i] & 15];
-    }
+    out[8] = out[13] = out[18] = out[23] = '-';
 }
 
 /*
