@@ -1267,7 +1267,7 @@ static void domain_conflicts(bctx_t *b, tres_t *gt, tres_t **vs, uint32_t n, boo
         /* the claimants that were serving the domain (at most two named) */
         uint32_t ninc = 0, inc1 = j, inc2 = j;
         for (uint32_t k = i; j - i > 1 && k < j; k++) {
-            if (!bsearch(&d[k], held.v, held.n, sizeof(dom_t), dom_cmp))
+            if (!held.n || !bsearch(&d[k], held.v, held.n, sizeof(dom_t), dom_cmp))
                 continue;
             ninc++;
             if (inc1 == j)

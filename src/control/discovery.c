@@ -804,7 +804,7 @@ bool rv_disc_override_enabled(bool *catalog_only)
 enum { WK_DCS = 0, WK_SERVICES, WK_HEALTH };
 
 #define DEFAULT_WAIT_MS 60000
-#define DEFAULT_INFLIGHT 256
+#define DEFAULT_INFLIGHT 160        /* under a Consul agent's http_max_conns_per_client (200) */
 #define MIN_SHARED_WAIT_MS 1000     /* wait when there are more watches than slots */
 #define RATE_REFILL_MS 1000         /* per watch: burst 2, then one request per second */
 #define RATE_BURST 2.0
@@ -823,6 +823,7 @@ typedef struct watch_s {
     int64_t tok_at;
     CURL *h;
     bool inflight, dead, ok;
+    bool blocking;              /* the request in flight is a blocking query */
     char *buf;
     size_t len, cap;
     uint64_t got_index;
@@ -849,6 +850,7 @@ struct rv_disc_s {
     watch_t **w;
     uint32_t nw, capw;
     uint32_t inflight, cursor;
+    uint32_t inflight_blocking;
     uint32_t nfailing;
     bool was_healthy;
     uint64_t rng, seq;
@@ -936,6 +938,7 @@ static void watch_free(rv_disc_t *d, watch_t *w)
         if (w->inflight) {
             curl_multi_remove_handle(d->multi, w->h);
             d->inflight--;
+            d->inflight_blocking -= w->blocking;
         }
         curl_easy_cleanup(w->h);
     }
@@ -1013,12 +1016,20 @@ static void url_escape(char *out, size_t outlen, const char *s)
     out[o] = '\0';
 }
 
+/* Slots blocking queries may hold: a quarter stays free for plain reads (first reads, reads
+ * after an error), so a new service is never stuck behind thousands of blocked ones. */
+static uint32_t blocking_slots(const rv_disc_t *d)
+{
+    uint32_t slots = d->o.max_inflight ? d->o.max_inflight : DEFAULT_INFLIGHT;
+    return slots > 4 ? slots - slots / 4 : slots;
+}
+
 static int wait_for(const rv_disc_t *d, const watch_t *w)
 {
     int wait = d->o.wait_ms > 0 ? d->o.wait_ms : DEFAULT_WAIT_MS;
     if (w->kind != WK_HEALTH)
         return wait;
-    uint32_t n = nhealth_watches(d), slots = d->o.max_inflight ? d->o.max_inflight : DEFAULT_INFLIGHT;
+    uint32_t n = nhealth_watches(d), slots = blocking_slots(d);
     if (n + 2 <= slots)
         return wait;
     /* more watches than slots: shorter waits so every service gets its turn */
@@ -1087,7 +1098,9 @@ static int start_watch(rv_disc_t *d, watch_t *w)
     if (curl_multi_add_handle(d->multi, h) != CURLM_OK)
         return RV_EIO;
     w->inflight = true;
+    w->blocking = wait > 0;
     d->inflight++;
+    d->inflight_blocking += w->blocking;
     return 0;
 }
 
@@ -1141,6 +1154,8 @@ static void finish(rv_disc_t *d, watch_t *w, CURLcode cc, int64_t now)
     curl_multi_remove_handle(d->multi, w->h);
     w->inflight = false;
     d->inflight--;
+    d->inflight_blocking -= w->blocking;
+    w->blocking = false;
     if (w->dead)
         return;
     int rc = 0;
@@ -1240,11 +1255,15 @@ static void *run(void *arg)
     uint32_t slots = d->o.max_inflight ? d->o.max_inflight : DEFAULT_INFLIGHT;
     while (!atomic_load(&d->stop)) {
         int64_t now = mono_ms(), next = now + 1000;
-        /* start what may start: round robin from the cursor so no watch starves */
-        for (uint32_t k = 0; k < d->nw && d->inflight < slots; k++) {
+        /* start what may start: plain reads first (pass 0), then blocking queries within their
+         * share of the slots, round robin from the cursor so no watch starves */
+        for (uint32_t k = 0; k < 2 * d->nw && d->inflight < slots; k++) {
             uint32_t i = (d->cursor + k) % d->nw;
             watch_t *w = d->w[i];
-            if (w->inflight || w->dead)
+            bool plain = w->kind == WK_DCS || w->index == 0;
+            if (w->inflight || w->dead || (k < d->nw) != plain)
+                continue;
+            if (!plain && d->inflight_blocking >= blocking_slots(d))
                 continue;
             if (w->not_before > now) {
                 if (w->not_before < next)
