@@ -67,4 +67,12 @@ int cli_dir_cas(const char *path, const char *old, size_t oldlen, bool oldexists
 /* Value of "--name VALUE" / "--name=VALUE" (or short -x VALUE when sname) at argv[*i]. */
 const char *cli_flag(int argc, char **argv, int *i, const char *name, const char *sname, bool *missing);
 
+/* Largest file the CLI reads (a resource file, an apply input). */
+#define CLI_MAX_INPUT (16u << 20)
+
+struct stat;
+/* Whole file (NUL-terminated) or NULL when absent (*exists false), too large (errno EFBIG) or
+ * unreadable; sb (may be NULL) gets its stat. The caller frees it. */
+char *cli_slurp(const char *path, size_t *len, bool *exists, struct stat *sb);
+
 #endif

@@ -86,23 +86,14 @@ static int delete_main(int argc, char **argv)
     } else {
         char *path = cli_dir_path(&cs, kind, ns, name);
         snprintf(where, sizeof(where), "%s", path ? path : "?");
-        FILE *f = path ? fopen(path, "re") : NULL;
-        if (!f) {
+        size_t len = 0;
+        bool exists = false;
+        char *buf = path ? cli_slurp(path, &len, &exists, NULL) : NULL;
+        if (!exists)
             w = 3;
-        } else {
-            char *buf = NULL;
-            size_t len = 0;
-            FILE *m = open_memstream(&buf, &len);
-            char chunk[65536];
-            size_t r;
-            while (m && (r = fread(chunk, 1, sizeof(chunk), f)) > 0)
-                fwrite(chunk, 1, r, m);
-            fclose(f);
-            if (m)
-                fclose(m);
+        else
             w = buf ? cli_dir_cas(path, buf, len, true, NULL, 0, true, "delete") : -1;
-            free(buf);
-        }
+        free(buf);
         free(path);
     }
     if (w == 1) {

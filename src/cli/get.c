@@ -47,21 +47,8 @@ static char *stored_text(const cli_store_t *cs, const rv_kv_listing_t *l, const 
             }
         return NULL;
     }
-    FILE *f = fopen(src, "re");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t cap = 0;
-    FILE *m = open_memstream(&buf, &cap);
-    char chunk[65536];
-    size_t r;
-    while (m && (r = fread(chunk, 1, sizeof(chunk), f)) > 0)
-        fwrite(chunk, 1, r, m);
-    fclose(f);
-    if (m)
-        fclose(m);
-    *len = cap;
-    return buf;
+    bool exists;
+    return cli_slurp(src, len, &exists, NULL);
 }
 
 static void json_string(FILE *f, const char *s, size_t n)

@@ -46,23 +46,16 @@ static void run_usage(FILE *f)
             "signals: SIGHUP re-reads the config; SIGTERM/SIGINT stop accepting and drain.\n");
 }
 
-/* Value of "--name value" or "--name=value" at argv[*i]; NULL when argv[*i] is another flag. */
+/* Value of "--name value" or "--name=value" at argv[*i] (cli_flag); says so when it is missing. */
 static const char *flag_value(int argc, char **argv, int *i, const char *name, int *bad)
 {
-    size_t n = strlen(name);
-    const char *a = argv[*i];
-    if (strncmp(a, name, n) != 0)
-        return NULL;
-    if (a[n] == '=')
-        return a + n + 1;
-    if (a[n] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
+    bool missing = false;
+    const char *v = cli_flag(argc, argv, i, name, NULL, &missing);
+    if (missing) {
         fprintf(stderr, "rivet run: %s needs a value\n", name);
         *bad = 1;
-        return NULL;
     }
-    return argv[++*i];
+    return v;
 }
 
 static int run_main(int argc, char **argv)
