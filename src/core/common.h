@@ -53,6 +53,17 @@ static inline bool rv_str_has_prefix(rv_str_t s, rv_str_t p)
     return s.len >= p.len && memcmp(s.ptr, p.ptr, p.len) == 0;
 }
 
+/* ASCII case-insensitive prefix test (caseSensitive: false matchers, rewrites). */
+static inline bool rv_str_has_iprefix(rv_str_t s, rv_str_t p)
+{
+    if (s.len < p.len)
+        return false;
+    for (size_t i = 0; i < p.len; i++)
+        if (rv_lower(s.ptr[i]) != rv_lower(p.ptr[i]))
+            return false;
+    return true;
+}
+
 /* Parse an unsigned decimal with overflow check; 0 ok, -1 on any bad byte or overflow. */
 int rv_str_to_u64(rv_str_t s, uint64_t *out);
 

@@ -11,15 +11,6 @@
 /* Longest path a regex rewrite may produce; beyond it the request fails (RV_ENOMEM). */
 #define REWRITE_MAX (64 * 1024)
 
-static bool ci_has_prefix(rv_str_t s, rv_str_t p)
-{
-    if (s.len < p.len)
-        return false;
-    for (size_t i = 0; i < p.len; i++)
-        if (rv_lower(s.ptr[i]) != rv_lower(p.ptr[i]))
-            return false;
-    return true;
-}
 
 /*
  * Length of the part of path that route matcher m matched, or -1 when path does not start
@@ -32,7 +23,7 @@ static long matched_len(const rv_matcher_t *m, rv_str_t path)
     case RV_PATH_PREFIX:
         if (m->path.len == 0)
             return 0;
-        if (m->case_sensitive ? rv_str_has_prefix(path, m->path) : ci_has_prefix(path, m->path))
+        if (m->case_sensitive ? rv_str_has_prefix(path, m->path) : rv_str_has_iprefix(path, m->path))
             return (long)m->path.len;
         return -1;
     case RV_PATH_EXACT:

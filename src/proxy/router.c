@@ -636,15 +636,6 @@ const rv_vhost_t *rv_router_find_vhost(const rv_listener_cfg_t *l, rv_str_t host
 
 /* ---- matchers ---------------------------------------------------------------------- */
 
-static bool ci_prefix(rv_str_t s, rv_str_t p)
-{
-    if (s.len < p.len)
-        return false;
-    for (size_t i = 0; i < p.len; i++)
-        if (rv_lower(s.ptr[i]) != rv_lower(p.ptr[i]))
-            return false;
-    return true;
-}
 
 static bool path_matches(const rv_matcher_t *m, rv_str_t path)
 {
@@ -652,7 +643,7 @@ static bool path_matches(const rv_matcher_t *m, rv_str_t path)
     case RV_PATH_PREFIX:
         if (m->path.len == 0)
             return true;
-        return m->case_sensitive ? rv_str_has_prefix(path, m->path) : ci_prefix(path, m->path);
+        return m->case_sensitive ? rv_str_has_prefix(path, m->path) : rv_str_has_iprefix(path, m->path);
     case RV_PATH_EXACT:
         return m->case_sensitive ? rv_str_eq(path, m->path) : rv_str_ieq(path, m->path);
     case RV_PATH_REGEX:
