@@ -20,6 +20,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import consul_kv  # noqa: E402
+import consul_scale  # noqa: E402
 import idle_conns  # noqa: E402
 import measure  # noqa: E402
 import propagation  # noqa: E402
@@ -35,7 +37,10 @@ WRK_SCENARIOS = {          # name: (connections, path)
     "c256": (256, "/"),
     "16k": (50, "/16k"),
 }
-ALL_SCENARIOS = ["idle", "c50", "c256", "16k", "routes", "propagation"]
+ALL_SCENARIOS = ["idle", "c50", "c256", "16k", "routes", "propagation", "consul-kv", "consul-scale"]
+DEFAULT_SCENARIOS = ["idle", "c50", "c256", "16k", "routes", "propagation", "consul-kv"]
+BURST_GAP_MS = 20.0        # consul-kv's short back-to-back series (shows the watch-loop limiter)
+RIVET_ONLY = {"routes", "propagation", "consul-kv", "consul-scale"}
 
 
 def log(msg):
@@ -197,6 +202,11 @@ class Run:
             s += a.rounds * cases * (max(1, a.scale_duration) + 1.6 + 3 * a.settle + 1.0 * big)
         if "propagation" in a.scenarios and "rivet" in self.target_names:
             s += 1 + a.rounds * a.prop_changes * 0.04
+        if "consul-kv" in a.scenarios:
+            s += 3 + a.rounds * a.consul_changes * (a.consul_gap_ms + 6) / 1000 + a.consul_burst * 0.1
+        if "consul-scale" in a.scenarios:
+            # registration ~3 s, convergence ~10 s, each health change up to a discovery sweep
+            s += 15 + a.consul_health_changes * 20
         return s
 
     def wait_quiet(self):
@@ -394,6 +404,192 @@ class Run:
         finally:
             t.stop()
 
+    # -----------------------------------------------------------------------------------------
+    def scenario_consul_kv(self):
+        """Consul KV config propagation: rivet run --consul against tests/doubles/consul.py."""
+        a = self.a
+        if not self.rivet_usable():
+            self.skip_scenario("consul-kv", self.skipped.get("rivet"))
+            return
+        if not os.path.isfile(T.CONSUL_DOUBLE):
+            self.skip_scenario("consul-kv", f"{os.path.relpath(T.CONSUL_DOUBLE, ROOT)} is missing")
+            return
+        consul = T.ConsulDoubleProc(self.tmp, a.load_cpu)
+        consul.start()
+        t = None
+        try:
+            ok, why = consul.ready(a.ready_timeout)
+            if not ok:
+                self.skip_scenario("consul-kv", f"the Consul double did not become ready: {why}\n"
+                                   + consul.proc.log_tail())
+                return
+            t = T.RivetConsul(self.tmp, a.proxy_cpu, self.origin.port, self.rivet_bin, consul.addr,
+                              tag="rivet-consul-kv")
+            consul_kv.seed(consul.port, t.port, self.origin.port, version=0)
+            t.start()
+            ok, why = t.ready(a.ready_timeout)
+            if ok:
+                ok, why = T.wait_http(t.port, "/prop", 200, b"v0", a.ready_timeout, t.proc)
+            if not ok:
+                self.skip_scenario("consul-kv", f"rivet --consul did not become ready: {why}\n"
+                                   + t.proc.log_tail())
+                return
+            log(f"consul-kv: rivet --consul {consul.addr} (the double, tests/doubles/consul.py), "
+                f"{a.consul_changes} PUTs {a.consul_gap_ms:g} ms apart per round, {a.rounds} "
+                f"rounds, then {a.consul_burst} PUTs {BURST_GAP_MS:g} ms apart")
+            first = 1
+            series = [("spaced", rnd, a.consul_changes, a.consul_gap_ms) for rnd in range(1, a.rounds + 1)]
+            if a.consul_burst > 0:
+                series.append(("burst", 1, a.consul_burst, BURST_GAP_MS))
+            for mode, rnd, changes, gap in series:
+                self.check_deadline()
+                if not (t.proc.alive() and consul.proc.alive()):
+                    who = t if not t.proc.alive() else consul
+                    self.skip_scenario("consul-kv", f"{who.name} exited\n" + who.proc.log_tail())
+                    return
+                time.sleep(0.3)     # the limiter's bucket full again before a series
+                cpu0 = measure.tree_cpu_ticks(t.proxy_pids())
+                c0 = measure.tree_cpu_ticks(consul.proc.tree())
+                w0 = time.monotonic()
+                r = consul_kv.run(consul.port, t.port, changes, first=first,
+                                  timeout_s=a.prop_timeout, gap_ms=gap)
+                wall = time.monotonic() - w0
+                r["rivet_cpu_s"] = (measure.tree_cpu_ticks(t.proxy_pids()) - cpu0) / measure.TICK
+                r["consul_cpu_s"] = (measure.tree_cpu_ticks(consul.proc.tree()) - c0) / measure.TICK
+                r["wall_s"] = wall
+                r["rss_kb"] = measure.tree_rss_kb(t.proxy_pids())
+                first += changes
+                samples = r.pop("samples_ms")
+                self.record(scenario="consul-kv", round=rnd, order=1, target="rivet", mode=mode,
+                            samples_ms=",".join(f"{x:.3f}" for x in samples), **r)
+                log(f"  consul-kv {mode} r{rnd}: p50 {r.get('p50_ms', float('nan')):.1f} ms"
+                    f"  p90 {r.get('p90_ms', float('nan')):.1f} ms"
+                    f"  p99 {r.get('p99_ms', float('nan')):.1f} ms  max {r.get('max_ms', float('nan')):.1f} ms"
+                    f"  failures {r['failures']}/{r['changes']}"
+                    + (f" ({r['put_failures']} PUTs failed)" if r["put_failures"] else ""))
+        finally:
+            if t is not None:
+                t.stop()
+            consul.stop()
+
+    def scenario_consul_scale(self):
+        """Consul discovery at scale: SERVICES x INSTANCES in bench/lib/consul_scale.py's catalog
+        (its own process), rivet --consul-discovery: convergence, memory, health changes."""
+        a = self.a
+        if not self.rivet_usable():
+            self.skip_scenario("consul-scale", self.skipped.get("rivet"))
+            return
+        total = a.consul_services * a.consul_instances
+        cat_port, port_a, port_b = T.free_port(), T.free_port(), T.free_port()
+        cat = T.Proc("consul-scale-catalog",
+                     ["/usr/bin/python3", os.path.join(BENCH, "lib", "consul_scale.py"),
+                      "--port", str(cat_port), "--backend-ports", f"{port_a},{port_b}",
+                      "--services", str(a.consul_services), "--instances", str(a.consul_instances)],
+                     os.path.join(self.tmp, "consul-scale"), cpu=a.load_cpu)
+        t = None
+        poll = None
+        rec = dict(services=a.consul_services, instances=a.consul_instances, endpoints=total)
+        try:
+            log(f"consul-scale: {a.consul_services} services x {a.consul_instances} instances "
+                f"({total:,} endpoints) + svc-live (2), rivet --consul-discovery")
+            t_reg = time.monotonic()
+            ok, why = T.wait_http(cat_port, "/_bench/stats", 200, None, a.consul_timeout, cat)
+            if not ok:
+                self.skip_scenario("consul-scale", f"the catalog did not start: {why}\n" + cat.log_tail())
+                return
+            rec["register_s"] = time.monotonic() - t_reg
+            t = T.RivetDiscovery(self.tmp, a.proxy_cpu, self.origin.port, self.rivet_bin,
+                                 f"127.0.0.1:{cat_port}", tag="rivet-consul-scale")
+            t.write_base(vs_template="rivet/consul-live-vs.yaml")
+            self.check_deadline()
+            t0 = time.monotonic()
+            t.start()
+            ok, why = t.ready(a.consul_timeout)
+            if not ok:
+                self.skip_scenario("consul-scale", f"rivet --consul-discovery did not become ready: "
+                                   f"{why}\n" + t.proc.log_tail())
+                return
+            rec["ready_s"] = time.monotonic() - t0
+            # every service an Upstream and every endpoint in /config_dump (polled every 0.5 s,
+            # as tests/integ/consul_scale.py does), then traffic through svc-live
+            want_ups, want_eps = a.consul_services + 1, total + 2
+            ups = eps = 0
+            dump_bytes = 0
+            converged = None
+            while time.monotonic() - t0 < a.consul_timeout:
+                self.check_deadline()
+                if not t.proc.alive():
+                    break
+                u, e, n = consul_scale.served_counts(t.admin_port)
+                if u is not None:
+                    ups, eps, dump_bytes = u, e, n
+                if ups >= want_ups and eps >= want_eps:
+                    converged = time.monotonic()
+                    break
+                time.sleep(0.5)
+            rec.update(upstreams_seen=ups, endpoints_seen=eps, dump_bytes=dump_bytes)
+            if converged is None:
+                why = ("exited\n" + t.proc.log_tail()) if not t.proc.alive() else \
+                      f"not converged {a.consul_timeout:.0f} s after start: {ups} Upstreams, {eps} endpoints"
+                rec["failed_reason"] = why.splitlines()[0]
+                self.record(scenario="consul-scale", round=1, order=1, target="rivet", **rec)
+                log(f"  consul-scale: {why}")
+                return
+            rec["converge_s"] = converged - t0
+            st, body = T.http_get(t.port, "/")
+            served = time.monotonic()
+            rec["traffic_ok"] = int(st == 200 and body == b"a\n")
+            rec["converge_traffic_s"] = served - t0
+            pids = t.proxy_pids()
+            rec["cpu_converge_s"] = measure.tree_cpu_ticks(pids) / measure.TICK
+            time.sleep(a.settle)
+            rec["rss_kb"] = measure.tree_rss_kb(pids)
+            rec["hwm_kb"] = _status_kb(t.proc.pid, "VmHWM")
+            s0 = consul_scale.stats(cat_port)
+            log(f"  consul-scale: ready {rec['ready_s']:.1f} s, all {ups:,} Upstreams / {eps:,} "
+                f"endpoints in /config_dump {rec['converge_s']:.1f} s after start, traffic "
+                f"{'ok' if rec['traffic_ok'] else f'WRONG ({st} {body[:40]!r})'}; rss "
+                f"{rec['rss_kb'] / 1024:.0f} MiB (peak {rec['hwm_kb'] / 1024:.0f} MiB), "
+                f"rivet CPU {rec['cpu_converge_s']:.1f} s; blocking queries open "
+                f"{s0.get('blocking_now', '?')}")
+            # health changes of svc-live's instances, timed to the first answer showing them:
+            # live-b turns passing (first "b"), live-a turns critical (only "b" from then on),
+            # and back, alternating
+            steps = [("live-b", "passing", b"b\n", 1), ("live-a", "critical", b"b\n", 4),
+                     ("live-a", "passing", b"a\n", 1), ("live-b", "critical", b"a\n", 4)]
+            poll = propagation.Poller(t.port, "/", "bench")
+            samples = []
+            for i in range(a.consul_health_changes):
+                self.check_deadline()
+                sid, status, want, consec = steps[i % len(steps)]
+                t1 = time.monotonic()
+                if not consul_scale.set_check(cat_port, sid, status):
+                    samples.append(float("nan"))
+                    continue
+                ms = consul_scale.wait_traffic(poll, want, consec, t1, a.consul_timeout)
+                samples.append(float("nan") if ms is None else ms)
+                log(f"  consul-scale: {sid} -> {status}: "
+                    + (f"traffic changed after {ms / 1000:.2f} s" if ms is not None
+                       else f"not seen in traffic within {a.consul_timeout:.0f} s"))
+            s1 = consul_scale.stats(cat_port)
+            rec["health_ms"] = ",".join("nan" if x != x else f"{x:.1f}" for x in samples)
+            rec["health_changes"] = len(samples)
+            rec["health_failures"] = sum(1 for x in samples if x != x)
+            rec["rss_after_kb"] = measure.tree_rss_kb(t.proxy_pids())
+            rec["hwm_after_kb"] = _status_kb(t.proc.pid, "VmHWM")
+            rec["blocking_open"] = s1.get("blocking_now", -1)
+            req = s1.get("requests", {})
+            for k in ("services_plain", "services_blocking", "health_plain", "health_blocking"):
+                rec["consul_" + k] = req.get(k, 0)
+            rec["total_s"] = time.monotonic() - t0
+            self.record(scenario="consul-scale", round=1, order=1, target="rivet", **rec)
+        finally:
+            if poll is not None:
+                poll.close()
+            if t is not None:
+                t.stop()
+            cat.stop()
+
     def skip_scenario(self, name, why):
         self.meta.setdefault("skipped_scenarios", []).append(f"{name}: {why or 'rivet unavailable'}")
         log(f"SKIP scenario {name}: needs rivet ({(why or '').splitlines()[0] if why else 'unavailable'})")
@@ -409,7 +605,7 @@ class Run:
             self.meta["note"] = a.note
         # run a private copy of rivet: others may rebuild build/rivet while this runs
         self.rivet_bin = a.rivet
-        wants_rivet = "rivet" in self.target_names or {"routes", "propagation"} & set(a.scenarios)
+        wants_rivet = "rivet" in self.target_names or RIVET_ONLY & set(a.scenarios)
         if wants_rivet and os.path.isfile(a.rivet) and os.access(a.rivet, os.X_OK):
             self.rivet_bin = os.path.join(self.tmp, "rivet-bin")
             shutil.copy2(a.rivet, self.rivet_bin)
@@ -451,6 +647,10 @@ class Run:
                 self.scenario_routes()
             if "propagation" in a.scenarios:
                 self.scenario_propagation()
+            if "consul-kv" in a.scenarios:
+                self.scenario_consul_kv()
+            if "consul-scale" in a.scenarios:
+                self.scenario_consul_scale()
         except Deadline as e:
             log(f"STOP: {e}; reporting what was measured")
             self.meta["stopped"] = str(e)
@@ -481,6 +681,17 @@ class Run:
                 f.write(md)
             log(f"report written to {os.path.relpath(a.doc, ROOT)}")
         return 0
+
+
+def _status_kb(pid, field):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 def _cmd(args):
@@ -528,6 +739,9 @@ def machine_info(a):
         "max_retries": a.max_retries, "quiet_wait_s": a.quiet_wait, "idle_conns": a.idle_conns,
         "route_sizes": ",".join(map(str, a.route_sizes)), "route_layouts": ",".join(a.route_layouts),
         "prop_changes": a.prop_changes, "quick": int(a.quick),
+        "consul_changes": a.consul_changes, "consul_gap_ms": a.consul_gap_ms,
+        "consul_burst": a.consul_burst, "consul_services": a.consul_services,
+        "consul_instances": a.consul_instances,
         "targets": ",".join(a.targets), "scenarios": ",".join(a.scenarios),
         "loadavg_start": open("/proc/loadavg").read().split()[0],
     }
@@ -551,8 +765,10 @@ def parse_args(argv):
     ap.add_argument("--scale-duration", type=float,
                     help="seconds per measured wrk run in the route-scale scenario (default 5)")
     ap.add_argument("--warmup", type=float, help="seconds of unmeasured load before a scenario (default 2)")
-    ap.add_argument("--scenarios", type=csv, default=ALL_SCENARIOS,
-                    help=f"comma list from {','.join(ALL_SCENARIOS)} (default all)")
+    ap.add_argument("--scenarios", type=csv, default=DEFAULT_SCENARIOS,
+                    help=f"comma list from {','.join(ALL_SCENARIOS)} (default all but "
+                         f"{','.join(s for s in ALL_SCENARIOS if s not in DEFAULT_SCENARIOS)}); "
+                         f"'all' for every one")
     ap.add_argument("--targets", type=csv, default=ALL_TARGETS,
                     help=f"comma list from {','.join(ALL_TARGETS)} (default all)")
     ap.add_argument("--rivet", default=os.path.join(ROOT, "build", "rivet"), help="rivet binary")
@@ -575,6 +791,23 @@ def parse_args(argv):
     ap.add_argument("--prop-changes", type=int, help="config changes per round (default 200)")
     ap.add_argument("--prop-timeout", type=float, default=5.0,
                     help="seconds one config change may take before it counts as failed")
+    ap.add_argument("--consul-changes", type=int,
+                    help="consul-kv: KV writes per round (default 200, quick 20)")
+    ap.add_argument("--consul-gap-ms", type=float, default=150.0,
+                    help="consul-kv: pause after each answer before the next PUT (default 150, "
+                         "past the watch loop's 10 reads/s limiter)")
+    ap.add_argument("--consul-burst", type=int,
+                    help="consul-kv: PUTs of the final back-to-back series, 20 ms apart (default "
+                         "50, quick 10; 0 skips it)")
+    ap.add_argument("--consul-services", type=int, default=5000,
+                    help="consul-scale: services in the catalog (default 5000)")
+    ap.add_argument("--consul-instances", type=int, default=15,
+                    help="consul-scale: instances per service (default 15)")
+    ap.add_argument("--consul-health-changes", type=int,
+                    help="consul-scale: health-check changes timed to traffic (default 4, quick 2)")
+    ap.add_argument("--consul-timeout", type=float, default=120.0,
+                    help="consul-scale: seconds for the catalog to start, for rivet to converge, "
+                         "and for each health change to reach traffic (default 120)")
     ap.add_argument("--results-dir", default=os.path.join(BENCH, "results"),
                     help="where the raw per-round file goes (default bench/results)")
     ap.add_argument("--doc", help="markdown report to (re)write (default doc/benchmarks.md, "
@@ -595,7 +828,8 @@ def parse_args(argv):
     q = a.quick
     dflt = {"duration": (1, 10), "rounds": (2, 3), "warmup": (1, 2), "prop_changes": (20, 200),
             "max_minutes": (4, 20), "settle": (0.3, 1.0), "max_retries": (0, 2),
-            "scale_duration": (1, 5)}
+            "scale_duration": (1, 5), "consul_changes": (20, 200),
+            "consul_health_changes": (2, 4), "consul_burst": (10, 50)}
     for k, (qv, fv) in dflt.items():
         if getattr(a, k) is None:
             setattr(a, k, qv if q else fv)
@@ -607,6 +841,8 @@ def parse_args(argv):
         a.doc = None if q else os.path.join(ROOT, "doc", "benchmarks.md")
     elif a.doc == "none":
         a.doc = None
+    if a.scenarios == ["all"]:
+        a.scenarios = list(ALL_SCENARIOS)
     for s in a.scenarios:
         if s not in ALL_SCENARIOS:
             ap.error(f"unknown scenario {s!r}")

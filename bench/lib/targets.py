@@ -308,3 +308,88 @@ class Rivet(Target):
         if not ok:
             return False, "admin /ready: " + why
         return Target.check(self, timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# Consul scenarios (bench/lib/consul_kv.py, bench/lib/consul_scale.py)
+ROOT = os.path.dirname(os.path.dirname(HERE))
+CONSUL_DOUBLE = os.path.join(ROOT, "tests", "doubles", "consul.py")
+
+
+class ConsulDoubleProc:
+    """The project's Consul API double run as its own process (not imported: bench/ does not
+    depend on tests/ code), on a free loopback port, pinned like the origin, stopped by PID."""
+    name = "consul-double"
+
+    def __init__(self, tmp, cpu, tag="consul-double"):
+        self.dir = os.path.join(tmp, tag)
+        self.cpu = cpu
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        self.proc = None
+
+    def start(self):
+        self.proc = Proc(self.name, ["/usr/bin/python3", CONSUL_DOUBLE, "--host", "127.0.0.1",
+                                     "--port", str(self.port)], self.dir, cpu=self.cpu)
+
+    def ready(self, timeout=10.0):
+        return wait_http(self.port, "/v1/status/leader", 200, None, timeout, self.proc)
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+            self.proc = None
+
+
+def consul_put(port, key, value, timeout=5.0):
+    """PUT /v1/kv/KEY on the Consul at 127.0.0.1:port over a new connection (as `consul kv
+    put` does); True when Consul answered true."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request("PUT", "/v1/kv/" + key, body=value if isinstance(value, bytes) else value.encode())
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status == 200 and body.strip() == b"true"
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def consul_env(addr):
+    """The environment for a rivet talking to the benchmark's Consul: CONSUL_HTTP_ADDR set, and
+    none of the caller's other CONSUL_* settings (a token or TLS setting does not apply here)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONSUL_")}
+    env["CONSUL_HTTP_ADDR"] = addr
+    return env
+
+
+class RivetConsul(Rivet):
+    """rivet run --consul ADDR (no --dir): the whole config from Consul KV."""
+
+    def __init__(self, tmp, cpu, origin_port, binary, consul_addr, tag="rivet-consul",
+                 log_level="warn"):
+        super().__init__(tmp, cpu, origin_port, binary, tag=tag, log_level=log_level)
+        self.consul_addr = consul_addr
+
+    def start(self):
+        self.proc = Proc(self.name, [self.binary, "run", "--consul", self.consul_addr,
+                                     "--admin", f"127.0.0.1:{self.admin_port}", "--workers", "1",
+                                     "--access-log", "off", "--log-level", self.log_level,
+                                     "--drain-timeout", "1"],
+                         self.dir, cpu=self.cpu, env=consul_env(self.consul_addr))
+
+
+class RivetDiscovery(Rivet):
+    """rivet run --dir CFG --consul-discovery with CONSUL_HTTP_ADDR pointing at the catalog."""
+
+    def __init__(self, tmp, cpu, origin_port, binary, consul_addr, tag="rivet-discovery",
+                 log_level="warn"):
+        super().__init__(tmp, cpu, origin_port, binary, tag=tag, log_level=log_level)
+        self.consul_addr = consul_addr
+
+    def start(self):
+        self.proc = Proc(self.name, [self.binary, "run", "--dir", self.cfg, "--consul-discovery",
+                                     "--admin", f"127.0.0.1:{self.admin_port}", "--workers", "1",
+                                     "--access-log", "off", "--log-level", self.log_level,
+                                     "--drain-timeout", "1"],
+                         self.dir, cpu=self.cpu, env=consul_env(self.consul_addr))

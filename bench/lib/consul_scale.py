@@ -1,0 +1,308 @@
+#!/usr/bin/python3
+"""consul_scale.py - a Consul catalog of SERVICES x INSTANCES for the discovery-scale scenario.
+
+Run as its own process by the harness (so that its GIL and CPU are not the harness's):
+
+    /usr/bin/python3 bench/lib/consul_scale.py --port P --backend-ports A,B \\
+        [--services 5000] [--instances 15]
+
+It serves the part of Consul's HTTP API that rivet's discovery uses - /v1/catalog/datacenters,
+/v1/catalog/services and /v1/health/service/<name>, with X-Consul-Index per service and
+blocking queries (?index=&wait=) - for SERVICES services `svc-00000`... of INSTANCES
+instances each (one node per instance slot, 127.1.x.y, a passing serfHealth and service check
+each: nothing listens there, no traffic goes to them), plus `svc-live`: two instances on
+127.0.0.1, `live-a` (port A, passing) and `live-b` (port B, critical), whose ports this process
+also serves with a tiny HTTP/1.1 backend answering "a\\n" and "b\\n". It prints
+"consul-scale catalog listening on 127.0.0.1:P" once everything is registered and listening.
+
+Bench-only control (paths a real Consul never serves):
+    PUT /_bench/check/<service-id>?status=passing|critical   one check change (one index bump)
+    GET /_bench/stats     {"requests": {path kind: n}, "blocking_now": n, "registered": n}
+
+FastCatalog below is copied, with small changes (request counters, the backend, the HTTP
+control), from tests/integ/consul_scale.py, written by the discovery engineer: the conformance
+double tests/doubles/consul.py re-sorts its whole catalog on every read, which is right for
+conformance and too slow at 75,000 instances. bench/ does not import tests/ code.
+"""
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlparse
+
+LIVE = "svc-live"
+
+
+class FastCatalog:
+    """/v1/catalog/services and /v1/health/service/<name> with per-service X-Consul-Index and
+    blocking (?index=&wait=), answers precomputed as JSON (from tests/integ/consul_scale.py)."""
+
+    def __init__(self, port):
+        self.cond = threading.Condition()
+        self.raft = 1
+        self.nodes = {}
+        self.svcs = {}          # name -> {sid: instance dict}
+        self.svc_index = {}
+        self.cache = {}         # name -> bytes
+        self.list_index = 1
+        self.list_cache = None
+        self.blocking_queries = 0
+        self.requests = {}      # "services" | "health" | "health_blocking" | ... -> count
+        self.sid_service = {}   # service id -> service name
+        fc = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def reply(self, status, body, idx=None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                if idx is not None:
+                    self.send_header("X-Consul-Index", str(max(1, idx)))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                u = urlparse(self.path)
+                q = parse_qs(u.query, keep_blank_values=True)
+                index = int(q.get("index", ["0"])[0] or 0)
+                wait = q.get("wait", ["0ms"])[0]
+                wait_s = float(wait[:-2]) / 1000 if wait.endswith("ms") else float(wait.rstrip("s") or 0)
+                kind = "blocking" if index else "plain"
+                if u.path == "/v1/catalog/services":
+                    fc.count("services_" + kind)
+                    idx, body = fc.block(index, wait_s, lambda: (fc.list_index, fc.services_json()))
+                elif u.path.startswith("/v1/health/service/"):
+                    fc.count("health_" + kind)
+                    name = unquote(u.path[len("/v1/health/service/"):])
+                    idx, body = fc.block(index, wait_s, lambda: (fc.svc_index.get(name, fc.list_index),
+                                                                 fc.health_json(name)))
+                elif u.path == "/v1/catalog/datacenters":
+                    fc.count("datacenters")
+                    idx, body = fc.raft, b'["dc1"]'
+                elif u.path == "/_bench/stats":
+                    with fc.cond:
+                        body = json.dumps({"requests": fc.requests, "blocking_now": fc.blocking_queries,
+                                           "registered": sum(len(v) for v in fc.svcs.values())}).encode()
+                    idx = None
+                else:
+                    fc.count("other")
+                    self.reply(404, b"")
+                    return
+                self.reply(200, body, idx)
+
+            def do_PUT(self):
+                u = urlparse(self.path)
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                if not u.path.startswith("/_bench/check/"):
+                    self.reply(404, b"")
+                    return
+                sid = unquote(u.path[len("/_bench/check/"):])
+                status = parse_qs(u.query).get("status", ["passing"])[0]
+                ok = fc.set_check_status(sid, status)
+                self.reply(200 if ok else 404, b"true" if ok else b"false")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), H)
+        self.server.daemon_threads = True
+        self.server.request_queue_size = 1024
+        self.addr = "127.0.0.1:%d" % self.server.server_address[1]
+
+    def serve(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def count(self, kind):
+        with self.cond:
+            self.requests[kind] = self.requests.get(kind, 0) + 1
+
+    def block(self, index, wait_s, compute):
+        with self.cond:
+            idx = compute()[0]
+            if index and idx <= index:
+                self.blocking_queries += 1
+                end = time.monotonic() + (wait_s or 300)
+                while compute()[0] <= index and time.monotonic() < end:
+                    self.cond.wait(max(0.0, end - time.monotonic()))
+                self.blocking_queries -= 1
+            return compute()
+
+    def services_json(self):
+        if self.list_cache is None:
+            out = {}
+            for name, insts in self.svcs.items():
+                out[name] = sorted({t for i in insts.values() for t in i["Service"]["Tags"]})
+            self.list_cache = json.dumps(out).encode()
+        return self.list_cache
+
+    def health_json(self, name):
+        b = self.cache.get(name)
+        if b is None:
+            b = json.dumps(list(self.svcs.get(name, {}).values())).encode()
+            self.cache[name] = b
+        return b
+
+    def _bump(self, name, list_changed):
+        self.raft += 1
+        self.svc_index[name] = self.raft
+        self.cache.pop(name, None)
+        if list_changed:
+            self.list_index = self.raft
+            self.list_cache = None
+        self.cond.notify_all()
+
+    def register_node(self, node, address):
+        self.nodes[node] = address
+
+    def register_service(self, name, service_id, port, tags=(), node=None, address="", health="passing"):
+        node = node or "agent"
+        with self.cond:
+            new = name not in self.svcs
+            self.svcs.setdefault(name, {})[service_id] = {
+                "Node": {"Node": node, "Address": self.nodes.get(node, "127.0.0.1"), "Datacenter": "dc1"},
+                "Service": {"ID": service_id, "Service": name, "Tags": list(tags), "Address": address,
+                            "Port": port},
+                "Checks": [{"CheckID": "serfHealth", "Status": "passing", "ServiceID": ""},
+                           {"CheckID": "service:" + service_id, "Status": health, "ServiceID": service_id}]}
+            self.sid_service[service_id] = name
+            self._bump(name, new)
+
+    def set_check_status(self, service_id, status):
+        with self.cond:
+            name = self.sid_service.get(service_id)
+            if name is None:
+                return False
+            self.svcs[name][service_id]["Checks"][1]["Status"] = status
+            self._bump(name, False)
+            return True
+
+    def stop(self):
+        self.server.shutdown()
+
+
+class Backend:
+    """An HTTP/1.1 keep-alive server on 127.0.0.1:port answering `body` to every GET."""
+
+    def __init__(self, port, body):
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), H)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def populate(fc, services, instances, port_a, port_b):
+    for k in range(instances):
+        fc.register_node("node-%d" % k, "127.1.%d.%d" % (k // 250, k % 250 + 1))
+    for s in range(services):
+        name = "svc-%05d" % s
+        for k in range(instances):
+            fc.register_service(name, service_id="%s-%d" % (name, k), port=10000 + k,
+                                tags=["t%d" % (k % 3)], node="node-%d" % k, health="passing")
+    fc.register_service(LIVE, service_id="live-a", address="127.0.0.1", port=port_a, health="passing")
+    fc.register_service(LIVE, service_id="live-b", address="127.0.0.1", port=port_b, health="critical")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--backend-ports", required=True, help="A,B: ports of live-a and live-b")
+    ap.add_argument("--services", type=int, default=5000)
+    ap.add_argument("--instances", type=int, default=15)
+    a = ap.parse_args()
+    pa, pb = (int(x) for x in a.backend_ports.split(","))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    t0 = time.monotonic()
+    fc = FastCatalog(a.port)
+    populate(fc, a.services, a.instances, pa, pb)
+    Backend(pa, b"a\n")
+    Backend(pb, b"b\n")
+    fc.serve()
+    print("consul-scale catalog listening on %s: %d services x %d instances + %s (2), "
+          "registered in %.1f s" % (fc.addr, a.services, a.instances, LIVE, time.monotonic() - t0),
+          flush=True)
+    while not stop.wait(0.5):
+        pass
+    fc.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# harness side (bench/lib/harness.py, scenario consul-scale): talking to the catalog process
+def _call(port, method, path, timeout=5.0):
+    import http.client
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        c.request(method, path)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+    except (OSError, http.client.HTTPException) as e:
+        return None, str(e).encode()
+
+
+def set_check(port, service_id, status):
+    st, _ = _call(port, "PUT", "/_bench/check/%s?status=%s" % (service_id, status))
+    return st == 200
+
+
+def stats(port):
+    st, body = _call(port, "GET", "/_bench/stats")
+    return json.loads(body) if st == 200 else {}
+
+
+def served_counts(admin_port, prefix="gloo-system.svc-", timeout=30.0):
+    """(clusters whose name starts with prefix, their endpoints) in rivet's /config_dump."""
+    st, body = _call(admin_port, "GET", "/config_dump", timeout=timeout)
+    if st != 200:
+        return None, None, 0
+    dump = json.loads(body)
+    cl = [c for c in dump.get("clusters", []) if c.get("name", "").startswith(prefix)]
+    return len(cl), sum(len(c.get("endpoints", [])) for c in cl), len(body)
+
+
+def wait_traffic(poller, want, consecutive, t0, timeout, poll_ms=2.0):
+    """Poll the data path until `consecutive` answers in a row have body `want`; the time (from
+    t0, in ms) of the first answer of that run, or None after timeout seconds. With round
+    robin over two instances, one answer from the newly passing instance shows the change
+    (consecutive=1); several in a row show that the other instance left the rotation."""
+    run_start, run = None, 0
+    deadline = t0 + timeout
+    while True:
+        st, body = poller.get()
+        t = time.monotonic()
+        if st == 200 and body == want:
+            if run == 0:
+                run_start = t
+            run += 1
+            if run >= consecutive:
+                return (run_start - t0) * 1000.0
+        else:
+            run = 0
+        if t > deadline:
+            return None
+        time.sleep(poll_ms / 1000.0)
