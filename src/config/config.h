@@ -40,6 +40,8 @@ typedef struct rv_settings_s {
     int consul_consistency;     /* enum rv_consul_consistency (consulDiscovery.consistencyMode) */
     char **consul_tags_allow;   /* consulDiscovery.serviceTagsAllowlist; NULL/0 = every service */
     uint32_t nconsul_tags_allow;
+    bool consul_disc_catalog_only;  /* consulDiscovery.rivetHealthChecks: false (rivet's extension):
+                                     * failing instances receive traffic too, as in Gloo */
     char *consul_dns_address;   /* consul.dnsAddress, default 127.0.0.1:8600 */
     int64_t consul_dns_poll_ms; /* consul.dnsPollingInterval, default 5000 */
 

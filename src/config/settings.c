@@ -45,7 +45,12 @@ typedef struct consul_doc_s {
     char *dns_address;
     int64_t dns_poll_ms; bool has_dns_poll;
 } consul_doc_t;
-typedef struct cdisc_doc_s { mhdr_t h; uint32_t consistency; strs_t tags_allow; } cdisc_doc_t;
+typedef struct cdisc_doc_s {
+    mhdr_t h;
+    uint32_t consistency;
+    strs_t tags_allow;
+    bool rivet_health; bool has_rivet_health;   /* rivet extension, not in Gloo's proto */
+} cdisc_doc_t;
 
 /* The Settings message with the Consul parts rivet supports. base first: its offsets stand. */
 typedef struct xsettings_s {
@@ -85,6 +90,9 @@ static const char *const consistency_names[] = { "DefaultMode", "StaleMode", "Co
 static const field_t cdisc_fields[] = {
     FLD("consistencyMode", F_ENUM, OFF(cdisc_doc_t, consistency), .enums = consistency_names),
     FLD("serviceTagsAllowlist", F_STRS, OFF(cdisc_doc_t, tags_allow)),
+    /* rivet's own field (Gloo has none: it always uses the catalog): false = every registered
+     * instance receives traffic, as in Gloo; default true = only instances passing their checks */
+    FLD("rivetHealthChecks", F_BOOL, OFF(cdisc_doc_t, rivet_health), SETF(cdisc_doc_t, has_rivet_health)),
     FLD("useTlsTagging", F_FALSE_ONLY, .note = "(TLS to discovered services arrives in a later release)"),
     UNSUP("tlsTagName"), UNSUP("rootCa"), UNSUP("splitTlsServices"), UNSUP("queryOptions"),
     UNSUP("edsBlockingQueries"),
@@ -353,6 +361,7 @@ static int apply_consul(rv_settings_t *out, const xsettings_t *x, char *err, siz
             out->consul_dns_poll_ms = cd->dns_poll_ms;
         }
         out->consul_consistency = (int)x->disc.consistency;
+        out->consul_disc_catalog_only = x->disc.has_rivet_health && !x->disc.rivet_health;
         if (copy_strs(&x->disc.tags_allow, &out->consul_tags_allow, &out->nconsul_tags_allow) != 0)
             oom = true;
     }

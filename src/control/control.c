@@ -415,6 +415,7 @@ static char *disc_ident(const ctl_t *c)
     const rv_settings_t *s = &c->settings;
     bool catalog_only = false;
     bool want = rv_disc_override_enabled(&catalog_only) || s->consul_discovery;
+    catalog_only |= s->consul_disc_catalog_only;
     rv_snapshot_t *cur_snap = rv_control_current();
     if (cur_snap) {
         want |= rv_snapshot_uses_consul(cur_snap);
@@ -495,6 +496,7 @@ static void disc_sync(ctl_t *c)
     }
     bool catalog_only = false;
     rv_disc_override_enabled(&catalog_only);
+    catalog_only |= s->consul_disc_catalog_only;
     rv_disc_opts_t o = { .consul = &cc, .dcs = s->consul_dcs, .ndcs = s->nconsul_dcs, .health = !catalog_only,
                          .stale = s->consul_consistency == RV_CONSUL_STALE };
     c->disc = rv_disc_start(&o, &c->disc_fd);

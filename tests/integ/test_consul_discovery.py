@@ -243,6 +243,23 @@ def test_catalog_only_mode(cfg, backend, rivet, consul):
     assert fails == 0 and count["b1"] > 0, count
 
 
+def test_catalog_only_from_settings(cfg, backend, rivet, consul):
+    """consulDiscovery.rivetHealthChecks: false (rivet's Settings extension) = Gloo's catalog mode."""
+    svc = unique("legacy-settings")
+    bs = [named(backend, "b%d" % i) for i in range(2)]
+    consul.register_service(svc, service_id=svc + "-0", address="127.0.0.1", port=bs[0].port, health="passing")
+    consul.register_service(svc, service_id=svc + "-1", address="127.0.0.1", port=bs[1].port, health="critical")
+    (cfg.root / NS).mkdir(parents=True, exist_ok=True)
+    (cfg.root / NS / "default.yaml").write_text(
+        "consul: {serviceDiscovery: {}}\nconsulDiscovery: {rivetHealthChecks: false}\n")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=svc)])
+    rv = rivet(cfg, env={"CONSUL_HTTP_ADDR": consul.addr})
+    wait_for(lambda: rv.get("/", timeout=5).status == 200, timeout=10, msg="first 200")
+    count, fails = hits(rv, bs, 20)
+    assert fails == 0 and count["b0"] > 0 and count["b1"] > 0, count
+
+
 def test_no_passing_instance_is_a_warning(cfg, backend, rivet, consul):
     svc = unique("down")
     b = named(backend, "b0")

@@ -332,8 +332,20 @@ static void test_settings(void)
         CHECK(s.consul_discovery && s.nconsul_dcs == 2 && !strcmp(s.consul_dcs[1], "dc2"), "serviceDiscovery");
         CHECK(!strcmp(s.consul_dns_address, "127.0.0.1:53") && s.consul_dns_poll_ms == 1000, "dns fields");
         CHECK(s.consul_consistency == RV_CONSUL_STALE && s.nconsul_tags_allow == 1, "consulDiscovery fields");
+        CHECK(!s.consul_disc_catalog_only, "health checks honoured by default");
         rv_settings_free(&s);
     }
+    put("gloo-system/default.yaml", "consul: {serviceDiscovery: {}}\nconsulDiscovery: {rivetHealthChecks: false}\n");
+    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    CHECK(rc == 0 && s.consul_discovery && s.consul_disc_catalog_only,
+          "consulDiscovery.rivetHealthChecks: false selects catalog-only discovery (%s)", e);
+    if (rc == 0)
+        rv_settings_free(&s);
+    put("gloo-system/default.yaml", "consulDiscovery: {rivetHealthChecks: true}\n");
+    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    CHECK(rc == 0 && !s.consul_disc_catalog_only, "rivetHealthChecks: true is the default (%s)", e);
+    if (rc == 0)
+        rv_settings_free(&s);
     put("gloo-system/default.yaml", "consul: {}\n");
     rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
     CHECK(rc == 0 && !s.consul_kv && !s.consul_discovery && !strcmp(s.consul_dns_address, "127.0.0.1:8600") &&
