@@ -189,7 +189,8 @@ typedef struct rv_endpoint_s {
     socklen_t addrlen;
     uint32_t weight;                /* loadBalancingWeight, default 1 */
     rv_str_t hostname;              /* the configured addr (IP text or DNS name) */
-    rv_str_t authority;             /* "host:port" for autoHostRewrite / Host when absent */
+    rv_str_t authority;             /* "host:port" ("host" for port 80): Host when the client sent none */
+    rv_str_t host_header;           /* Host for autoHostRewrite: hostname, "[v6]" for an IPv6 literal */
 } rv_endpoint_t;
 
 typedef struct rv_cluster_s {

@@ -319,6 +319,7 @@ static int add_endpoint(bctx_t *b, vec_t *eps, const struct sockaddr *sa, sockle
     e->weight = h->weight ? h->weight : 1;
     e->hostname = astr(b, h->addr);
     bool v6 = strchr(h->addr, ':') != NULL;
+    e->host_header = v6 ? astrf(b, "[%s]", h->addr) : e->hostname;
     if (h->port == 80)
         e->authority = v6 ? astrf(b, "[%s]", h->addr) : astr(b, h->addr);
     else
@@ -446,6 +447,7 @@ static uint32_t consul_endpoints(bctx_t *b, const rv_disc_svc_t *svc, const isel
         bool v6 = memchr(e->hostname.ptr, ':', e->hostname.len) != NULL;
         rv_str_t h = e->hostname;
         e->hostname = rv_arena_str(b->a, h);
+        e->host_header = v6 ? astrf(b, "[%.*s]", (int)h.len, h.ptr) : e->hostname;
         if (port == 80)
             e->authority = v6 ? astrf(b, "[%.*s]", (int)h.len, h.ptr) : e->hostname;
         else

@@ -260,8 +260,8 @@ int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *e, bool parsed)
     /* Host */
     if (rt->opts.host_rewrite.len && !unsafe(rt->opts.host_rewrite))
         push_add(&c, RV_STR("Host"), rt->opts.host_rewrite);
-    else if (rt->opts.auto_host_rewrite && e->hostname.len)
-        push_add(&c, RV_STR("Host"), e->hostname);
+    else if (rt->opts.auto_host_rewrite && e->host_header.len)
+        push_add(&c, RV_STR("Host"), e->host_header);
     else if (!req.host.len)
         push_add(&c, RV_STR("Host"), e->authority.len ? e->authority : s->host);
     /* X-Forwarded-For: the client's list, then the address we saw */
