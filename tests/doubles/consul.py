@@ -31,22 +31,25 @@ One-shot actions: index_reset(dc, delta) (every index moves backwards, blocked q
 once), reap_tombstones(dc) (a prefix index can go backwards, as after Consul's tombstone GC).
 """
 
-import argparse
 import base64
 import gzip
 import json
 import random
 import re
-import os
 import select
-import signal
 import socket
 import sys
 import threading
 import time
 import uuid
-from email.utils import formatdate
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote_plus
+
+try:
+    from ._common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key,  # noqa: F401
+                          DoubleBase, _ClientGone, _Faults, _Listener, _Resp, parse_args, serve)
+except ImportError:  # run as a script: python3 tests/doubles/consul.py
+    from _common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key,  # noqa: F401
+                         DoubleBase, _ClientGone, _Faults, _Listener, _Resp, parse_args, serve)
 
 __all__ = ["ConsulDouble", "main"]
 
@@ -54,9 +57,7 @@ DEFAULT_QUERY_TIME = 300.0      # seconds: blocking wait when ?wait is absent or
 MAX_QUERY_TIME = 600.0          # seconds: ?wait is capped here
 JITTER_FRACTION = 16            # the server adds up to wait/16
 KV_MAX_VALUE_SIZE = 512 * 1024  # kv_max_value_size default
-CHUNK_THRESHOLD = 2048          # Go net/http buffers this much before switching to chunked
 GZIP_MIN_SIZE = 1400            # NYTimes gziphandler DefaultMinSize (go_extras only)
-MAX_HEADER_BYTES = (1 << 20) + 4096
 ANONYMOUS_ACCESSOR = "00000000-0000-0000-0000-000000000002"
 VERSION = "1.21.0"              # reported in node/service meta only
 HEALTH_STATES = ("passing", "warning", "critical", "maintenance")
@@ -72,18 +73,6 @@ _REASONS = {
 
 # --------------------------------------------------------------------------------------------
 # Go behaviours the wire shows: header canonicalisation, durations, query parsing, JSON, paths
-
-
-def canonical_header_key(name):
-    """textproto.CanonicalMIMEHeaderKey: X-CONSUL-knownleader -> X-Consul-Knownleader."""
-    for ch in name:
-        if not (ch.isascii() and (ch.isalnum() or ch in "!#$%&'*+-.^_`|~")):
-            return name
-    out, upper = [], True
-    for ch in name:
-        out.append(ch.upper() if upper else ch.lower())
-        upper = ch == "-"
-    return "".join(out)
 
 
 def go_quote(s):
@@ -637,11 +626,6 @@ class _Authz:
 # HTTP plumbing
 
 
-class _ClientGone(Exception):
-    """The client closed its connection while its blocking query waited (Go cancels the
-    request context then; the query ends without an answer)."""
-
-
 def _client_gone(conn):
     if conn is None:
         return False
@@ -652,26 +636,6 @@ def _client_gone(conn):
         return conn.recv(1, socket.MSG_PEEK) == b""
     except (OSError, ValueError):
         return True
-
-
-class _BadRequest(Exception):
-    def __init__(self, status, msg=""):
-        super().__init__(msg)
-        self.status, self.msg = status, msg
-
-
-class _Request:
-    __slots__ = ("method", "target", "version", "path", "raw_query", "headers", "hdr", "body",
-                 "close", "time", "conn")
-
-    def header(self, name):
-        return self.hdr.get(name.lower(), "")
-
-
-class _Resp:
-    def __init__(self, status=200, body=b"", headers=None):
-        self.status, self.body = status, body
-        self.headers = dict(headers or {})
 
 
 class _Ctx:
@@ -693,128 +657,11 @@ class _Ctx:
         return "consistent" if self.consistent else ("stale" if self.stale else "leader")
 
 
-class _Listener:
-    def __init__(self, double, host, port, control_only):
-        self.double, self.host, self.port, self.control_only = double, host, port, control_only
-        self.sock = None
-        self.thread = None
-        self.lock = threading.Lock()
-
-    def open(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.host, self.port))
-        s.listen(128)
-        s.settimeout(0.05)
-        self.port = s.getsockname()[1]
-        with self.lock:
-            self.sock = s
-
-    def close(self):
-        with self.lock:
-            s, self.sock = self.sock, None
-        if s is not None:
-            try:  # stops listening at once, even while the accept thread polls the socket
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def start(self):
-        self.open()
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                       name="consul-double-accept-%d" % self.port)
-        self.thread.start()
-
-    def _accept_loop(self):
-        d = self.double
-        while not d._stopping.is_set():
-            s = self.sock
-            if s is None:
-                time.sleep(0.02)
-                continue
-            try:
-                conn, _ = s.accept()
-            except (socket.timeout, OSError):
-                continue
-            if not self.control_only:
-                down = d._faults.peek("down")
-                if down and down.get("mode", "refuse") == "reset":
-                    _reset(conn)
-                    continue
-            threading.Thread(target=d._serve_conn, args=(conn, self), daemon=True,
-                             name="consul-double-conn").start()
-
-
-def _reset(conn):
-    try:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    except OSError:
-        pass
-    conn.close()
-
-
-class _Faults:
-    KINDS = ("down", "slow", "error", "forbidden", "leader_loss", "index_zero", "dc_unreachable")
-
-    def __init__(self):
-        self.active = {}
-        self.lock = threading.Lock()
-
-    def set(self, kind, params):
-        if kind not in self.KINDS:
-            raise ValueError("unknown fault kind %r (one of %s)" % (kind, ", ".join(self.KINDS)))
-        p = dict(params)
-        p["since"] = time.monotonic()
-        if p.get("duration_ms") is not None:
-            p["until"] = p["since"] + float(p["duration_ms"]) / 1000.0
-        with self.lock:
-            self.active[kind] = p
-
-    def clear(self, kind=None):
-        with self.lock:
-            if kind is None:
-                gone = list(self.active)
-                self.active.clear()
-            else:
-                gone = [kind] if self.active.pop(kind, None) is not None else []
-        return gone
-
-    def get(self, kind, path):
-        """The fault's params if it applies to this path now (consumes one 'count')."""
-        with self.lock:
-            p = self.active.get(kind)
-            if p is None:
-                return None
-            paths = p.get("paths")
-            if paths and path is not None and not any(path.startswith(x) for x in paths):
-                return None
-            if p.get("count") is not None and path is not None:
-                p["count"] = int(p["count"]) - 1
-                if p["count"] <= 0:
-                    del self.active[kind]
-            return p
-
-    def peek(self, kind):
-        with self.lock:
-            return self.active.get(kind)
-
-    def expired(self):
-        now = time.monotonic()
-        with self.lock:
-            return [k for k, p in self.active.items() if p.get("until") is not None and now >= p["until"]]
-
-    def snapshot(self):
-        with self.lock:
-            return {k: {x: y for x, y in p.items() if x not in ("since", "until")}
-                    for k, p in self.active.items()}
-
-
 # --------------------------------------------------------------------------------------------
 # The double
 
 
-class ConsulDouble:
+class ConsulDouble(DoubleBase):
     """A Consul agent (server mode, one node per datacenter) speaking the HTTP API.
 
     datacenters       first is the local one (the agent's); others are reachable with ?dc=
@@ -825,6 +672,12 @@ class ConsulDouble:
                       (Vary: Accept-Encoding, X-Consul-Query-Backend, gzip for large bodies)
     dev_mode          pretty-print every JSON body, as `consul agent -dev` does
     """
+
+    NAME = "consul-double"
+    REASONS = _REASONS
+    UNSUPPORTED_TE_BODY = "Unsupported transfer encoding"
+    FAULT_KINDS = ("down", "slow", "error", "forbidden", "leader_loss", "index_zero", "dc_unreachable")
+    _FAULT_LISTS = ("paths", "dcs")
 
     def __init__(self, host="127.0.0.1", port=0, datacenters=("dc1",), node_name="consul-double",
                  node_address="127.0.0.1", acl_tokens=None, acl_default_policy="deny",
@@ -847,7 +700,7 @@ class ConsulDouble:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._stopping = threading.Event()
-        self._faults = _Faults()
+        self._faults = _Faults(self.FAULT_KINDS)
         self._conns = {}  # socket -> _Listener
         self._conns_lock = threading.Lock()
         self._requests = []
@@ -885,60 +738,9 @@ class ConsulDouble:
             self._requests = []
             self._cond.notify_all()
 
-    def start(self):
-        if self._started:
-            return self
-        self._stopping.clear()
-        self._listener.start()
-        if self._control is not None:
-            self._control.start()
-        self._ticker = threading.Thread(target=self._tick_loop, daemon=True, name="consul-double-tick")
-        self._ticker.start()
-        self._started = True
-        return self
-
-    def stop(self):
-        if not self._started:
-            return
-        self._stopping.set()
-        self._listener.close()
-        if self._control is not None:
-            self._control.close()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def _on_stop(self):
         with self._cond:
             self._cond.notify_all()
-        for t in (self._listener.thread, self._control.thread if self._control else None, self._ticker):
-            if t is not None:
-                t.join(timeout=2)
-        self._started = False
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        return self._listener.port
-
-    @property
-    def control_port(self):
-        return self._control.port if self._control else None
-
-    @property
-    def addr(self):
-        return "%s:%d" % (self.host, self.port)
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (self.host, self.port)
 
     def reset(self):
         """Forget every key, service and fault; indexes start over."""
@@ -1084,45 +886,19 @@ class ConsulDouble:
                               output="Agent alive and reachable" if status == "passing" else "Agent not live or unreachable")
 
     # -- Python API: faults ----------------------------------------------------------------------
-    def fault(self, kind, **params):
-        """Switch a fault on (see the module docstring)."""
-        if kind == "down":
-            mode = params.get("mode", "refuse")
-            if mode not in ("refuse", "hang", "reset"):
-                raise ValueError("down mode must be refuse, hang or reset")
+    def _validate_fault(self, kind, params):
         if kind == "dc_unreachable" and not params.get("dc"):
             raise ValueError("dc_unreachable needs dc=NAME")
-        self._faults.set(kind, params)
-        if kind == "down" and params.get("mode", "refuse") == "refuse":
-            self._listener.close()
-            self._drop_conns()
-        with self._cond:
-            self._cond.notify_all()
 
-    def clear_fault(self, kind=None):
-        gone = self._faults.clear(kind)
-        for k in gone:
-            self._after_clear(k)
+    def _faults_changed(self):
         with self._cond:
             self._cond.notify_all()
 
     def _after_clear(self, kind):
-        if kind == "down" and self._started and self._listener.sock is None:
-            self._listener.open()
+        DoubleBase._after_clear(self, kind)  # down: listening again, hung connections dropped
         if kind == "leader_loss":
             with self._cond:
                 self._sync_agent()
-        if kind == "down":
-            self._drop_conns()  # hung connections end as an agent restart would end them
-
-    def _drop_conns(self):
-        with self._conns_lock:
-            conns = [c for c, lst in self._conns.items() if not lst.control_only]
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def fault_down(self, mode="refuse", duration_ms=None):
         self.fault("down", mode=mode, duration_ms=duration_ms)
@@ -1145,9 +921,6 @@ class ConsulDouble:
     def fault_dc_unreachable(self, dc, **kw):
         self.fault("dc_unreachable", dc=dc, **kw)
 
-    def faults(self):
-        return self._faults.snapshot()
-
     def index_reset(self, dc=None, delta=None):
         """Every index of the datacenter moves backwards by delta (default: half the Raft index);
         blocked queries return at once with the lower index. Returns the new Raft index."""
@@ -1162,33 +935,19 @@ class ConsulDouble:
             self._dc(dc).reap_tombstones()
             self._cond.notify_all()
 
-    # -- Python API: request log -------------------------------------------------------------------
-    def requests(self, path_prefix=None):
-        with self._lock:
-            return [dict(r) for r in self._requests
-                    if path_prefix is None or r["path"].startswith(path_prefix)]
-
-    def clear_requests(self):
-        with self._lock:
-            self._requests = []
-
     # -- housekeeping --------------------------------------------------------------------------------
-    def _tick_loop(self):
-        while not self._stopping.wait(0.05):
-            for k in self._faults.expired():
-                if self._faults.clear(k):
-                    self._after_clear(k)
-            with self._cond:
-                now = time.monotonic()
-                changed = False
-                for c in self._agent_chks.values():
-                    if c.ttl and c.deadline is not None and now >= c.deadline:
-                        c.deadline = None
-                        if c.status != "critical" or c.output != "TTL expired":
-                            c.status, c.output = "critical", "TTL expired"
-                            changed = True
-                if changed:
-                    self._sync_agent()
+    def _tick(self):
+        with self._cond:
+            now = time.monotonic()
+            changed = False
+            for c in self._agent_chks.values():
+                if c.ttl and c.deadline is not None and now >= c.deadline:
+                    c.deadline = None
+                    if c.status != "critical" or c.output != "TTL expired":
+                        c.status, c.output = "critical", "TTL expired"
+                        changed = True
+            if changed:
+                self._sync_agent()
 
     def _leader_lost(self, dcname):
         p = self._faults.peek("leader_loss")
@@ -1230,190 +989,24 @@ class ConsulDouble:
             self._cond.notify_all()
 
     # -- connections ---------------------------------------------------------------------------------
-    def _serve_conn(self, conn, listener):
-        with self._conns_lock:
-            self._conns[conn] = listener
-        rf = conn.makefile("rb")
-        try:
-            while not self._stopping.is_set():
-                try:
-                    req = self._read_request(rf, conn)
-                except _BadRequest as e:
-                    # net/http: a statusError carries its text on both lines; others do not
-                    msg = "%d %s" % (e.status, _REASONS.get(e.status, ""))
-                    if e.msg:
-                        msg += ": " + e.msg
-                    body = "Unsupported transfer encoding" if e.status == 501 else msg
-                    conn.sendall(("HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                                  "Connection: close\r\n\r\n%s" % (
-                                      msg if e.status != 501 else "501 Not Implemented", body)
-                                  ).encode("latin-1"))
-                    break
-                if req is None:
-                    break
-                if not listener.control_only and not req.path.startswith("/_double/"):
-                    down = self._faults.peek("down")
-                    if down is not None:
-                        if down.get("mode", "refuse") == "hang":
-                            while (self._faults.peek("down") is not None
-                                   and not self._stopping.wait(0.02)):
-                                pass
-                        else:
-                            _reset(conn)
-                        break
-                try:
-                    resp = self._handle(req, listener)
-                except _ClientGone:
-                    break
-                head, payload, close = self._serialize(req, resp)
-                conn.sendall(head + payload)
-                if close or req.close:
-                    break
-        except OSError:
-            pass
-        finally:
-            with self._conns_lock:
-                self._conns.pop(conn, None)
-            try:
-                rf.close()
-                conn.close()
-            except OSError:
-                pass
-
-    def _read_request(self, rf, conn):
-        total = 0
-        line = rf.readline(MAX_HEADER_BYTES)
-        while line in (b"\r\n", b"\n"):
-            line = rf.readline(MAX_HEADER_BYTES)
-        if not line:
-            return None
-        total += len(line)
-        if not line.endswith(b"\n"):
-            raise _BadRequest(431 if len(line) >= MAX_HEADER_BYTES else 400)
-        parts = line.decode("latin-1").rstrip("\r\n").split(" ")
-        if len(parts) != 3:
-            raise _BadRequest(400)
-        req = _Request()
-        req.time = time.time()
-        req.conn = conn
-        req.method, req.target, req.version = parts
-        if req.version not in ("HTTP/1.0", "HTTP/1.1"):
-            if re.fullmatch(r"HTTP/\d\.\d", req.version):
-                raise _BadRequest(505, "unsupported protocol version")
-            raise _BadRequest(400)
-        headers = []
-        while True:
-            h = rf.readline(MAX_HEADER_BYTES)
-            total += len(h)
-            if total > MAX_HEADER_BYTES:
-                raise _BadRequest(431)
-            if not h:
-                return None
-            if h in (b"\r\n", b"\n"):
-                break
-            s = h.decode("latin-1").rstrip("\r\n")
-            name, sep, value = s.partition(":")
-            if not sep or not name or name != name.strip() or " " in name:
-                raise _BadRequest(400)
-            headers.append((name, value.strip(" \t")))
-        req.headers = headers
-        req.hdr = {}
-        for n, v in headers:
-            req.hdr.setdefault(n.lower(), v)
-        if req.version == "HTTP/1.1" and "host" not in req.hdr:
-            raise _BadRequest(400, "missing required Host header")
-        conn_tokens = [t.strip().lower() for t in req.hdr.get("connection", "").split(",")]
-        req.close = ("close" in conn_tokens) if req.version == "HTTP/1.1" else ("keep-alive" not in conn_tokens)
-        te = req.hdr.get("transfer-encoding", "").lower()
-        body = b""
-        if te:
-            if te != "chunked":
-                raise _BadRequest(501)
-            self._continue(req, conn)
-            chunks = []
-            while True:
-                szl = rf.readline(4096)
-                try:
-                    sz = int(szl.split(b";")[0].strip(), 16)
-                except ValueError:
-                    raise _BadRequest(400)
-                if sz == 0:
-                    while rf.readline(MAX_HEADER_BYTES) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(rf.read(sz))
-                rf.readline(4)
-            body = b"".join(chunks)
-        elif "content-length" in req.hdr:
-            cl = req.hdr["content-length"]
-            if not cl.isdigit():
-                raise _BadRequest(400)
-            n = int(cl)
-            if n > 0:
-                self._continue(req, conn)
-                body = rf.read(n)
-                if len(body) < n:
-                    return None
-        req.body = body
-        target = req.target
-        if target.startswith("http://") or target.startswith("https://"):
-            rest = target.split("://", 1)[1]
-            target = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
-        if not target.startswith("/"):
-            raise _BadRequest(400)
-        raw_path, _, req.raw_query = target.partition("?")
-        req.raw_query = req.raw_query.split("#", 1)[0]
-        try:
-            req.path = go_unescape(raw_path, False)
-        except ValueError:
-            raise _BadRequest(400)
-        return req
+    @staticmethod
+    def _unescape_path(raw_path):
+        return go_unescape(raw_path, False)
 
     @staticmethod
-    def _continue(req, conn):
-        if req.hdr.get("expect", "").lower() == "100-continue" and req.version == "HTTP/1.1":
-            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    def _query_dict(raw_query):
+        return go_parse_query(raw_query)[0]
 
-    def _serialize(self, req, resp):
+    def _prepare_body(self, req, resp, hdrs):
         body = resp.body
-        hdrs = {canonical_header_key(k): v for k, v in resp.headers.items()}
-        sniffed = None
-        if "Content-Type" not in hdrs and body:
-            sniffed = "text/plain; charset=utf-8"
         if (self.go_extras and "Content-Encoding" not in hdrs and len(body) >= GZIP_MIN_SIZE
                 and "gzip" in req.header("Accept-Encoding").lower()):
-            if sniffed:
-                hdrs["Content-Type"], sniffed = sniffed, None
+            if "Content-Type" not in hdrs:  # sniffed before compressing
+                hdrs["Content-Type"] = "text/plain; charset=utf-8"
             body = gzip.compress(body)
             hdrs["Content-Encoding"] = "gzip"
             hdrs.pop("Content-Length", None)
-        lines = ["HTTP/1.1 %d %s" % (resp.status, _REASONS.get(resp.status, "status code %d" % resp.status))]
-        for k in sorted(hdrs):
-            lines.append("%s: %s" % (k, hdrs[k]))
-        lines.append("Date: " + formatdate(usegmt=True))
-        chunked, close = False, req.close
-        if "Content-Length" not in hdrs:
-            if len(body) > CHUNK_THRESHOLD:
-                if req.version == "HTTP/1.1":
-                    chunked = True
-                else:
-                    close = True
-            else:
-                lines.append("Content-Length: %d" % len(body))
-        if sniffed:
-            lines.append("Content-Type: " + sniffed)
-        if close and req.version == "HTTP/1.1":
-            lines.append("Connection: close")
-        elif req.version == "HTTP/1.0" and not close:
-            lines.append("Connection: keep-alive")
-        if chunked:
-            lines.append("Transfer-Encoding: chunked")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if req.method == "HEAD":
-            return head, b"", close
-        if chunked:
-            body = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
-        return head, body, close
+        return body
 
     # -- routing -------------------------------------------------------------------------------------
     _EXACT = {
@@ -1450,35 +1043,11 @@ class ConsulDouble:
             return "redirect"
         return None
 
-    def _record(self, req):
-        if not self.record_requests:
-            return
-        with self._lock:
-            if len(self._requests) >= 10000:
-                del self._requests[:1000]
-            self._requests.append({
-                "time": req.time, "method": req.method, "path": req.path, "raw_query": req.raw_query,
-                "query": go_parse_query(req.raw_query)[0], "headers": list(req.headers),
-                "body": req.body[:65536]})
-
-    def _redirect(self, req, path):
-        loc = quote(path, safe="/:@!$&'()*+,;=-._~")
-        if req.raw_query:
-            loc += "?" + req.raw_query
-        h = {"Location": loc}
-        body = b""
-        if req.method in ("GET", "HEAD"):
-            h["Content-Type"] = "text/html; charset=utf-8"
-            body = ('<a href="%s">Moved Permanently</a>.\n\n' % loc.replace("&", "&amp;")
-                    .replace('"', "&#34;").replace("<", "&lt;").replace(">", "&gt;")
-                    .replace("'", "&#39;")).encode("utf-8")
-        return _Resp(301, body, h)
-
     def _handle(self, req, listener):
         self._record(req)
         path = req.path
         if path.startswith("/_double/"):
-            return self._ep_control(req)
+            return self._control_request(req)
         if listener.control_only:
             return _Resp(404, b"consul double control port: only /_double/ paths\n")
         if not all(ch.isprintable() for ch in path):
@@ -2243,71 +1812,27 @@ class ConsulDouble:
         return self._json(ctx, out)
 
     # -- control endpoint (a path a real Consul never serves) ---------------------------------------------
-    def _ep_control(self, req):
-        def ok(obj=None):
-            return _Resp(200, go_json({"ok": True} if obj is None else obj),
-                         {"Content-Type": "application/json"})
+    @staticmethod
+    def _control_json(obj):
+        return go_json(obj)
 
-        def bad(msg):
-            return _Resp(400, (msg + "\n").encode())
+    def _control_state(self):
+        return {"datacenters": self.datacenters, "local_dc": self.local_dc,
+                "faults": self.faults(),
+                "raft_index": {n: d.raft for n, d in self._dcs.items()},
+                "port": self.port}
 
-        path, m = req.path, req.method
-        try:
-            body = json.loads(req.body.decode("utf-8")) if req.body.strip() else {}
-        except ValueError as e:
-            return bad("bad JSON: %s" % e)
-        if not isinstance(body, dict):
-            return bad("body must be a JSON object")
-        q = go_parse_query(req.raw_query)[0]
-        for k, v in q.items():  # query parameters work too: ?kind=slow&ms=200
-            body.setdefault(k, v[0])
-        try:
-            if path == "/_double/state" and m == "GET":
-                with self._lock:
-                    return ok({"datacenters": self.datacenters, "local_dc": self.local_dc,
-                               "faults": self.faults(),
-                               "raft_index": {n: d.raft for n, d in self._dcs.items()},
-                               "port": self.port})
-            if path == "/_double/fault" and m in ("PUT", "POST"):
-                kind = body.pop("kind", None)
-                if not kind:
-                    return bad("need kind")
-                for k in ("ms", "status", "count", "duration_ms"):
-                    if k in body and body[k] is not None:
-                        body[k] = float(body[k]) if k in ("ms", "duration_ms") else int(body[k])
-                if isinstance(body.get("paths"), str):
-                    body["paths"] = [body["paths"]]
-                if isinstance(body.get("dcs"), str):
-                    body["dcs"] = [body["dcs"]]
-                self.fault(kind, **body)
-                return ok()
-            if path.startswith("/_double/fault") and m == "DELETE":
-                kind = path[len("/_double/fault/"):] if path.startswith("/_double/fault/") else None
-                self.clear_fault(kind or None)
-                return ok()
-            if path == "/_double/index-reset" and m in ("PUT", "POST"):
-                return ok({"raft_index": self.index_reset(body.get("dc"), int(body["delta"]) if body.get("delta") else None)})
-            if path == "/_double/reap-tombstones" and m in ("PUT", "POST"):
-                self.reap_tombstones(body.get("dc"))
-                return ok()
-            if path.startswith("/_double/check/") and m in ("PUT", "POST"):
-                self.set_check_status(path[len("/_double/check/"):], body.get("status", ""),
-                                      node=body.get("node"), dc=body.get("dc"), output=body.get("output", ""))
-                return ok()
-            if path == "/_double/requests" and m == "GET":
-                reqs = self.requests(body.get("prefix"))
-                for r in reqs:
-                    r["body"] = r["body"].decode("utf-8", "replace")
-                return ok(reqs)
-            if path == "/_double/requests" and m == "DELETE":
-                self.clear_requests()
-                return ok()
-            if path == "/_double/reset" and m in ("PUT", "POST"):
-                self.reset()
-                return ok()
-        except (ValueError, KeyError, TypeError) as e:
-            return bad(str(e))
-        return _Resp(404, b"unknown control path or method\n")
+    def _control_extra(self, path, m, body, ok):
+        if path == "/_double/index-reset" and m in ("PUT", "POST"):
+            return ok({"raft_index": self.index_reset(body.get("dc"), int(body["delta"]) if body.get("delta") else None)})
+        if path == "/_double/reap-tombstones" and m in ("PUT", "POST"):
+            self.reap_tombstones(body.get("dc"))
+            return ok()
+        if path.startswith("/_double/check/") and m in ("PUT", "POST"):
+            self.set_check_status(path[len("/_double/check/"):], body.get("status", ""),
+                                  node=body.get("node"), dc=body.get("dc"), output=body.get("output", ""))
+            return ok()
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -2378,12 +1903,7 @@ def _clone_svc(s):
 # process entry point
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description="Consul HTTP API test double")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8500, help="0: any free port (printed)")
-    ap.add_argument("--control-port", type=int, default=None,
-                    help="also serve /_double/ on this port (reachable while the API port is down)")
+def _add_arguments(ap):
     ap.add_argument("--dc", action="append", default=None, help="datacenter (repeat; first is local)")
     ap.add_argument("--node-name", default="consul-double")
     ap.add_argument("--acl-token", action="append", default=None, metavar="SECRET=POLICY",
@@ -2393,8 +1913,10 @@ def main(argv=None):
     ap.add_argument("--go-extras", action="store_true")
     ap.add_argument("--dev-mode", action="store_true")
     ap.add_argument("--kv", action="append", default=[], metavar="KEY=VALUE", help="seed a key")
-    ap.add_argument("--ready-file", help="write the port here once listening")
-    a = ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv, "Consul HTTP API test double", 8500, _add_arguments)
     tokens = None
     if a.acl_token:
         tokens = {}
@@ -2408,23 +1930,7 @@ def main(argv=None):
     for kv in a.kv:
         k, _, v = kv.partition("=")
         d.kv_put(k, v.encode())
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    d.start()
-    if a.ready_file:
-        with open(a.ready_file + ".tmp", "w") as f:
-            f.write("%d\n" % d.port)
-        os.replace(a.ready_file + ".tmp", a.ready_file)
-    msg = "consul-double listening on %s" % d.url
-    if d.control_port:
-        msg += " (control on http://%s:%d)" % (a.host, d.control_port)
-    print(msg, flush=True)
-    while not stop.wait(0.5):
-        pass
-    d.stop()
-    return 0
-
+    return serve(d, a)
 
 if __name__ == "__main__":
     sys.exit(main())

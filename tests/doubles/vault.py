@@ -33,23 +33,25 @@ real Vault never serves; DELETE /_double/fault clears):
 Permanent state changes: seal(), unseal(), revoke_token(t), expire_token(t), advance(seconds).
 """
 
-import argparse
 import copy
 import json
 import math
-import os
 import random
 import re
-import signal
-import socket
 import string
 import sys
 import threading
 import time
 import uuid
 from decimal import Decimal
-from email.utils import formatdate
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl
+
+try:
+    from ._common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key,  # noqa: F401
+                          DoubleBase, _Faults, _Listener, _Resp, parse_args, serve)
+except ImportError:  # run as a script: python3 tests/doubles/vault.py
+    from _common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key,  # noqa: F401
+                         DoubleBase, _Faults, _Listener, _Resp, parse_args, serve)
 
 __all__ = ["VaultDouble", "gloo_tls", "gloo_aws", "gloo_secret_document", "gloo_secret_key",
            "gloo_secret_api_path", "main"]
@@ -58,8 +60,6 @@ VERSION = "1.17.6"                   # reported by sys/health and sys/seal-statu
 KV_PLUGIN_VERSION = "v0.19.0+builtin"
 SYSTEM_MAX_TTL = 768 * 3600          # 2764800 s: default_lease_ttl = max_lease_ttl of a -dev server
 MAX_REQUEST_SIZE = 32 * 1024 * 1024  # DefaultMaxRequestSize
-CHUNK_THRESHOLD = 2048               # Go net/http buffers this much before switching to chunked
-MAX_HEADER_BYTES = (1 << 20) + 4096
 KV2_DEFAULT_MAX_VERSIONS = 10
 GLOO_GROUP_VERSION = "gloo.solo.io/v1"
 
@@ -250,17 +250,6 @@ def as_float64(obj):
     if isinstance(obj, (list, tuple)):
         return [as_float64(v) for v in obj]
     return obj
-
-
-def canonical_header_key(name):
-    for ch in name:
-        if not (ch.isascii() and (ch.isalnum() or ch in "!#$%&'*+-.^_`|~")):
-            return name
-    out, upper = [], True
-    for ch in name:
-        out.append(ch.upper() if upper else ch.lower())
-        upper = ch == "-"
-    return "".join(out)
 
 
 def go_clean_path(p):
@@ -629,148 +618,6 @@ def acl_capabilities(rulesets, path):
 # HTTP plumbing
 
 
-class _BadRequest(Exception):
-    def __init__(self, status, msg=""):
-        super().__init__(msg)
-        self.status, self.msg = status, msg
-
-
-class _Request:
-    __slots__ = ("method", "target", "version", "path", "raw_query", "headers", "hdr", "body",
-                 "close", "time")
-
-    def header(self, name):
-        return self.hdr.get(name.lower(), "")
-
-
-class _Resp:
-    def __init__(self, status=200, body=b"", headers=None):
-        self.status, self.body = status, body
-        self.headers = dict(headers or {})
-
-
-class _Listener:
-    def __init__(self, double, host, port, control_only):
-        self.double, self.host, self.port, self.control_only = double, host, port, control_only
-        self.sock = None
-        self.thread = None
-        self.lock = threading.Lock()
-
-    def open(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((self.host, self.port))
-        s.listen(128)
-        s.settimeout(0.05)
-        self.port = s.getsockname()[1]
-        with self.lock:
-            self.sock = s
-
-    def close(self):
-        with self.lock:
-            s, self.sock = self.sock, None
-        if s is not None:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def start(self):
-        self.open()
-        self.thread = threading.Thread(target=self._accept_loop, daemon=True,
-                                       name="vault-double-accept-%d" % self.port)
-        self.thread.start()
-
-    def _accept_loop(self):
-        d = self.double
-        while not d._stopping.is_set():
-            s = self.sock
-            if s is None:
-                time.sleep(0.02)
-                continue
-            try:
-                conn, _ = s.accept()
-            except (socket.timeout, OSError):
-                continue
-            if not self.control_only:
-                down = d._faults.peek("down")
-                if down and down.get("mode", "refuse") == "reset":
-                    _reset(conn)
-                    continue
-            threading.Thread(target=d._serve_conn, args=(conn, self), daemon=True,
-                             name="vault-double-conn").start()
-
-
-def _reset(conn):
-    try:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    except OSError:
-        pass
-    conn.close()
-
-
-class _Faults:
-    KINDS = ("down", "slow", "error", "sealed", "standby", "token_revoked", "token_expired")
-
-    def __init__(self):
-        self.active = {}
-        self.lock = threading.Lock()
-
-    def set(self, kind, params):
-        if kind not in self.KINDS:
-            raise ValueError("unknown fault kind %r (one of %s)" % (kind, ", ".join(self.KINDS)))
-        p = dict(params)
-        p["since"] = time.monotonic()
-        if p.get("duration_ms") is not None:
-            p["until"] = p["since"] + float(p["duration_ms"]) / 1000.0
-        with self.lock:
-            self.active[kind] = p
-
-    def clear(self, kind=None):
-        with self.lock:
-            if kind is None:
-                gone = list(self.active)
-                self.active.clear()
-            else:
-                gone = [kind] if self.active.pop(kind, None) is not None else []
-        return gone
-
-    def get(self, kind, path):
-        """The fault's params if it applies to this path now (consumes one of 'count')."""
-        with self.lock:
-            p = self.active.get(kind)
-            if p is None:
-                return None
-            if p.get("until") is not None and time.monotonic() >= p["until"]:
-                return None
-            paths = p.get("paths")
-            if paths and path is not None and not any(path.startswith(x) for x in paths):
-                return None
-            if p.get("count") is not None:
-                p["count"] = int(p["count"]) - 1
-                if p["count"] <= 0:
-                    del self.active[kind]
-            return p
-
-    def peek(self, kind):
-        with self.lock:
-            p = self.active.get(kind)
-            if p is not None and p.get("until") is not None and time.monotonic() >= p["until"]:
-                return None
-            return p
-
-    def expired(self):
-        now = time.monotonic()
-        with self.lock:
-            return [k for k, p in self.active.items() if p.get("until") is not None and now >= p["until"]]
-
-    def snapshot(self):
-        with self.lock:
-            return {k: {x: y for x, y in p.items() if x not in ("since", "until")}
-                    for k, p in self.active.items()}
-
-
 class _Ctx:
     """One logical request: namespace, path relative to it, operation, data, token."""
 
@@ -836,7 +683,7 @@ def gloo_aws(access_key, secret_key, session_token=None):
 # The double
 
 
-class VaultDouble:
+class VaultDouble(DoubleBase):
     """A Vault server (one node, `vault server -dev`-like) speaking the HTTP API.
 
     root_token       the dev root token's id ("root" as in gloo's docker-compose)
@@ -853,6 +700,12 @@ class VaultDouble:
     old_server       True: sys/internal/ui/mounts/ does not exist (404), as before Vault 0.10
     seed             make token ids, accessors, request ids and UUIDs reproducible
     """
+
+    NAME = "vault-double"
+    REASONS = _REASONS
+    BODYLESS_STATUS = True
+    FAULT_KINDS = ("down", "slow", "error", "sealed", "standby", "token_revoked", "token_expired")
+    _REDIRECT_HEADERS = {"Cache-Control": "no-store"}
 
     def __init__(self, host="127.0.0.1", port=0, root_token="root", kv_mounts=None,
                  approle_mount="approle/", namespaces=None, error_style="plain",
@@ -877,7 +730,7 @@ class VaultDouble:
         self.cluster_id = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
         self._lock = threading.RLock()
         self._stopping = threading.Event()
-        self._faults = _Faults()
+        self._faults = _Faults(self.FAULT_KINDS, lazy_expiry=True, count_any_path=True)
         self._conns = {}
         self._conns_lock = threading.Lock()
         self._requests = []
@@ -926,59 +779,6 @@ class VaultDouble:
                    ("key/value secret storage" if path == "secret/" else ""), self._rng, config)
         ns.mounts[path] = m
         return m
-
-    def start(self):
-        if self._started:
-            return self
-        self._stopping.clear()
-        self._listener.start()
-        if self._control is not None:
-            self._control.start()
-        self._ticker = threading.Thread(target=self._tick_loop, daemon=True, name="vault-double-tick")
-        self._ticker.start()
-        self._started = True
-        return self
-
-    def stop(self):
-        if not self._started:
-            return
-        self._stopping.set()
-        self._listener.close()
-        if self._control is not None:
-            self._control.close()
-        with self._conns_lock:
-            conns = list(self._conns)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        for t in (self._listener.thread, self._control.thread if self._control else None, self._ticker):
-            if t is not None:
-                t.join(timeout=2)
-        self._started = False
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        return self._listener.port
-
-    @property
-    def control_port(self):
-        return self._control.port if self._control else None
-
-    @property
-    def addr(self):
-        return "%s:%d" % (self.host, self.port)
-
-    @property
-    def url(self):
-        return "http://%s:%d" % (self.host, self.port)
 
     def reset(self):
         """Forget every secret, token, policy and fault; the clock is real time again."""
@@ -1194,241 +994,21 @@ class VaultDouble:
             self.sealed = False
 
     # -- Python API: faults ----------------------------------------------------------------------
-    def fault(self, kind, **params):
-        """Switch a fault on (see the module docstring)."""
-        if kind == "down":
-            mode = params.get("mode", "refuse")
-            if mode not in ("refuse", "hang", "reset"):
-                raise ValueError("down mode must be refuse, hang or reset")
+    def _validate_fault(self, kind, params):
         if kind == "error" and "status" in params and not 100 <= int(params["status"]) <= 599:
             raise ValueError("status must be an HTTP status")
-        self._faults.set(kind, params)
-        if kind == "down" and params.get("mode", "refuse") == "refuse":
-            self._listener.close()
-            self._drop_conns()
-
-    def clear_fault(self, kind=None):
-        for k in self._faults.clear(kind):
-            self._after_clear(k)
-
-    def _after_clear(self, kind):
-        if kind == "down":
-            if self._started and self._listener.sock is None:
-                self._listener.open()
-            self._drop_conns()
-
-    def _drop_conns(self):
-        with self._conns_lock:
-            conns = [c for c, lst in self._conns.items() if not lst.control_only]
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def faults(self):
-        return self._faults.snapshot()
-
-    # -- Python API: request log --------------------------------------------------------------------
-    def requests(self, path_prefix=None):
-        with self._lock:
-            return [dict(r) for r in self._requests
-                    if path_prefix is None or r["path"].startswith(path_prefix)]
-
-    def clear_requests(self):
-        with self._lock:
-            self._requests = []
-
-    def _record(self, req):
-        if not self.record_requests:
-            return
-        with self._lock:
-            if len(self._requests) >= 10000:
-                del self._requests[:1000]
-            self._requests.append({
-                "time": req.time, "method": req.method, "path": req.path, "raw_query": req.raw_query,
-                "query": go_parse_query(req.raw_query), "headers": list(req.headers),
-                "body": req.body[:65536]})
-
-    def _tick_loop(self):
-        while not self._stopping.wait(0.05):
-            for k in self._faults.expired():
-                if self._faults.clear(k):
-                    self._after_clear(k)
 
     # -- connections ---------------------------------------------------------------------------------
-    def _serve_conn(self, conn, listener):
-        with self._conns_lock:
-            self._conns[conn] = listener
-        rf = conn.makefile("rb")
-        try:
-            while not self._stopping.is_set():
-                try:
-                    req = self._read_request(rf, conn)
-                except _BadRequest as e:
-                    msg = "%d %s" % (e.status, _REASONS.get(e.status, ""))
-                    if e.msg:
-                        msg += ": " + e.msg
-                    conn.sendall(("HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                                  "Connection: close\r\n\r\n%s" % (msg, msg)).encode("latin-1"))
-                    break
-                if req is None:
-                    break
-                if not listener.control_only and not req.path.startswith("/_double/"):
-                    down = self._faults.peek("down")
-                    if down is not None:
-                        if down.get("mode", "refuse") == "hang":
-                            while self._faults.peek("down") is not None and not self._stopping.wait(0.02):
-                                pass
-                        else:
-                            _reset(conn)
-                        break
-                resp = self._handle(req, listener)
-                head, payload, close = self._serialize(req, resp)
-                conn.sendall(head + payload)
-                if close or req.close:
-                    break
-        except OSError:
-            pass
-        finally:
-            with self._conns_lock:
-                self._conns.pop(conn, None)
-            try:
-                rf.close()
-                conn.close()
-            except OSError:
-                pass
-
-    def _read_request(self, rf, conn):
-        total = 0
-        line = rf.readline(MAX_HEADER_BYTES)
-        while line in (b"\r\n", b"\n"):
-            line = rf.readline(MAX_HEADER_BYTES)
-        if not line:
-            return None
-        total += len(line)
-        if not line.endswith(b"\n"):
-            raise _BadRequest(431 if len(line) >= MAX_HEADER_BYTES else 400)
-        parts = line.decode("latin-1").rstrip("\r\n").split(" ")
-        if len(parts) != 3:
-            raise _BadRequest(400)
-        req = _Request()
-        req.time = time.time()
-        req.method, req.target, req.version = parts
-        if req.version not in ("HTTP/1.0", "HTTP/1.1"):
-            if re.fullmatch(r"HTTP/\d\.\d", req.version):
-                raise _BadRequest(505, "unsupported protocol version")
-            raise _BadRequest(400)
-        headers = []
-        while True:
-            h = rf.readline(MAX_HEADER_BYTES)
-            total += len(h)
-            if total > MAX_HEADER_BYTES:
-                raise _BadRequest(431)
-            if not h:
-                return None
-            if h in (b"\r\n", b"\n"):
-                break
-            s = h.decode("latin-1").rstrip("\r\n")
-            name, sep, value = s.partition(":")
-            if not sep or not name or name != name.strip() or " " in name:
-                raise _BadRequest(400)
-            headers.append((name, value.strip(" \t")))
-        req.headers = headers
-        req.hdr = {}
-        for n, v in headers:
-            req.hdr.setdefault(n.lower(), v)
-        if req.version == "HTTP/1.1" and "host" not in req.hdr:
-            raise _BadRequest(400, "missing required Host header")
-        tokens = [t.strip().lower() for t in req.hdr.get("connection", "").split(",")]
-        req.close = ("close" in tokens) if req.version == "HTTP/1.1" else ("keep-alive" not in tokens)
-        te = req.hdr.get("transfer-encoding", "").lower()
-        body = b""
-        if te:
-            if te != "chunked":
-                raise _BadRequest(501)
-            self._continue(req, conn)
-            chunks = []
-            while True:
-                szl = rf.readline(4096)
-                try:
-                    sz = int(szl.split(b";")[0].strip(), 16)
-                except ValueError:
-                    raise _BadRequest(400)
-                if sz == 0:
-                    while rf.readline(MAX_HEADER_BYTES) not in (b"\r\n", b"\n", b""):
-                        pass
-                    break
-                chunks.append(rf.read(sz))
-                rf.readline(4)
-            body = b"".join(chunks)
-        elif "content-length" in req.hdr:
-            cl = req.hdr["content-length"]
-            if not cl.isdigit():
-                raise _BadRequest(400)
-            n = int(cl)
-            if n > 0:
-                self._continue(req, conn)
-                body = rf.read(n)
-                if len(body) < n:
-                    return None
-        req.body = body
-        target = req.target
-        if target.startswith("http://") or target.startswith("https://"):
-            rest = target.split("://", 1)[1]
-            target = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
-        if not target.startswith("/"):
-            raise _BadRequest(400)
-        raw_path, _, req.raw_query = target.partition("?")
-        req.raw_query = req.raw_query.split("#", 1)[0]
-        try:
-            req.path = go_path_unescape(raw_path)
-        except ValueError:
-            raise _BadRequest(400)
-        return req
+    @staticmethod
+    def _unescape_path(raw_path):
+        return go_path_unescape(raw_path)
 
     @staticmethod
-    def _continue(req, conn):
-        if req.hdr.get("expect", "").lower() == "100-continue" and req.version == "HTTP/1.1":
-            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+    def _query_dict(raw_query):
+        return go_parse_query(raw_query)
 
-    def _serialize(self, req, resp):
-        """Go net/http: handler headers sorted, then Date, Content-Length, sniffed Content-Type,
-        Connection, Transfer-Encoding; bodies over 2048 bytes chunked; no body on 204/HEAD."""
-        body = resp.body
-        hdrs = {canonical_header_key(k): v for k, v in resp.headers.items()}
-        lines = ["HTTP/1.1 %d %s" % (resp.status, _REASONS.get(resp.status, "status code %d" % resp.status))]
-        for k in sorted(hdrs):
-            lines.append("%s: %s" % (k, hdrs[k]))
-        lines.append("Date: " + formatdate(self.now_ns() / 1e9, usegmt=True))
-        chunked, close = False, req.close
-        no_body = resp.status == 204 or resp.status == 304 or 100 <= resp.status < 200
-        if no_body:
-            body = b""
-        elif req.method == "HEAD" and not body:
-            pass
-        elif "Content-Length" not in hdrs:
-            if len(body) > CHUNK_THRESHOLD:
-                if req.version == "HTTP/1.1":
-                    chunked = True
-                else:
-                    close = True
-            else:
-                lines.append("Content-Length: %d" % len(body))
-        if body and "Content-Type" not in hdrs:
-            lines.append("Content-Type: text/plain; charset=utf-8")
-        if close and req.version == "HTTP/1.1":
-            lines.append("Connection: close")
-        elif req.version == "HTTP/1.0" and not close:
-            lines.append("Connection: keep-alive")
-        if chunked:
-            lines.append("Transfer-Encoding: chunked")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        if req.method == "HEAD":
-            return head, b"", close
-        if chunked:
-            body = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
-        return head, body, close
+    def _date(self):
+        return self.now_ns() / 1e9
 
     # -- response helpers ----------------------------------------------------------------------------
     @staticmethod
@@ -1472,7 +1052,7 @@ class VaultDouble:
         self._record(req)
         path = req.path
         if path.startswith("/_double/") or path == "/_double":
-            return self._control_endpoint(req)
+            return self._control_request(req)
         if listener.control_only:
             return _Resp(404, b"vault double control port: only /_double/ paths\n")
         slow = self._faults.get("slow", path)
@@ -1500,19 +1080,6 @@ class VaultDouble:
                 return self._logical(req, rel)
         except _HTTPError as e:
             return self._error(e.status, e.msg, e.headers)
-
-    def _redirect(self, req, path):
-        loc = quote(path, safe="/:@!$&'()*+,;=-._~")
-        if req.raw_query:
-            loc += "?" + req.raw_query
-        h = {"Cache-Control": "no-store", "Location": loc}
-        body = b""
-        if req.method in ("GET", "HEAD"):
-            h["Content-Type"] = "text/html; charset=utf-8"
-            body = ('<a href="%s">Moved Permanently</a>.\n\n' % loc.replace("&", "&amp;")
-                    .replace('"', "&#34;").replace("<", "&lt;").replace(">", "&gt;")
-                    .replace("'", "&#39;")).encode("utf-8")
-        return _Resp(301, body, h)
 
     def _is_sealed(self):
         return self.sealed or self._faults.peek("sealed") is not None
@@ -2628,99 +2195,62 @@ class VaultDouble:
         return self._error(405, multierror("unsupported operation"))
 
     # -- control endpoint (a path a real Vault never serves) --------------------------------------------
-    def _control_endpoint(self, req):
-        def ok(obj=None):
-            return _Resp(200, (json.dumps({"ok": True} if obj is None else obj) + "\n").encode(),
-                         {"Content-Type": "application/json"})
+    @staticmethod
+    def _control_json(obj):
+        return (json.dumps(obj) + "\n").encode()
 
-        def bad(msg):
-            return _Resp(400, (msg + "\n").encode())
+    def _control_state(self):
+        return {"faults": self.faults(), "sealed": self.sealed, "port": self.port,
+                "root_token": self.root_token, "unseal_key": self.unseal_key,
+                "clock_offset_s": self._offset_ns / 1e9,
+                "namespaces": sorted(self._ns), "tokens": len(self._tokens)}
 
-        path, m = req.path, req.method
-        try:
-            body = json.loads(req.body.decode("utf-8")) if req.body.strip() else {}
-        except ValueError as e:
-            return bad("bad JSON: %s" % e)
-        if not isinstance(body, dict):
-            return bad("body must be a JSON object")
-        for k, v in go_parse_query(req.raw_query).items():
-            body.setdefault(k, v[0])
-        try:
-            if path == "/_double/state" and m == "GET":
-                with self._lock:
-                    return ok({"faults": self.faults(), "sealed": self.sealed, "port": self.port,
-                               "root_token": self.root_token, "unseal_key": self.unseal_key,
-                               "clock_offset_s": self._offset_ns / 1e9,
-                               "namespaces": sorted(self._ns), "tokens": len(self._tokens)})
-            if path == "/_double/fault" and m in ("PUT", "POST"):
-                kind = body.pop("kind", None)
-                if not kind:
-                    return bad("need kind")
-                for k in ("ms", "status", "count", "duration_ms"):
-                    if k in body and body[k] is not None:
-                        body[k] = float(body[k]) if k in ("ms", "duration_ms") else int(body[k])
-                if isinstance(body.get("paths"), str):
-                    body["paths"] = [body["paths"]]
-                self.fault(kind, **body)
-                return ok()
-            if path.startswith("/_double/fault") and m == "DELETE":
-                kind = path[len("/_double/fault/"):] if path.startswith("/_double/fault/") else None
-                self.clear_fault(kind or None)
-                return ok()
-            if path == "/_double/advance" and m in ("PUT", "POST"):
-                self.advance(float(body.get("seconds", 0)))
-                return ok()
-            if path == "/_double/seal" and m in ("PUT", "POST"):
-                self.seal()
-                return ok()
-            if path == "/_double/unseal" and m in ("PUT", "POST"):
-                self.unseal()
-                return ok()
-            if path == "/_double/token" and m in ("PUT", "POST"):
-                kw = {k: body[k] for k in ("policies", "ttl", "renewable", "explicit_max_ttl", "period",
-                                           "num_uses", "token_id", "namespace") if k in body}
-                for k in ("ttl", "explicit_max_ttl", "period"):
-                    if k in kw:
-                        kw[k] = parse_duration_second(kw[k])
-                return ok({"token": self.create_token(**kw)})
-            if path == "/_double/revoke-token" and m in ("PUT", "POST"):
-                self.revoke_token(body["token"])
-                return ok()
-            if path == "/_double/expire-token" and m in ("PUT", "POST"):
-                self.expire_token(body["token"])
-                return ok()
-            if path == "/_double/approle" and m in ("PUT", "POST"):
-                kw = {k: body[k] for k in ("policies", "token_ttl", "token_max_ttl", "period",
-                                           "secret_id_num_uses", "secret_id_ttl", "bind_secret_id",
-                                           "role_id", "secret_id", "mount", "namespace") if k in body}
-                rid, sid = self.add_approle(body["name"], **kw)
-                return ok({"role_id": rid, "secret_id": sid})
-            if path == "/_double/policy" and m in ("PUT", "POST"):
-                self.set_policy(body["name"], body["rules"])
-                return ok()
-            if path == "/_double/gloo-secret" and m in ("PUT", "POST"):
-                kw = {k: body[k] for k in ("root_key", "path_prefix", "labels", "annotations",
-                                           "vault_namespace") if k in body}
-                v = self.seed_gloo_secret(body["namespace"], body["name"], body["secret"], **kw)
-                return ok({"version": v})
-            if path == "/_double/kv" and m in ("PUT", "POST"):
-                v = self.kv_put(body["key"], body["data"], mount=body.get("mount", "secret"),
-                                namespace=body.get("namespace", ""))
-                return ok({"version": v})
-            if path == "/_double/requests" and m == "GET":
-                reqs = self.requests(body.get("prefix"))
-                for r in reqs:
-                    r["body"] = r["body"].decode("utf-8", "replace")
-                return ok(reqs)
-            if path == "/_double/requests" and m == "DELETE":
-                self.clear_requests()
-                return ok()
-            if path == "/_double/reset" and m in ("PUT", "POST"):
-                self.reset()
-                return ok()
-        except (ValueError, KeyError, TypeError) as e:
-            return bad("%s: %s" % (type(e).__name__, e))
-        return _Resp(404, b"unknown control path or method\n")
+    @staticmethod
+    def _control_error(e):
+        return "%s: %s" % (type(e).__name__, e)
+
+    def _control_extra(self, path, m, body, ok):
+        if path == "/_double/advance" and m in ("PUT", "POST"):
+            self.advance(float(body.get("seconds", 0)))
+            return ok()
+        if path == "/_double/seal" and m in ("PUT", "POST"):
+            self.seal()
+            return ok()
+        if path == "/_double/unseal" and m in ("PUT", "POST"):
+            self.unseal()
+            return ok()
+        if path == "/_double/token" and m in ("PUT", "POST"):
+            kw = {k: body[k] for k in ("policies", "ttl", "renewable", "explicit_max_ttl", "period",
+                                       "num_uses", "token_id", "namespace") if k in body}
+            for k in ("ttl", "explicit_max_ttl", "period"):
+                if k in kw:
+                    kw[k] = parse_duration_second(kw[k])
+            return ok({"token": self.create_token(**kw)})
+        if path == "/_double/revoke-token" and m in ("PUT", "POST"):
+            self.revoke_token(body["token"])
+            return ok()
+        if path == "/_double/expire-token" and m in ("PUT", "POST"):
+            self.expire_token(body["token"])
+            return ok()
+        if path == "/_double/approle" and m in ("PUT", "POST"):
+            kw = {k: body[k] for k in ("policies", "token_ttl", "token_max_ttl", "period",
+                                       "secret_id_num_uses", "secret_id_ttl", "bind_secret_id",
+                                       "role_id", "secret_id", "mount", "namespace") if k in body}
+            rid, sid = self.add_approle(body["name"], **kw)
+            return ok({"role_id": rid, "secret_id": sid})
+        if path == "/_double/policy" and m in ("PUT", "POST"):
+            self.set_policy(body["name"], body["rules"])
+            return ok()
+        if path == "/_double/gloo-secret" and m in ("PUT", "POST"):
+            kw = {k: body[k] for k in ("root_key", "path_prefix", "labels", "annotations",
+                                       "vault_namespace") if k in body}
+            v = self.seed_gloo_secret(body["namespace"], body["name"], body["secret"], **kw)
+            return ok({"version": v})
+        if path == "/_double/kv" and m in ("PUT", "POST"):
+            v = self.kv_put(body["key"], body["data"], mount=body.get("mount", "secret"),
+                            namespace=body.get("namespace", ""))
+            return ok({"version": v})
+        return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -2842,12 +2372,7 @@ def _list_keys(store, prefix):
 # process entry point
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description="Vault HTTP API test double")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8200, help="0: any free port (printed)")
-    ap.add_argument("--control-port", type=int, default=None,
-                    help="also serve /_double/ on this port (reachable while the API port is down)")
+def _add_arguments(ap):
     ap.add_argument("--root-token", default="root")
     ap.add_argument("--kv-mount", action="append", default=None, metavar="PATH=VERSION",
                     help="KV engine (repeat); default secret=2")
@@ -2859,8 +2384,10 @@ def main(argv=None):
     ap.add_argument("--namespace", action="append", default=None, help="Enterprise namespace (repeat)")
     ap.add_argument("--error-style", default="plain", choices=("plain", "multierror"))
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--ready-file", help="write the port here once listening")
-    a = ap.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv, "Vault HTTP API test double", 8200, _add_arguments)
     mounts = None
     if a.kv_mount:
         mounts = {}
@@ -2889,24 +2416,7 @@ def main(argv=None):
         name, _, pols = spec.partition("=")
         rid, sid = d.add_approle(name, policies=[p for p in pols.split(",") if p])
         roles.append((name, rid, sid))
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    d.start()
-    if a.ready_file:
-        with open(a.ready_file + ".tmp", "w") as f:
-            f.write("%d\n" % d.port)
-        os.replace(a.ready_file + ".tmp", a.ready_file)
-    msg = "vault-double listening on %s" % d.url
-    if d.control_port:
-        msg += " (control on http://%s:%d)" % (a.host, d.control_port)
-    print(msg, flush=True)
-    for name, rid, sid in roles:
-        print("approle %s role_id=%s secret_id=%s" % (name, rid, sid), flush=True)
-    while not stop.wait(0.5):
-        pass
-    d.stop()
-    return 0
+    return serve(d, a, ["approle %s role_id=%s secret_id=%s" % r for r in roles])
 
 
 if __name__ == "__main__":
