@@ -1256,12 +1256,16 @@ static void *run(void *arg)
     while (!atomic_load(&d->stop)) {
         int64_t now = mono_ms(), next = now + 1000;
         /* start what may start: plain reads first (pass 0), then blocking queries within their
-         * share of the slots, round robin from the cursor so no watch starves */
-        for (uint32_t k = 0; k < 2 * d->nw && d->inflight < slots; k++) {
-            uint32_t i = (d->cursor + k) % d->nw;
+         * share of the slots, round robin from the cursor so no watch starves. The cursor
+         * moves once, after the scan, to just past the last watch started. */
+        uint32_t nw = d->nw;
+        bool started_any = false;
+        uint32_t last_started = 0;
+        for (uint32_t k = 0; k < 2 * nw && d->inflight < slots; k++) {
+            uint32_t i = (d->cursor + k) % nw;
             watch_t *w = d->w[i];
             bool plain = w->kind == WK_DCS || w->index == 0;
-            if (w->inflight || w->dead || (k < d->nw) != plain)
+            if (w->inflight || w->dead || (k < nw) != plain)
                 continue;
             if (!plain && d->inflight_blocking >= blocking_slots(d))
                 continue;
@@ -1281,8 +1285,11 @@ static void *run(void *arg)
                 w->not_before = now + 1000;
                 continue;
             }
-            d->cursor = (i + 1) % (d->nw ? d->nw : 1);
+            started_any = true;
+            last_started = i;
         }
+        if (started_any)
+            d->cursor = (last_started + 1) % nw;
         int running = 0;
         curl_multi_perform(d->multi, &running);
         CURLMsg *m;
