@@ -31,6 +31,7 @@ struct rv_consul_s {
     CURL *easy;
     CURLM *multi;
     struct curl_slist *hdrs;    /* token, auth */
+    struct curl_slist *connect_to;  /* CONSUL_TLS_SERVER_NAME: "name:port:host:port", or NULL */
     _Atomic bool cancelled;
 };
 
@@ -188,6 +189,42 @@ static int make_base(rv_consul_t *c)
     return 0;
 }
 
+int rv_consul_tls_target(const char *base, const char *server_name, char **url_base, char **connect_to)
+{
+    *url_base = *connect_to = NULL;
+    if (!base || !server_name || !server_name[0] || strncmp(base, "https://", 8) != 0)
+        return 0;
+    const char *h = base + 8, *end = h + strcspn(h, "/?#"), *hend, *port = NULL;
+    if (*h == '[') {    /* IPv6 literal: keep the brackets for CURLOPT_CONNECT_TO */
+        const char *rb = memchr(h, ']', (size_t)(end - h));
+        if (!rb)
+            return RV_EINVAL;
+        hend = rb + 1;
+    } else {
+        hend = memchr(h, ':', (size_t)(end - h));
+        if (!hend)
+            hend = end;
+    }
+    if (hend < end && *hend == ':')
+        port = hend + 1;
+    size_t hl = (size_t)(hend - h), pl = port ? (size_t)(end - port) : 3;
+    if (!hl || (port && !pl))
+        return RV_EINVAL;
+    const char *pv = port ? port : "443";
+    size_t n1 = strlen(server_name) + pl + strlen(end) + 16, n2 = strlen(server_name) + hl + 2 * pl + 4;
+    char *u = malloc(n1), *c = malloc(n2);
+    if (!u || !c) {
+        free(u);
+        free(c);
+        return RV_ENOMEM;
+    }
+    snprintf(u, n1, "https://%s:%.*s%s", server_name, (int)pl, pv, end);
+    snprintf(c, n2, "%s:%.*s:%.*s:%.*s", server_name, (int)pl, pv, (int)hl, h, (int)pl, pv);
+    *url_base = u;
+    *connect_to = c;
+    return 0;
+}
+
 rv_consul_t *rv_consul_new(const rv_consul_cfg_t *cfg)
 {
     pthread_once(&curl_once, curl_init_once);
@@ -210,6 +247,19 @@ rv_consul_t *rv_consul_new(const rv_consul_cfg_t *cfg)
     atomic_init(&c->cancelled, false);
     if (make_base(c) != 0)
         goto fail;
+    if (!c->unix_path && c->cfg.tls_server_name) {
+        char *nb, *ct;
+        if (rv_consul_tls_target(c->base, c->cfg.tls_server_name, &nb, &ct) != 0)
+            goto fail;
+        if (nb) {
+            free(c->base);
+            c->base = nb;
+            c->connect_to = curl_slist_append(NULL, ct);
+            free(ct);
+            if (!c->connect_to)
+                goto fail;
+        }
+    }
     c->easy = curl_easy_init();
     c->multi = curl_multi_init();
     if (!c->easy || !c->multi)
@@ -246,6 +296,7 @@ void rv_consul_free(rv_consul_t *c)
     if (c->multi)
         curl_multi_cleanup(c->multi);
     curl_slist_free_all(c->hdrs);
+    curl_slist_free_all(c->connect_to);
     free(c->base);
     free(c->unix_path);
     rv_consul_cfg_free(&c->cfg);
@@ -413,8 +464,10 @@ static int perform(rv_consul_t *c, const char *method, const char *path, uint64_
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
     }
-    /* CONSUL_TLS_SERVER_NAME: verify the certificate against this name (no SNI override in
-     * libcurl without CURLOPT_CONNECT_TO tricks, which need the port: left to the CA setup) */
+    /* CONSUL_TLS_SERVER_NAME: the URL names the server name (SNI, certificate check) and
+     * CURLOPT_CONNECT_TO sends the connection to the configured address (rv_consul_tls_target) */
+    if (c->connect_to)
+        curl_easy_setopt(e, CURLOPT_CONNECT_TO, c->connect_to);
     if (!get) {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
         if (body || !strcmp(method, "PUT")) {

@@ -62,6 +62,17 @@ int rv_consul_delete(rv_consul_t *c, const char *path, rv_consul_resp_t *out);
 void rv_consul_resp_free(rv_consul_resp_t *r);
 
 /*
+ * CONSUL_TLS_SERVER_NAME with libcurl, which takes the TLS name (SNI and certificate check)
+ * from the URL's host and has no option to set it apart: for an https base URL
+ * ("https://host[:port][/prefix]") and a server name, *url_base becomes
+ * "https://<server_name>:<port>[/prefix]" and *connect_to "<server_name>:<port>:<host>:<port>"
+ * (for CURLOPT_CONNECT_TO), so the connection still goes to host:port. Both malloc'd. When
+ * nothing applies (no name, not https), both are NULL. Returns 0, RV_EINVAL (base without a
+ * host), RV_ENOMEM. Any thread.
+ */
+int rv_consul_tls_target(const char *base, const char *server_name, char **url_base, char **connect_to);
+
+/*
  * Make the request c is blocked in (and every later one) fail at once with RV_EIO and err
  * "cancelled". Any thread; the client must stay allocated until its owner's call returns.
  * (Added by the KV source: stopping a watcher must not wait for a 5-minute blocking query.)

@@ -857,6 +857,7 @@ struct rv_disc_s {
     bool dirty;
     int64_t dirty_at, last_pub;
     struct curl_slist *hdrs;
+    struct curl_slist *connect_to;  /* CONSUL_TLS_SERVER_NAME (rv_consul_tls_target), or NULL */
 };
 
 static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
@@ -1095,6 +1096,8 @@ static int start_watch(rv_disc_t *d, watch_t *w)
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
         curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
     }
+    if (d->connect_to)
+        curl_easy_setopt(h, CURLOPT_CONNECT_TO, d->connect_to);
     if (curl_multi_add_handle(d->multi, h) != CURLM_OK)
         return RV_EIO;
     w->inflight = true;
@@ -1373,6 +1376,7 @@ static void disc_free(rv_disc_t *d)
     if (d->multi)
         curl_multi_cleanup(d->multi);
     curl_slist_free_all(d->hdrs);
+    curl_slist_free_all(d->connect_to);
     rv_disc_state_free(d->st);
     rv_disc_view_release(d->latest);
     free_strs(d->dcs, d->ndcs);
@@ -1410,6 +1414,20 @@ rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd)
         d->key_file = xstrdup(c->key_file);
         d->basic_auth = xstrdup(c->basic_auth);
         d->insecure = c->insecure_skip_verify;
+        d->tls_server_name = xstrdup(c->tls_server_name);
+    }
+    if (d->base && d->tls_server_name) {
+        char *nb, *ct;
+        if (rv_consul_tls_target(d->base, d->tls_server_name, &nb, &ct) != 0)
+            goto fail;
+        if (nb) {
+            free(d->base);
+            d->base = nb;
+            d->connect_to = curl_slist_append(NULL, ct);
+            free(ct);
+            if (!d->connect_to)
+                goto fail;
+        }
     }
     if (d->token) {
         char hdr[1024];

@@ -388,8 +388,36 @@ static void test_settings(void)
     nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+static void test_tls_target(void)
+{
+    char *u, *c;
+    int rc = rv_consul_tls_target("https://127.0.0.1:8501", "consul.example", &u, &c);
+    CHECK(rc == 0 && u && c && !strcmp(u, "https://consul.example:8501") &&
+              !strcmp(c, "consul.example:8501:127.0.0.1:8501"),
+          "server name in the URL, connection to the address (%s, %s)", u ? u : "-", c ? c : "-");
+    free(u);
+    free(c);
+    rc = rv_consul_tls_target("https://[::1]:8501/pfx", "c.local", &u, &c);
+    CHECK(rc == 0 && u && c && !strcmp(u, "https://c.local:8501/pfx") && !strcmp(c, "c.local:8501:[::1]:8501"),
+          "IPv6 address and path prefix (%s, %s)", u ? u : "-", c ? c : "-");
+    free(u);
+    free(c);
+    rc = rv_consul_tls_target("https://consul", "c.local", &u, &c);
+    CHECK(rc == 0 && u && !strcmp(u, "https://c.local:443") && !strcmp(c, "c.local:443:consul:443"),
+          "no port: 443");
+    free(u);
+    free(c);
+    rc = rv_consul_tls_target("http://127.0.0.1:8500", "c.local", &u, &c);
+    CHECK(rc == 0 && !u && !c, "plain http: nothing to do");
+    rc = rv_consul_tls_target("https://127.0.0.1:8501", NULL, &u, &c);
+    CHECK(rc == 0 && !u && !c, "no server name: nothing to do");
+    rc = rv_consul_tls_target("https://:8501", "c", &u, &c);
+    CHECK(rc == RV_EINVAL && !u && !c, "no host refused");
+}
+
 int main(void)
 {
+    test_tls_target();
     test_next_index();
     test_backoff();
     test_env();
