@@ -375,6 +375,7 @@ static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
         /* a new response (after a 100 Continue or a redirect): forget the previous headers */
         x->out->index = 0;
         x->out->known_leader = false;
+        x->out->has_known_leader = false;
     } else if (header_is(p, n, "X-Consul-Index", v, sizeof(v))) {
         char *end;
         errno = 0;
@@ -382,6 +383,7 @@ static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
         x->out->index = (!errno && end != v && !*end) ? (uint64_t)i : 0;
     } else if (header_is(p, n, "X-Consul-KnownLeader", v, sizeof(v))) {
         x->out->known_leader = !strcasecmp(v, "true");
+        x->out->has_known_leader = true;
     }
     return n;
 }

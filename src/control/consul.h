@@ -34,6 +34,7 @@ typedef struct rv_consul_resp_s {
     int status;             /* HTTP status; 0 when no response (connection error, timeout) */
     uint64_t index;         /* X-Consul-Index (0 when absent) */
     bool known_leader;      /* X-Consul-KnownLeader */
+    bool has_known_leader;  /* the header was present (absent: say nothing about the leader) */
     char *body;             /* response body, NUL-terminated (malloc'd; free with _resp_free) */
     size_t len;
     char err[256];          /* transport error or the server's plain-text error, for logs */

@@ -38,7 +38,9 @@ struct rv_kvsource_s {
 
 /* Process-wide health, for the admin thread. */
 static pthread_mutex_t health_mu = PTHREAD_MUTEX_INITIALIZER;
-static int health_state = -1;       /* -1 no source, 0 unhealthy (or not yet read), 1 healthy */
+/* -1 no source, 0 unhealthy (or not yet read), 1 healthy, 2 degraded: reads answer (?stale)
+ * but Consul says it has no known leader (X-Consul-KnownLeader: false) */
+static int health_state = -1;
 static char health_detail[384];
 static uint64_t reads_ok, reads_err;
 
@@ -190,7 +192,7 @@ bool rv_kvsource_healthy(char *detail, size_t n)
     if (detail && n)
         snprintf(detail, n, "%s", st < 0 ? "" : health_detail);
     pthread_mutex_unlock(&health_mu);
-    return st != 0;
+    return st < 0 || st == 1;
 }
 
 bool rv_kvsource_active(void)
@@ -216,8 +218,11 @@ void rv_kvsource_prometheus(FILE *f)
             "# HELP rivet_config_source_reads_total Reads of the config source by result.\n"
             "# TYPE rivet_config_source_reads_total counter\n"
             "rivet_config_source_reads_total{source=\"consul\",result=\"ok\"} %llu\n"
-            "rivet_config_source_reads_total{source=\"consul\",result=\"error\"} %llu\n",
-            st, (unsigned long long)ok, (unsigned long long)bad);
+            "rivet_config_source_reads_total{source=\"consul\",result=\"error\"} %llu\n"
+            "# HELP rivet_config_source_known_leader Whether the config source's last answer named a known leader (1) or not (0: degraded).\n"
+            "# TYPE rivet_config_source_known_leader gauge\n"
+            "rivet_config_source_known_leader{source=\"consul\"} %d\n",
+            st == 1, (unsigned long long)ok, (unsigned long long)bad, st != 2);
 }
 
 /* ---- watcher thread ------------------------------------------------------------------------ */
@@ -277,6 +282,7 @@ static void *watch(void *arg)
     char *prev = NULL;              /* last body handed over, to skip identical listings */
     size_t prevlen = 0;
     int64_t down_since = 0;
+    bool was_leaderless = false;    /* for log-once on the degraded state */
 
     while (!stopping(k)) {
         /* token bucket: the loop never runs faster than BUCKET_RATE, whatever Consul does */
@@ -344,8 +350,20 @@ static void *watch(void *arg)
                     rv_log_info("consul kv: watching %s/ (index %llu)", k->root, (unsigned long long)r.index);
                 state = 1;
             }
-            set_health(1, "consul kv %s/: healthy (index %llu%s)", k->root, (unsigned long long)r.index,
-                       r.known_leader ? "" : ", no known leader");
+            bool leaderless = r.has_known_leader && !r.known_leader;
+            if (leaderless != was_leaderless) {
+                if (leaderless)
+                    rv_log_warn("consul kv: Consul reports no known leader (X-Consul-KnownLeader: false); "
+                                "serving its stale answers, source degraded");
+                else if (was_leaderless)
+                    rv_log_info("consul kv: Consul has a known leader again");
+                was_leaderless = leaderless;
+            }
+            if (leaderless)
+                set_health(2, "consul kv %s/: degraded: no known leader (stale reads, index %llu); serving them",
+                           k->root, (unsigned long long)r.index);
+            else
+                set_health(1, "consul kv %s/: healthy (index %llu)", k->root, (unsigned long long)r.index);
             if (l == NULL || same || empty_again) {
                 /* nothing new for the control thread */
             }

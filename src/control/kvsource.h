@@ -63,7 +63,10 @@ void rv_kvsource_stop(rv_kvsource_t *k);
 
 /*
  * Health of the Consul KV source, any thread: true when healthy or when no KV source runs;
- * detail gets one line ("consul kv: healthy (index 42)", "consul kv: unhealthy since ...: ...").
+ * false when reads fail, and when they answer (?stale) but Consul reports no known leader
+ * (X-Consul-KnownLeader: false): "degraded", the config keeps serving either way.
+ * detail gets one line ("consul kv gloo/: healthy (index 42)", "... unhealthy: ...",
+ * "... degraded: no known leader ...").
  */
 bool rv_kvsource_healthy(char *detail, size_t n);
 
@@ -72,8 +75,9 @@ bool rv_kvsource_active(void);
 
 /*
  * Prometheus text for the KV source (nothing when none runs):
- *   rivet_config_source_healthy{source="consul"} 0|1
+ *   rivet_config_source_healthy{source="consul"} 0|1   (0 when failing or degraded)
  *   rivet_config_source_reads_total{source="consul",result="ok|error"} N
+ *   rivet_config_source_known_leader{source="consul"} 0|1   (0: degraded, no known leader)
  * Any thread.
  */
 void rv_kvsource_prometheus(FILE *f);

@@ -302,3 +302,25 @@ def test_tls_server_name_is_sni_and_verified_name(rivet, kv, double, tmp_path):
     finally:
         px.stop()
 
+
+def test_stale_without_leader_is_degraded_but_serves(rivet, kv, double):
+    """With ?stale, a leaderless Consul still answers (X-Consul-KnownLeader: false): rivet keeps
+    following it, but /ready detail and the gauges say the source is degraded, until a leader
+    is back."""
+    simple(kv, "before")
+    rv = start(rivet, kv, double, args=["--consul-allow-stale"])
+    assert metric(rv, "rivet_config_source_known_leader", source="consul") == 1
+    double.fault_leader_loss()
+    wait_for(lambda: "no known leader" in rv.admin_get("/ready").text, 6, msg="degraded in /ready detail")
+    r = rv.admin_get("/ready")
+    assert r.status == 200 and "degraded" in r.text, r.text
+    assert metric(rv, "rivet_config_source_healthy", source="consul") == 0
+    assert metric(rv, "rivet_config_source_known_leader", source="consul") == 0
+    assert rv.get("/").text == "before"
+    time.sleep(1.5)
+    assert rv.stderr().count("no known leader (X-Consul-KnownLeader: false)") == 1  # logged once
+    double.clear_fault()
+    wait_for(lambda: metric(rv, "rivet_config_source_known_leader", source="consul") == 1, 6, msg="leader back")
+    assert metric(rv, "rivet_config_source_healthy", source="consul") == 1
+    assert "healthy" in rv.admin_get("/ready").text
+    assert "Consul has a known leader again" in rv.stderr()
