@@ -222,6 +222,8 @@ struct rv_disc_state_s {
     char **dcs_read;            /* datacenters whose service list was read */
     uint32_t ndcs_read;
     hent_t *hosts[HOST_BUCKETS];
+    char **allow;               /* serviceTagsAllowlist; 0 = every service */
+    uint32_t nallow;
 };
 
 rv_disc_state_t *rv_disc_state_new(bool health)
@@ -265,6 +267,7 @@ void rv_disc_state_free(rv_disc_state_t *st)
         svc_free(st->svcs[i]);
     free(st->svcs);
     free_strs(st->dcs_read, st->ndcs_read);
+    free_strs(st->allow, st->nallow);
     for (int b = 0; b < HOST_BUCKETS; b++)
         for (hent_t *h = st->hosts[b], *nx; h; h = nx) {
             nx = h->next;
@@ -387,6 +390,38 @@ static void note_dc_read(rv_disc_state_t *st, const char *dc)
         st->ndcs_read++;
 }
 
+int rv_disc_state_allow_tags(rv_disc_state_t *st, char *const *tags, uint32_t n)
+{
+    char **v = n ? calloc(n, sizeof(char *)) : NULL;
+    if (n && !v)
+        return RV_ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        if (!(v[i] = strdup(tags[i]))) {
+            free_strs(v, i);
+            return RV_ENOMEM;
+        }
+    free_strs(st->allow, st->nallow);
+    st->allow = v;
+    st->nallow = n;
+    return 0;
+}
+
+/* The tags of service name in a catalog/services answer, or NULL when it is not listed or the
+ * allowlist excludes it (none of its tags is allowed). */
+static json_t *listed_tags(const rv_disc_state_t *st, json_t *root, const char *name)
+{
+    json_t *tags = json_object_get(root, name);
+    if (!tags || !st->nallow)
+        return tags;
+    for (size_t i = 0; i < json_array_size(tags); i++) {
+        const char *t = json_string_value(json_array_get(tags, i));
+        for (uint32_t k = 0; t && k < st->nallow; k++)
+            if (!strcmp(t, st->allow[k]))
+                return tags;
+    }
+    return NULL;
+}
+
 int rv_disc_set_services(rv_disc_state_t *st, const char *dc, const char *json, size_t len)
 {
     json_error_t je;
@@ -405,7 +440,7 @@ int rv_disc_set_services(rv_disc_state_t *st, const char *dc, const char *json, 
         }
     }
     json_object_foreach(root, name, tags) {
-        if (!name[0])
+        if (!name[0] || !listed_tags(st, root, name))
             continue;
         ssvc_t *s = svc_get(st, name, true);
         bool created = s && !sdc_get(s, dc, false);
@@ -435,7 +470,7 @@ int rv_disc_set_services(rv_disc_state_t *st, const char *dc, const char *json, 
     for (uint32_t i = 0; i < st->n;) {
         ssvc_t *s = st->svcs[i];
         sdc_t *d = sdc_get(s, dc, false);
-        if (d && !json_object_get(root, s->name)) {
+        if (d && !listed_tags(st, root, s->name)) {
             sdc_remove(s, d);
             changed = 1;
         }
@@ -1450,6 +1485,10 @@ rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd)
     d->o.consul = NULL;
     d->rng = (uint64_t)mono_ms() * 6364136223846793005ull + (uint64_t)getpid();
     d->st = rv_disc_state_new(o->health);
+    if (d->st && rv_disc_state_allow_tags(d->st, o->tags_allow, o->ntags_allow) != 0)
+        goto fail;
+    d->o.tags_allow = NULL;
+    d->o.ntags_allow = 0;
     d->multi = curl_multi_init();
     d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (!d->base || !d->st || !d->multi || d->efd < 0 || (d->token && !d->hdrs))

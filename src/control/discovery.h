@@ -106,6 +106,14 @@ int rv_disc_set_services(rv_disc_state_t *st, const char *dc, const char *json, 
  */
 int rv_disc_set_health(rv_disc_state_t *st, const char *name, const char *dc, const char *json, size_t len);
 
+/*
+ * consulDiscovery.serviceTagsAllowlist: from now on only services whose catalog tags (in a
+ * datacenter) include at least one of tags are kept, as Gloo does; n == 0 allows every service.
+ * Takes effect at the next rv_disc_set_services of each datacenter. tags are copied.
+ * Returns 0 or RV_ENOMEM (state untouched).
+ */
+int rv_disc_state_allow_tags(rv_disc_state_t *st, char *const *tags, uint32_t n);
+
 /* Number of distinct services the state lists (any datacenter). */
 uint32_t rv_disc_service_count(const rv_disc_state_t *st);
 
@@ -120,6 +128,8 @@ typedef struct rv_disc_opts_s {
     uint32_t ndcs;
     bool health;                /* default true: only passing instances get traffic */
     bool stale;                 /* ?stale on discovery reads */
+    char **tags_allow;          /* serviceTagsAllowlist (copied); NULL/0 = every service */
+    uint32_t ntags_allow;
     int wait_ms;                /* blocking wait; 0 = 60 000 */
     uint32_t max_inflight;      /* concurrent queries; 0 = 256 */
 } rv_disc_opts_t;

@@ -117,6 +117,31 @@ static void test_state(void)
     rv_disc_state_free(st);
 }
 
+static void test_allowlist(void)
+{
+    rv_disc_state_t *st = rv_disc_state_new(true);
+    char *allow[] = { "edge", "public" };
+    CHECK_INT(rv_disc_state_allow_tags(st, allow, 2), 0, "allowlist set");
+    const char *svcs = "{\"consul\":[],\"web\":[\"v1\",\"edge\"],\"db\":[\"primary\"],\"api\":[\"public\"]}";
+    CHECK_INT(rv_disc_set_services(st, "dc1", svcs, strlen(svcs)), 1, "allowlist: first answer");
+    rv_disc_view_t *v = rv_disc_view_build(st);
+    CHECK(v && v->nsvcs == 2 && rv_disc_find(v, "web") && rv_disc_find(v, "api") && !rv_disc_find(v, "db") &&
+              !rv_disc_find(v, "consul"),
+          "allowlist: only services with one of the tags are discovered");
+    rv_disc_view_release(v);
+    /* web loses its allowed tag: it goes, as if deregistered */
+    const char *later = "{\"consul\":[],\"web\":[\"v1\"],\"db\":[\"primary\"],\"api\":[\"public\"]}";
+    CHECK_INT(rv_disc_set_services(st, "dc1", later, strlen(later)), 1, "allowlist: losing the tag is a change");
+    v = rv_disc_view_build(st);
+    CHECK(v && v->nsvcs == 1 && !rv_disc_find(v, "web") && rv_disc_find(v, "api"), "allowlist: web gone");
+    rv_disc_view_release(v);
+    /* an empty allowlist allows every service */
+    CHECK_INT(rv_disc_state_allow_tags(st, NULL, 0), 0, "allowlist cleared");
+    CHECK_INT(rv_disc_set_services(st, "dc1", later, strlen(later)), 1, "no allowlist: every service");
+    CHECK_INT(rv_disc_service_count(st), 4, "no allowlist: four services");
+    rv_disc_state_free(st);
+}
+
 static void test_names(void)
 {
     char out[128];
@@ -313,6 +338,7 @@ static void test_snapshot(void)
 int main(void)
 {
     test_state();
+    test_allowlist();
     test_names();
     test_snapshot();
     TEST_DONE();
