@@ -35,6 +35,31 @@ def canonical_header_key(name):
     return "".join(out)
 
 
+def go_clean_path(p):
+    """net/http cleanPath: path.Clean, keeping a trailing slash."""
+    if p == "":
+        return "/"
+    if p[0] != "/":
+        p = "/" + p
+    parts = []
+    for seg in p.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(seg)
+    np = "/" + "/".join(parts)
+    if p.endswith("/") and np != "/":
+        np += "/"
+    return np
+
+
+def _unhex(c):
+    return int(c, 16) if c in "0123456789abcdefABCDEF" else None
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP plumbing
 

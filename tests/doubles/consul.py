@@ -45,11 +45,11 @@ import uuid
 from urllib.parse import quote_plus
 
 try:
-    from ._common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key,  # noqa: F401
-                          DoubleBase, _ClientGone, _Faults, _Listener, _Resp, parse_args, serve)
+    from ._common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key, go_clean_path,  # noqa: F401
+                          _unhex, DoubleBase, _ClientGone, _Faults, _Listener, _Resp, parse_args, serve)
 except ImportError:  # run as a script: python3 tests/doubles/consul.py
-    from _common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key,  # noqa: F401
-                         DoubleBase, _ClientGone, _Faults, _Listener, _Resp, parse_args, serve)
+    from _common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key, go_clean_path,  # noqa: F401
+                         _unhex, DoubleBase, _ClientGone, _Faults, _Listener, _Resp, parse_args, serve)
 
 __all__ = ["ConsulDouble", "main"]
 
@@ -129,10 +129,6 @@ def parse_go_duration(s):
     return -total if neg else total
 
 
-def _unhex(c):
-    return int(c, 16) if c in "0123456789abcdefABCDEF" else None
-
-
 def go_unescape(s, query):
     """url.QueryUnescape (query=True: '+' is space) / url.PathUnescape; ValueError when bad."""
     out = bytearray()
@@ -183,27 +179,6 @@ def go_query_encode(q):
         for v in q[k]:
             parts.append(quote_plus(k, safe="") + "=" + quote_plus(v, safe=""))
     return "&".join(parts)
-
-
-def go_clean_path(p):
-    """net/http cleanPath: path.Clean, keeping a trailing slash."""
-    if p == "":
-        return "/"
-    if p[0] != "/":
-        p = "/" + p
-    parts = []
-    for seg in p.split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(seg)
-    np = "/" + "/".join(parts)
-    if p.endswith("/") and np != "/":
-        np += "/"
-    return np
 
 
 def go_json(obj, pretty=False):

@@ -47,11 +47,11 @@ from decimal import Decimal
 from urllib.parse import parse_qsl
 
 try:
-    from ._common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key,  # noqa: F401
-                          DoubleBase, _Faults, _Listener, _Resp, parse_args, serve)
+    from ._common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key, go_clean_path,  # noqa: F401
+                          _unhex, DoubleBase, _Faults, _Listener, _Resp, parse_args, serve)
 except ImportError:  # run as a script: python3 tests/doubles/vault.py
-    from _common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key,  # noqa: F401
-                         DoubleBase, _Faults, _Listener, _Resp, parse_args, serve)
+    from _common import (CHUNK_THRESHOLD, MAX_HEADER_BYTES, canonical_header_key, go_clean_path,  # noqa: F401
+                         _unhex, DoubleBase, _Faults, _Listener, _Resp, parse_args, serve)
 
 __all__ = ["VaultDouble", "gloo_tls", "gloo_aws", "gloo_secret_document", "gloo_secret_key",
            "gloo_secret_api_path", "main"]
@@ -250,31 +250,6 @@ def as_float64(obj):
     if isinstance(obj, (list, tuple)):
         return [as_float64(v) for v in obj]
     return obj
-
-
-def go_clean_path(p):
-    """net/http ServeMux cleanPath: path.Clean, keeping a trailing slash."""
-    if p == "":
-        return "/"
-    if p[0] != "/":
-        p = "/" + p
-    parts = []
-    for seg in p.split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if parts:
-                parts.pop()
-            continue
-        parts.append(seg)
-    np = "/" + "/".join(parts)
-    if p.endswith("/") and np != "/":
-        np += "/"
-    return np
-
-
-def _unhex(c):
-    return int(c, 16) if c in "0123456789abcdefABCDEF" else None
 
 
 def go_path_unescape(s):
