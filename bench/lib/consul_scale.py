@@ -17,7 +17,8 @@ also serves with a tiny HTTP/1.1 backend answering "a\\n" and "b\\n". It prints
 
 Bench-only control (paths a real Consul never serves):
     PUT /_bench/check/<service-id>?status=passing|critical   one check change (one index bump)
-    GET /_bench/stats     {"requests": {path kind: n}, "blocking_now": n, "registered": n}
+    GET /_bench/stats     {"requests": {path kind: n}, "blocking_now": n, "registered": n,
+                           "live_reads": [[monotonic time of arrival, ?index], ...] of svc-live}
 
 FastCatalog below is copied, with small changes (request counters, the backend, the HTTP
 control), from tests/integ/consul_scale.py, written by the discovery engineer: the conformance
@@ -52,6 +53,7 @@ class FastCatalog:
         self.blocking_queries = 0
         self.requests = {}      # "services" | "health" | "health_blocking" | ... -> count
         self.sid_service = {}   # service id -> service name
+        self.live_reads = []    # (time.monotonic() on arrival, ?index) of svc-live's health reads
         fc = self
 
         class H(BaseHTTPRequestHandler):
@@ -82,6 +84,9 @@ class FastCatalog:
                 elif u.path.startswith("/v1/health/service/"):
                     fc.count("health_" + kind)
                     name = unquote(u.path[len("/v1/health/service/"):])
+                    if name == LIVE:
+                        with fc.cond:
+                            fc.live_reads.append((time.monotonic(), index))
                     idx, body = fc.block(index, wait_s, lambda: (fc.svc_index.get(name, fc.list_index),
                                                                  fc.health_json(name)))
                 elif u.path == "/v1/catalog/datacenters":
@@ -90,7 +95,8 @@ class FastCatalog:
                 elif u.path == "/_bench/stats":
                     with fc.cond:
                         body = json.dumps({"requests": fc.requests, "blocking_now": fc.blocking_queries,
-                                           "registered": sum(len(v) for v in fc.svcs.values())}).encode()
+                                           "registered": sum(len(v) for v in fc.svcs.values()),
+                                           "live_reads": fc.live_reads[-500:]}).encode()
                     idx = None
                 else:
                     fc.count("other")

@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -512,7 +513,8 @@ class Run:
             rec["ready_s"] = time.monotonic() - t0
             # every service an Upstream and every endpoint in /config_dump (polled every 0.5 s,
             # as tests/integ/consul_scale.py does), then traffic through svc-live
-            want_ups, want_eps = a.consul_services + 1, total + 2
+            # config_dump lists the endpoints that receive traffic: live-b (critical) is not one
+            want_ups, want_eps = a.consul_services + 1, total + 1
             ups = eps = 0
             dump_bytes = 0
             converged = None
@@ -578,6 +580,17 @@ class Run:
             rec["rss_after_kb"] = measure.tree_rss_kb(t.proxy_pids())
             rec["hwm_after_kb"] = _status_kb(t.proc.pid, "VmHWM")
             rec["blocking_open"] = s1.get("blocking_now", -1)
+            # when rivet read svc-live's health (CLOCK_MONOTONIC is the same in both processes):
+            # the longest gap between two reads after convergence bounds how late a change is seen
+            reads = [x[0] for x in s1.get("live_reads", []) if x[0] >= converged]
+            gaps = [b - a_ for a_, b in zip(reads, reads[1:])]
+            rec["live_reads"] = len(reads)
+            rec["live_read_gap_max_s"] = max(gaps) if gaps else float("nan")
+            rec["live_read_gap_med_s"] = statistics.median(gaps) if gaps else float("nan")
+            rec["after_converge_s"] = time.monotonic() - converged
+            log(f"  consul-scale: rivet read svc-live's health {len(reads)} times in the "
+                f"{rec['after_converge_s']:.0f} s after convergence; gap between reads: median "
+                f"{rec['live_read_gap_med_s']:.1f} s, max {rec['live_read_gap_max_s']:.1f} s")
             req = s1.get("requests", {})
             for k in ("services_plain", "services_blocking", "health_plain", "health_blocking"):
                 rec["consul_" + k] = req.get(k, 0)
@@ -674,13 +687,24 @@ class Run:
         raw = os.path.join(a.results_dir, f"{'quick-' if a.quick else ''}{stamp}.txt")
         report.write_raw(raw, self.meta, self.records)
         log(f"raw results: {os.path.relpath(raw, ROOT)}")
-        md = report.render(self.meta, self.records, raw_path=os.path.relpath(raw, ROOT))
+        md = report.render(self.meta, self.records, raw_path=os.path.relpath(raw, ROOT),
+                           separate=separate_scale(a.results_dir, raw))
         print(md)
         if a.doc:
             with open(a.doc, "w") as f:
                 f.write(md)
             log(f"report written to {os.path.relpath(a.doc, ROOT)}")
         return 0
+
+
+def separate_scale(results_dir, this_raw):
+    """The latest separate consul-scale measurement (opt-in scenario), paths relative to the
+    repository, for a report whose own run did not measure it."""
+    found = report.latest_with(results_dir, "consul-scale", exclude=this_raw)
+    if not found:
+        return None
+    path, meta, recs = found
+    return os.path.relpath(os.path.abspath(path), ROOT), meta, recs
 
 
 def _status_kb(pid, field):
@@ -733,7 +757,10 @@ def machine_info(a):
         "nginx": "nginx " + _stderr(["nginx", "-v"]).split("/")[-1].strip(),
         "haproxy": " ".join(_cmd(["haproxy", "-v"]).split()[:3]) or "haproxy ?",
         "wrk": " ".join(_cmd(["wrk", "-v"]).split()[:2]) or "wrk ?",
-        "rivet": (rivet_ver[0] if rivet_ver else "-") + f" (work tree at git {rev}{', with uncommitted changes' if dirty else ''})",
+        "rivet": (rivet_ver[0] if rivet_ver else "-") + (
+            f" (work tree at git {rev}{', with uncommitted changes' if dirty else ''})"
+            if os.path.abspath(a.rivet) == os.path.join(ROOT, "build", "rivet")
+            else f" (binary {a.rivet}; work tree at git {rev})"),
         "duration_s": a.duration, "scale_duration_s": a.scale_duration, "rounds": a.rounds, "warmup_s": a.warmup,
         "proxy_cpu": a.proxy_cpu, "load_cpu": a.load_cpu, "noise_pct": a.noise_pct,
         "max_retries": a.max_retries, "quiet_wait_s": a.quiet_wait, "idle_conns": a.idle_conns,
@@ -838,7 +865,10 @@ def parse_args(argv):
     if a.route_layouts is None:
         a.route_layouts = ["spread"] if q else ["spread", "one-vhost"]
     if a.doc is None:
-        a.doc = None if q else os.path.join(ROOT, "doc", "benchmarks.md")
+        # a run of the opt-in consul-scale scenario alone leaves the doc to the full run, whose
+        # report shows the latest consul-scale raw file of --results-dir
+        only_optin = set(a.scenarios) <= {"consul-scale"} and a.scenarios != ["all"]
+        a.doc = None if q or only_optin else os.path.join(ROOT, "doc", "benchmarks.md")
     elif a.doc == "none":
         a.doc = None
     if a.scenarios == ["all"]:
@@ -866,7 +896,8 @@ def main(argv):
         meta, recs = report.read_raw(a.report_only)
         if a.note:
             meta["note"] = (meta.get("note", "") + " " + a.note).strip()
-        md = report.render(meta, recs, raw_path=os.path.relpath(os.path.abspath(a.report_only), ROOT))
+        md = report.render(meta, recs, raw_path=os.path.relpath(os.path.abspath(a.report_only), ROOT),
+                           separate=separate_scale(a.results_dir, a.report_only))
         if a.doc:
             with open(a.doc, "w") as f:
                 f.write(md)
