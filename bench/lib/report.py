@@ -537,9 +537,12 @@ def consul_sections(meta, recs, w, separate=None):
               f"services take turns (doc/internals/discovery.md), so a health change is seen "
               f"when its service's turn comes: the health-change times depend on where that "
               f"sweep is and vary from change to change."
-              + (f" The catalog logged rivet's reads of `svc-live`: {r['live_reads']} in the "
-                 f"{r.get('after_converge_s', float('nan')):.0f} s after convergence, a median "
-                 f"gap of {r.get('live_read_gap_med_s', float('nan')):.1f} s between two reads and "
-                 f"a longest gap of {r.get('live_read_gap_max_s', float('nan')):.1f} s (a change "
-                 f"can wait that long)." if r.get("live_reads") else ""))
+              + (f" After convergence rivet made {r['health_blocking_per_s']:.0f} blocking "
+                 f"health reads/s, one per service every "
+                 f"{(r['services'] + 1) / max(r['health_blocking_per_s'], 1e-9):.0f} s on average; "
+                 f"the catalog logged its reads of `svc-live`: {r['live_reads']} in the "
+                 f"{r['after_converge_s']:.0f} s after convergence, the first "
+                 f"{r['live_first_read_s']:.1f} s after it, and the longest stretch without "
+                 f"a read {r['live_read_gap_max_s']:.1f} s (a change made then waits that long)."
+                 if "live_first_read_s" in r else ""))
             w("")
