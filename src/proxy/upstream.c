@@ -265,10 +265,24 @@ static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events)
         return;
     if (!u->owner) {
         /* idle: the server closed, reset or sent unsolicited bytes - it is no longer usable.
+         * An EPOLLIN edge alone may be stale: the last response can reach the socket in two
+         * wakeups, the first event's read takes all of it and the connection is pooled before
+         * the second edge is delivered. Closing on that edge would churn the pool (a new
+         * upstream connection per request under load), so look for a byte first.
          * A late EPOLLOUT edge must still be remembered: it will not come again. */
-        if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
             up_close(u);
-        else if (events & EPOLLOUT)
+            return;
+        }
+        if (events & EPOLLIN) {
+            char c;
+            ssize_t n = recv(u->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+                up_close(u);
+                return;
+            }
+        }
+        if (events & EPOLLOUT)
             u->can_write = true;
         return;
     }
