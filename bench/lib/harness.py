@@ -573,6 +573,14 @@ class Run:
                 log(f"  consul-scale: {sid} -> {status}: "
                     + (f"traffic changed after {ms / 1000:.2f} s" if ms is not None
                        else f"not seen in traffic within {a.consul_timeout:.0f} s"))
+                if ms is None:
+                    # the next steps start from the state this one should have produced: with
+                    # it unseen, they would be seen at once (a false 0 s), so they are not run
+                    rec["health_not_run"] = a.consul_health_changes - i - 1
+                    if rec["health_not_run"]:
+                        log(f"  consul-scale: the {rec['health_not_run']} further change(s) not "
+                            f"run (they assume this one was applied)")
+                    break
             s1 = consul_scale.stats(cat_port)
             rec["health_ms"] = ",".join("nan" if x != x else f"{x:.1f}" for x in samples)
             rec["health_changes"] = len(samples)

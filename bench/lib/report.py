@@ -504,7 +504,8 @@ def consul_sections(meta, recs, w, separate=None):
           "change* flips one check of `svc-live` in the catalog (one index bump) and is timed "
           "to the first data-path answer that shows it: `live-b` turning passing, to the first "
           "answer from it; `live-a` turning critical, to the first of 4 answers in a row from "
-          "`live-b` (round robin); then back. One round: a fresh rivet.")
+          "`live-b` (round robin); then back. A change not seen within the time bound "
+          "(--consul-timeout) ends the series. One round: a fresh rivet.")
         w("")
         w("| services × instances | endpoints | catalog registered in | rivet /ready | converged | "
           "first request through svc-live | rivet RSS (peak) | rivet CPU to converge | "
@@ -519,6 +520,8 @@ def consul_sections(meta, recs, w, separate=None):
                 continue
             hs = [float(x) for x in str(r.get("health_ms", "")).split(",") if x]
             hcell = ", ".join("**not seen**" if x != x else f"{x / 1000:.2f} s" for x in hs) or "—"
+            if r.get("health_not_run"):
+                hcell += f" ({r['health_not_run']} more not run: they assume the unseen one applied)"
             w("| " + " | ".join([
                 f"{r['services']:,} × {r['instances']}", f"{r['endpoints']:,}",
                 f"{r['register_s']:.1f} s", f"{r['ready_s']:.1f} s", f"{r['converge_s']:.1f} s",
