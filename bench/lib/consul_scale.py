@@ -18,7 +18,9 @@ also serves with a tiny HTTP/1.1 backend answering "a\\n" and "b\\n". It prints
 Bench-only control (paths a real Consul never serves):
     PUT /_bench/check/<service-id>?status=passing|critical   one check change (one index bump)
     GET /_bench/stats     {"requests": {path kind: n}, "blocking_now": n, "registered": n,
-                           "live_reads": [[monotonic time of arrival, ?index], ...] of svc-live}
+                           "live_reads": [[monotonic time of arrival, ?index], ...] of svc-live,
+                           "unread_since": services not read since ?since=T (time.monotonic),
+                           "unread_names": the first 10 of them, "reads_since_median"/"_max"}
 
 FastCatalog below is copied, with small changes (request counters, the backend, the HTTP
 control), from tests/integ/consul_scale.py, written by the discovery engineer: the conformance
@@ -54,6 +56,7 @@ class FastCatalog:
         self.requests = {}      # "services" | "health" | "health_blocking" | ... -> count
         self.sid_service = {}   # service id -> service name
         self.live_reads = []    # (time.monotonic() on arrival, ?index) of svc-live's health reads
+        self.reads = {}         # service -> arrival times of its health reads
         fc = self
 
         class H(BaseHTTPRequestHandler):
@@ -84,17 +87,25 @@ class FastCatalog:
                 elif u.path.startswith("/v1/health/service/"):
                     fc.count("health_" + kind)
                     name = unquote(u.path[len("/v1/health/service/"):])
-                    if name == LIVE:
-                        with fc.cond:
-                            fc.live_reads.append((time.monotonic(), index))
+                    with fc.cond:
+                        now = time.monotonic()
+                        fc.reads.setdefault(name, []).append(now)
+                        if name == LIVE:
+                            fc.live_reads.append((now, index))
                     idx, body = fc.block(index, wait_s, lambda: (fc.svc_index.get(name, fc.list_index),
                                                                  fc.health_json(name)))
                 elif u.path == "/v1/catalog/datacenters":
                     fc.count("datacenters")
                     idx, body = fc.raft, b'["dc1"]'
                 elif u.path == "/_bench/stats":
+                    since = float(q.get("since", ["0"])[0] or 0)
                     with fc.cond:
-                        body = json.dumps({"requests": fc.requests, "blocking_now": fc.blocking_queries,
+                        unread = sorted(n for n in fc.svcs
+                                        if not any(t >= since for t in fc.reads.get(n, ())))
+                        per = sorted(sum(1 for t in fc.reads.get(n, ()) if t >= since) for n in fc.svcs)
+                        body = json.dumps({"unread_since": len(unread), "unread_names": unread[:10],
+                                           "reads_since_median": per[len(per) // 2] if per else 0,
+                                           "reads_since_max": per[-1] if per else 0,"requests": fc.requests, "blocking_now": fc.blocking_queries,
                                            "registered": sum(len(v) for v in fc.svcs.values()),
                                            "live_reads": fc.live_reads[-500:]}).encode()
                     idx = None
@@ -276,8 +287,8 @@ def set_check(port, service_id, status):
     return st == 200
 
 
-def stats(port):
-    st, body = _call(port, "GET", "/_bench/stats")
+def stats(port, since=0.0):
+    st, body = _call(port, "GET", "/_bench/stats?since=%.6f" % since)
     return json.loads(body) if st == 200 else {}
 
 

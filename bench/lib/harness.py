@@ -581,7 +581,7 @@ class Run:
                         log(f"  consul-scale: the {rec['health_not_run']} further change(s) not "
                             f"run (they assume this one was applied)")
                     break
-            s1 = consul_scale.stats(cat_port)
+            s1 = consul_scale.stats(cat_port, since=converged)
             rec["health_ms"] = ",".join("nan" if x != x else f"{x:.1f}" for x in samples)
             rec["health_changes"] = len(samples)
             rec["health_failures"] = sum(1 for x in samples if x != x)
@@ -601,6 +601,15 @@ class Run:
             hb = (s1.get("requests", {}).get("health_blocking", 0)
                   - s0.get("requests", {}).get("health_blocking", 0))
             rec["health_blocking_per_s"] = hb / rec["after_converge_s"]
+            # every service's health reads after convergence: a service read 0 times was starved
+            rec["unread_services"] = s1.get("unread_since", -1)
+            rec["unread_names"] = ",".join(s1.get("unread_names", []))
+            rec["reads_per_service_median"] = s1.get("reads_since_median", -1)
+            rec["reads_per_service_max"] = s1.get("reads_since_max", -1)
+            log(f"  consul-scale: health reads per service after convergence: median "
+                f"{rec['reads_per_service_median']}, max {rec['reads_per_service_max']}; "
+                f"{rec['unread_services']} of {a.consul_services + 1} services not read at all"
+                + (f" (first: {rec['unread_names']})" if rec["unread_names"] else ""))
             log(f"  consul-scale: after convergence rivet made {rec['health_blocking_per_s']:.0f} "
                 f"blocking health reads/s (one per service every "
                 f"{(a.consul_services + 1) / max(rec['health_blocking_per_s'], 1e-9):.0f} s on "

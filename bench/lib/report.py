@@ -543,9 +543,21 @@ def consul_sections(meta, recs, w, separate=None):
               + (f" After convergence rivet made {r['health_blocking_per_s']:.0f} blocking "
                  f"health reads/s, one per service every "
                  f"{(r['services'] + 1) / max(r['health_blocking_per_s'], 1e-9):.0f} s on average; "
-                 f"the catalog logged its reads of `svc-live`: {r['live_reads']} in the "
-                 f"{r['after_converge_s']:.0f} s after convergence, the first "
-                 f"{r['live_first_read_s']:.1f} s after it, and the longest stretch without "
-                 f"a read {r['live_read_gap_max_s']:.1f} s (a change made then waits that long)."
-                 if "live_first_read_s" in r else ""))
+                 + (f"the catalog logged its reads of `svc-live`: {r['live_reads']} in the "
+                    f"{r['after_converge_s']:.0f} s after convergence, the first "
+                    f"{r['live_first_read_s']:.1f} s after it, and the longest stretch without "
+                    f"a read {r['live_read_gap_max_s']:.1f} s (a change made then waits that long)."
+                    if r["live_reads"] else
+                    f"**rivet did not read `svc-live`'s health at all in the "
+                    f"{r['after_converge_s']:.0f} s after convergence**, so no change to it "
+                    f"could reach traffic.")
+                 if "live_first_read_s" in r else "")
+              + (f" Health reads per service in that time: median {r['reads_per_service_median']}, "
+                 f"max {r['reads_per_service_max']}; **{r['unread_services']} of "
+                 f"{r['services'] + 1:,} services were not read at all** (first: "
+                 f"{str(r.get('unread_names', '')).replace(',', ', ')})."
+                 if r.get("unread_services", 0) > 0 else
+                 (f" Health reads per service in that time: median "
+                  f"{r['reads_per_service_median']}, max {r['reads_per_service_max']}; every "
+                  f"service was read." if "unread_services" in r else "")))
             w("")
