@@ -1295,7 +1295,7 @@ static void *run(void *arg)
         int64_t now = mono_ms(), next = now + 1000;
         /* start what may start: plain reads first (pass 0), then blocking queries within their
          * share of the slots, round robin from the cursor so no watch starves. The cursor
-         * moves once, after the scan, to just past the last watch started. */
+         * moves once, after the scan, to just past the last blocking watch started. */
         uint32_t nw = d->nw;
         bool started_any = false;
         uint32_t last_started = 0;
@@ -1323,8 +1323,13 @@ static void *run(void *arg)
                 w->not_before = now + 1000;
                 continue;
             }
-            started_any = true;
-            last_started = i;
+            /* Only blocking starts move the cursor: a plain read (a first read, or the retry
+             * after a failure) can sit anywhere, and letting it pull the cursor back would
+             * restart the round robin from there and starve the watches at the end. */
+            if (!plain) {
+                started_any = true;
+                last_started = i;
+            }
         }
         if (started_any)
             d->cursor = (last_started + 1) % nw;
