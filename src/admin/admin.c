@@ -203,9 +203,18 @@ static void handle(int fd)
         rv_control_sources_prometheus(f);
     } else if (rv_str_eq(path, RV_STR("/config_dump"))) {
         ctype = "application/json";
-        rv_snapshot_t *s = rv_control_current();
-        if (s) {
-            fwrite(s->config_json, 1, s->config_json_len, f);
+        rv_snapshot_t *s;
+        rv_endpoint_set_t *es;
+        if (rv_control_current_pair(&s, &es)) {
+            /* endpoints as served: the snapshot's, or the endpoint set published since */
+            size_t n = 0;
+            char *js = es ? rv_endpoint_set_dump_json(s, es, &n) : NULL;
+            if (js)
+                fwrite(js, 1, n, f);
+            else
+                fwrite(s->config_json, 1, s->config_json_len, f);
+            free(js);
+            rv_endpoint_set_release(es);
             rv_snapshot_release(s);
         } else {
             fputs("{}\n", f);

@@ -403,6 +403,7 @@ void cfg_jb_vint(jbuf_t *b, long long v);
 
 /* Write snap's listeners and clusters as JSON into snap->config_json (arena). 0 or RV_ENOMEM. */
 int cfg_dump_json(rv_snapshot_t *snap);
+int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, char **out, size_t *outlen);
 
 /* Source text of a regex compiled for snap (translate.c), "" when unknown. */
 const char *cfg_regex_pattern(const rv_snapshot_t *snap, const rv_regex_t *re);

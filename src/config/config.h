@@ -179,6 +179,24 @@ int rv_kv_parse_key(const char *root, const char *key, int *kind, const char **n
  */
 int rv_store_load_kv(rv_store_t *st, const rv_settings_t *s, const char *root, const rv_kv_pair_t *kv, size_t n);
 
+/*
+ * The initial endpoint set of snap: its own cluster table, no copy (takes a reference on snap).
+ * Returns NULL on OOM. Any thread holding a reference on snap.
+ */
+rv_endpoint_set_t *rv_endpoint_set_initial(rv_snapshot_t *snap);
+
+/* Take / drop a reference on an endpoint set. The last release frees it and drops its
+ * snapshot reference (any thread). NULL is ignored by release. */
+void rv_endpoint_set_ref(rv_endpoint_set_t *es);
+void rv_endpoint_set_release(rv_endpoint_set_t *es);
+
+/*
+ * /config_dump JSON of snap with the endpoints of es (es NULL or initial: snap->config_json
+ * copied). Returns a malloc'd NUL-terminated string and its length in *len, NULL on OOM.
+ * Any thread holding references on both.
+ */
+char *rv_endpoint_set_dump_json(const rv_snapshot_t *snap, const rv_endpoint_set_t *es, size_t *len);
+
 /* Take / drop a reference. The last release frees the snapshot (any thread). */
 void rv_snapshot_ref(rv_snapshot_t *snap);
 void rv_snapshot_release(rv_snapshot_t *snap);

@@ -351,7 +351,11 @@ static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t l
     }
 }
 
-int cfg_dump_json(rv_snapshot_t *snap)
+/*
+ * The /config_dump JSON of snap with the cluster table clusters (snap->clusters, or an
+ * endpoint set's copy): malloc'd into *out / *outlen. RV_ENOMEM. Any thread.
+ */
+int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, char **out, size_t *outlen)
 {
     static const char *const lbs[] = { "roundRobin", "leastRequest", "random" };
     jbuf_t jb = { 0 }, *b = &jb;
@@ -387,7 +391,7 @@ int cfg_dump_json(rv_snapshot_t *snap)
     cfg_jb_key(b, "clusters");
     cfg_jb_open(b, '[');
     for (uint32_t i = 0; i < snap->nclusters; i++) {
-        const rv_cluster_t *c = &snap->clusters[i];
+        const rv_cluster_t *c = &clusters[i];
         cfg_jb_open(b, '{');
         cfg_jb_kstr(b, "name", c->name);
         cfg_jb_kstr(b, "lb", rv_cstr(lbs[c->lb <= RV_LB_RANDOM ? c->lb : 0]));
@@ -414,8 +418,20 @@ int cfg_dump_json(rv_snapshot_t *snap)
         free(b->p);
         return RV_ENOMEM;
     }
-    snap->config_json = rv_arena_strndup(&snap->arena, b->p, b->len);
-    snap->config_json_len = b->len;
-    free(b->p);
+    *out = b->p;
+    *outlen = b->len;
+    return 0;
+}
+
+int cfg_dump_json(rv_snapshot_t *snap)
+{
+    char *p = NULL;
+    size_t len = 0;
+    int rc = cfg_dump_json_with(snap, snap->clusters, &p, &len);
+    if (rc != 0)
+        return rc;
+    snap->config_json = rv_arena_strndup(&snap->arena, p, len);
+    snap->config_json_len = len;
+    free(p);
     return snap->config_json ? 0 : RV_ENOMEM;
 }

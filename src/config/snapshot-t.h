@@ -236,4 +236,26 @@ typedef struct rv_snapshot_s {
     void (*free_hook)(struct rv_snapshot_s *); /* releases regex codes etc.; may be NULL */
 } rv_snapshot_t;
 
+/* ---- endpoint sets ----------------------------------------------------------------- */
+
+/*
+ * The endpoints the workers use, per cluster of one snapshot, published apart from the
+ * snapshot so that a Consul endpoint change does not rebuild route tables or TLS contexts.
+ * clusters[i] is snap->clusters[i] (same name, lb, index, stat_id) with eps/neps/total_weight
+ * of this set. A snapshot's initial set shares snap->clusters (initial = true); a set built
+ * from a newer discovery view (rv_endpoint_set_build) copies the cluster table into its own
+ * arena. Immutable once published; holds a reference on snap. Workers adopt sets the way they
+ * adopt snapshots (one pending slot per worker) and requests pin the set they started on.
+ */
+typedef struct rv_endpoint_set_s {
+    rv_arena_t arena;           /* owns the copied cluster table and endpoints (unless initial) */
+    _Atomic long refs;          /* publication holds one; each worker generation one */
+    rv_snapshot_t *snap;        /* the snapshot whose cluster indexes this set follows (ref held) */
+    uint64_t version;           /* 1 for a snapshot's initial set, +1 for each later one */
+    rv_cluster_t *clusters;     /* snap->nclusters entries */
+    uint32_t nclusters;
+    uint64_t nendpoints;        /* sum of neps */
+    bool initial;               /* clusters == snap->clusters */
+} rv_endpoint_set_t;
+
 #endif

@@ -38,7 +38,24 @@ typedef struct snap_priv_s {
     const char **pat;           /* source of re[i] (arena), for the JSON dump */
     uint32_t nre, capre;
     bool uses_consul;           /* explicit consul Upstream or consul destination present */
+    struct csel_s *csel;        /* Consul-fed clusters and how they select instances (arena) */
+    uint32_t ncsel;
+    bool has_view;              /* built with a discovery view (view_fp is its fingerprint) */
+    uint64_t view_fp;           /* rv_disc_view fingerprint: services, known, tags, health, synced */
 } snap_priv_t;
+
+/* CSEL_*: how a Consul-fed cluster takes instances (rv_endpoint_set_build redoes it). */
+enum { CSEL_UPSTREAM = 1, CSEL_DISCOVERED, CSEL_DEST };
+
+/* One Consul-fed cluster: enough to recompute its endpoints from a newer view. */
+typedef struct csel_s {
+    uint32_t cluster;           /* index in snap->clusters */
+    int kind;                   /* CSEL_* */
+    const char *service;        /* Consul service name (arena) */
+    strs_t dcs, want, deny;     /* copies in the arena */
+    bool empty;                 /* had no endpoint at build time (its owner carries a Warning) */
+    bool nomatch;               /* ... and no instance was selected (the Warning's wording) */
+} csel_t;
 
 /* One resource during a build. */
 typedef struct tres_s {
@@ -81,6 +98,7 @@ typedef struct bctx_s {
     vec_t clusters;             /* rv_cluster_t, copied into the arena when complete */
     vec_t cdests;               /* cdest_key_t: clusters made for route consul destinations */
     bool uses_consul;
+    vec_t csels;                /* csel_t of the Consul-fed clusters */
     uint32_t routes_total;      /* routes translated so far (bounded) */
     bool oom;
 } bctx_t;
@@ -478,6 +496,38 @@ static const char *consul_problem(bctx_t *b, const rv_disc_svc_t *svc, uint32_t 
     return "no instance address resolves";
 }
 
+/* A copy of l in the snapshot arena (b->oom on failure). */
+static strs_t astrs(bctx_t *b, const strs_t *l)
+{
+    strs_t r = { 0 };
+    if (!l || !l->n)
+        return r;
+    r.v = anew(b, l->n * sizeof(char *));
+    if (!r.v)
+        return (strs_t){ 0 };
+    for (uint32_t i = 0; i < l->n; i++)
+        r.v[i] = (char *)astr(b, l->v[i]).ptr;
+    r.n = l->n;
+    return r;
+}
+
+/* Remember how Consul-fed cluster idx selects instances, for rv_endpoint_set_build. */
+static void record_csel(bctx_t *b, uint32_t idx, int kind, const char *service, const strs_t *dcs,
+                        const strs_t *want, const strs_t *deny, bool empty, bool nomatch)
+{
+    csel_t *cs = vec_push(b, &b->csels, sizeof(*cs));
+    if (!cs)
+        return;
+    cs->cluster = idx;
+    cs->kind = kind;
+    cs->service = astr(b, service).ptr;
+    cs->dcs = astrs(b, dcs);
+    cs->want = astrs(b, want);
+    cs->deny = astrs(b, deny);
+    cs->empty = empty;
+    cs->nomatch = nomatch;
+}
+
 static void consul_cluster(bctx_t *b, tres_t *t, rv_cluster_t *c, const cus_t *cu)
 {
     b->uses_consul = true;
@@ -489,6 +539,8 @@ static void consul_cluster(bctx_t *b, tres_t *t, rv_cluster_t *c, const cus_t *c
         consul_endpoints(b, svc, &f, &eps, &nsel);
     }
     set_endpoints(b, c, &eps);
+    record_csel(b, c->index, CSEL_UPSTREAM, cu->service, &cu->dcs, &cu->instance_tags, &cu->blacklist,
+                c->neps == 0, nsel == 0);
     if (!c->neps && !b->oom)
         addmsg(b, t, false, "consul service '%s': %s; requests to this upstream get 503", cu->service,
                consul_problem(b, svc, nsel));
@@ -505,6 +557,7 @@ static void discovered_cluster(bctx_t *b, tres_t *t, rv_cluster_t *c)
     isel_t f = { &none, &none, NULL };
     consul_endpoints(b, svc, &f, &eps, &nsel);
     set_endpoints(b, c, &eps);
+    record_csel(b, c->index, CSEL_DISCOVERED, svc->name.ptr, NULL, NULL, NULL, c->neps == 0, nsel == 0);
     if (!c->neps && !b->oom)
         addmsg(b, t, false, "consul service '%s': %s; requests to this upstream get 503", svc->name.ptr,
                consul_problem(b, svc, nsel));
@@ -689,6 +742,7 @@ static uint32_t consul_dest_cluster(bctx_t *b, tres_t *owner, bool warn, const c
     }
     c = (rv_cluster_t *)b->clusters.v + idx;
     set_endpoints(b, c, &eps);
+    record_csel(b, idx, CSEL_DEST, d->service, &d->dcs, &d->tags, NULL, c->neps == 0, nsel == 0);
     if (!c->neps && !b->oom && warn)
         addmsg(b, owner, false, "%s: consul service '%s': %s; requests get 503", where, d->service,
                consul_problem(b, svc, nsel));
@@ -1651,6 +1705,147 @@ static void free_regexes(rv_snapshot_t *snap)
     sp->nre = sp->capre = 0;
 }
 
+/* ---- endpoint sets ----------------------------------------------------------------- */
+
+/* FNV-1a over s and a separator byte. */
+static uint64_t fp_str(uint64_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    h ^= 0xff;
+    return h * 0x100000001b3ull;
+}
+
+/*
+ * Fingerprint of what a build takes from a view besides instances: health mode, synced, and
+ * per service its name, known flag and tag union (discovered Upstreams and statuses follow
+ * them). Two views with the same fingerprint differ only in instances.
+ */
+static uint64_t rv_disc_view_fingerprint(const rv_disc_view_t *v)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    char f[3] = { v->health ? 'h' : '-', v->synced ? 's' : '-', 0 };
+    h = fp_str(h, f, 2);
+    for (uint32_t i = 0; i < v->nsvcs; i++) {
+        const rv_disc_svc_t *sv = &v->svcs[i];
+        h = fp_str(h, sv->name.ptr, sv->name.len);
+        h = fp_str(h, sv->known ? "k" : "-", 1);
+        for (uint32_t k = 0; k < sv->ntags; k++)
+            h = fp_str(h, sv->tags[k].ptr, sv->tags[k].len);
+    }
+    return h;
+}
+
+rv_endpoint_set_t *rv_endpoint_set_initial(rv_snapshot_t *snap)
+{
+    rv_endpoint_set_t *es = calloc(1, sizeof(*es));
+    if (!es)
+        return NULL;
+    rv_arena_init(&es->arena, 1024);
+    atomic_init(&es->refs, 1);
+    rv_snapshot_ref(snap);
+    es->snap = snap;
+    es->version = 1;
+    es->clusters = snap->clusters;
+    es->nclusters = snap->nclusters;
+    es->initial = true;
+    for (uint32_t i = 0; i < snap->nclusters; i++)
+        es->nendpoints += snap->clusters[i].neps;
+    return es;
+}
+
+void rv_endpoint_set_ref(rv_endpoint_set_t *es)
+{
+    atomic_fetch_add_explicit(&es->refs, 1, memory_order_relaxed);
+}
+
+void rv_endpoint_set_release(rv_endpoint_set_t *es)
+{
+    if (!es || atomic_fetch_sub_explicit(&es->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    rv_arena_free(&es->arena);
+    rv_snapshot_release(es->snap);
+    free(es);
+}
+
+int rv_endpoint_set_build(rv_snapshot_t *snap, const rv_disc_view_t *view, uint64_t prev_version,
+                          rv_endpoint_set_t **out)
+{
+    const snap_priv_t *sp = (const snap_priv_t *)snap;
+    *out = NULL;
+    if (!view || !sp->has_view || rv_disc_view_fingerprint(view) != sp->view_fp)
+        return RV_EAGAIN;
+    rv_endpoint_set_t *es = calloc(1, sizeof(*es));
+    if (!es)
+        return RV_ENOMEM;
+    rv_arena_init(&es->arena, 64 * 1024);
+    atomic_init(&es->refs, 1);
+    rv_snapshot_ref(snap);
+    es->snap = snap;
+    es->version = prev_version + 1;
+    es->nclusters = snap->nclusters;
+    int rc = 0;
+    bctx_t b = { .a = &es->arena, .view = view };
+    if (snap->nclusters) {
+        es->clusters = anew(&b, snap->nclusters * sizeof(rv_cluster_t));
+        if (es->clusters)
+            memcpy(es->clusters, snap->clusters, snap->nclusters * sizeof(rv_cluster_t));
+    }
+    for (uint32_t i = 0; i < sp->ncsel && !b.oom && rc == 0; i++) {
+        const csel_t *cs = &sp->csel[i];
+        if (cs->cluster >= snap->nclusters)
+            continue;
+        rv_cluster_t *c = &es->clusters[cs->cluster];
+        c->eps = NULL;
+        c->neps = 0;
+        c->total_weight = 0;
+        const rv_disc_svc_t *svc = rv_disc_find(view, cs->service);
+        vec_t eps = { 0 };
+        uint32_t nsel = 0;
+        if (svc) {
+            isel_t f = { &cs->dcs, &cs->want, cs->kind == CSEL_UPSTREAM ? &cs->deny : NULL };
+            consul_endpoints(&b, svc, &f, &eps, &nsel);
+            if (cs->kind == CSEL_DEST && !nsel) {
+                isel_t all = { NULL, NULL, NULL };
+                consul_endpoints(&b, svc, &all, &eps, &nsel);
+            }
+        }
+        set_endpoints(&b, c, &eps);
+        free(eps.v);
+        if ((c->neps == 0) != cs->empty || (cs->empty && (nsel == 0) != cs->nomatch))
+            rc = RV_EAGAIN;     /* a status would change: the caller rebuilds */
+    }
+    if (b.oom && rc == 0)
+        rc = RV_ENOMEM;
+    if (rc != 0) {
+        rv_endpoint_set_release(es);
+        return rc;
+    }
+    for (uint32_t i = 0; i < es->nclusters; i++)
+        es->nendpoints += es->clusters[i].neps;
+    *out = es;
+    return 0;
+}
+
+char *rv_endpoint_set_dump_json(const rv_snapshot_t *snap, const rv_endpoint_set_t *es, size_t *len)
+{
+    if (!es || es->initial || es->snap != snap) {
+        char *p = malloc(snap->config_json_len + 1);
+        if (!p)
+            return NULL;
+        memcpy(p, snap->config_json, snap->config_json_len);
+        p[snap->config_json_len] = '\0';
+        *len = snap->config_json_len;
+        return p;
+    }
+    char *p = NULL;
+    if (cfg_dump_json_with(snap, es->clusters, &p, len) != 0)
+        return NULL;
+    return p;
+}
+
 void rv_snapshot_ref(rv_snapshot_t *snap)
 {
     atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
@@ -1772,6 +1967,15 @@ static int build_once(rv_store_t *st, const rv_settings_t *s, const rv_disc_view
         translate_vs(&b, b.by[RK_VS][i]);
     finish_clusters(&b);
     b.sp->uses_consul = b.uses_consul;
+    if (b.csels.n && !b.oom) {
+        b.sp->csel = anew(&b, b.csels.n * sizeof(csel_t));
+        if (b.sp->csel) {
+            memcpy(b.sp->csel, b.csels.v, b.csels.n * sizeof(csel_t));
+            b.sp->ncsel = b.csels.n;
+        }
+    }
+    b.sp->has_view = view != NULL;
+    b.sp->view_fp = view ? rv_disc_view_fingerprint(view) : 0;
     if (!b.oom)
         build_statuses(&b);
     if (!b.oom && cfg_dump_json(&b.sp->snap) != 0)
@@ -1814,6 +2018,7 @@ out:
     free(b.disc);
     free(b.clusters.v);
     free(b.cdests.v);
+    free(b.csels.v);
     for (int k = 0; k < RK_COUNT; k++)
         free(b.by[k]);
     free(order);

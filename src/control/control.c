@@ -62,6 +62,8 @@
 
 static pthread_mutex_t cur_mu = PTHREAD_MUTEX_INITIALIZER;
 static rv_snapshot_t *cur;          /* holds one reference; guarded by cur_mu */
+static rv_endpoint_set_t *cur_es;   /* endpoint set of cur published since, or NULL (cur's own
+                                     * endpoints); one reference; guarded by cur_mu */
 static atomic_bool is_ready;
 
 typedef struct ctl_s {
@@ -123,6 +125,19 @@ rv_snapshot_t *rv_control_current(void)
     return s;
 }
 
+bool rv_control_current_pair(rv_snapshot_t **snap, rv_endpoint_set_t **es)
+{
+    pthread_mutex_lock(&cur_mu);
+    *snap = cur;
+    *es = cur ? cur_es : NULL;
+    if (*snap)
+        rv_snapshot_ref(*snap);
+    if (*es)
+        rv_endpoint_set_ref(*es);
+    pthread_mutex_unlock(&cur_mu);
+    return *snap != NULL;
+}
+
 bool rv_control_ready(void) { return atomic_load(&is_ready); }
 
 static void set_current(rv_snapshot_t *s)
@@ -130,10 +145,52 @@ static void set_current(rv_snapshot_t *s)
     rv_snapshot_ref(s);
     pthread_mutex_lock(&cur_mu);
     rv_snapshot_t *old = cur;
+    rv_endpoint_set_t *old_es = cur_es;
     cur = s;
+    cur_es = NULL;
     pthread_mutex_unlock(&cur_mu);
+    rv_endpoint_set_release(old_es);
     if (old)
         rv_snapshot_release(old);
+}
+
+/*
+ * A discovery view changed only instances: build an endpoint set for the current snapshot and
+ * publish it, leaving route tables, listeners, TLS and statuses as they are. Returns 0 when
+ * published (or nothing moved), RV_EAGAIN when the view needs a rebuild (service list,
+ * tags or an Upstream's emptiness changed: see rv_endpoint_set_build), another error
+ * otherwise (the caller rebuilds). Control thread.
+ */
+static int publish_view_endpoints(ctl_t *c)
+{
+    rv_snapshot_t *snap = rv_control_current();
+    if (!snap)
+        return RV_EAGAIN;
+    pthread_mutex_lock(&cur_mu);
+    uint64_t prev = cur_es ? cur_es->version : 1;
+    pthread_mutex_unlock(&cur_mu);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    rv_endpoint_set_t *es = NULL;
+    int rc = rv_endpoint_set_build(snap, c->view, prev, &es);
+    if (rc == 0)
+        rc = rv_dataplane_publish_endpoints(es);
+    if (rc == 0) {
+        pthread_mutex_lock(&cur_mu);
+        rv_endpoint_set_t *old = cur_es;
+        cur_es = es;
+        es = NULL;
+        pthread_mutex_unlock(&cur_mu);
+        rv_endpoint_set_release(old);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+        long long us = (long long)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+        rv_log_info("consul discovery: endpoints updated in place, config version %llu kept (endpoint set %llu, "
+                    "%llu endpoints, %lld us control-thread CPU)", (unsigned long long)snap->version,
+                    (unsigned long long)prev + 1, (unsigned long long)cur_es->nendpoints, us);
+    }
+    rv_endpoint_set_release(es);
+    rv_snapshot_release(snap);
+    return rc;
 }
 
 static int status_key_cmp(const rv_status_t *a, const rv_status_t *b)
@@ -259,6 +316,11 @@ static int reload(ctl_t *c, bool force)
         rv_stats_reload(false);
         return changed;
     }
+    if (c->view_changed && !changed && !c->settings_moved && !force && c->serving &&
+        publish_view_endpoints(c) == 0) {
+        c->view_changed = false;    /* only instances moved: no re-translation */
+        return 0;
+    }
     if (c->view_changed) {
         changed = 1;    /* endpoints (and statuses) moved: never skipped as "identical" */
         c->view_changed = false;
@@ -271,6 +333,8 @@ static int reload(ctl_t *c, bool force)
         return 0;
 
     rv_snapshot_t *s = NULL;
+    struct timespec cpu0, cpu1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
     bool catalog_only;
     bool discover = rv_disc_override_enabled(&catalog_only) || c->settings.consul_discovery;
     int rc = rv_snapshot_build_disc(c->store, &c->settings, c->view, discover, &s);
@@ -302,8 +366,10 @@ static int reload(ctl_t *c, bool force)
     if (c->serving)
         rv_dataplane_publish(s);
     rv_stats_reload(true);
-    rv_log_info("config version %llu published (%u listeners, %u routes, %u upstreams, %u rejected)",
-                (unsigned long long)s->version, s->nlisteners, s->nroutes, s->nclusters, s->nrejected);
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+    rv_log_info("config version %llu published (%u listeners, %u routes, %u upstreams, %u rejected; %lld us "
+                "control-thread CPU)", (unsigned long long)s->version, s->nlisteners, s->nroutes, s->nclusters,
+                s->nrejected, (long long)(cpu1.tv_sec - cpu0.tv_sec) * 1000000 + (cpu1.tv_nsec - cpu0.tv_nsec) / 1000);
     if (old)
         rv_snapshot_release(old);
     rv_snapshot_release(s);
@@ -812,8 +878,11 @@ out:
     free(c.kv_ident);
     pthread_mutex_lock(&cur_mu);
     rv_snapshot_t *s = cur;
+    rv_endpoint_set_t *ses = cur_es;
     cur = NULL;
+    cur_es = NULL;
     pthread_mutex_unlock(&cur_mu);
+    rv_endpoint_set_release(ses);
     if (s)
         rv_snapshot_release(s);
     if (c.store)

@@ -33,6 +33,13 @@ int rv_control_run(const rv_control_opts_t *o);
  */
 rv_snapshot_t *rv_control_current(void);
 
+/*
+ * The snapshot currently served and the endpoint set published for it since (NULL when it
+ * still serves its own endpoints), each with a reference taken (release both). Returns false
+ * (both NULL) before the first publication. Any thread.
+ */
+bool rv_control_current_pair(rv_snapshot_t **snap, rv_endpoint_set_t **es);
+
 /* Whether the first snapshot is serving (for /ready). Any thread. */
 bool rv_control_ready(void);
 

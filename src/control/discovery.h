@@ -179,4 +179,17 @@ int rv_snapshot_build_disc(rv_store_t *st, const rv_settings_t *s, const rv_disc
  * must run even when discovery of every service is off). Any thread holding a reference. */
 bool rv_snapshot_uses_consul(const rv_snapshot_t *snap);
 
+/*
+ * A new endpoint set for snap from a newer discovery view, without translating anything:
+ * snap's cluster table copied, the endpoints of its Consul-fed clusters recomputed from view
+ * with the selection each was built with (datacenters, tags, health); static clusters keep
+ * snap's arrays. version is prev_version + 1.
+ * Returns 0 and *out (one reference), or RV_EAGAIN when view cannot be applied without a
+ * rebuild: snap was built without a view, the service list (names, tags, known, health mode,
+ * synced) differs from the one snap was built with, or a cluster went from some endpoints to
+ * none or back (its Upstream's Warning status would change). RV_ENOMEM. Control thread.
+ */
+int rv_endpoint_set_build(rv_snapshot_t *snap, const rv_disc_view_t *view, uint64_t prev_version,
+                          rv_endpoint_set_t **out);
+
 #endif

@@ -519,6 +519,8 @@ static void reply_unparsed(rv_dp_conn_t *d, int status, rv_str_t body, uint32_t 
     d->s = s;
     s->gen = w->cur;
     s->gen->inflight++;
+    s->eg = w->ecur;
+    s->eg->inflight++;
     s->series = s->gen->noroute;
     s->start_ms = rv_loop_now(&w->loop);
     s->start_wall_ms = rv_dp_wall_ms(w);
@@ -546,6 +548,8 @@ static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
     d->s = s;
     s->gen = w->cur;
     s->gen->inflight++;
+    s->eg = w->ecur;
+    s->eg->inflight++;
     s->series = s->gen->noroute;
     s->start_ms = rv_loop_now(loop);
     s->start_wall_ms = rv_dp_wall_ms(w);
@@ -678,7 +682,7 @@ static void end_request(rv_dp_conn_t *d)
         rv_dp_up_release(d, reuse);
     }
     if (s->ep_counted >= 0 && s->cluster) {
-        rv_lb_state_t *lb = &s->gen->lb[s->cluster->index];
+        rv_lb_state_t *lb = &s->eg->lb[s->cluster->index];
         if (lb->active[s->ep_counted])
             lb->active[s->ep_counted]--;
         s->ep_counted = -1;
@@ -687,6 +691,8 @@ static void end_request(rv_dp_conn_t *d)
     rv_timer_stop(&w->loop, &s->t_try);
     rv_dp_gen_unpin(w, s->gen);
     s->gen = NULL;
+    rv_dp_epgen_unpin(w, s->eg);
+    s->eg = NULL;
     rv_dp_arena_put(w, s->arena);
     s->arena = NULL;
     d->pre_len = 0;

@@ -68,11 +68,21 @@ typedef struct rv_dp_gen_s {
     rv_snapshot_t *snap;
     long inflight;
     struct rv_dp_gen_s *next;       /* retired list */
-    rv_lb_state_t *lb;              /* one per cluster */
     rv_series_t **series;           /* per route index: first of (ndests or 1) slots */
     uint32_t *series_off;           /* route index -> offset in series */
     rv_series_t *noroute;           /* requests answered before a route was chosen */
 } rv_dp_gen_t;
+
+/* One endpoint set as seen by one worker, pinned per request like rv_dp_gen_t. Its
+ * load-balancer state follows the set's endpoint arrays: a request decrements the active
+ * counters of the set it started on, so counters never index another set's array. */
+typedef struct rv_dp_epgen_s {
+    rv_endpoint_set_t *es;          /* the worker's reference */
+    long inflight;
+    struct rv_dp_epgen_s *next;     /* retired list */
+    rv_lb_state_t *lb;              /* one per cluster */
+    uint32_t *active;               /* every cluster's active[] in one block */
+} rv_dp_epgen_t;
 
 typedef struct rv_dp_listener_s {
     rv_io_t io;
@@ -114,6 +124,7 @@ typedef struct rv_dp_stream_s {
     rv_dp_conn_t *d;                /* the connection it belongs to */
     struct rv_dp_stream_s *fnext;   /* worker free list */
     rv_dp_gen_t *gen;
+    rv_dp_epgen_t *eg;              /* endpoint set pinned with gen (same snapshot) */
     const rv_listener_cfg_t *lcfg;
     const rv_vhost_t *vh;
     const rv_route_t *route;
@@ -234,12 +245,15 @@ struct rv_dp_worker_s {
     rv_loop_t loop;
     int evfd;
     rv_io_t evio;
-    _Atomic(rv_snapshot_t *) pending;   /* shared: next snapshot (with a reference for us) */
+    _Atomic(rv_endpoint_set_t *) pending; /* shared: next endpoint set (a reference for us); a
+                                         * set of another snapshot brings that snapshot along */
     _Atomic uint64_t adopted;           /* shared: version of the snapshot being served */
+    _Atomic(const void *) adopted_es;   /* shared: the endpoint set being served (identity only) */
     _Atomic bool stop_req;              /* shared */
     int64_t stop_deadline;
     bool stopping;
     rv_dp_gen_t *cur, *retired;
+    rv_dp_epgen_t *ecur, *eretired;     /* ecur->es->snap == cur->snap */
     rv_dp_listener_t *listeners;
     int *preopened;                     /* start(): fds for the first snapshot's listeners */
     rv_dp_conn_t *conns;                /* live downstream connections */
@@ -278,6 +292,7 @@ rv_dp_stream_t *rv_dp_stream_get(rv_dp_worker_t *w, rv_dp_conn_t *d);
 void rv_dp_stream_put(rv_dp_worker_t *w, rv_dp_stream_t *s);
 void rv_dp_arena_put(rv_dp_worker_t *w, rv_arena_t *a);
 void rv_dp_gen_unpin(rv_dp_worker_t *w, rv_dp_gen_t *g);
+void rv_dp_epgen_unpin(rv_dp_worker_t *w, rv_dp_epgen_t *e);
 void rv_dp_listener_unref(rv_dp_worker_t *w, rv_dp_listener_t *l);
 int64_t rv_dp_wall_ms(rv_dp_worker_t *w);
 

@@ -485,7 +485,7 @@ static void start_try(rv_dp_conn_t *d, int mode)
     rv_dp_worker_t *w = d->w;
     rv_dp_stream_t *s = d->s;
     const rv_cluster_t *c = s->cluster;
-    rv_lb_state_t *lb = &s->gen->lb[c->index];
+    rv_lb_state_t *lb = &s->eg->lb[c->index];
     int ep = s->ep;
     if (mode != TRY_STALE || ep < 0) {
         ep = rv_lb_pick(c, lb, mode == TRY_RETRY && s->ep >= 0 ? (uint32_t)s->ep : UINT32_MAX);
@@ -547,14 +547,16 @@ void rv_dp_proxy_start(rv_dp_conn_t *d)
     s->dest = &a->dests[di];
     if (s->route->index < snap->nroutes)
         s->series = s->gen->series[s->gen->series_off[s->route->index] + di];
-    if (s->dest->cluster == RV_NO_CLUSTER || s->dest->cluster >= snap->nclusters ||
-        snap->clusters[s->dest->cluster].neps == 0) {
-        if (s->dest->cluster < snap->nclusters)
-            s->cluster = &snap->clusters[s->dest->cluster];
+    /* endpoints come from the endpoint set the request pinned (same cluster indexes) */
+    const rv_endpoint_set_t *es = s->eg->es;
+    if (s->dest->cluster == RV_NO_CLUSTER || s->dest->cluster >= es->nclusters ||
+        es->clusters[s->dest->cluster].neps == 0) {
+        if (s->dest->cluster < es->nclusters)
+            s->cluster = &es->clusters[s->dest->cluster];
         rv_dp_local_reply(d, 503, RV_STR("no healthy upstream"), RV_STR_NULL, DP_F_UH);
         return;
     }
-    s->cluster = &snap->clusters[s->dest->cluster];
+    s->cluster = &es->clusters[s->dest->cluster];
     if (!s->arena && !(s->arena = rv_dp_arena_get(w))) {
         rv_ctr_add(&w->st->oom, 1);
         rv_dp_local_reply(d, 503, RV_STR("out of memory"), RV_STR_NULL, DP_F_OM);

@@ -3,11 +3,13 @@
  * snapshot adoption at loop boundaries, SO_REUSEPORT listeners, accept, and the per-worker
  * free lists (buffers, arenas) the request path draws from.
  *
- * Snapshot hand-off: publish() gives each worker its own reference through an atomic
- * "pending" slot and wakes it with an eventfd. The worker adopts it between two loop
- * iterations; requests pin the generation they started on with a worker-local counter, and
- * the worker drops its reference when a retired generation's counter reaches zero. So no
- * atomic operation happens per request.
+ * Hand-off: publish() gives each worker its own reference to the snapshot's initial endpoint
+ * set, publish_endpoints() to a later set of the same snapshot, through an atomic "pending"
+ * slot, and wakes it with an eventfd. The worker adopts it between two loop iterations (the
+ * set's snapshot too when it is new); requests pin the snapshot generation and the endpoint
+ * generation they started on with worker-local counters, and the worker drops its references
+ * when a retired generation's counter reaches zero. So no atomic operation happens per
+ * request, and an endpoint change touches neither route tables nor listeners.
  */
 #include "proxy/worker.h"
 
@@ -31,6 +33,7 @@
 static rv_dp_worker_t **workers;
 static int nworkers;
 static rv_snapshot_t *current;          /* the dataplane's own reference to the last published */
+static rv_endpoint_set_t *current_es;   /* its endpoint set now published (one reference) */
 static pthread_mutex_t pub_mu = PTHREAD_MUTEX_INITIALIZER;
 
 #define DP_FREE_BUFS_MAX 512
@@ -140,11 +143,6 @@ static void gen_free(rv_dp_gen_t *g)
 {
     if (!g)
         return;
-    if (g->lb) {
-        for (uint32_t i = 0; i < g->snap->nclusters; i++)
-            free(g->lb[i].active);
-        free(g->lb);
-    }
     free(g->series);
     free(g->series_off);
     rv_snapshot_release(g->snap);
@@ -159,17 +157,12 @@ static rv_dp_gen_t *gen_new(rv_dp_worker_t *w, rv_snapshot_t *snap)
     if (!g)
         return NULL;
     g->snap = snap;
-    g->lb = calloc(snap->nclusters ? snap->nclusters : 1, sizeof(*g->lb));
     g->series_off = calloc(snap->nroutes ? snap->nroutes : 1, sizeof(uint32_t));
-    if (!g->lb || !g->series_off)
+    if (!g->series_off)
         goto oom;
     uint32_t maxcl = 0;
     for (uint32_t i = 0; i < snap->nclusters; i++) {
         const rv_cluster_t *c = &snap->clusters[i];
-        g->lb[i].rng = rv_rand_next(&w->rng) | 1;
-        g->lb[i].active = calloc(c->neps ? c->neps : 1, sizeof(uint32_t));
-        if (!g->lb[i].active)
-            goto oom;
         if (c->stat_id != RV_STAT_NONE && c->stat_id + 1 > maxcl)
             maxcl = c->stat_id + 1;
     }
@@ -213,11 +206,6 @@ static rv_dp_gen_t *gen_new(rv_dp_worker_t *w, rv_snapshot_t *snap)
     return g;
 oom:
     g->snap = NULL;
-    if (g->lb) {
-        for (uint32_t i = 0; i < snap->nclusters; i++)
-            free(g->lb[i].active);
-        free(g->lb);
-    }
     free(g->series);
     free(g->series_off);
     free(g);
@@ -235,6 +223,61 @@ void rv_dp_gen_unpin(rv_dp_worker_t *w, rv_dp_gen_t *g)
             break;
         }
     gen_free(g);
+}
+
+static void epgen_free(rv_dp_epgen_t *e)
+{
+    if (!e)
+        return;
+    free(e->lb);
+    free(e->active);
+    rv_endpoint_set_release(e->es);
+    free(e);
+}
+
+/*
+ * Worker-local load-balancer state for endpoint set es (takes over the caller's reference):
+ * one rv_lb_state_t per cluster, the active counters of every cluster in one block (two
+ * allocations whatever the number of clusters). Round-robin cursors carry over from prev
+ * when it serves the same snapshot, so an endpoint change does not restart every rotation.
+ * NULL on OOM (the reference is then still the caller's). Worker thread (or start()).
+ */
+static rv_dp_epgen_t *epgen_new(rv_dp_worker_t *w, rv_endpoint_set_t *es, const rv_dp_epgen_t *prev)
+{
+    rv_dp_epgen_t *e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    e->lb = calloc(es->nclusters ? es->nclusters : 1, sizeof(*e->lb));
+    e->active = calloc(es->nendpoints ? es->nendpoints : 1, sizeof(uint32_t));
+    if (!e->lb || !e->active) {
+        free(e->lb);
+        free(e->active);
+        free(e);
+        return NULL;
+    }
+    e->es = es;
+    bool same = prev && prev->es->snap == es->snap;
+    uint64_t off = 0;
+    for (uint32_t i = 0; i < es->nclusters; i++) {
+        e->lb[i].rng = rv_rand_next(&w->rng) | 1;
+        e->lb[i].rr = same ? prev->lb[i].rr : 0;
+        e->lb[i].active = e->active + off;
+        off += es->clusters[i].neps;
+    }
+    return e;
+}
+
+/* A request finished on endpoint generation e: as rv_dp_gen_unpin. Worker. */
+void rv_dp_epgen_unpin(rv_dp_worker_t *w, rv_dp_epgen_t *e)
+{
+    if (!e || --e->inflight > 0 || e == w->ecur)
+        return;
+    for (rv_dp_epgen_t **pp = &w->eretired; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    epgen_free(e);
 }
 
 /* ---- listeners ----------------------------------------------------------------------- */
@@ -373,15 +416,16 @@ void rv_dp_listener_unref(rv_dp_worker_t *w, rv_dp_listener_t *l)
     listener_free_if_unused(w, l);
 }
 
-/* Switch the worker to snap (carrying a reference for this worker). Loop boundary only. */
-static void adopt(rv_dp_worker_t *w, rv_snapshot_t *snap)
+/* Switch the worker to snap (carrying a reference for this worker). Loop boundary only.
+ * Returns false (reference released) on OOM: the previous snapshot keeps serving. */
+static bool adopt_snap(rv_dp_worker_t *w, rv_snapshot_t *snap)
 {
     rv_dp_gen_t *g = gen_new(w, snap);
     if (!g) {
         rv_log_error("worker %d: out of memory adopting snapshot %llu; keeping the previous one", w->id,
                      (unsigned long long)snap->version);
         rv_snapshot_release(snap);
-        return;
+        return false;
     }
     for (rv_dp_listener_t *l = w->listeners; l; l = l->next)
         if (l->fd >= 0)
@@ -424,6 +468,41 @@ static void adopt(rv_dp_worker_t *w, rv_snapshot_t *snap)
         } else {
             old->next = w->retired;
             w->retired = old;
+        }
+    }
+    return true;
+}
+
+/*
+ * Switch the worker to endpoint set es (carrying a reference for this worker). When es
+ * belongs to another snapshot than the one served, that snapshot is adopted first (a
+ * snapshot publication is the publication of its initial set). Requests already running keep
+ * the generations they pinned. Loop boundary only. On OOM the previous state keeps serving.
+ */
+static void adopt(rv_dp_worker_t *w, rv_endpoint_set_t *es)
+{
+    rv_dp_epgen_t *e = epgen_new(w, es, w->ecur);
+    if (!e) {
+        rv_log_error("worker %d: out of memory adopting an endpoint set; keeping the previous one", w->id);
+        rv_endpoint_set_release(es);
+        return;
+    }
+    if (!w->cur || w->cur->snap != es->snap) {
+        rv_snapshot_ref(es->snap);
+        if (!adopt_snap(w, es->snap)) {
+            epgen_free(e);
+            return;
+        }
+    }
+    rv_dp_epgen_t *old = w->ecur;
+    w->ecur = e;
+    atomic_store(&w->adopted_es, (const void *)es);
+    if (old) {
+        if (old->inflight == 0) {
+            epgen_free(old);
+        } else {
+            old->next = w->eretired;
+            w->eretired = old;
         }
     }
 }
@@ -478,7 +557,7 @@ static void *worker_main(void *arg)
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     for (;;) {
-        rv_snapshot_t *p = atomic_exchange(&w->pending, NULL);
+        rv_endpoint_set_t *p = atomic_exchange(&w->pending, NULL);
         if (p)
             adopt(w, p);
         if (!w->stopping && atomic_load_explicit(&w->stop_req, memory_order_acquire))
@@ -539,9 +618,15 @@ static void worker_free(rv_dp_worker_t *w)
                 close(w->preopened[i]);
         free(w->preopened);
     }
-    rv_snapshot_t *p = atomic_exchange(&w->pending, NULL);
+    rv_endpoint_set_t *p = atomic_exchange(&w->pending, NULL);
     if (p)
-        rv_snapshot_release(p);
+        rv_endpoint_set_release(p);
+    while (w->eretired) {
+        rv_dp_epgen_t *e = w->eretired;
+        w->eretired = e->next;
+        epgen_free(e);
+    }
+    epgen_free(w->ecur);
     while (w->retired) {
         rv_dp_gen_t *g = w->retired;
         w->retired = g->next;
@@ -676,12 +761,21 @@ int rv_dataplane_start(const rv_dataplane_opts_t *o, rv_snapshot_t *snap)
             w->preopened[k] = fd;
         }
     }
+    current_es = rv_endpoint_set_initial(snap);
+    if (!current_es) {
+        rc = RV_ENOMEM;
+        goto fail;
+    }
     current = snap;
     rv_snapshot_ref(snap);
     for (int i = 0; i < nworkers; i++) {
-        rv_snapshot_ref(snap);
+        rv_endpoint_set_ref(current_es);
         /* adopt on this thread: the worker's loop is not running yet */
-        adopt(workers[i], snap);
+        adopt(workers[i], current_es);
+        if (!workers[i]->ecur) {
+            rc = RV_ENOMEM;
+            goto fail;
+        }
     }
     for (int i = 0; i < nworkers; i++) {
         if (pthread_create(&workers[i]->thr, NULL, worker_main, workers[i]) != 0) {
@@ -708,7 +802,37 @@ fail:
         rv_snapshot_release(current);
         current = NULL;
     }
+    rv_endpoint_set_release(current_es);
+    current_es = NULL;
     return rc;
+}
+
+/* Hand es (the caller's reference) to every worker; pub_mu held, workers running. */
+static void publish_set_locked(rv_endpoint_set_t *es)
+{
+    rv_endpoint_set_t *old = current_es;
+    current_es = es;
+    for (int i = 0; i < nworkers; i++) {
+        rv_endpoint_set_ref(es);
+        rv_endpoint_set_t *prev = atomic_exchange(&workers[i]->pending, es);
+        if (prev)
+            rv_endpoint_set_release(prev);  /* never adopted: superseded */
+        wake(workers[i]);
+    }
+    rv_endpoint_set_release(old);
+}
+
+int rv_dataplane_publish_endpoints(rv_endpoint_set_t *es)
+{
+    pthread_mutex_lock(&pub_mu);
+    if (!workers || es->snap != current) {
+        pthread_mutex_unlock(&pub_mu);
+        return RV_EINVAL;
+    }
+    rv_endpoint_set_ref(es);
+    publish_set_locked(es);
+    pthread_mutex_unlock(&pub_mu);
+    return 0;
 }
 
 void rv_dataplane_publish(rv_snapshot_t *snap)
@@ -718,16 +842,17 @@ void rv_dataplane_publish(rv_snapshot_t *snap)
         pthread_mutex_unlock(&pub_mu);
         return;
     }
+    rv_endpoint_set_t *es = rv_endpoint_set_initial(snap);
+    if (!es) {
+        pthread_mutex_unlock(&pub_mu);
+        rv_log_error("out of memory publishing snapshot %llu; workers keep the previous one",
+                     (unsigned long long)snap->version);
+        return;
+    }
     rv_snapshot_ref(snap);
     rv_snapshot_t *old = current;
     current = snap;
-    for (int i = 0; i < nworkers; i++) {
-        rv_snapshot_ref(snap);
-        rv_snapshot_t *prev = atomic_exchange(&workers[i]->pending, snap);
-        if (prev)
-            rv_snapshot_release(prev);  /* never adopted: superseded */
-        wake(workers[i]);
-    }
+    publish_set_locked(es);
     pthread_mutex_unlock(&pub_mu);
     if (old)
         rv_snapshot_release(old);
@@ -740,7 +865,8 @@ bool rv_dataplane_wait_adopted(int timeout_ms)
         pthread_mutex_lock(&pub_mu);
         bool all = workers != NULL;
         for (int i = 0; all && i < nworkers; i++)
-            if (atomic_load(&workers[i]->adopted) != current->version || atomic_load(&workers[i]->pending))
+            if (atomic_load(&workers[i]->adopted) != current->version || atomic_load(&workers[i]->pending) ||
+                atomic_load(&workers[i]->adopted_es) != (const void *)current_es)
                 all = false;
         pthread_mutex_unlock(&pub_mu);
         if (all)
@@ -774,7 +900,10 @@ void rv_dataplane_stop(int deadline_ms)
     nworkers = 0;
     rv_snapshot_t *c = current;
     current = NULL;
+    rv_endpoint_set_t *ce = current_es;
+    current_es = NULL;
     pthread_mutex_unlock(&pub_mu);
+    rv_endpoint_set_release(ce);
     if (c)
         rv_snapshot_release(c);
 }

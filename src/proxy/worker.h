@@ -47,6 +47,16 @@ int rv_dataplane_start(const rv_dataplane_opts_t *o, rv_snapshot_t *snap);
 void rv_dataplane_publish(rv_snapshot_t *snap);
 
 /*
+ * Publish an endpoint set of the snapshot last published (es->snap must be it): each worker
+ * gets a reference through its pending slot and switches to it at its next loop boundary,
+ * keeping its snapshot generation (route tables, listeners, stats series) as it is. Requests
+ * already running finish on the set they pinned; a worker frees a set's state when no
+ * request of its own uses it. The caller keeps its reference. Returns 0, or RV_EINVAL when
+ * es belongs to another snapshot or the data plane is not running. Control thread.
+ */
+int rv_dataplane_publish_endpoints(rv_endpoint_set_t *es);
+
+/*
  * Wait until every worker serves the last published snapshot (its listeners are open), at
  * most timeout_ms. Returns true when they do. Control thread (tests, status reporting).
  */

@@ -271,3 +271,93 @@ def test_no_passing_instance_is_a_warning(cfg, backend, rivet, consul):
     assert "health checks" in st["reason"], st
     r = rv.get("/", timeout=5)
     assert r.status == 503, r
+
+
+def cfg_version(rv):
+    """The config version /status reports (the snapshot served)."""
+    return json.loads(rv.admin_get("/status").body)["version"]
+
+
+def test_endpoint_changes_keep_route_tables(cfg, backend, rivet, consul):
+    """Instances added, failing, deregistered and back: traffic follows under load with zero
+    failed requests, and the config version in /status stays the same (no re-translation: the
+    change is published as an endpoint set). Connections to the instance that stays are kept.
+    Only the last instance failing (the Upstream's status turns Warning) rebuilds."""
+    svc = unique("eps")
+    bs = [named(backend, "b%d" % i) for i in range(4)]
+    for i, b in enumerate(bs[:3]):
+        consul.register_service(svc, service_id="%s-%d" % (svc, i), address="127.0.0.1", port=b.port,
+                                health="passing")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=svc)])
+    rv = start(rivet, cfg, consul)
+    wait_for(lambda: hits(rv, bs, 12)[0]["b2"] > 0, timeout=10, msg="all three serving")
+    version = cfg_version(rv)
+
+    stop = threading.Event()
+    results = {"ok": 0, "fail": [], "seen": set()}
+
+    def load():
+        while not stop.is_set():
+            try:
+                r = request(rv.port, "/", timeout=5)
+                if r.status == 200:
+                    results["ok"] += 1
+                    results["seen"].add(r.body)
+                else:
+                    results["fail"].append(r.status)
+            except OSError as e:
+                results["fail"].append(repr(e))
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    for t in threads:
+        t.start()
+
+    def eps():
+        d = rv.config_dump()
+        c = [c for c in d["clusters"] if c["name"] == "%s.%s" % (NS, svc)]
+        return sorted(e["address"] for e in c[0]["endpoints"]) if c else None
+
+    def addr(b):
+        return "127.0.0.1:%d" % b.port
+    try:
+        time.sleep(0.3)
+        b0_conns = bs[0].nconns
+        # a new instance: receives traffic
+        consul.register_service(svc, service_id="%s-3" % svc, address="127.0.0.1", port=bs[3].port,
+                                health="passing")
+        wait_for(lambda: any(request(rv.port, "/", timeout=5).body == b"b3" for _ in range(8)), timeout=10,
+                 msg="new instance in rotation")
+        assert eps() == sorted(addr(b) for b in bs), eps()
+        # a failing check and a deregistration: both leave the rotation
+        consul.set_check_status("service:%s-1" % svc, "critical")
+        consul.deregister_service("%s-2" % svc)
+        wait_for(lambda: eps() == sorted([addr(bs[0]), addr(bs[3])]), timeout=10, msg="b1, b2 out of /config_dump")
+        time.sleep(0.3)
+        count, fails = hits(rv, bs, 20)
+        assert fails == 0 and count["b1"] == 0 and count["b2"] == 0, count
+        # back to health
+        consul.set_check_status("service:%s-1" % svc, "passing")
+        wait_for(lambda: any(request(rv.port, "/", timeout=5).body == b"b1" for _ in range(8)), timeout=10,
+                 msg="b1 back")
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert results["fail"] == [], results["fail"][:10]
+    assert results["ok"] > 30, results
+    # the route table was never rebuilt: same config version, endpoint updates logged as such
+    assert cfg_version(rv) == version, cfg_version(rv)
+    assert "endpoints updated in place" in rv.stderr(), rv.stderr()[-3000:]
+    st = [s for s in rv.status() if s["kind"] == "Upstream" and s["name"] == svc]
+    assert st and st[0]["state"] == "Accepted", st
+    # connections to b0 (which stayed) were reused, not re-opened per change
+    assert bs[0].nconns - b0_conns <= 6, (b0_conns, bs[0].nconns)
+
+    # every instance failing changes the Upstream's status (Warning): that one rebuilds
+    for i in (0, 1, 3):
+        consul.set_check_status("service:%s-%d" % (svc, i), "critical")
+    st = rv.wait_status("Upstream", svc, "Warning", timeout=10)
+    assert "health checks" in st["reason"], st
+    assert cfg_version(rv) > version
+    assert rv.get("/", timeout=5).status == 503

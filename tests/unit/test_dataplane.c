@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -847,6 +848,80 @@ static void test_reload_and_metrics(void)
     CHECK(rv_dataplane_active_connections() >= 0, "active connections readable");
 }
 
+/* An endpoint set of snap (built by hand, as rv_endpoint_set_build would): clusters 1
+ * ("dead") and 2 ("empty") get the live backend when live is true, else their snapshot
+ * endpoints. */
+static rv_endpoint_set_t *make_set(rv_snapshot_t *snap, bool live, uint64_t version)
+{
+    rv_endpoint_set_t *es = calloc(1, sizeof(*es));
+    rv_arena_init(&es->arena, 0);
+    atomic_store(&es->refs, 1);
+    rv_snapshot_ref(snap);
+    es->snap = snap;
+    es->version = version;
+    es->nclusters = snap->nclusters;
+    es->clusters = RV_ARENA_NEWN(&es->arena, rv_cluster_t, snap->nclusters);
+    memcpy(es->clusters, snap->clusters, snap->nclusters * sizeof(rv_cluster_t));
+    if (live)
+        for (uint32_t i = 1; i < 3; i++) {
+            rv_cluster_t *c = &es->clusters[i];
+            c->eps = RV_ARENA_NEWN(&es->arena, rv_endpoint_t, 1);
+            c->eps[0] = snap->clusters[0].eps[0];
+            c->neps = 1;
+            c->total_weight = 1;
+        }
+    for (uint32_t i = 0; i < es->nclusters; i++)
+        es->nendpoints += es->clusters[i].neps;
+    return es;
+}
+
+/* Publishing an endpoint set moves traffic without a new snapshot (route tables kept). */
+static void test_endpoint_sets(void)
+{
+    resp_t r;
+    rv_snapshot_t *s4 = build_snap(4, "fourth", false);
+    rv_dataplane_publish(s4);
+    CHECK(rv_dataplane_wait_adopted(5000), "workers adopted snapshot 4");
+    CHECK_INT(EXCH("GET /nohost HTTP/1.1\r\nHost: a\r\n\r\n", &r), 503, "empty cluster: 503 before the set");
+    free(r.body);
+    const rv_router_index_t *idx_before = s4->listeners[0].index;
+
+    rv_endpoint_set_t *a = make_set(s4, true, 2);
+    int before = count_of(&be_count);
+    CHECK_INT(rv_dataplane_publish_endpoints(a), 0, "endpoint set published");
+    CHECK(rv_dataplane_wait_adopted(5000), "workers adopted the endpoint set");
+    CHECK_INT(EXCH("GET /nohost HTTP/1.1\r\nHost: a\r\n\r\n", &r), 200, "the set's endpoint serves the cluster");
+    free(r.body);
+    CHECK_INT(EXCH("GET /deadend HTTP/1.1\r\nHost: a\r\n\r\n", &r), 200, "dead endpoint replaced by a live one");
+    free(r.body);
+    CHECK_INT(count_of(&be_count) - before, 2, "both requests reached the backend");
+    CHECK_INT(EXCH("GET /direct HTTP/1.1\r\nHost: direct.test\r\n\r\n", &r), 200, "routes unchanged");
+    CHECK_STRN(r.body, r.body_len, "fourth", "still snapshot 4's route table");
+    free(r.body);
+    CHECK(s4->listeners[0].index == idx_before, "router index not rebuilt");
+
+    /* a set of another snapshot is refused */
+    rv_snapshot_t *s5 = build_snap(5, "fifth", false);
+    rv_endpoint_set_t *other = make_set(s5, true, 2);
+    CHECK_INT(rv_dataplane_publish_endpoints(other), RV_EINVAL, "set of an unpublished snapshot refused");
+    rv_endpoint_set_release(other);
+    rv_snapshot_release(s5);
+
+    /* back to the snapshot's endpoints: the cluster is empty again */
+    rv_endpoint_set_t *b = make_set(s4, false, 3);
+    CHECK_INT(rv_dataplane_publish_endpoints(b), 0, "second set published");
+    CHECK(rv_dataplane_wait_adopted(5000), "workers adopted the second set");
+    CHECK_INT(EXCH("GET /nohost HTTP/1.1\r\nHost: a\r\n\r\n", &r), 503, "endpoint removed: 503 again");
+    free(r.body);
+    CHECK_INT(EXCH("GET /deadend HTTP/1.1\r\nHost: a\r\n\r\n", &r), 503, "dead endpoint back");
+    free(r.body);
+    CHECK_INT(EXCH("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &r), 200, "static cluster unaffected");
+    free(r.body);
+    rv_endpoint_set_release(a);
+    rv_endpoint_set_release(b);
+    rv_snapshot_release(s4);
+}
+
 static void *slow_client(void *arg)
 {
     resp_t *r = arg;
@@ -895,6 +970,7 @@ int main(void)
     test_errors();
     test_retries();
     test_reload_and_metrics();
+    test_endpoint_sets();
 
     /* graceful stop: an in-flight request finishes, with Connection: close */
     resp_t sr;

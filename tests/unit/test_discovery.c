@@ -218,14 +218,22 @@ static bool has_port(const rv_cluster_t *c, uint16_t port)
 }
 
 /* A view with web in dc1 (web1 v1,blue passing; web2 v1 critical; web3 v2,canary passing) and dc2 (web4 v1). */
+static rv_disc_view_t *two_dc_view_st(bool health, const char *st2, const char *st3);
+
 static rv_disc_view_t *two_dc_view(bool health)
+{
+    return two_dc_view_st(health, "critical", "passing");
+}
+
+/* two_dc_view with web2's and web3's check statuses given. */
+static rv_disc_view_t *two_dc_view_st(bool health, const char *st2, const char *st3)
 {
     rv_disc_state_t *st = rv_disc_state_new(health);
     const char *svcs = "{\"web\":[\"v1\",\"blue\",\"v2\",\"canary\"],\"Other_Svc\":[]}";
     rv_disc_set_services(st, "dc1", svcs, strlen(svcs));
     const char *svcs2 = "{\"web\":[\"v1\"]}";
     rv_disc_set_services(st, "dc2", svcs2, strlen(svcs2));
-    char *h = health3("dc1", "passing", "critical", "passing");
+    char *h = health3("dc1", "passing", st2, st3);
     rv_disc_set_health(st, "web", "dc1", h, strlen(h));
     char e[1024], buf[1200];
     entry(e, sizeof(e), "m1", "127.0.0.4", "dc2", "web4", "", 8004, "[\"v1\"]", "passing");
@@ -319,6 +327,43 @@ static void test_snapshot(void)
           "explicit consul upstream works without discovered upstreams");
     stt = status(snap, "VirtualService", "vs");
     CHECK(stt && stt->state == RV_STATE_WARNING, "route to the undiscovered web upstream: Warning");
+    rv_snapshot_release(snap);
+
+    /* an endpoint set from a view where only instances' health moved: no re-translation */
+    rv_snapshot_build_disc(store, &s, v, true, &snap);
+    rv_disc_view_t *v2 = two_dc_view_st(true, "passing", "passing");
+    rv_endpoint_set_t *es = NULL;
+    CHECK_INT(rv_endpoint_set_build(snap, v2, 1, &es), 0, "endpoint set built from a health-only change");
+    if (es) {
+        CHECK(es->snap == snap && es->nclusters == snap->nclusters && es->version == 2 && !es->initial,
+              "set follows the snapshot's cluster table");
+        const rv_cluster_t *sc = cluster(snap, "gloo-system.explicit");
+        const rv_cluster_t *ec = sc ? &es->clusters[sc->index] : NULL;
+        CHECK(ec && ec->neps == 4 && has_port(ec, 8002) && sc->neps == 3,
+              "web2 passing: in the set, the snapshot untouched (%u)", ec ? ec->neps : 0);
+        CHECK(ec && ec->stat_id == sc->stat_id && ec->name.ptr == sc->name.ptr, "cluster identity kept");
+        sc = cluster(snap, "gloo-system.other-svc");
+        CHECK(sc && es->clusters[sc->index].eps == sc->eps, "static cluster shares the snapshot's endpoints");
+        size_t n = 0;
+        char *js = rv_endpoint_set_dump_json(snap, es, &n);
+        CHECK(js && strstr(js, "127.0.0.2:8002") && !strstr(snap->config_json, "127.0.0.2:8002"),
+              "config_dump of the set shows the new endpoint");
+        free(js);
+        rv_endpoint_set_release(es);
+    }
+    rv_disc_view_release(v2);
+    v2 = two_dc_view_st(true, "critical", "critical");
+    es = NULL;
+    CHECK_INT(rv_endpoint_set_build(snap, v2, 1, &es), RV_EAGAIN,
+              "a cluster emptied (its Warning would appear): full rebuild asked");
+    CHECK(es == NULL, "no set on RV_EAGAIN");
+    rv_disc_view_release(v2);
+    v2 = two_dc_view(false);
+    CHECK_INT(rv_endpoint_set_build(snap, v2, 1, &es), RV_EAGAIN, "health mode changed: full rebuild asked");
+    rv_disc_view_release(v2);
+    rv_snapshot_release(snap);
+    CHECK(rv_snapshot_build_disc(store, &s, NULL, false, &snap) == 0, "build without a view");
+    CHECK_INT(rv_endpoint_set_build(snap, v, 1, &es), RV_EAGAIN, "snapshot built without a view: rebuild");
     rv_snapshot_release(snap);
     rv_disc_view_release(v);
 
