@@ -433,9 +433,11 @@ static bool inst_selected(const rv_disc_inst_t *in, const isel_t *f)
     return true;
 }
 
-/* Endpoints of the selected instances; passing ones only when the view filters on health. */
-static uint32_t consul_endpoints(bctx_t *b, const rv_disc_svc_t *svc, const isel_t *f, vec_t *eps,
-                                 uint32_t *nselected)
+/* Endpoints of the selected instances; passing ones only when the view filters on health.
+ * Raw form: hostname points into the view, authority.ptr is NULL and authority.len holds the
+ * port, until consul_strings() gives them their strings in the arena. */
+static uint32_t consul_collect(bctx_t *b, const rv_disc_svc_t *svc, const isel_t *f, vec_t *eps,
+                               uint32_t *nselected)
 {
     uint32_t nsel = 0;
     for (uint32_t i = 0; i < svc->ninsts && !b->oom; i++) {
@@ -456,7 +458,15 @@ static uint32_t consul_endpoints(bctx_t *b, const rv_disc_svc_t *svc, const isel
             e->authority = (rv_str_t){ NULL, in->port };
         }
     }
-    /* strings into the snapshot arena (the view is released independently of the snapshot) */
+    if (nselected)
+        *nselected = nsel;
+    return eps->n;
+}
+
+/* Strings of consul_collect()'s raw endpoints, into the arena (the view is released
+ * independently of the snapshot or endpoint set). */
+static void consul_strings(bctx_t *b, vec_t *eps)
+{
     for (uint32_t k = 0; k < eps->n && !b->oom; k++) {
         rv_endpoint_t *e = (rv_endpoint_t *)eps->v + k;
         if (e->authority.ptr)
@@ -474,9 +484,29 @@ static uint32_t consul_endpoints(bctx_t *b, const rv_disc_svc_t *svc, const isel
         if (!e->hostname.ptr)
             b->oom = true;
     }
-    if (nselected)
-        *nselected = nsel;
+}
+
+/* consul_collect() then consul_strings(). */
+static uint32_t consul_endpoints(bctx_t *b, const rv_disc_svc_t *svc, const isel_t *f, vec_t *eps,
+                                 uint32_t *nselected)
+{
+    consul_collect(b, svc, f, eps, nselected);
+    consul_strings(b, eps);
     return eps->n;
+}
+
+/* Whether raw endpoints (consul_collect) are exactly c's (same order, address, host, port). */
+static bool same_raw_eps(const vec_t *eps, const rv_cluster_t *c)
+{
+    if (eps->n != c->neps)
+        return false;
+    for (uint32_t k = 0; k < eps->n; k++) {
+        const rv_endpoint_t *e = (const rv_endpoint_t *)eps->v + k, *o = &c->eps[k];
+        if (e->addrlen != o->addrlen || memcmp(&e->addr, &o->addr, e->addrlen) != 0 ||
+            !rv_str_eq(e->hostname, o->hostname))
+            return false;
+    }
+    return true;
 }
 
 /* Why a consul cluster has no endpoint (for a Warning), given the selection counts. */
@@ -1806,13 +1836,22 @@ int rv_endpoint_set_build(rv_snapshot_t *snap, const rv_disc_view_t *view, uint6
         uint32_t nsel = 0;
         if (svc) {
             isel_t f = { &cs->dcs, &cs->want, cs->kind == CSEL_UPSTREAM ? &cs->deny : NULL };
-            consul_endpoints(&b, svc, &f, &eps, &nsel);
+            consul_collect(&b, svc, &f, &eps, &nsel);
             if (cs->kind == CSEL_DEST && !nsel) {
                 isel_t all = { NULL, NULL, NULL };
-                consul_endpoints(&b, svc, &all, &eps, &nsel);
+                consul_collect(&b, svc, &all, &eps, &nsel);
             }
         }
-        set_endpoints(&b, c, &eps);
+        const rv_cluster_t *sc = &snap->clusters[cs->cluster];
+        if (eps.n && same_raw_eps(&eps, sc)) {
+            /* unchanged since the snapshot: share its array (the set holds the snapshot) */
+            c->eps = sc->eps;
+            c->neps = sc->neps;
+            c->total_weight = sc->total_weight;
+        } else {
+            consul_strings(&b, &eps);
+            set_endpoints(&b, c, &eps);
+        }
         free(eps.v);
         if ((c->neps == 0) != cs->empty || (cs->empty && (nsel == 0) != cs->nomatch))
             rc = RV_EAGAIN;     /* a status would change: the caller rebuilds */

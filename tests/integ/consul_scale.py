@@ -215,7 +215,7 @@ def main():
 
             # one check fails: time until the instance leaves the served config
             cpu0 = control_cpu_s(rv.pid)
-            nlog = len(rv.stderr().splitlines())
+            nlog = len((rv.stderr() + rv.stdout()).splitlines())
             t2 = time.monotonic()
             consul.set_check_status("service:svc-00042-3", "critical", node="node-3")
             while time.monotonic() - t2 < 120:
@@ -237,7 +237,7 @@ def main():
             print("instance swap reached traffic in %.2f s" % (time.monotonic() - t3))
             print("control thread CPU over both changes (includes the discovery views' hand-over): %.3f s"
                   % (control_cpu_s(rv.pid) - cpu0))
-            for line in rv.stderr().splitlines()[nlog:]:
+            for line in (rv.stderr() + rv.stdout()).splitlines()[nlog:]:
                 if "updated in place" in line or " published (" in line:
                     print("  rivet: " + line.strip()[:220])
             print("rivet RSS after changes %.1f MiB (peak %.1f MiB)" % (rv.rss_kib() / 1024,

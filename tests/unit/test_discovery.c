@@ -342,6 +342,9 @@ static void test_snapshot(void)
         CHECK(ec && ec->neps == 4 && has_port(ec, 8002) && sc->neps == 3,
               "web2 passing: in the set, the snapshot untouched (%u)", ec ? ec->neps : 0);
         CHECK(ec && ec->stat_id == sc->stat_id && ec->name.ptr == sc->name.ptr, "cluster identity kept");
+        sc = cluster(snap, "gloo-system.dc2only");
+        CHECK(sc && es->clusters[sc->index].eps == sc->eps && es->clusters[sc->index].neps == 1,
+              "unchanged consul cluster shares the snapshot's array");
         sc = cluster(snap, "gloo-system.other-svc");
         CHECK(sc && es->clusters[sc->index].eps == sc->eps, "static cluster shares the snapshot's endpoints");
         size_t n = 0;
