@@ -22,10 +22,9 @@ Bench-only control (paths a real Consul never serves):
                            "unread_since": services not read since ?since=T (time.monotonic),
                            "unread_names": the first 10 of them, "reads_since_median"/"_max"}
 
-FastCatalog below is copied, with small changes (request counters, the backend, the HTTP
-control), from tests/integ/consul_scale.py, written by the discovery engineer: the conformance
-double tests/doubles/consul.py re-sorts its whole catalog on every read, which is right for
-conformance and too slow at 75,000 instances. bench/ does not import tests/ code.
+FastCatalog below is the project's one scale catalog (it replaced an earlier by-hand script
+in tests/integ/): the conformance double tests/doubles/consul.py re-sorts its whole catalog on
+every read, which is right for conformance and too slow at 75,000 instances.
 """
 import argparse
 import json
@@ -41,7 +40,7 @@ LIVE = "svc-live"
 
 class FastCatalog:
     """/v1/catalog/services and /v1/health/service/<name> with per-service X-Consul-Index and
-    blocking (?index=&wait=), answers precomputed as JSON (from tests/integ/consul_scale.py)."""
+    blocking (?index=&wait=), answers precomputed as JSON."""
 
     def __init__(self, port):
         self.cond = threading.Condition()
