@@ -22,5 +22,6 @@ fi
 # 1,000 idle connections + proxies' pools need more descriptors than the usual 1024
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-export BENCH_COMMAND="bench/run.sh$(printf ' %q' "$@")"
+# "$@" may be empty: printf would still print one quoted empty word
+if [ $# -gt 0 ]; then export BENCH_COMMAND="bench/run.sh$(printf ' %q' "$@")"; else export BENCH_COMMAND="bench/run.sh"; fi
 exec /usr/bin/python3 bench/lib/harness.py "$@"
