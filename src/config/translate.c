@@ -26,88 +26,8 @@
 #include "core/log.h"
 #include "core/regex.h"
 
-#define MAX_ROUTES_PER_VS 100000u      /* after delegation, per VirtualService */
-#define MAX_ROUTES_TOTAL 1000000u      /* translated routes per build */
-#define MAX_SNAPSHOT_ROUTES 2000000u   /* routes across all listeners (one copy per Gateway) */
-#define MSG_CAP 4096
+#include "config/translate-internal.h"
 
-/* The snapshot and what only this file knows about it. */
-typedef struct snap_priv_s {
-    rv_snapshot_t snap;         /* first: rv_snapshot_t * and snap_priv_t * convert */
-    rv_regex_t **re;
-    const char **pat;           /* source of re[i] (arena), for the JSON dump */
-    uint32_t nre, capre;
-    bool uses_consul;           /* explicit consul Upstream or consul destination present */
-    struct csel_s *csel;        /* Consul-fed clusters and how they select instances (arena) */
-    uint32_t ncsel;
-    bool has_view;              /* built with a discovery view (view_fp is its fingerprint) */
-    uint64_t view_fp;           /* rv_disc_view fingerprint: services, known, tags, health, synced */
-} snap_priv_t;
-
-/* CSEL_*: how a Consul-fed cluster takes instances (rv_endpoint_set_build redoes it). */
-enum { CSEL_UPSTREAM = 1, CSEL_DISCOVERED, CSEL_DEST };
-
-/* One Consul-fed cluster: enough to recompute its endpoints from a newer view. */
-typedef struct csel_s {
-    uint32_t cluster;           /* index in snap->clusters */
-    int kind;                   /* CSEL_* */
-    const char *service;        /* Consul service name (arena) */
-    strs_t dcs, want, deny;     /* copies in the arena */
-    bool empty;                 /* had no endpoint at build time (its owner carries a Warning) */
-    bool nomatch;               /* ... and no instance was selected (the Warning's wording) */
-} csel_t;
-
-/* One resource during a build. */
-typedef struct tres_s {
-    int kind;
-    const char *ns, *name, *file, *rel;
-    res_t *r;                   /* NULL for the default Gateway */
-    void *obj;                  /* accepted version, NULL when none */
-    bool dup;                   /* another file defines the same kind/ns/name */
-    char *rej, *warn;           /* "; "-joined messages (malloc) */
-    uint32_t cluster;           /* Upstream: its cluster index */
-    const rv_disc_svc_t *dsvc;  /* discovered Upstream: its Consul service */
-    /* VirtualService: translated routes (malloc'd template) */
-    rv_route_t *routes;
-    uint32_t nroutes;
-    bool vs_done, vs_empty;
-    bool in_chain;              /* RouteTable: on the current delegation path */
-} tres_t;
-
-typedef struct vec_s {
-    void *v;
-    uint32_t n, cap;
-} vec_t;
-
-typedef struct bctx_s {
-    snap_priv_t *sp;
-    rv_arena_t *a;
-    const rv_settings_t *s;
-    tres_t *all;
-    uint32_t nall;
-    tres_t **by[RK_COUNT];      /* per kind, usable (obj && !dup), sorted by ns, name */
-    uint32_t nby[RK_COUNT];
-    uint32_t ngw_files;
-    tres_t defgw;
-    gw_t defgw_obj;
-    uint64_t prefix_work;       /* child routes checked against parent prefixes (bounded) */
-    const rv_disc_view_t *view; /* Consul instances, NULL when discovery is not running */
-    bool discover;              /* one Upstream per Consul service */
-    tres_t *disc;               /* discovered Upstreams, sorted by name (discovery namespace) */
-    uint32_t ndisc;
-    vec_t clusters;             /* rv_cluster_t, copied into the arena when complete */
-    vec_t cdests;               /* cdest_key_t: clusters made for route consul destinations */
-    bool uses_consul;
-    vec_t csels;                /* csel_t of the Consul-fed clusters */
-    uint32_t routes_total;      /* routes translated so far (bounded) */
-    bool oom;
-} bctx_t;
-
-/* Bound on delegation prefix checks per build: hostile fan-out cannot stall the control thread. */
-#define MAX_PREFIX_WORK 20000000u
-
-/* Builds of one snapshot at most: a round per cascade of fallbacks to last accepted versions. */
-#define MAX_BUILD_ROUNDS 8
 
 static rv_bind_check_fn bind_check;     /* rivet run: the data plane's listener check */
 
@@ -130,7 +50,7 @@ static bool is_changed(const tres_t *t)
 
 /* ---- small helpers ----------------------------------------------------------------- */
 
-static void *vec_push(bctx_t *b, vec_t *v, size_t size)
+void *cfg_vec_push(bctx_t *b, vec_t *v, size_t size)
 {
     if (v->n == v->cap) {
         uint32_t ncap = v->cap ? v->cap * 2 : 8;
@@ -147,9 +67,9 @@ static void *vec_push(bctx_t *b, vec_t *v, size_t size)
     return e;
 }
 
-static void addmsg(bctx_t *b, tres_t *t, bool reject, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void cfg_addmsg(bctx_t *b, tres_t *t, bool reject, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
-static void addmsg(bctx_t *b, tres_t *t, bool reject, const char *fmt, ...)
+void cfg_addmsg(bctx_t *b, tres_t *t, bool reject, const char *fmt, ...)
 {
     char m[CFG_ERRLEN];
     va_list ap;
@@ -175,7 +95,7 @@ static void addmsg(bctx_t *b, tres_t *t, bool reject, const char *fmt, ...)
     *dst = p;
 }
 
-static rv_str_t astr(bctx_t *b, const char *s)
+rv_str_t cfg_astr(bctx_t *b, const char *s)
 {
     if (!s || !s[0])
         return (rv_str_t){ "", 0 };
@@ -185,19 +105,19 @@ static rv_str_t astr(bctx_t *b, const char *s)
     return r;
 }
 
-static rv_str_t astrf(bctx_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+rv_str_t cfg_astrf(bctx_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static rv_str_t astrf(bctx_t *b, const char *fmt, ...)
+rv_str_t cfg_astrf(bctx_t *b, const char *fmt, ...)
 {
     char tmp[CFG_ERRLEN + 128];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(tmp, sizeof(tmp), fmt, ap);
     va_end(ap);
-    return astr(b, tmp);
+    return cfg_astr(b, tmp);
 }
 
-static void *anew(bctx_t *b, size_t n)
+void *cfg_anew(bctx_t *b, size_t n)
 {
     if (n == 0)
         return NULL;
@@ -231,7 +151,7 @@ static rv_regex_t *compile(bctx_t *b, const char *pat, bool caseless)
         b->oom = true;   /* validated at decode time: only OOM can fail here */
         return NULL;
     }
-    sp->pat[sp->nre] = astr(b, pat).ptr;
+    sp->pat[sp->nre] = cfg_astr(b, pat).ptr;
     sp->re[sp->nre++] = re;
     return re;
 }
@@ -245,7 +165,7 @@ const char *cfg_regex_pattern(const rv_snapshot_t *snap, const rv_regex_t *re)
     return "";
 }
 
-static int tres_cmp(const void *x, const void *y)
+int cfg_tres_cmp(const void *x, const void *y)
 {
     const tres_t *a = *(tres_t *const *)x, *c = *(tres_t *const *)y;
     int r = strcmp(a->ns, c->ns);
@@ -276,7 +196,7 @@ static tres_t *lookup_any(bctx_t *b, int kind, const char *ns, const char *name)
     return lo < b->nall && key_cmp(&b->all[lo], kind, ns, name) == 0 ? &b->all[lo] : NULL;
 }
 
-static int disc_cmp(const void *x, const void *y)
+int cfg_disc_cmp(const void *x, const void *y)
 {
     return strcmp(((const tres_t *)x)->name, ((const tres_t *)y)->name);
 }
@@ -284,12 +204,12 @@ static int disc_cmp(const void *x, const void *y)
 static tres_t *lookup(bctx_t *b, int kind, const char *ns, const char *name)
 {
     tres_t key = { .ns = ns, .name = name }, *kp = &key;
-    tres_t **f = bsearch(&kp, b->by[kind], b->nby[kind], sizeof(tres_t *), tres_cmp);
+    tres_t **f = bsearch(&kp, b->by[kind], b->nby[kind], sizeof(tres_t *), cfg_tres_cmp);
     if (f)
         return *f;
     /* a discovered Upstream (a user's Upstream of the same name won above) */
     if (kind == RK_US && b->ndisc && !strcmp(ns, b->s->discovery_ns))
-        return bsearch(&key, b->disc, b->ndisc, sizeof(tres_t), disc_cmp);
+        return bsearch(&key, b->disc, b->ndisc, sizeof(tres_t), cfg_disc_cmp);
     return NULL;
 }
 
@@ -312,472 +232,12 @@ static bool labels_match(const labels_t *want, const labels_t *have)
     return true;
 }
 
-static bool in_list(const strs_t *l, const char *s)
+bool cfg_in_list(const strs_t *l, const char *s)
 {
     for (uint32_t i = 0; i < l->n; i++)
         if (!strcmp(l->v[i], s))
             return true;
     return false;
-}
-
-/* ---- clusters ---------------------------------------------------------------------- */
-
-static int add_endpoint(bctx_t *b, vec_t *eps, const struct sockaddr *sa, socklen_t len, const shost_t *h)
-{
-    rv_endpoint_t *e;
-    for (uint32_t i = 0; i < eps->n; i++) {
-        e = (rv_endpoint_t *)eps->v + i;
-        if (e->addrlen == len && !memcmp(&e->addr, sa, len) && !strcmp(e->hostname.ptr, h->addr))
-            return 0;   /* the same address twice (DNS answers) */
-    }
-    if (!(e = vec_push(b, eps, sizeof(*e))))
-        return -1;
-    memcpy(&e->addr, sa, len);
-    e->addrlen = len;
-    e->weight = h->weight ? h->weight : 1;
-    e->hostname = astr(b, h->addr);
-    bool v6 = strchr(h->addr, ':') != NULL;
-    e->host_header = v6 ? astrf(b, "[%s]", h->addr) : e->hostname;
-    if (h->port == 80)
-        e->authority = v6 ? astrf(b, "[%s]", h->addr) : astr(b, h->addr);
-    else
-        e->authority = v6 ? astrf(b, "[%s]:%u", h->addr, h->port) : astrf(b, "%s:%u", h->addr, h->port);
-    return 0;
-}
-
-/* Resolve one static host into endpoints (getaddrinfo for names: control thread only). */
-static void resolve_host(bctx_t *b, tres_t *t, vec_t *eps, const shost_t *h, uint32_t idx)
-{
-    struct sockaddr_in in4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t)h->port) };
-    struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)h->port) };
-    if (inet_pton(AF_INET, h->addr, &in4.sin_addr) == 1) {
-        add_endpoint(b, eps, (struct sockaddr *)&in4, sizeof(in4), h);
-        return;
-    }
-    if (inet_pton(AF_INET6, h->addr, &in6.sin6_addr) == 1) {
-        add_endpoint(b, eps, (struct sockaddr *)&in6, sizeof(in6), h);
-        return;
-    }
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
-    int rc = getaddrinfo(h->addr, NULL, &hints, &res);
-    if (rc != 0 || !res) {
-        addmsg(b, t, false, "static.hosts[%u]: host name '%s' does not resolve (%s); endpoint left out", idx,
-               h->addr, rc ? gai_strerror(rc) : "no address");
-        if (res)
-            freeaddrinfo(res);
-        return;
-    }
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        if (ai->ai_family == AF_INET && ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
-            struct sockaddr_in s4;
-            memcpy(&s4, ai->ai_addr, sizeof(s4));
-            s4.sin_port = htons((uint16_t)h->port);
-            add_endpoint(b, eps, (struct sockaddr *)&s4, sizeof(s4), h);
-        } else if (ai->ai_family == AF_INET6 && ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
-            struct sockaddr_in6 s6;
-            memcpy(&s6, ai->ai_addr, sizeof(s6));
-            s6.sin6_port = htons((uint16_t)h->port);
-            add_endpoint(b, eps, (struct sockaddr *)&s6, sizeof(s6), h);
-        }
-    }
-    freeaddrinfo(res);
-}
-
-/* A new cluster at the end of b->clusters (its index is stable); NULL on OOM. */
-static rv_cluster_t *new_cluster(bctx_t *b, uint32_t *index)
-{
-    *index = b->clusters.n;
-    rv_cluster_t *c = vec_push(b, &b->clusters, sizeof(rv_cluster_t));
-    if (c)
-        c->index = *index;
-    return c;
-}
-
-static void set_endpoints(bctx_t *b, rv_cluster_t *c, vec_t *eps)
-{
-    if (!eps->n)
-        return;
-    c->eps = anew(b, eps->n * sizeof(rv_endpoint_t));
-    if (c->eps)
-        memcpy(c->eps, eps->v, eps->n * sizeof(rv_endpoint_t));
-    c->neps = c->eps ? eps->n : 0;
-    for (uint32_t k = 0; k < c->neps; k++)
-        c->total_weight += c->eps[k].weight;
-}
-
-static bool str_in(const rv_str_t *l, uint32_t n, const char *s)
-{
-    for (uint32_t i = 0; i < n; i++)
-        if (!strcmp(l[i].ptr, s))
-            return true;
-    return false;
-}
-
-/* Which instances of a Consul service a cluster takes. */
-typedef struct isel_s {
-    const strs_t *dcs;          /* empty: every datacenter */
-    const strs_t *want;         /* every one of these tags */
-    const strs_t *deny;         /* none of these (may be NULL) */
-} isel_t;
-
-static bool inst_selected(const rv_disc_inst_t *in, const isel_t *f)
-{
-    if (f->dcs && f->dcs->n && !in_list(f->dcs, in->dc.ptr))
-        return false;
-    for (uint32_t i = 0; f->want && i < f->want->n; i++)
-        if (!str_in(in->tags, in->ntags, f->want->v[i]))
-            return false;
-    for (uint32_t i = 0; f->deny && i < f->deny->n; i++)
-        if (str_in(in->tags, in->ntags, f->deny->v[i]))
-            return false;
-    return true;
-}
-
-/* Endpoints of the selected instances; passing ones only when the view filters on health.
- * Raw form: hostname points into the view, authority.ptr is NULL and authority.len holds the
- * port, until consul_strings() gives them their strings in the arena. */
-static uint32_t consul_collect(bctx_t *b, const rv_disc_svc_t *svc, const isel_t *f, vec_t *eps,
-                               uint32_t *nselected)
-{
-    uint32_t nsel = 0;
-    for (uint32_t i = 0; i < svc->ninsts && !b->oom; i++) {
-        const rv_disc_inst_t *in = &svc->insts[i];
-        if (!inst_selected(in, f))
-            continue;
-        nsel++;
-        if (b->view->health && !in->passing)
-            continue;
-        for (uint32_t k = 0; k < in->naddrs; k++) {
-            rv_endpoint_t *e = vec_push(b, eps, sizeof(*e));
-            if (!e)
-                break;
-            memcpy(&e->addr, &in->addrs[k].sa, in->addrs[k].len);
-            e->addrlen = in->addrs[k].len;
-            e->weight = 1;
-            e->hostname = in->host;     /* the view outlives the build: copied below */
-            e->authority = (rv_str_t){ NULL, in->port };
-        }
-    }
-    if (nselected)
-        *nselected = nsel;
-    return eps->n;
-}
-
-/* Strings of consul_collect()'s raw endpoints, into the arena (the view is released
- * independently of the snapshot or endpoint set). */
-static void consul_strings(bctx_t *b, vec_t *eps)
-{
-    for (uint32_t k = 0; k < eps->n && !b->oom; k++) {
-        rv_endpoint_t *e = (rv_endpoint_t *)eps->v + k;
-        if (e->authority.ptr)
-            continue;
-        unsigned port = (unsigned)e->authority.len;
-        bool v6 = memchr(e->hostname.ptr, ':', e->hostname.len) != NULL;
-        rv_str_t h = e->hostname;
-        e->hostname = rv_arena_str(b->a, h);
-        e->host_header = v6 ? astrf(b, "[%.*s]", (int)h.len, h.ptr) : e->hostname;
-        if (port == 80)
-            e->authority = v6 ? astrf(b, "[%.*s]", (int)h.len, h.ptr) : e->hostname;
-        else
-            e->authority = v6 ? astrf(b, "[%.*s]:%u", (int)h.len, h.ptr, port)
-                              : astrf(b, "%.*s:%u", (int)h.len, h.ptr, port);
-        if (!e->hostname.ptr)
-            b->oom = true;
-    }
-}
-
-/* consul_collect() then consul_strings(). */
-static uint32_t consul_endpoints(bctx_t *b, const rv_disc_svc_t *svc, const isel_t *f, vec_t *eps,
-                                 uint32_t *nselected)
-{
-    consul_collect(b, svc, f, eps, nselected);
-    consul_strings(b, eps);
-    return eps->n;
-}
-
-/* Whether raw endpoints (consul_collect) are exactly c's (same order, address, host, port). */
-static bool same_raw_eps(const vec_t *eps, const rv_cluster_t *c)
-{
-    if (eps->n != c->neps)
-        return false;
-    for (uint32_t k = 0; k < eps->n; k++) {
-        const rv_endpoint_t *e = (const rv_endpoint_t *)eps->v + k, *o = &c->eps[k];
-        if (e->addrlen != o->addrlen || memcmp(&e->addr, &o->addr, e->addrlen) != 0 ||
-            !rv_str_eq(e->hostname, o->hostname))
-            return false;
-    }
-    return true;
-}
-
-/* Why a consul cluster has no endpoint (for a Warning), given the selection counts. */
-static const char *consul_problem(bctx_t *b, const rv_disc_svc_t *svc, uint32_t nsel)
-{
-    if (!b->view)
-        return "Consul service discovery is not running (Settings consul.serviceDiscovery or rivet run "
-               "--consul-discovery)";
-    if (!b->view->synced && (!svc || !svc->known))
-        return "the Consul catalog has not been read yet";
-    if (!svc)
-        return "the Consul catalog has no such service";
-    if (!nsel)
-        return "no instance of the service matches (datacenters and tags)";
-    if (b->view->health)
-        return "no instance passes its Consul health checks";
-    return "no instance address resolves";
-}
-
-/* A copy of l in the snapshot arena (b->oom on failure). */
-static strs_t astrs(bctx_t *b, const strs_t *l)
-{
-    strs_t r = { 0 };
-    if (!l || !l->n)
-        return r;
-    r.v = anew(b, l->n * sizeof(char *));
-    if (!r.v)
-        return (strs_t){ 0 };
-    for (uint32_t i = 0; i < l->n; i++)
-        r.v[i] = (char *)astr(b, l->v[i]).ptr;
-    r.n = l->n;
-    return r;
-}
-
-/* Remember how Consul-fed cluster idx selects instances, for rv_endpoint_set_build. */
-static void record_csel(bctx_t *b, uint32_t idx, int kind, const char *service, const strs_t *dcs,
-                        const strs_t *want, const strs_t *deny, bool empty, bool nomatch)
-{
-    csel_t *cs = vec_push(b, &b->csels, sizeof(*cs));
-    if (!cs)
-        return;
-    cs->cluster = idx;
-    cs->kind = kind;
-    cs->service = astr(b, service).ptr;
-    cs->dcs = astrs(b, dcs);
-    cs->want = astrs(b, want);
-    cs->deny = astrs(b, deny);
-    cs->empty = empty;
-    cs->nomatch = nomatch;
-}
-
-static void consul_cluster(bctx_t *b, tres_t *t, rv_cluster_t *c, const cus_t *cu)
-{
-    b->uses_consul = true;
-    const rv_disc_svc_t *svc = b->view ? rv_disc_find(b->view, cu->service) : NULL;
-    vec_t eps = { 0 };
-    uint32_t nsel = 0;
-    if (svc) {
-        isel_t f = { &cu->dcs, &cu->instance_tags, &cu->blacklist };
-        consul_endpoints(b, svc, &f, &eps, &nsel);
-    }
-    set_endpoints(b, c, &eps);
-    record_csel(b, c->index, CSEL_UPSTREAM, cu->service, &cu->dcs, &cu->instance_tags, &cu->blacklist,
-                c->neps == 0, nsel == 0);
-    if (!c->neps && !b->oom)
-        addmsg(b, t, false, "consul service '%s': %s; requests to this upstream get 503", cu->service,
-               consul_problem(b, svc, nsel));
-    free(eps.v);
-}
-
-/* The Upstream Gloo discovers from a Consul service: every datacenter, every instance. */
-static void discovered_cluster(bctx_t *b, tres_t *t, rv_cluster_t *c)
-{
-    static const strs_t none = { 0 };
-    const rv_disc_svc_t *svc = t->dsvc;
-    vec_t eps = { 0 };
-    uint32_t nsel = 0;
-    isel_t f = { &none, &none, NULL };
-    consul_endpoints(b, svc, &f, &eps, &nsel);
-    set_endpoints(b, c, &eps);
-    record_csel(b, c->index, CSEL_DISCOVERED, svc->name.ptr, NULL, NULL, NULL, c->neps == 0, nsel == 0);
-    if (!c->neps && !b->oom)
-        addmsg(b, t, false, "consul service '%s': %s; requests to this upstream get 503", svc->name.ptr,
-               consul_problem(b, svc, nsel));
-    free(eps.v);
-}
-
-/*
- * One tres_t per Consul service, named as Gloo names discovered Upstreams, in the discovery
- * namespace; names taken by a user's Upstream, or by another service whose name sanitises the
- * same way, are left out (Warning on the one that keeps the name).
- */
-static void collect_discovered(bctx_t *b)
-{
-    const rv_disc_view_t *v = b->view;
-    if (!b->discover || !v || !v->nsvcs)
-        return;
-    b->disc = calloc(v->nsvcs, sizeof(tres_t));
-    if (!b->disc) {
-        b->oom = true;
-        return;
-    }
-    for (uint32_t i = 0; i < v->nsvcs && !b->oom; i++) {
-        char nm[128];
-        rv_disc_upstream_name(v->svcs[i].name.ptr, nm, sizeof(nm));
-        tres_t *t = &b->disc[b->ndisc];
-        t->kind = RK_US;
-        t->ns = b->s->discovery_ns;
-        t->name = astr(b, nm).ptr;
-        t->file = astrf(b, "consul:%s", v->svcs[i].name.ptr).ptr;
-        t->rel = t->file;
-        t->dsvc = &v->svcs[i];
-        if (!t->name || !t->file)
-            return;
-        tres_t key = { .ns = t->ns, .name = t->name }, *kp = &key;
-        if (bsearch(&kp, b->by[RK_US], b->nby[RK_US], sizeof(tres_t *), tres_cmp))
-            continue;   /* the user's Upstream of that name wins */
-        b->ndisc++;
-    }
-    qsort(b->disc, b->ndisc, sizeof(tres_t), disc_cmp);
-    uint32_t k = 0;
-    for (uint32_t i = 0; i < b->ndisc; i++) {
-        if (k && !strcmp(b->disc[k - 1].name, b->disc[i].name)) {
-            addmsg(b, &b->disc[k - 1], false, "consul services '%s' and '%s' have the same Upstream name; "
-                   "'%s' is not discovered", b->disc[k - 1].dsvc->name.ptr, b->disc[i].dsvc->name.ptr,
-                   b->disc[i].dsvc->name.ptr);
-            free(b->disc[i].rej);
-            free(b->disc[i].warn);
-            continue;
-        }
-        b->disc[k++] = b->disc[i];
-    }
-    b->ndisc = k;
-}
-
-static void build_clusters(bctx_t *b)
-{
-    uint32_t n = b->nby[RK_US];
-    for (uint32_t i = 0; i < n && !b->oom; i++) {
-        tres_t *t = b->by[RK_US][i];
-        us_t *u = t->obj;
-        uint32_t idx;
-        rv_cluster_t *c = new_cluster(b, &idx);
-        if (!c)
-            return;
-        c->name = astrf(b, "%s.%s", t->ns, t->name);
-        c->lb = u->lb.lr.h.set ? RV_LB_LEAST_REQUEST : u->lb.random.h.set ? RV_LB_RANDOM : RV_LB_ROUND_ROBIN;
-        c->choice_count = u->lb.lr.h.set ? u->lb.lr.choice_count : 2;
-        t->cluster = idx;
-        if (u->consul.h.set) {
-            consul_cluster(b, t, c, &u->consul);
-            continue;
-        }
-        vec_t eps = { 0 };
-        const shost_t *h = u->st.hosts.v;
-        for (uint32_t k = 0; k < u->st.hosts.n; k++)
-            resolve_host(b, t, &eps, &h[k], k);
-        c = (rv_cluster_t *)b->clusters.v + idx;
-        set_endpoints(b, c, &eps);
-        if (!eps.n)
-            addmsg(b, t, false, "no endpoint resolves: requests to this upstream get 503");
-        free(eps.v);
-    }
-    collect_discovered(b);
-    for (uint32_t i = 0; i < b->ndisc && !b->oom; i++) {
-        tres_t *t = &b->disc[i];
-        uint32_t idx;
-        rv_cluster_t *c = new_cluster(b, &idx);
-        if (!c)
-            return;
-        c->name = astrf(b, "%s.%s", t->ns, t->name);
-        c->lb = RV_LB_ROUND_ROBIN;
-        c->choice_count = 2;
-        t->cluster = idx;
-        discovered_cluster(b, t, c);
-    }
-}
-
-/* Copy the clusters into the snapshot once every route destination has made its own. */
-static void finish_clusters(bctx_t *b)
-{
-    rv_snapshot_t *snap = &b->sp->snap;
-    snap->nclusters = 0;
-    if (!b->clusters.n || b->oom)
-        return;
-    snap->clusters = anew(b, b->clusters.n * sizeof(rv_cluster_t));
-    if (!snap->clusters)
-        return;
-    memcpy(snap->clusters, b->clusters.v, b->clusters.n * sizeof(rv_cluster_t));
-    snap->nclusters = b->clusters.n;
-}
-
-/* Route destination consul{serviceName, tags, dataCenters}: one cluster per distinct triple. */
-typedef struct cdest_key_s {
-    const cdest_t *d;
-    uint32_t cluster;
-} cdest_key_t;
-
-static bool strs_same(const strs_t *x, const strs_t *y)
-{
-    if (x->n != y->n)
-        return false;
-    for (uint32_t i = 0; i < x->n; i++)
-        if (!in_list(y, x->v[i]))
-            return false;
-    for (uint32_t i = 0; i < y->n; i++)
-        if (!in_list(x, y->v[i]))
-            return false;
-    return true;
-}
-
-static void join_strs(char *out, size_t outlen, const strs_t *l)
-{
-    size_t o = 0;
-    out[0] = '\0';
-    for (uint32_t i = 0; i < l->n && o < outlen; i++) {
-        int w = snprintf(out + o, outlen - o, "%s%s", i ? "," : "", l->v[i]);
-        if (w < 0)
-            break;
-        o += (size_t)w;
-    }
-}
-
-/*
- * Cluster of a consul destination: instances of the service in the listed datacenters that
- * carry every listed tag; when none does, every instance of the service (Gloo's subset
- * fallback_policy ANY_ENDPOINT).
- */
-static uint32_t consul_dest_cluster(bctx_t *b, tres_t *owner, bool warn, const char *where, const cdest_t *d)
-{
-    b->uses_consul = true;
-    for (uint32_t i = 0; i < b->cdests.n; i++) {
-        const cdest_key_t *k = (const cdest_key_t *)b->cdests.v + i;
-        if (!strcmp(k->d->service, d->service) && strs_same(&k->d->tags, &d->tags) && strs_same(&k->d->dcs, &d->dcs))
-            return k->cluster;
-    }
-    uint32_t idx;
-    rv_cluster_t *c = new_cluster(b, &idx);
-    cdest_key_t *k = c ? vec_push(b, &b->cdests, sizeof(*k)) : NULL;
-    if (!k)
-        return RV_NO_CLUSTER;
-    k->d = d;
-    k->cluster = idx;
-    char tags[256], dcs[256];
-    join_strs(tags, sizeof(tags), &d->tags);
-    join_strs(dcs, sizeof(dcs), &d->dcs);
-    if (d->tags.n || d->dcs.n)
-        c->name = astrf(b, "%s.consul-svc:%s[tags=%s;dcs=%s]", b->s->discovery_ns, d->service, tags, dcs);
-    else
-        c->name = astrf(b, "%s.consul-svc:%s", b->s->discovery_ns, d->service);
-    c->lb = RV_LB_ROUND_ROBIN;
-    c->choice_count = 2;
-    const rv_disc_svc_t *svc = b->view ? rv_disc_find(b->view, d->service) : NULL;
-    vec_t eps = { 0 };
-    uint32_t nsel = 0;
-    if (svc) {
-        isel_t f = { &d->dcs, &d->tags, NULL };
-        consul_endpoints(b, svc, &f, &eps, &nsel);
-        if (!nsel) {
-            isel_t all = { NULL, NULL, NULL };
-            consul_endpoints(b, svc, &all, &eps, &nsel);
-        }
-    }
-    c = (rv_cluster_t *)b->clusters.v + idx;
-    set_endpoints(b, c, &eps);
-    record_csel(b, idx, CSEL_DEST, d->service, &d->dcs, &d->tags, NULL, c->neps == 0, nsel == 0);
-    if (!c->neps && !b->oom && warn)
-        addmsg(b, owner, false, "%s: consul service '%s': %s; requests get 503", where, d->service,
-               consul_problem(b, svc, nsel));
-    free(eps.v);
-    return idx;
 }
 
 /* ---- options and actions ------------------------------------------------------------ */
@@ -788,11 +248,11 @@ static void conv_adds(bctx_t *b, const list_t *l, rv_header_add_t **out, uint32_
     *n = 0;
     if (!l->n)
         return;
-    if (!(*out = anew(b, l->n * sizeof(rv_header_add_t))))
+    if (!(*out = cfg_anew(b, l->n * sizeof(rv_header_add_t))))
         return;
     for (uint32_t i = 0; i < l->n; i++) {
-        (*out)[i].name = astr(b, o[i].header.key);
-        (*out)[i].value = astr(b, o[i].header.value);
+        (*out)[i].name = cfg_astr(b, o[i].header.key);
+        (*out)[i].value = cfg_astr(b, o[i].header.value);
         (*out)[i].append = o[i].append;
     }
     *n = l->n;
@@ -803,10 +263,10 @@ static void conv_removes(bctx_t *b, const strs_t *l, rv_str_t **out, uint32_t *n
     *n = 0;
     if (!l->n)
         return;
-    if (!(*out = anew(b, l->n * sizeof(rv_str_t))))
+    if (!(*out = cfg_anew(b, l->n * sizeof(rv_str_t))))
         return;
     for (uint32_t i = 0; i < l->n; i++)
-        (*out)[i] = astr(b, l->v[i]);
+        (*out)[i] = cfg_astr(b, l->v[i]);
     *n = l->n;
 }
 
@@ -837,7 +297,7 @@ static void conv_retry(bctx_t *b, const retry_t *r, rv_retry_policy_t *o)
         o->backoff_base_ms = r->backoff.base_ms;
         o->backoff_max_ms = r->backoff.has_max ? r->backoff.max_ms : 10 * r->backoff.base_ms;
     }
-    if (r->codes.n && (o->status_codes = anew(b, r->codes.n * sizeof(uint16_t)))) {
+    if (r->codes.n && (o->status_codes = cfg_anew(b, r->codes.n * sizeof(uint16_t)))) {
         for (uint32_t i = 0; i < r->codes.n; i++)
             o->status_codes[i] = (uint16_t)r->codes.v[i];
         o->nstatus_codes = r->codes.n;
@@ -887,7 +347,7 @@ static uint32_t upstream_cluster(bctx_t *b, tres_t *owner, bool warn, const char
     if (u)
         return u->cluster;
     if (warn)
-        addmsg(b, owner, false, "%s: upstream %s/%s %s", where, ns, ref->name, ref_problem(b, RK_US, ns, ref->name));
+        cfg_addmsg(b, owner, false, "%s: upstream %s/%s %s", where, ns, ref->name, ref_problem(b, RK_US, ns, ref->name));
     return RV_NO_CLUSTER;
 }
 
@@ -895,7 +355,7 @@ static uint32_t upstream_cluster(bctx_t *b, tres_t *owner, bool warn, const char
 static uint32_t dest_cluster(bctx_t *b, tres_t *owner, bool warn, const char *where, const dest_t *d)
 {
     if (d->consul.h.set)
-        return consul_dest_cluster(b, owner, warn, where, &d->consul);
+        return cfg_consul_dest_cluster(b, owner, warn, where, &d->consul);
     return upstream_cluster(b, owner, warn, where, &d->upstream);
 }
 
@@ -905,7 +365,7 @@ static void conv_wdests(bctx_t *b, tres_t *owner, bool warn, const char *where, 
     uint32_t n = 0;
     for (uint32_t i = 0; i < l->n; i++)
         n += d[i].weight > 0;
-    if (!(act->dests = anew(b, n * sizeof(rv_dest_t))))
+    if (!(act->dests = cfg_anew(b, n * sizeof(rv_dest_t))))
         return;
     for (uint32_t i = 0, k = 0; i < l->n; i++) {
         if (!d[i].weight)
@@ -926,10 +386,10 @@ static void conv_action(bctx_t *b, tres_t *owner, const char *where, const route
     if (r->redirect.h.set) {
         const redirect_t *d = &r->redirect;
         act->kind = RV_ACTION_REDIRECT;
-        act->redirect.host = astr(b, d->host);
+        act->redirect.host = cfg_astr(b, d->host);
         act->redirect.path_kind =
             d->has_path ? RV_REDIRECT_PATH_REPLACE : d->has_prefix ? RV_REDIRECT_PREFIX : RV_REDIRECT_PATH_KEEP;
-        act->redirect.path = astr(b, d->has_path ? d->path : d->has_prefix ? d->prefix : NULL);
+        act->redirect.path = cfg_astr(b, d->has_path ? d->path : d->has_prefix ? d->prefix : NULL);
         act->redirect.code = codes[d->code_enum < 5 ? d->code_enum : 0];
         act->redirect.port = (uint16_t)d->port;
         act->redirect.https = d->https;
@@ -939,13 +399,13 @@ static void conv_action(bctx_t *b, tres_t *owner, const char *where, const route
     if (r->direct.h.set) {
         act->kind = RV_ACTION_DIRECT;
         act->status = (uint16_t)r->direct.status;
-        act->body = astr(b, r->direct.body);
+        act->body = cfg_astr(b, r->direct.body);
         return;
     }
     act->kind = RV_ACTION_ROUTE;
     const raction_t *ra = &r->ra;
     if (ra->single.h.set) {
-        if (!(act->dests = anew(b, sizeof(rv_dest_t))))
+        if (!(act->dests = cfg_anew(b, sizeof(rv_dest_t))))
             return;
         act->dests[0].cluster = dest_cluster(b, owner, true, where, &ra->single);
         act->dests[0].weight = 1;
@@ -960,9 +420,9 @@ static void conv_action(bctx_t *b, tres_t *owner, const char *where, const route
             /* missing upstreams of the group are reported on the group (check_ugs) */
             conv_wdests(b, g, false, "destinations", &((ug_t *)g->obj)->dests, act);
         } else {
-            addmsg(b, owner, false, "%s: upstream group %s/%s %s", where, ns, ra->ug.name,
+            cfg_addmsg(b, owner, false, "%s: upstream group %s/%s %s", where, ns, ra->ug.name,
                    ref_problem(b, RK_UG, ns, ra->ug.name));
-            if (!(act->dests = anew(b, sizeof(rv_dest_t))))
+            if (!(act->dests = cfg_anew(b, sizeof(rv_dest_t))))
                 return;
             act->dests[0].cluster = RV_NO_CLUSTER;
             act->dests[0].weight = 1;
@@ -992,59 +452,59 @@ static void emit_route(flat_t *f, tres_t *owner, const char *where, const route_
         return;
     }
     b->routes_total++;
-    rv_route_t *o = vec_push(b, &f->out, sizeof(rv_route_t));
+    rv_route_t *o = cfg_vec_push(b, &f->out, sizeof(rv_route_t));
     if (!o)
         return;
     rv_matcher_t *mm = &o->match;
     mm->case_sensitive = true;
     if (!m) {
         mm->path_kind = RV_PATH_PREFIX;
-        mm->path = astr(b, inherited_prefix ? inherited_prefix : "/");
+        mm->path = cfg_astr(b, inherited_prefix ? inherited_prefix : "/");
     } else {
         mm->case_sensitive = !m->has_cs || m->case_sensitive;
         if (m->has_exact) {
             mm->path_kind = RV_PATH_EXACT;
-            mm->path = astr(b, m->exact);
+            mm->path = cfg_astr(b, m->exact);
         } else if (m->has_regex) {
             mm->path_kind = RV_PATH_REGEX;
-            mm->path = astr(b, m->regex);
+            mm->path = cfg_astr(b, m->regex);
             mm->path_re = compile(b, m->regex, !mm->case_sensitive);
         } else {
             mm->path_kind = RV_PATH_PREFIX;
-            mm->path = astr(b, m->has_prefix ? m->prefix : inherited_prefix ? inherited_prefix : "/");
+            mm->path = cfg_astr(b, m->has_prefix ? m->prefix : inherited_prefix ? inherited_prefix : "/");
         }
         const hmatch_t *hm = m->headers.v;
-        if (m->headers.n && (mm->headers = anew(b, m->headers.n * sizeof(rv_header_matcher_t)))) {
+        if (m->headers.n && (mm->headers = cfg_anew(b, m->headers.n * sizeof(rv_header_matcher_t)))) {
             for (uint32_t i = 0; i < m->headers.n; i++) {
                 rv_header_matcher_t *x = &mm->headers[i];
-                x->name = astr(b, hm[i].name);
+                x->name = cfg_astr(b, hm[i].name);
                 x->has_value = hm[i].has_value;
                 x->is_regex = hm[i].regex && hm[i].has_value;
                 x->invert = hm[i].invert;
                 if (x->has_value)
-                    x->value = astr(b, hm[i].value);
+                    x->value = cfg_astr(b, hm[i].value);
                 if (x->is_regex)
                     x->re = compile(b, hm[i].value, false);
             }
             mm->nheaders = m->headers.n;
         }
         const qmatch_t *qm = m->query.v;
-        if (m->query.n && (mm->query = anew(b, m->query.n * sizeof(rv_query_matcher_t)))) {
+        if (m->query.n && (mm->query = cfg_anew(b, m->query.n * sizeof(rv_query_matcher_t)))) {
             for (uint32_t i = 0; i < m->query.n; i++) {
                 rv_query_matcher_t *x = &mm->query[i];
-                x->name = astr(b, qm[i].name);
+                x->name = cfg_astr(b, qm[i].name);
                 x->has_value = qm[i].has_value;
                 x->is_regex = qm[i].regex && qm[i].has_value;
                 if (x->has_value)
-                    x->value = astr(b, qm[i].value);
+                    x->value = cfg_astr(b, qm[i].value);
                 if (x->is_regex)
                     x->re = compile(b, qm[i].value, false);
             }
             mm->nquery = m->query.n;
         }
-        if (m->methods.n && (mm->methods = anew(b, m->methods.n * sizeof(rv_str_t)))) {
+        if (m->methods.n && (mm->methods = cfg_anew(b, m->methods.n * sizeof(rv_str_t)))) {
             for (uint32_t i = 0; i < m->methods.n; i++)
-                mm->methods[i] = astr(b, m->methods.v[i]);
+                mm->methods[i] = cfg_astr(b, m->methods.v[i]);
             mm->nmethods = m->methods.n;
         }
     }
@@ -1054,22 +514,22 @@ static void emit_route(flat_t *f, tres_t *owner, const char *where, const route_
     ro->has_prefix_rewrite = opts->has_prefix_rewrite;
     if (ro->has_prefix_rewrite && mm->path_kind == RV_PATH_REGEX) {
         /* only reachable through inheritance: the route's own options were checked at decode */
-        addmsg(b, owner, false, "%s: the inherited prefixRewrite does not apply to a regex matcher", where);
+        cfg_addmsg(b, owner, false, "%s: the inherited prefixRewrite does not apply to a regex matcher", where);
         ro->has_prefix_rewrite = false;
     }
     if (ro->has_prefix_rewrite)
-        ro->prefix_rewrite = astr(b, opts->prefix_rewrite);
+        ro->prefix_rewrite = cfg_astr(b, opts->prefix_rewrite);
     if (opts->regex_rewrite.h.set) {
         ro->regex_rewrite = compile(b, opts->regex_rewrite.pattern.regex, false);
-        ro->regex_substitution = astr(b, opts->regex_rewrite.subst);
+        ro->regex_substitution = cfg_astr(b, opts->regex_rewrite.subst);
     }
     ro->timeout_ms = opts->has_timeout ? opts->timeout_ms : 15000;
     conv_retry(b, opts->retries.h.set ? &opts->retries : f->vh_retries, &ro->retries);
     if (opts->has_host_rewrite)
-        ro->host_rewrite = astr(b, opts->host_rewrite);
+        ro->host_rewrite = cfg_astr(b, opts->host_rewrite);
     ro->auto_host_rewrite = opts->has_auto_host && opts->auto_host;
     conv_headers(b, &opts->headers, &o->headers);
-    o->name = r->name && r->name[0] ? astr(b, r->name) : (rv_str_t){ NULL, 0 };
+    o->name = r->name && r->name[0] ? cfg_astr(b, r->name) : (rv_str_t){ NULL, 0 };
 }
 
 static int rt_cmp(const void *x, const void *y)
@@ -1078,7 +538,7 @@ static int rt_cmp(const void *x, const void *y)
     const rt_t *ra = a->obj, *rc = c->obj;
     if (ra->weight != rc->weight)
         return ra->weight < rc->weight ? -1 : 1;
-    return tres_cmp(x, y);
+    return cfg_tres_cmp(x, y);
 }
 
 /* Does every route of table t stay under prefix? On failure, names the route in why. */
@@ -1118,23 +578,23 @@ static bool delegate(flat_t *f, tres_t *owner, const char *where, const route_t 
         const char *ns = d->ref.ns && d->ref.ns[0] ? d->ref.ns : owner->ns;
         tres_t *t = lookup(b, RK_RT, ns, d->ref.name);
         if (!t)
-            addmsg(b, owner, false, "%s: RouteTable %s/%s %s", where, ns, d->ref.name,
+            cfg_addmsg(b, owner, false, "%s: RouteTable %s/%s %s", where, ns, d->ref.name,
                    ref_problem(b, RK_RT, ns, d->ref.name));
-        else if (vec_push(b, &targets, sizeof(tres_t *)))
+        else if (cfg_vec_push(b, &targets, sizeof(tres_t *)))
             ((tres_t **)targets.v)[targets.n - 1] = t;
     } else {
         const rtsel_t *s = &d->selector;
         for (uint32_t i = 0; i < b->nby[RK_RT]; i++) {
             tres_t *t = b->by[RK_RT][i];
-            bool ns_ok = s->namespaces.n ? (in_list(&s->namespaces, "*") || in_list(&s->namespaces, t->ns))
+            bool ns_ok = s->namespaces.n ? (cfg_in_list(&s->namespaces, "*") || cfg_in_list(&s->namespaces, t->ns))
                                          : !strcmp(t->ns, owner->ns);
             if (!ns_ok || !labels_match(&s->labels, &((rt_t *)t->obj)->meta.labels))
                 continue;
-            if (vec_push(b, &targets, sizeof(tres_t *)))
+            if (cfg_vec_push(b, &targets, sizeof(tres_t *)))
                 ((tres_t **)targets.v)[targets.n - 1] = t;
         }
         if (!targets.n)
-            addmsg(b, owner, false, "%s: delegateAction.selector selects no RouteTable", where);
+            cfg_addmsg(b, owner, false, "%s: delegateAction.selector selects no RouteTable", where);
         if (targets.n > 1)
             qsort(targets.v, targets.n, sizeof(tres_t *), rt_cmp);
     }
@@ -1144,19 +604,19 @@ static bool delegate(flat_t *f, tres_t *owner, const char *where, const route_t 
         char why[CFG_ERRLEN];
         if (t->in_chain) {
             /* owner points back into its own delegation chain: owner is the culprit */
-            addmsg(b, owner, true, "%s: delegation cycle: RouteTable %s/%s already delegates to %s %s/%s", where,
+            cfg_addmsg(b, owner, true, "%s: delegation cycle: RouteTable %s/%s already delegates to %s %s/%s", where,
                    t->ns, t->name, cfg_kinds[owner->kind].kind, owner->ns, owner->name);
             ok = false;
             break;
         }
         if (depth + 1 > CFG_MAX_DELEGATION) {
-            addmsg(b, owner, true, "%s: delegation deeper than %d levels", where, CFG_MAX_DELEGATION);
+            cfg_addmsg(b, owner, true, "%s: delegation deeper than %d levels", where, CFG_MAX_DELEGATION);
             ok = false;
             break;
         }
         b->prefix_work += rt->routes.n;
         if (b->prefix_work > MAX_PREFIX_WORK) {
-            addmsg(b, owner, true, "%s: too many delegated routes to check (more than %u in this config)", where,
+            cfg_addmsg(b, owner, true, "%s: too many delegated routes to check (more than %u in this config)", where,
                    MAX_PREFIX_WORK);
             ok = false;
             break;
@@ -1164,9 +624,9 @@ static bool delegate(flat_t *f, tres_t *owner, const char *where, const route_t 
         if (!under_prefix(rt, prefix, why, sizeof(why))) {
             if (!is_changed(t) && can_fall_back(owner))
                 /* the table is as last accepted: the parent's edit is what no longer fits */
-                addmsg(b, owner, true, "%s: RouteTable %s/%s does not fit under it: %s", where, t->ns, t->name, why);
+                cfg_addmsg(b, owner, true, "%s: RouteTable %s/%s does not fit under it: %s", where, t->ns, t->name, why);
             else
-                addmsg(b, t, true, "%s (delegated from %s %s/%s)", why, cfg_kinds[owner->kind].kind, owner->ns,
+                cfg_addmsg(b, t, true, "%s (delegated from %s %s/%s)", why, cfg_kinds[owner->kind].kind, owner->ns,
                        owner->name);
             continue;
         }
@@ -1219,25 +679,25 @@ static void translate_vs(bctx_t *b, tres_t *t)
     t->vs_done = true;
     if (!vs->vh.routes.n) {
         t->vs_empty = true;
-        addmsg(b, t, false, "virtualHost has no routes: the virtual service serves nothing");
+        cfg_addmsg(b, t, false, "virtualHost has no routes: the virtual service serves nothing");
         return;
     }
     flat_t f = { .b = b, .vs = t, .vh_retries = &vs->vh.opts.retries };
     flatten(&f, t, &vs->vh.routes, "virtualHost.routes", NULL, NULL, 0);
     if (f.too_many) {
         /* served partially would be worse than not at all */
-        addmsg(b, t, true, "too many routes after delegation (at most %u per virtual service, %u in all)",
+        cfg_addmsg(b, t, true, "too many routes after delegation (at most %u per virtual service, %u in all)",
                MAX_ROUTES_PER_VS, MAX_ROUTES_TOTAL);
         f.out.n = 0;
     }
     t->routes = f.out.v;
     t->nroutes = f.out.n;
     rv_route_t *rr = t->routes;
-    rv_str_t vsname = astrf(b, "%s.%s", t->ns, t->name);
+    rv_str_t vsname = cfg_astrf(b, "%s.%s", t->ns, t->name);
     for (uint32_t i = 0; i < t->nroutes; i++) {
         rr[i].vs = vsname;
         if (!rr[i].name.ptr)
-            rr[i].name = astrf(b, "%s.%s.%u", t->ns, t->name, i);
+            rr[i].name = cfg_astrf(b, "%s.%s.%u", t->ns, t->name, i);
     }
 }
 
@@ -1301,7 +761,7 @@ static bool held_domains(bctx_t *b, tres_t **vs, uint32_t n, vec_t *held)
             continue;
         uint32_t nd = g->vh.domains.n ? g->vh.domains.n : 1;
         for (uint32_t k = 0; k < nd; k++) {
-            dom_t *d = vec_push(b, held, sizeof(dom_t));
+            dom_t *d = cfg_vec_push(b, held, sizeof(dom_t));
             if (!d)
                 return false;
             d->d = g->vh.domains.n ? g->vh.domains.v[k] : "*";
@@ -1331,7 +791,7 @@ static void domain_conflicts(bctx_t *b, tres_t *gt, tres_t **vs, uint32_t n, boo
             continue;
         uint32_t nd = v->vh.domains.n ? v->vh.domains.n : 1;
         for (uint32_t k = 0; k < nd; k++) {
-            dom_t *d = vec_push(b, &doms, sizeof(dom_t));
+            dom_t *d = cfg_vec_push(b, &doms, sizeof(dom_t));
             if (!d)
                 goto out;
             d->d = v->vh.domains.n ? v->vh.domains.v[k] : "*";
@@ -1366,14 +826,14 @@ static void domain_conflicts(bctx_t *b, tres_t *gt, tres_t **vs, uint32_t n, boo
             bool inc = ninc && bsearch(&d[k], held.v, held.n, sizeof(dom_t), dom_cmp);
             if (ninc && !inc) {
                 tres_t *holder = vs[d[inc1].vs];
-                addmsg(b, me, true, "domain '%s' is already served by VirtualService %s/%s on Gateway %s/%s", d[k].d,
+                cfg_addmsg(b, me, true, "domain '%s' is already served by VirtualService %s/%s on Gateway %s/%s", d[k].d,
                        holder->ns, holder->name, gt->ns, gt->name);
             } else if (ninc > 1 && can_fall_back(gt)) {
-                addmsg(b, gt, true, "httpGateway: VirtualServices %s/%s and %s/%s would both serve domain '%s'",
+                cfg_addmsg(b, gt, true, "httpGateway: VirtualServices %s/%s and %s/%s would both serve domain '%s'",
                        vs[d[inc1].vs]->ns, vs[d[inc1].vs]->name, vs[d[inc2].vs]->ns, vs[d[inc2].vs]->name, d[k].d);
             } else if (ninc != 1) {
                 tres_t *other = vs[d[ninc ? (k == inc1 ? inc2 : inc1) : (k == i ? i + 1 : i)].vs];
-                addmsg(b, me, true, "domain '%s' is also claimed by VirtualService %s/%s on Gateway %s/%s", d[k].d,
+                cfg_addmsg(b, me, true, "domain '%s' is also claimed by VirtualService %s/%s on Gateway %s/%s", d[k].d,
                        other->ns, other->name, gt->ns, gt->name);
             }
             if (!inc || ninc > 1)
@@ -1396,15 +856,15 @@ static void select_vss(bctx_t *b, tres_t *gt, const gw_t *g, vec_t *out)
             const char *ns = refs[i].ns && refs[i].ns[0] ? refs[i].ns : gt->ns;
             tres_t *t = lookup(b, RK_VS, ns, refs[i].name);
             if (!t) {
-                addmsg(b, gt, false, "httpGateway.virtualServices[%u]: VirtualService %s/%s %s", i, ns, refs[i].name,
+                cfg_addmsg(b, gt, false, "httpGateway.virtualServices[%u]: VirtualService %s/%s %s", i, ns, refs[i].name,
                        ref_problem(b, RK_VS, ns, refs[i].name));
                 continue;
             }
-            if (vec_push(b, out, sizeof(tres_t *)))
+            if (cfg_vec_push(b, out, sizeof(tres_t *)))
                 ((tres_t **)out->v)[out->n - 1] = t;
         }
         if (out->n > 1)
-            qsort(out->v, out->n, sizeof(tres_t *), tres_cmp);
+            qsort(out->v, out->n, sizeof(tres_t *), cfg_tres_cmp);
         /* a service listed twice is served once */
         tres_t **v = out->v;
         uint32_t w = 0;
@@ -1414,14 +874,14 @@ static void select_vss(bctx_t *b, tres_t *gt, const gw_t *g, vec_t *out)
         out->n = w;
         return;
     }
-    bool all_ns = !h->vs_namespaces.n || in_list(&h->vs_namespaces, "*");
+    bool all_ns = !h->vs_namespaces.n || cfg_in_list(&h->vs_namespaces, "*");
     for (uint32_t i = 0; i < b->nby[RK_VS]; i++) {
         tres_t *t = b->by[RK_VS][i];
-        if (!all_ns && !in_list(&h->vs_namespaces, t->ns))
+        if (!all_ns && !cfg_in_list(&h->vs_namespaces, t->ns))
             continue;
         if (!labels_match(&h->selector, &((vs_t *)t->obj)->meta.labels))
             continue;
-        if (vec_push(b, out, sizeof(tres_t *)))
+        if (cfg_vec_push(b, out, sizeof(tres_t *)))
             ((tres_t **)out->v)[out->n - 1] = t;
     }
 }
@@ -1448,7 +908,7 @@ static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t
     uint64_t total = *route_index;
     for (uint32_t i = 0; i < sel.n; i++) {
         if (!drop[i] && total + vs[i]->nroutes > MAX_SNAPSHOT_ROUTES) {
-            addmsg(b, vs[i], true, "left out of Gateway %s/%s: the config would exceed %u routes", gt->ns, gt->name,
+            cfg_addmsg(b, vs[i], true, "left out of Gateway %s/%s: the config would exceed %u routes", gt->ns, gt->name,
                    MAX_SNAPSHOT_ROUTES);
             drop[i] = true;
         }
@@ -1456,25 +916,25 @@ static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t
             total += vs[i]->nroutes;
         n += !drop[i];
     }
-    l->vhosts = anew(b, n * sizeof(rv_vhost_t));
+    l->vhosts = cfg_anew(b, n * sizeof(rv_vhost_t));
     for (uint32_t i = 0, k = 0; i < sel.n && l->vhosts; i++) {
         if (drop[i])
             continue;
         tres_t *t = vs[i];
         const vs_t *v = t->obj;
         rv_vhost_t *vh = &l->vhosts[k++];
-        vh->name = astrf(b, "%s.%s", t->ns, t->name);
+        vh->name = cfg_astrf(b, "%s.%s", t->ns, t->name);
         uint32_t nd = v->vh.domains.n;
-        vh->domains = anew(b, (nd ? nd : 1) * sizeof(rv_str_t));
+        vh->domains = cfg_anew(b, (nd ? nd : 1) * sizeof(rv_str_t));
         if (vh->domains) {
             for (uint32_t d = 0; d < nd; d++)
-                vh->domains[d] = astr(b, v->vh.domains.v[d]);
+                vh->domains[d] = cfg_astr(b, v->vh.domains.v[d]);
             if (!nd)
-                vh->domains[0] = astr(b, "*");
+                vh->domains[0] = cfg_astr(b, "*");
             vh->ndomains = nd ? nd : 1;
         }
         conv_headers(b, &v->vh.opts.headers, &vh->headers);
-        if (t->nroutes && (vh->routes = anew(b, t->nroutes * sizeof(rv_route_t)))) {
+        if (t->nroutes && (vh->routes = cfg_anew(b, t->nroutes * sizeof(rv_route_t)))) {
             memcpy(vh->routes, t->routes, t->nroutes * sizeof(rv_route_t));
             vh->nroutes = t->nroutes;
             bool has_vh_headers = v->vh.opts.headers.h.set;
@@ -1503,14 +963,14 @@ static bool holds_bind(const tres_t *gt, const rv_listener_cfg_t *l)
 static void bind_refused(bctx_t *b, tres_t *gt, const gw_t *g, int e)
 {
     if (e == EADDRINUSE)
-        addmsg(b, gt, true, "bindPort %u: address already in use by another process", g->bind_port);
+        cfg_addmsg(b, gt, true, "bindPort %u: address already in use by another process", g->bind_port);
     else if (e == EADDRNOTAVAIL)
-        addmsg(b, gt, true, "bindAddress %s: not an address of this host", g->bind_address);
+        cfg_addmsg(b, gt, true, "bindAddress %s: not an address of this host", g->bind_address);
     else if (e == EACCES)
-        addmsg(b, gt, true, "bindPort %u: permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)",
+        cfg_addmsg(b, gt, true, "bindPort %u: permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)",
                g->bind_port);
     else
-        addmsg(b, gt, true, "bindAddress %s port %u cannot be bound: %s", g->bind_address, g->bind_port, strerror(e));
+        cfg_addmsg(b, gt, true, "bindAddress %s port %u cannot be bound: %s", g->bind_address, g->bind_port, strerror(e));
 }
 
 /*
@@ -1531,14 +991,14 @@ static void build_listeners(bctx_t *b)
         g->http.h.set = true;
         b->defgw = (tres_t){ .kind = RK_GATEWAY, .ns = b->s->discovery_ns ? b->s->discovery_ns : RV_DEFAULT_NAMESPACE,
                              .name = "gateway-proxy", .obj = g };
-        if (vec_push(b, &gws, sizeof(tres_t *)))
+        if (cfg_vec_push(b, &gws, sizeof(tres_t *)))
             ((tres_t **)gws.v)[0] = &b->defgw;
     } else {
         for (uint32_t i = 0; i < b->nby[RK_GATEWAY]; i++)
-            if (vec_push(b, &gws, sizeof(tres_t *)))
+            if (cfg_vec_push(b, &gws, sizeof(tres_t *)))
                 ((tres_t **)gws.v)[gws.n - 1] = b->by[RK_GATEWAY][i];
     }
-    snap->listeners = anew(b, gws.n * sizeof(rv_listener_cfg_t));
+    snap->listeners = cfg_anew(b, gws.n * sizeof(rv_listener_cfg_t));
     tres_t **gv = gws.v;
     rv_listener_cfg_t *ls = snap->listeners;
     uint8_t *placed = gws.n ? calloc(gws.n, 1) : NULL;     /* 0 undecided, 1 bound, 2 refused */
@@ -1557,10 +1017,10 @@ static void build_listeners(bctx_t *b)
             if (pass == 0) {
                 memset(l, 0, sizeof(*l));
                 l->port = (uint16_t)g->bind_port;
-                l->bind_address = astr(b, g->bind_address);
-                l->name = astrf(b, "%s.%s", gt->ns, gt->name);
+                l->bind_address = cfg_astr(b, g->bind_address);
+                l->name = cfg_astrf(b, "%s.%s", gt->ns, gt->name);
                 if (!sockaddr_for(g->bind_address, g->bind_port, &l->addr, &l->addrlen)) {
-                    addmsg(b, gt, true, "bindAddress '%s' is not an IP address", g->bind_address);
+                    cfg_addmsg(b, gt, true, "bindAddress '%s' is not an IP address", g->bind_address);
                     placed[i] = 2;
                     continue;
                 }
@@ -1573,7 +1033,7 @@ static void build_listeners(bctx_t *b)
                     break;
             int e = 0;
             if (k < gws.n)
-                addmsg(b, gt, true, "bindAddress %s port %u conflicts with Gateway %s/%s (bound to %.*s port %u)",
+                cfg_addmsg(b, gt, true, "bindAddress %s port %u conflicts with Gateway %s/%s (bound to %.*s port %u)",
                        g->bind_address, g->bind_port, gv[k]->ns, gv[k]->name, (int)ls[k].bind_address.len,
                        ls[k].bind_address.ptr, ls[k].port);
             else if (bind_check && (e = bind_check(l)) != 0)
@@ -1648,28 +1108,28 @@ static void build_statuses(bctx_t *b)
     rv_snapshot_t *snap = &b->sp->snap;
     bool settings = b->s->settings_file || b->s->rejected;
     uint32_t n = b->nall + b->ndisc + (settings ? 1 : 0) + (b->defgw.rej ? 1 : 0);
-    snap->statuses = anew(b, n * sizeof(rv_status_t));
+    snap->statuses = cfg_anew(b, n * sizeof(rv_status_t));
     if (!snap->statuses)
         return;
     uint32_t k = 0;
     if (settings) {
         /* a refused newer Settings file: the settings in force are the previous ones */
         rv_status_t *st = &snap->statuses[k++];
-        st->kind = astr(b, "Settings");
-        st->ns = astr(b, b->s->settings_ns ? b->s->settings_ns : RV_DEFAULT_NAMESPACE);
-        st->name = astr(b, "default");
-        st->file = astr(b, b->s->settings_file);
+        st->kind = cfg_astr(b, "Settings");
+        st->ns = cfg_astr(b, b->s->settings_ns ? b->s->settings_ns : RV_DEFAULT_NAMESPACE);
+        st->name = cfg_astr(b, "default");
+        st->file = cfg_astr(b, b->s->settings_file);
         st->state = b->s->rejected ? RV_STATE_REJECTED : RV_STATE_ACCEPTED;
-        st->reason = astr(b, b->s->rejected ? b->s->rejected : "");
+        st->reason = cfg_astr(b, b->s->rejected ? b->s->rejected : "");
         snap->nrejected += st->state == RV_STATE_REJECTED;
     }
     if (b->defgw.rej) {
         /* the implicit Gateway has a status only when it cannot serve (its port is taken) */
         rv_status_t *st = &snap->statuses[k++];
-        st->kind = astr(b, "Gateway");
-        st->ns = astr(b, b->defgw.ns);
-        st->name = astr(b, b->defgw.name);
-        st->file = astr(b, "");
+        st->kind = cfg_astr(b, "Gateway");
+        st->ns = cfg_astr(b, b->defgw.ns);
+        st->name = cfg_astr(b, b->defgw.name);
+        st->file = cfg_astr(b, "");
         st->state = RV_STATE_REJECTED;
         st->reason = astrcat(b, b->defgw.rej, " (the default Gateway, served when no Gateway exists)", NULL);
         snap->nrejected++;
@@ -1677,14 +1137,14 @@ static void build_statuses(bctx_t *b)
     for (uint32_t i = 0; i < b->nall; i++) {
         tres_t *t = &b->all[i];
         rv_status_t *st = &snap->statuses[k++];
-        st->kind = astr(b, cfg_kinds[t->kind].kind);
-        st->ns = astr(b, t->ns);
-        st->name = astr(b, t->name);
-        st->file = astr(b, t->file);
+        st->kind = cfg_astr(b, cfg_kinds[t->kind].kind);
+        st->ns = cfg_astr(b, t->ns);
+        st->name = cfg_astr(b, t->name);
+        st->file = cfg_astr(b, t->file);
         if (t->r && t->r->error) {
             st->state = RV_STATE_REJECTED;
-            st->reason = t->obj ? astrf(b, "%s (the last accepted version keeps serving)", t->r->error)
-                                : astr(b, t->r->error);
+            st->reason = t->obj ? cfg_astrf(b, "%s (the last accepted version keeps serving)", t->r->error)
+                                : cfg_astr(b, t->r->error);
         } else if (t->r && t->r->use_good) {
             /* the newest version was refused by translation; the last accepted one serves */
             st->state = RV_STATE_REJECTED;
@@ -1696,25 +1156,25 @@ static void build_statuses(bctx_t *b)
                 st->reason = astrcat(b, st->reason.ptr, ")", NULL);
         } else if (t->rej) {
             st->state = RV_STATE_REJECTED;
-            st->reason = astr(b, t->rej);
+            st->reason = cfg_astr(b, t->rej);
         } else if (t->warn) {
             st->state = RV_STATE_WARNING;
-            st->reason = astr(b, t->warn);
+            st->reason = cfg_astr(b, t->warn);
         } else {
             st->state = RV_STATE_ACCEPTED;
-            st->reason = astr(b, "");
+            st->reason = cfg_astr(b, "");
         }
         snap->nrejected += st->state == RV_STATE_REJECTED;
     }
     for (uint32_t i = 0; i < b->ndisc; i++) {
         tres_t *t = &b->disc[i];
         rv_status_t *st = &snap->statuses[k++];
-        st->kind = astr(b, "Upstream");
-        st->ns = astr(b, t->ns);
-        st->name = astr(b, t->name);
-        st->file = astr(b, t->file);
+        st->kind = cfg_astr(b, "Upstream");
+        st->ns = cfg_astr(b, t->ns);
+        st->name = cfg_astr(b, t->name);
+        st->file = cfg_astr(b, t->file);
         st->state = t->warn ? RV_STATE_WARNING : RV_STATE_ACCEPTED;
-        st->reason = astr(b, t->warn ? t->warn : "");
+        st->reason = cfg_astr(b, t->warn ? t->warn : "");
     }
     snap->nstatuses = k;
     if (!b->oom && k > 1)
@@ -1733,156 +1193,6 @@ static void free_regexes(rv_snapshot_t *snap)
     sp->re = NULL;
     sp->pat = NULL;
     sp->nre = sp->capre = 0;
-}
-
-/* ---- endpoint sets ----------------------------------------------------------------- */
-
-/* FNV-1a over s and a separator byte. */
-static uint64_t fp_str(uint64_t h, const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 0x100000001b3ull;
-    }
-    h ^= 0xff;
-    return h * 0x100000001b3ull;
-}
-
-/*
- * Fingerprint of what a build takes from a view besides instances: health mode, synced, and
- * per service its name, known flag and tag union (discovered Upstreams and statuses follow
- * them). Two views with the same fingerprint differ only in instances.
- */
-static uint64_t rv_disc_view_fingerprint(const rv_disc_view_t *v)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    char f[3] = { v->health ? 'h' : '-', v->synced ? 's' : '-', 0 };
-    h = fp_str(h, f, 2);
-    for (uint32_t i = 0; i < v->nsvcs; i++) {
-        const rv_disc_svc_t *sv = &v->svcs[i];
-        h = fp_str(h, sv->name.ptr, sv->name.len);
-        h = fp_str(h, sv->known ? "k" : "-", 1);
-        for (uint32_t k = 0; k < sv->ntags; k++)
-            h = fp_str(h, sv->tags[k].ptr, sv->tags[k].len);
-    }
-    return h;
-}
-
-rv_endpoint_set_t *rv_endpoint_set_initial(rv_snapshot_t *snap)
-{
-    rv_endpoint_set_t *es = calloc(1, sizeof(*es));
-    if (!es)
-        return NULL;
-    rv_arena_init(&es->arena, 1024);
-    atomic_init(&es->refs, 1);
-    rv_snapshot_ref(snap);
-    es->snap = snap;
-    es->version = 1;
-    es->clusters = snap->clusters;
-    es->nclusters = snap->nclusters;
-    es->initial = true;
-    for (uint32_t i = 0; i < snap->nclusters; i++)
-        es->nendpoints += snap->clusters[i].neps;
-    return es;
-}
-
-void rv_endpoint_set_ref(rv_endpoint_set_t *es)
-{
-    atomic_fetch_add_explicit(&es->refs, 1, memory_order_relaxed);
-}
-
-void rv_endpoint_set_release(rv_endpoint_set_t *es)
-{
-    if (!es || atomic_fetch_sub_explicit(&es->refs, 1, memory_order_acq_rel) != 1)
-        return;
-    rv_arena_free(&es->arena);
-    rv_snapshot_release(es->snap);
-    free(es);
-}
-
-int rv_endpoint_set_build(rv_snapshot_t *snap, const rv_disc_view_t *view, uint64_t prev_version,
-                          rv_endpoint_set_t **out)
-{
-    const snap_priv_t *sp = (const snap_priv_t *)snap;
-    *out = NULL;
-    if (!view || !sp->has_view || rv_disc_view_fingerprint(view) != sp->view_fp)
-        return RV_EAGAIN;
-    rv_endpoint_set_t *es = calloc(1, sizeof(*es));
-    if (!es)
-        return RV_ENOMEM;
-    rv_arena_init(&es->arena, 64 * 1024);
-    atomic_init(&es->refs, 1);
-    rv_snapshot_ref(snap);
-    es->snap = snap;
-    es->version = prev_version + 1;
-    es->nclusters = snap->nclusters;
-    int rc = 0;
-    bctx_t b = { .a = &es->arena, .view = view };
-    if (snap->nclusters) {
-        es->clusters = anew(&b, snap->nclusters * sizeof(rv_cluster_t));
-        if (es->clusters)
-            memcpy(es->clusters, snap->clusters, snap->nclusters * sizeof(rv_cluster_t));
-    }
-    for (uint32_t i = 0; i < sp->ncsel && !b.oom && rc == 0; i++) {
-        const csel_t *cs = &sp->csel[i];
-        if (cs->cluster >= snap->nclusters)
-            continue;
-        rv_cluster_t *c = &es->clusters[cs->cluster];
-        c->eps = NULL;
-        c->neps = 0;
-        c->total_weight = 0;
-        const rv_disc_svc_t *svc = rv_disc_find(view, cs->service);
-        vec_t eps = { 0 };
-        uint32_t nsel = 0;
-        if (svc) {
-            isel_t f = { &cs->dcs, &cs->want, cs->kind == CSEL_UPSTREAM ? &cs->deny : NULL };
-            consul_collect(&b, svc, &f, &eps, &nsel);
-            if (cs->kind == CSEL_DEST && !nsel) {
-                isel_t all = { NULL, NULL, NULL };
-                consul_collect(&b, svc, &all, &eps, &nsel);
-            }
-        }
-        const rv_cluster_t *sc = &snap->clusters[cs->cluster];
-        if (eps.n && same_raw_eps(&eps, sc)) {
-            /* unchanged since the snapshot: share its array (the set holds the snapshot) */
-            c->eps = sc->eps;
-            c->neps = sc->neps;
-            c->total_weight = sc->total_weight;
-        } else {
-            consul_strings(&b, &eps);
-            set_endpoints(&b, c, &eps);
-        }
-        free(eps.v);
-        if ((c->neps == 0) != cs->empty || (cs->empty && (nsel == 0) != cs->nomatch))
-            rc = RV_EAGAIN;     /* a status would change: the caller rebuilds */
-    }
-    if (b.oom && rc == 0)
-        rc = RV_ENOMEM;
-    if (rc != 0) {
-        rv_endpoint_set_release(es);
-        return rc;
-    }
-    for (uint32_t i = 0; i < es->nclusters; i++)
-        es->nendpoints += es->clusters[i].neps;
-    *out = es;
-    return 0;
-}
-
-char *rv_endpoint_set_dump_json(const rv_snapshot_t *snap, const rv_endpoint_set_t *es, size_t *len)
-{
-    if (!es || es->initial || es->snap != snap) {
-        char *p = malloc(snap->config_json_len + 1);
-        if (!p)
-            return NULL;
-        memcpy(p, snap->config_json, snap->config_json_len);
-        p[snap->config_json_len] = '\0';
-        *len = snap->config_json_len;
-        return p;
-    }
-    char *p = NULL;
-    if (cfg_dump_json_with(snap, es->clusters, &p, len) != 0)
-        return NULL;
-    return p;
 }
 
 void rv_snapshot_ref(rv_snapshot_t *snap)
@@ -1986,7 +1296,7 @@ static int build_once(rv_store_t *st, const rv_settings_t *s, const rv_disc_view
         if (i > 0 && order[i - 1]->kind == r->kind && !strcmp(order[i - 1]->ns, r->ns) &&
             !strcmp(order[i - 1]->name, r->name)) {
             t->dup = true;
-            addmsg(&b, t, true, "%s %s/%s is already defined by %s; this file is ignored", cfg_kinds[r->kind].kind,
+            cfg_addmsg(&b, t, true, "%s %s/%s is already defined by %s; this file is ignored", cfg_kinds[r->kind].kind,
                    r->ns, r->name, order[i - 1]->rel);
             continue;   /* the first file (in path order) stays the one in use */
         }
@@ -1995,19 +1305,19 @@ static int build_once(rv_store_t *st, const rv_settings_t *s, const rv_disc_view
     }
     for (int k = 0; k < RK_COUNT; k++)
         if (b.nby[k])
-            qsort(b.by[k], b.nby[k], sizeof(tres_t *), tres_cmp);
+            qsort(b.by[k], b.nby[k], sizeof(tres_t *), cfg_tres_cmp);
 
-    build_clusters(&b);
+    cfg_build_clusters(&b);
     check_ugs(&b);
     if (!b.oom)
         build_listeners(&b);
     /* VirtualServices no Gateway selected still get their routes checked (and statuses) */
     for (uint32_t i = 0; i < b.nby[RK_VS] && !b.oom; i++)
         translate_vs(&b, b.by[RK_VS][i]);
-    finish_clusters(&b);
+    cfg_finish_clusters(&b);
     b.sp->uses_consul = b.uses_consul;
     if (b.csels.n && !b.oom) {
-        b.sp->csel = anew(&b, b.csels.n * sizeof(csel_t));
+        b.sp->csel = cfg_anew(&b, b.csels.n * sizeof(csel_t));
         if (b.sp->csel) {
             memcpy(b.sp->csel, b.csels.v, b.csels.n * sizeof(csel_t));
             b.sp->ncsel = b.csels.n;

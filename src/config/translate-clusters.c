@@ -1,0 +1,619 @@
+/*
+ * translate-clusters.c - Upstreams to clusters: static hosts (resolved here, on the control
+ * thread), Consul-fed clusters (explicit consul Upstreams, discovered services, route consul
+ * destinations) from the discovery view, and the endpoint sets published when only Consul
+ * instances change (no re-translation, no route-table rebuild).
+ */
+#include "config/translate-internal.h"
+
+/* ---- clusters ---------------------------------------------------------------------- */
+
+static int add_endpoint(bctx_t *b, vec_t *eps, const struct sockaddr *sa, socklen_t len, const shost_t *h)
+{
+    rv_endpoint_t *e;
+    for (uint32_t i = 0; i < eps->n; i++) {
+        e = (rv_endpoint_t *)eps->v + i;
+        if (e->addrlen == len && !memcmp(&e->addr, sa, len) && !strcmp(e->hostname.ptr, h->addr))
+            return 0;   /* the same address twice (DNS answers) */
+    }
+    if (!(e = cfg_vec_push(b, eps, sizeof(*e))))
+        return -1;
+    memcpy(&e->addr, sa, len);
+    e->addrlen = len;
+    e->weight = h->weight ? h->weight : 1;
+    e->hostname = cfg_astr(b, h->addr);
+    bool v6 = strchr(h->addr, ':') != NULL;
+    e->host_header = v6 ? cfg_astrf(b, "[%s]", h->addr) : e->hostname;
+    if (h->port == 80)
+        e->authority = v6 ? cfg_astrf(b, "[%s]", h->addr) : cfg_astr(b, h->addr);
+    else
+        e->authority = v6 ? cfg_astrf(b, "[%s]:%u", h->addr, h->port) : cfg_astrf(b, "%s:%u", h->addr, h->port);
+    return 0;
+}
+
+/* Resolve one static host into endpoints (getaddrinfo for names: control thread only). */
+static void resolve_host(bctx_t *b, tres_t *t, vec_t *eps, const shost_t *h, uint32_t idx)
+{
+    struct sockaddr_in in4 = { .sin_family = AF_INET, .sin_port = htons((uint16_t)h->port) };
+    struct sockaddr_in6 in6 = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)h->port) };
+    if (inet_pton(AF_INET, h->addr, &in4.sin_addr) == 1) {
+        add_endpoint(b, eps, (struct sockaddr *)&in4, sizeof(in4), h);
+        return;
+    }
+    if (inet_pton(AF_INET6, h->addr, &in6.sin6_addr) == 1) {
+        add_endpoint(b, eps, (struct sockaddr *)&in6, sizeof(in6), h);
+        return;
+    }
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *res = NULL;
+    int rc = getaddrinfo(h->addr, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        cfg_addmsg(b, t, false, "static.hosts[%u]: host name '%s' does not resolve (%s); endpoint left out", idx,
+               h->addr, rc ? gai_strerror(rc) : "no address");
+        if (res)
+            freeaddrinfo(res);
+        return;
+    }
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET && ai->ai_addrlen >= sizeof(struct sockaddr_in)) {
+            struct sockaddr_in s4;
+            memcpy(&s4, ai->ai_addr, sizeof(s4));
+            s4.sin_port = htons((uint16_t)h->port);
+            add_endpoint(b, eps, (struct sockaddr *)&s4, sizeof(s4), h);
+        } else if (ai->ai_family == AF_INET6 && ai->ai_addrlen >= sizeof(struct sockaddr_in6)) {
+            struct sockaddr_in6 s6;
+            memcpy(&s6, ai->ai_addr, sizeof(s6));
+            s6.sin6_port = htons((uint16_t)h->port);
+            add_endpoint(b, eps, (struct sockaddr *)&s6, sizeof(s6), h);
+        }
+    }
+    freeaddrinfo(res);
+}
+
+/* A new cluster at the end of b->clusters (its index is stable); NULL on OOM. */
+static rv_cluster_t *new_cluster(bctx_t *b, uint32_t *index)
+{
+    *index = b->clusters.n;
+    rv_cluster_t *c = cfg_vec_push(b, &b->clusters, sizeof(rv_cluster_t));
+    if (c)
+        c->index = *index;
+    return c;
+}
+
+static void set_endpoints(bctx_t *b, rv_cluster_t *c, vec_t *eps)
+{
+    if (!eps->n)
+        return;
+    c->eps = cfg_anew(b, eps->n * sizeof(rv_endpoint_t));
+    if (c->eps)
+        memcpy(c->eps, eps->v, eps->n * sizeof(rv_endpoint_t));
+    c->neps = c->eps ? eps->n : 0;
+    for (uint32_t k = 0; k < c->neps; k++)
+        c->total_weight += c->eps[k].weight;
+}
+
+static bool str_in(const rv_str_t *l, uint32_t n, const char *s)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (!strcmp(l[i].ptr, s))
+            return true;
+    return false;
+}
+
+/* Which instances of a Consul service a cluster takes. */
+typedef struct isel_s {
+    const strs_t *dcs;          /* empty: every datacenter */
+    const strs_t *want;         /* every one of these tags */
+    const strs_t *deny;         /* none of these (may be NULL) */
+} isel_t;
+
+static bool inst_selected(const rv_disc_inst_t *in, const isel_t *f)
+{
+    if (f->dcs && f->dcs->n && !cfg_in_list(f->dcs, in->dc.ptr))
+        return false;
+    for (uint32_t i = 0; f->want && i < f->want->n; i++)
+        if (!str_in(in->tags, in->ntags, f->want->v[i]))
+            return false;
+    for (uint32_t i = 0; f->deny && i < f->deny->n; i++)
+        if (str_in(in->tags, in->ntags, f->deny->v[i]))
+            return false;
+    return true;
+}
+
+/* Endpoints of the selected instances; passing ones only when the view filters on health.
+ * Raw form: hostname points into the view, authority.ptr is NULL and authority.len holds the
+ * port, until consul_strings() gives them their strings in the arena. */
+static uint32_t consul_collect(bctx_t *b, const rv_disc_svc_t *svc, const isel_t *f, vec_t *eps,
+                               uint32_t *nselected)
+{
+    uint32_t nsel = 0;
+    for (uint32_t i = 0; i < svc->ninsts && !b->oom; i++) {
+        const rv_disc_inst_t *in = &svc->insts[i];
+        if (!inst_selected(in, f))
+            continue;
+        nsel++;
+        if (b->view->health && !in->passing)
+            continue;
+        for (uint32_t k = 0; k < in->naddrs; k++) {
+            rv_endpoint_t *e = cfg_vec_push(b, eps, sizeof(*e));
+            if (!e)
+                break;
+            memcpy(&e->addr, &in->addrs[k].sa, in->addrs[k].len);
+            e->addrlen = in->addrs[k].len;
+            e->weight = 1;
+            e->hostname = in->host;     /* the view outlives the build: copied below */
+            e->authority = (rv_str_t){ NULL, in->port };
+        }
+    }
+    if (nselected)
+        *nselected = nsel;
+    return eps->n;
+}
+
+/* Strings of consul_collect()'s raw endpoints, into the arena (the view is released
+ * independently of the snapshot or endpoint set). */
+static void consul_strings(bctx_t *b, vec_t *eps)
+{
+    for (uint32_t k = 0; k < eps->n && !b->oom; k++) {
+        rv_endpoint_t *e = (rv_endpoint_t *)eps->v + k;
+        if (e->authority.ptr)
+            continue;
+        unsigned port = (unsigned)e->authority.len;
+        bool v6 = memchr(e->hostname.ptr, ':', e->hostname.len) != NULL;
+        rv_str_t h = e->hostname;
+        e->hostname = rv_arena_str(b->a, h);
+        e->host_header = v6 ? cfg_astrf(b, "[%.*s]", (int)h.len, h.ptr) : e->hostname;
+        if (port == 80)
+            e->authority = v6 ? cfg_astrf(b, "[%.*s]", (int)h.len, h.ptr) : e->hostname;
+        else
+            e->authority = v6 ? cfg_astrf(b, "[%.*s]:%u", (int)h.len, h.ptr, port)
+                              : cfg_astrf(b, "%.*s:%u", (int)h.len, h.ptr, port);
+        if (!e->hostname.ptr)
+            b->oom = true;
+    }
+}
+
+/* consul_collect() then consul_strings(). */
+static uint32_t consul_endpoints(bctx_t *b, const rv_disc_svc_t *svc, const isel_t *f, vec_t *eps,
+                                 uint32_t *nselected)
+{
+    consul_collect(b, svc, f, eps, nselected);
+    consul_strings(b, eps);
+    return eps->n;
+}
+
+/* Whether raw endpoints (consul_collect) are exactly c's (same order, address, host, port). */
+static bool same_raw_eps(const vec_t *eps, const rv_cluster_t *c)
+{
+    if (eps->n != c->neps)
+        return false;
+    for (uint32_t k = 0; k < eps->n; k++) {
+        const rv_endpoint_t *e = (const rv_endpoint_t *)eps->v + k, *o = &c->eps[k];
+        if (e->addrlen != o->addrlen || memcmp(&e->addr, &o->addr, e->addrlen) != 0 ||
+            !rv_str_eq(e->hostname, o->hostname))
+            return false;
+    }
+    return true;
+}
+
+/* Why a consul cluster has no endpoint (for a Warning), given the selection counts. */
+static const char *consul_problem(bctx_t *b, const rv_disc_svc_t *svc, uint32_t nsel)
+{
+    if (!b->view)
+        return "Consul service discovery is not running (Settings consul.serviceDiscovery or rivet run "
+               "--consul-discovery)";
+    if (!b->view->synced && (!svc || !svc->known))
+        return "the Consul catalog has not been read yet";
+    if (!svc)
+        return "the Consul catalog has no such service";
+    if (!nsel)
+        return "no instance of the service matches (datacenters and tags)";
+    if (b->view->health)
+        return "no instance passes its Consul health checks";
+    return "no instance address resolves";
+}
+
+/* A copy of l in the snapshot arena (b->oom on failure). */
+static strs_t astrs(bctx_t *b, const strs_t *l)
+{
+    strs_t r = { 0 };
+    if (!l || !l->n)
+        return r;
+    r.v = cfg_anew(b, l->n * sizeof(char *));
+    if (!r.v)
+        return (strs_t){ 0 };
+    for (uint32_t i = 0; i < l->n; i++)
+        r.v[i] = (char *)cfg_astr(b, l->v[i]).ptr;
+    r.n = l->n;
+    return r;
+}
+
+/* Remember how Consul-fed cluster idx selects instances, for rv_endpoint_set_build. */
+static void record_csel(bctx_t *b, uint32_t idx, int kind, const char *service, const strs_t *dcs,
+                        const strs_t *want, const strs_t *deny, bool empty, bool nomatch)
+{
+    csel_t *cs = cfg_vec_push(b, &b->csels, sizeof(*cs));
+    if (!cs)
+        return;
+    cs->cluster = idx;
+    cs->kind = kind;
+    cs->service = cfg_astr(b, service).ptr;
+    cs->dcs = astrs(b, dcs);
+    cs->want = astrs(b, want);
+    cs->deny = astrs(b, deny);
+    cs->empty = empty;
+    cs->nomatch = nomatch;
+}
+
+static void consul_cluster(bctx_t *b, tres_t *t, rv_cluster_t *c, const cus_t *cu)
+{
+    b->uses_consul = true;
+    const rv_disc_svc_t *svc = b->view ? rv_disc_find(b->view, cu->service) : NULL;
+    vec_t eps = { 0 };
+    uint32_t nsel = 0;
+    if (svc) {
+        isel_t f = { &cu->dcs, &cu->instance_tags, &cu->blacklist };
+        consul_endpoints(b, svc, &f, &eps, &nsel);
+    }
+    set_endpoints(b, c, &eps);
+    record_csel(b, c->index, CSEL_UPSTREAM, cu->service, &cu->dcs, &cu->instance_tags, &cu->blacklist,
+                c->neps == 0, nsel == 0);
+    if (!c->neps && !b->oom)
+        cfg_addmsg(b, t, false, "consul service '%s': %s; requests to this upstream get 503", cu->service,
+               consul_problem(b, svc, nsel));
+    free(eps.v);
+}
+
+/* The Upstream Gloo discovers from a Consul service: every datacenter, every instance. */
+static void discovered_cluster(bctx_t *b, tres_t *t, rv_cluster_t *c)
+{
+    static const strs_t none = { 0 };
+    const rv_disc_svc_t *svc = t->dsvc;
+    vec_t eps = { 0 };
+    uint32_t nsel = 0;
+    isel_t f = { &none, &none, NULL };
+    consul_endpoints(b, svc, &f, &eps, &nsel);
+    set_endpoints(b, c, &eps);
+    record_csel(b, c->index, CSEL_DISCOVERED, svc->name.ptr, NULL, NULL, NULL, c->neps == 0, nsel == 0);
+    if (!c->neps && !b->oom)
+        cfg_addmsg(b, t, false, "consul service '%s': %s; requests to this upstream get 503", svc->name.ptr,
+               consul_problem(b, svc, nsel));
+    free(eps.v);
+}
+
+/*
+ * One tres_t per Consul service, named as Gloo names discovered Upstreams, in the discovery
+ * namespace; names taken by a user's Upstream, or by another service whose name sanitises the
+ * same way, are left out (Warning on the one that keeps the name).
+ */
+static void collect_discovered(bctx_t *b)
+{
+    const rv_disc_view_t *v = b->view;
+    if (!b->discover || !v || !v->nsvcs)
+        return;
+    b->disc = calloc(v->nsvcs, sizeof(tres_t));
+    if (!b->disc) {
+        b->oom = true;
+        return;
+    }
+    for (uint32_t i = 0; i < v->nsvcs && !b->oom; i++) {
+        char nm[128];
+        rv_disc_upstream_name(v->svcs[i].name.ptr, nm, sizeof(nm));
+        tres_t *t = &b->disc[b->ndisc];
+        t->kind = RK_US;
+        t->ns = b->s->discovery_ns;
+        t->name = cfg_astr(b, nm).ptr;
+        t->file = cfg_astrf(b, "consul:%s", v->svcs[i].name.ptr).ptr;
+        t->rel = t->file;
+        t->dsvc = &v->svcs[i];
+        if (!t->name || !t->file)
+            return;
+        tres_t key = { .ns = t->ns, .name = t->name }, *kp = &key;
+        if (bsearch(&kp, b->by[RK_US], b->nby[RK_US], sizeof(tres_t *), cfg_tres_cmp))
+            continue;   /* the user's Upstream of that name wins */
+        b->ndisc++;
+    }
+    qsort(b->disc, b->ndisc, sizeof(tres_t), cfg_disc_cmp);
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < b->ndisc; i++) {
+        if (k && !strcmp(b->disc[k - 1].name, b->disc[i].name)) {
+            cfg_addmsg(b, &b->disc[k - 1], false, "consul services '%s' and '%s' have the same Upstream name; "
+                   "'%s' is not discovered", b->disc[k - 1].dsvc->name.ptr, b->disc[i].dsvc->name.ptr,
+                   b->disc[i].dsvc->name.ptr);
+            free(b->disc[i].rej);
+            free(b->disc[i].warn);
+            continue;
+        }
+        b->disc[k++] = b->disc[i];
+    }
+    b->ndisc = k;
+}
+
+void cfg_build_clusters(bctx_t *b)
+{
+    uint32_t n = b->nby[RK_US];
+    for (uint32_t i = 0; i < n && !b->oom; i++) {
+        tres_t *t = b->by[RK_US][i];
+        us_t *u = t->obj;
+        uint32_t idx;
+        rv_cluster_t *c = new_cluster(b, &idx);
+        if (!c)
+            return;
+        c->name = cfg_astrf(b, "%s.%s", t->ns, t->name);
+        c->lb = u->lb.lr.h.set ? RV_LB_LEAST_REQUEST : u->lb.random.h.set ? RV_LB_RANDOM : RV_LB_ROUND_ROBIN;
+        c->choice_count = u->lb.lr.h.set ? u->lb.lr.choice_count : 2;
+        t->cluster = idx;
+        if (u->consul.h.set) {
+            consul_cluster(b, t, c, &u->consul);
+            continue;
+        }
+        vec_t eps = { 0 };
+        const shost_t *h = u->st.hosts.v;
+        for (uint32_t k = 0; k < u->st.hosts.n; k++)
+            resolve_host(b, t, &eps, &h[k], k);
+        c = (rv_cluster_t *)b->clusters.v + idx;
+        set_endpoints(b, c, &eps);
+        if (!eps.n)
+            cfg_addmsg(b, t, false, "no endpoint resolves: requests to this upstream get 503");
+        free(eps.v);
+    }
+    collect_discovered(b);
+    for (uint32_t i = 0; i < b->ndisc && !b->oom; i++) {
+        tres_t *t = &b->disc[i];
+        uint32_t idx;
+        rv_cluster_t *c = new_cluster(b, &idx);
+        if (!c)
+            return;
+        c->name = cfg_astrf(b, "%s.%s", t->ns, t->name);
+        c->lb = RV_LB_ROUND_ROBIN;
+        c->choice_count = 2;
+        t->cluster = idx;
+        discovered_cluster(b, t, c);
+    }
+}
+
+/* Copy the clusters into the snapshot once every route destination has made its own. */
+void cfg_finish_clusters(bctx_t *b)
+{
+    rv_snapshot_t *snap = &b->sp->snap;
+    snap->nclusters = 0;
+    if (!b->clusters.n || b->oom)
+        return;
+    snap->clusters = cfg_anew(b, b->clusters.n * sizeof(rv_cluster_t));
+    if (!snap->clusters)
+        return;
+    memcpy(snap->clusters, b->clusters.v, b->clusters.n * sizeof(rv_cluster_t));
+    snap->nclusters = b->clusters.n;
+}
+
+/* Route destination consul{serviceName, tags, dataCenters}: one cluster per distinct triple. */
+typedef struct cdest_key_s {
+    const cdest_t *d;
+    uint32_t cluster;
+} cdest_key_t;
+
+static bool strs_same(const strs_t *x, const strs_t *y)
+{
+    if (x->n != y->n)
+        return false;
+    for (uint32_t i = 0; i < x->n; i++)
+        if (!cfg_in_list(y, x->v[i]))
+            return false;
+    for (uint32_t i = 0; i < y->n; i++)
+        if (!cfg_in_list(x, y->v[i]))
+            return false;
+    return true;
+}
+
+static void join_strs(char *out, size_t outlen, const strs_t *l)
+{
+    size_t o = 0;
+    out[0] = '\0';
+    for (uint32_t i = 0; i < l->n && o < outlen; i++) {
+        int w = snprintf(out + o, outlen - o, "%s%s", i ? "," : "", l->v[i]);
+        if (w < 0)
+            break;
+        o += (size_t)w;
+    }
+}
+
+/*
+ * Cluster of a consul destination: instances of the service in the listed datacenters that
+ * carry every listed tag; when none does, every instance of the service (Gloo's subset
+ * fallback_policy ANY_ENDPOINT).
+ */
+uint32_t cfg_consul_dest_cluster(bctx_t *b, tres_t *owner, bool warn, const char *where, const cdest_t *d)
+{
+    b->uses_consul = true;
+    for (uint32_t i = 0; i < b->cdests.n; i++) {
+        const cdest_key_t *k = (const cdest_key_t *)b->cdests.v + i;
+        if (!strcmp(k->d->service, d->service) && strs_same(&k->d->tags, &d->tags) && strs_same(&k->d->dcs, &d->dcs))
+            return k->cluster;
+    }
+    uint32_t idx;
+    rv_cluster_t *c = new_cluster(b, &idx);
+    cdest_key_t *k = c ? cfg_vec_push(b, &b->cdests, sizeof(*k)) : NULL;
+    if (!k)
+        return RV_NO_CLUSTER;
+    k->d = d;
+    k->cluster = idx;
+    char tags[256], dcs[256];
+    join_strs(tags, sizeof(tags), &d->tags);
+    join_strs(dcs, sizeof(dcs), &d->dcs);
+    if (d->tags.n || d->dcs.n)
+        c->name = cfg_astrf(b, "%s.consul-svc:%s[tags=%s;dcs=%s]", b->s->discovery_ns, d->service, tags, dcs);
+    else
+        c->name = cfg_astrf(b, "%s.consul-svc:%s", b->s->discovery_ns, d->service);
+    c->lb = RV_LB_ROUND_ROBIN;
+    c->choice_count = 2;
+    const rv_disc_svc_t *svc = b->view ? rv_disc_find(b->view, d->service) : NULL;
+    vec_t eps = { 0 };
+    uint32_t nsel = 0;
+    if (svc) {
+        isel_t f = { &d->dcs, &d->tags, NULL };
+        consul_endpoints(b, svc, &f, &eps, &nsel);
+        if (!nsel) {
+            isel_t all = { NULL, NULL, NULL };
+            consul_endpoints(b, svc, &all, &eps, &nsel);
+        }
+    }
+    c = (rv_cluster_t *)b->clusters.v + idx;
+    set_endpoints(b, c, &eps);
+    record_csel(b, idx, CSEL_DEST, d->service, &d->dcs, &d->tags, NULL, c->neps == 0, nsel == 0);
+    if (!c->neps && !b->oom && warn)
+        cfg_addmsg(b, owner, false, "%s: consul service '%s': %s; requests get 503", where, d->service,
+               consul_problem(b, svc, nsel));
+    free(eps.v);
+    return idx;
+}
+
+
+/* ---- endpoint sets ----------------------------------------------------------------- */
+
+/* FNV-1a over s and a separator byte. */
+static uint64_t fp_str(uint64_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    h ^= 0xff;
+    return h * 0x100000001b3ull;
+}
+
+/*
+ * Fingerprint of what a build takes from a view besides instances: health mode, synced, and
+ * per service its name, known flag and tag union (discovered Upstreams and statuses follow
+ * them). Two views with the same fingerprint differ only in instances.
+ */
+uint64_t rv_disc_view_fingerprint(const rv_disc_view_t *v)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    char f[3] = { v->health ? 'h' : '-', v->synced ? 's' : '-', 0 };
+    h = fp_str(h, f, 2);
+    for (uint32_t i = 0; i < v->nsvcs; i++) {
+        const rv_disc_svc_t *sv = &v->svcs[i];
+        h = fp_str(h, sv->name.ptr, sv->name.len);
+        h = fp_str(h, sv->known ? "k" : "-", 1);
+        for (uint32_t k = 0; k < sv->ntags; k++)
+            h = fp_str(h, sv->tags[k].ptr, sv->tags[k].len);
+    }
+    return h;
+}
+
+rv_endpoint_set_t *rv_endpoint_set_initial(rv_snapshot_t *snap)
+{
+    rv_endpoint_set_t *es = calloc(1, sizeof(*es));
+    if (!es)
+        return NULL;
+    rv_arena_init(&es->arena, 1024);
+    atomic_init(&es->refs, 1);
+    rv_snapshot_ref(snap);
+    es->snap = snap;
+    es->version = 1;
+    es->clusters = snap->clusters;
+    es->nclusters = snap->nclusters;
+    es->initial = true;
+    for (uint32_t i = 0; i < snap->nclusters; i++)
+        es->nendpoints += snap->clusters[i].neps;
+    return es;
+}
+
+void rv_endpoint_set_ref(rv_endpoint_set_t *es)
+{
+    atomic_fetch_add_explicit(&es->refs, 1, memory_order_relaxed);
+}
+
+void rv_endpoint_set_release(rv_endpoint_set_t *es)
+{
+    if (!es || atomic_fetch_sub_explicit(&es->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    rv_arena_free(&es->arena);
+    rv_snapshot_release(es->snap);
+    free(es);
+}
+
+int rv_endpoint_set_build(rv_snapshot_t *snap, const rv_disc_view_t *view, uint64_t prev_version,
+                          rv_endpoint_set_t **out)
+{
+    const snap_priv_t *sp = (const snap_priv_t *)snap;
+    *out = NULL;
+    if (!view || !sp->has_view || rv_disc_view_fingerprint(view) != sp->view_fp)
+        return RV_EAGAIN;
+    rv_endpoint_set_t *es = calloc(1, sizeof(*es));
+    if (!es)
+        return RV_ENOMEM;
+    rv_arena_init(&es->arena, 64 * 1024);
+    atomic_init(&es->refs, 1);
+    rv_snapshot_ref(snap);
+    es->snap = snap;
+    es->version = prev_version + 1;
+    es->nclusters = snap->nclusters;
+    int rc = 0;
+    bctx_t b = { .a = &es->arena, .view = view };
+    if (snap->nclusters) {
+        es->clusters = cfg_anew(&b, snap->nclusters * sizeof(rv_cluster_t));
+        if (es->clusters)
+            memcpy(es->clusters, snap->clusters, snap->nclusters * sizeof(rv_cluster_t));
+    }
+    for (uint32_t i = 0; i < sp->ncsel && !b.oom && rc == 0; i++) {
+        const csel_t *cs = &sp->csel[i];
+        if (cs->cluster >= snap->nclusters)
+            continue;
+        rv_cluster_t *c = &es->clusters[cs->cluster];
+        c->eps = NULL;
+        c->neps = 0;
+        c->total_weight = 0;
+        const rv_disc_svc_t *svc = rv_disc_find(view, cs->service);
+        vec_t eps = { 0 };
+        uint32_t nsel = 0;
+        if (svc) {
+            isel_t f = { &cs->dcs, &cs->want, cs->kind == CSEL_UPSTREAM ? &cs->deny : NULL };
+            consul_collect(&b, svc, &f, &eps, &nsel);
+            if (cs->kind == CSEL_DEST && !nsel) {
+                isel_t all = { NULL, NULL, NULL };
+                consul_collect(&b, svc, &all, &eps, &nsel);
+            }
+        }
+        const rv_cluster_t *sc = &snap->clusters[cs->cluster];
+        if (eps.n && same_raw_eps(&eps, sc)) {
+            /* unchanged since the snapshot: share its array (the set holds the snapshot) */
+            c->eps = sc->eps;
+            c->neps = sc->neps;
+            c->total_weight = sc->total_weight;
+        } else {
+            consul_strings(&b, &eps);
+            set_endpoints(&b, c, &eps);
+        }
+        free(eps.v);
+        if ((c->neps == 0) != cs->empty || (cs->empty && (nsel == 0) != cs->nomatch))
+            rc = RV_EAGAIN;     /* a status would change: the caller rebuilds */
+    }
+    if (b.oom && rc == 0)
+        rc = RV_ENOMEM;
+    if (rc != 0) {
+        rv_endpoint_set_release(es);
+        return rc;
+    }
+    for (uint32_t i = 0; i < es->nclusters; i++)
+        es->nendpoints += es->clusters[i].neps;
+    *out = es;
+    return 0;
+}
+
+char *rv_endpoint_set_dump_json(const rv_snapshot_t *snap, const rv_endpoint_set_t *es, size_t *len)
+{
+    if (!es || es->initial || es->snap != snap) {
+        char *p = malloc(snap->config_json_len + 1);
+        if (!p)
+            return NULL;
+        memcpy(p, snap->config_json, snap->config_json_len);
+        p[snap->config_json_len] = '\0';
+        *len = snap->config_json_len;
+        return p;
+    }
+    char *p = NULL;
+    if (cfg_dump_json_with(snap, es->clusters, &p, len) != 0)
+        return NULL;
+    return p;
+}
+
