@@ -397,6 +397,36 @@ static char *kv_ident(const rv_settings_t *s)
     return p;
 }
 
+
+/*
+ * The Consul client settings both Consul users (KV source, discovery) share: Settings'
+ * consul{...} fields, then Consul's environment variables for what is unset. with_dc: also the
+ * single datacenter (the KV source; discovery takes a list). On failure *cc may hold copies:
+ * the caller frees it with rv_consul_cfg_free either way. Returns 0, or -1 with err set.
+ */
+static int consul_cfg_from_settings(const rv_settings_t *s, bool with_dc, rv_consul_cfg_t *cc, char *err,
+                                    size_t errlen)
+{
+    bool oom = false;
+#define DUP(dst, src) do { if ((src) && !((dst) = strdup(src))) oom = true; } while (0)
+    DUP(cc->address, s->consul_address);
+    if (with_dc)
+        DUP(cc->datacenter, s->consul_datacenter);
+    DUP(cc->token, s->consul_token);
+    DUP(cc->basic_auth, s->consul_basic_auth);
+    DUP(cc->ca_file, s->consul_ca_file);
+    DUP(cc->ca_path, s->consul_ca_path);
+    DUP(cc->cert_file, s->consul_cert_file);
+    DUP(cc->key_file, s->consul_key_file);
+#undef DUP
+    cc->insecure_skip_verify = s->consul_insecure_skip_verify;
+    if (oom) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return rv_consul_cfg_from_env(cc, err, errlen) != 0 ? -1 : 0;
+}
+
 /* Stop the KV watcher (if any) and start one for the current settings (if KV). 0 or -1. */
 static int kv_restart(ctl_t *c)
 {
@@ -415,21 +445,9 @@ static int kv_restart(ctl_t *c)
     rv_consul_cfg_t cc = { 0 };
     char err[300];
     int rc = -1;
-    bool oom = false;
-#define DUP(dst, src) do { if ((src) && !((dst) = strdup(src))) oom = true; } while (0)
-    DUP(cc.address, s->consul_address);
-    DUP(cc.datacenter, s->consul_datacenter);
-    DUP(cc.token, s->consul_token);
-    DUP(cc.basic_auth, s->consul_basic_auth);
-    DUP(cc.ca_file, s->consul_ca_file);
-    DUP(cc.ca_path, s->consul_ca_path);
-    DUP(cc.cert_file, s->consul_cert_file);
-    DUP(cc.key_file, s->consul_key_file);
-#undef DUP
-    cc.insecure_skip_verify = s->consul_insecure_skip_verify;
     cc.stale = s->consul_kv_stale;
-    if (oom || rv_consul_cfg_from_env(&cc, err, sizeof err) != 0) {
-        rv_log_error("consul kv: %s", oom ? "out of memory" : err);
+    if (consul_cfg_from_settings(s, true, &cc, err, sizeof err) != 0) {
+        rv_log_error("consul kv: %s", err);
         goto out;
     }
     int64_t wait = s->consul_wait_ms > 0 ? s->consul_wait_ms : s->refresh_ms;
@@ -547,19 +565,9 @@ static void disc_sync(ctl_t *c)
     const rv_settings_t *s = &c->settings;
     rv_consul_cfg_t cc = { 0 };
     char err[300];
-    bool oom = false;
-#define DUP(dst, src) do { if ((src) && !((dst) = strdup(src))) oom = true; } while (0)
-    DUP(cc.address, s->consul_address);
-    DUP(cc.token, s->consul_token);
-    DUP(cc.basic_auth, s->consul_basic_auth);
-    DUP(cc.ca_file, s->consul_ca_file);
-    DUP(cc.ca_path, s->consul_ca_path);
-    DUP(cc.cert_file, s->consul_cert_file);
-    DUP(cc.key_file, s->consul_key_file);
-#undef DUP
-    cc.insecure_skip_verify = s->consul_insecure_skip_verify;
-    if (oom || rv_consul_cfg_from_env(&cc, err, sizeof err) != 0) {
-        rv_log_error("consul discovery: %s", oom ? "out of memory" : err);
+    /* no single datacenter: discovery reads the dataCenters it is given */
+    if (consul_cfg_from_settings(s, false, &cc, err, sizeof err) != 0) {
+        rv_log_error("consul discovery: %s", err);
         goto out;
     }
     bool catalog_only = false;
