@@ -17,7 +17,27 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from backend import Backend, ClosedPort, HangServer  # noqa: E402
-from harness import ConfigDir, Rivet, rivet_bin  # noqa: E402
+from harness import ConfigDir, LiveConsul, Rivet, rivet_bin  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from doubles.consul import ConsulDouble  # noqa: E402
+
+LIVE = os.environ.get("CONSUL_HTTP_ADDR", "")
+
+
+@pytest.fixture(params=["double", "live"])
+def consul(request):
+    """A Consul for the KV source and CLI tests: the project's double, and a live Consul when
+    CONSUL_HTTP_ADDR is set (that variant is skipped otherwise, saying so)."""
+    if request.param == "live":
+        if not LIVE:
+            pytest.skip("live Consul: CONSUL_HTTP_ADDR is not set (these tests ran against the double)")
+        yield LiveConsul(LIVE)
+        return
+    d = ConsulDouble(jitter=False).start()
+    d.live = False
+    yield d
+    d.stop()
 
 
 def pytest_configure(config):

@@ -15,23 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from doubles.consul import ConsulDouble  # noqa: E402
-from harness import KVConfig, LiveConsul, NS, route, wait_for  # noqa: E402
-
-LIVE = os.environ.get("CONSUL_HTTP_ADDR", "")
-
-
-@pytest.fixture(params=["double", "live"])
-def consul(request):
-    if request.param == "live":
-        if not LIVE:
-            pytest.skip("live Consul: CONSUL_HTTP_ADDR is not set (these tests ran against the double)")
-        yield LiveConsul(LIVE)
-        return
-    d = ConsulDouble(jitter=False).start()
-    d.live = False
-    yield d
-    d.stop()
+from harness import KVConfig, NS, route, wait_for  # noqa: E402
 
 
 @pytest.fixture
