@@ -4,7 +4,7 @@
 BUILD   ?= build
 CC      ?= cc
 SAN     ?=
-PKGS    := libfyaml libpcre2-8 libcurl jansson
+PKGS    := libfyaml libpcre2-8 libcurl jansson libssl libcrypto
 DEPFLAGS = -MMD -MP
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wno-missing-field-initializers \
            -Wstrict-prototypes -Wpointer-arith -Wvla

@@ -3,7 +3,7 @@
 # (or sudo). Set RIVET_SKIP_APT=1 to skip when the packages are known to be present.
 set -euo pipefail
 [ "${RIVET_SKIP_APT:-0}" = 1 ] && exit 0
-PKGS=(build-essential pkg-config libfyaml-dev libpcre2-dev libssl-dev libcurl4-openssl-dev libjansson-dev
+PKGS=(build-essential pkg-config libfyaml-dev libpcre2-dev libssl-dev libcurl4-openssl-dev libjansson-dev openssl
       curl python3 python3-pytest nginx-light wrk procps iproute2)
 missing=()
 for p in "${PKGS[@]}"; do
