@@ -193,8 +193,36 @@ typedef struct gw_s {
     bool use_proxy_proto;
 } gw_t;
 
-typedef struct shost_s { mhdr_t h; char *addr; uint32_t port; uint32_t weight; bool has_weight; } shost_t;
-typedef struct static_s { mhdr_t h; list_t hosts; bool use_tls; bool has_use_tls; bool auto_sni; } static_t;
+typedef struct shost_s {
+    mhdr_t h;
+    char *addr; uint32_t port; uint32_t weight; bool has_weight;
+    char *sni_addr;         /* SNI for this host (upstream TLS) */
+} shost_t;
+typedef struct static_s {
+    mhdr_t h;
+    list_t hosts;
+    bool use_tls; bool has_use_tls;     /* absent: on when a host has port 443 (Gloo) */
+    bool auto_sni; bool has_auto_sni;   /* autoSniRewrite, default true */
+} static_t;
+/* Upstream sslConfig (Gloo's UpstreamSslConfig): TLS from rivet to the upstream. */
+typedef struct usslfiles_s { mhdr_t h; char *cert; char *key; char *root_ca; } usslfiles_t;
+typedef struct utlsparams_s {
+    mhdr_t h;
+    uint32_t min_ver, max_ver;  /* enum: 0 TLS_AUTO, 1 TLSv1_0, 2 TLSv1_1, 3 TLSv1_2, 4 TLSv1_3 */
+    strs_t ciphers;
+    strs_t curves;
+} utlsparams_t;
+typedef struct ussl_s {
+    mhdr_t h;
+    ref_t secret;           /* secretRef (a Gloo tls secret) */
+    usslfiles_t files;      /* sslFiles */
+    char *sni;
+    strs_t san;             /* verifySubjectAltName */
+    utlsparams_t params;
+    strs_t alpn;            /* only "http/1.1" */
+    bool allow_reneg;
+    bool one_way;           /* oneWayTls: never present a client certificate */
+} ussl_t;
 typedef struct lbrr_s { mhdr_t h; } lbrr_t;
 typedef struct lblr_s { mhdr_t h; uint32_t choice_count; bool has_choice; } lblr_t;
 typedef struct lbcfg_s { mhdr_t h; lbrr_t rr; lblr_t lr; lbrr_t random; } lbcfg_t;
@@ -210,7 +238,7 @@ typedef struct cus_s {
     uint32_t consistency;   /* consistencyMode: accepted; the watcher's setting applies */
     mhdr_t qopts;           /* queryOptions: accepted, nothing to keep */
 } cus_t;
-typedef struct us_s { mhdr_t h; meta_t meta; static_t st; lbcfg_t lb; cus_t consul; } us_t;
+typedef struct us_s { mhdr_t h; meta_t meta; static_t st; lbcfg_t lb; cus_t consul; ussl_t ssl; } us_t;
 
 typedef struct ug_s { mhdr_t h; meta_t meta; list_t dests; } ug_t;   /* wdest_t */
 

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "config/config-internal.h"
+#include "tls/client.h"
 #include "core/err.h"
 
 /* ---- writer ------------------------------------------------------------------------ */
@@ -397,6 +398,21 @@ int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, 
         cfg_jb_kstr(b, "lb", rv_cstr(lbs[c->lb <= RV_LB_RANDOM ? c->lb : 0]));
         if (c->lb == RV_LB_LEAST_REQUEST)
             cfg_jb_kint(b, "choiceCount", c->choice_count);
+        if (c->tls) {
+            /* what the context is, never what it holds: its id is a salted fingerprint (so a
+             * rotated certificate changes the dump, and the snapshot is published) */
+            char id[24];
+            snprintf(id, sizeof(id), "%016llx", (unsigned long long)c->tls->id);
+            cfg_jb_key(b, "tls");
+            cfg_jb_open(b, '{');
+            cfg_jb_kstr(b, "context", rv_cstr(id));
+            if (c->sni.len)
+                cfg_jb_kstr(b, "sni", c->sni);
+            cfg_jb_kstr(b, "trust", c->tls->has_ca ? RV_STR("rootCa") : RV_STR("system"));
+            cfg_jb_kstr(b, "verify", c->tls->check_san ? RV_STR("verifySubjectAltName") : RV_STR("hostname"));
+            cfg_jb_kbool(b, "clientCertificate", c->tls->has_cert);
+            cfg_jb_close(b, '}');
+        }
         cfg_jb_key(b, "endpoints");
         cfg_jb_open(b, '[');
         for (uint32_t e = 0; e < c->neps; e++) {
@@ -406,6 +422,8 @@ int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, 
             cfg_jb_kstr(b, "address", rv_cstr(addr));
             cfg_jb_kstr(b, "hostname", c->eps[e].hostname);
             cfg_jb_kint(b, "weight", c->eps[e].weight);
+            if (c->tls && c->eps[e].sni.len)
+                cfg_jb_kstr(b, "sni", c->eps[e].sni);
             cfg_jb_close(b, '}');
         }
         cfg_jb_close(b, ']');

@@ -24,7 +24,6 @@
     static const msgdesc_t var = { #T, sizeof(T), fl, (uint32_t)RV_ARRAY_LEN(fl), chk, false }
 
 #define TLS_NOTE "(TLS arrives in a later release)"
-#define UTLS_NOTE "(TLS to upstreams is not supported yet)"
 
 /* ---- helpers for checks ------------------------------------------------------------ */
 
@@ -862,6 +861,29 @@ DESC(gw_desc, gw_t, gw_fields, gw_check);
 
 /* ---- upstreams ----------------------------------------------------------------------- */
 
+/*
+ * A server name as TLS sends it in SNI (RFC 6066: a DNS host name, never an IP literal).
+ * Returns 0, or -1 after cfg_derr().
+ */
+static int sni_text_check(dctx_t *c, const ynode_t *n, const char *sub, const char *h)
+{
+    size_t len = strlen(h);
+    unsigned char buf[sizeof(struct in6_addr)];
+    if (!len)
+        return cfg_derr(c, n, sub, "must not be empty");
+    if (len > 253)
+        return cfg_derr(c, n, sub, "is longer than a DNS name can be (253)");
+    for (const char *p = h; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
+              ch == '-' || ch == '_'))
+            return cfg_derr(c, n, sub, "'%s' is not a DNS name (SNI carries a host name)", h);
+    }
+    if (inet_pton(AF_INET, h, buf) == 1)
+        return cfg_derr(c, n, sub, "'%s' is an IP address; SNI carries a host name only", h);
+    return 0;
+}
+
 static int shost_check(dctx_t *c, void *msg, const ynode_t *n)
 {
     shost_t *h = msg;
@@ -876,6 +898,8 @@ static int shost_check(dctx_t *c, void *msg, const ynode_t *n)
         return cfg_derr(c, fnode(n, "loadBalancingWeight"), "loadBalancingWeight", "must be at least 1");
     if (!h->has_weight)
         h->weight = 1;
+    if (h->sni_addr && sni_text_check(c, fnode(n, "sniAddr"), "sniAddr", h->sni_addr) < 0)
+        return -1;
     return 0;
 }
 
@@ -883,7 +907,7 @@ static const field_t shost_fields[] = {
     FLD("addr", F_STR, OFF(shost_t, addr)),
     FLD("port", F_U32, OFF(shost_t, port), .max = 65535),
     FLD("loadBalancingWeight", F_U32, OFF(shost_t, weight), SETF(shost_t, has_weight)),
-    FLD("sniAddr", F_UNSUP, .note = UTLS_NOTE),
+    FLD("sniAddr", F_STR, OFF(shost_t, sni_addr)),
     UNSUP("healthCheckConfig"), UNSUP("metadata"),
 };
 DESC(shost_desc, shost_t, shost_fields, shost_check);
@@ -894,23 +918,20 @@ static int static_check(dctx_t *c, void *msg, const ynode_t *n)
     const shost_t *h = s->hosts.v;
     if (s->hosts.n == 0)
         return cfg_derr(c, n, "hosts", "must list at least one host");
-    if (s->use_tls)
-        return cfg_derr(c, fnode(n, "useTls"), "useTls", "TLS to upstreams is not supported yet");
-    for (uint32_t i = 0; i < s->hosts.n; i++)
-        if (h[i].port == 443 && !s->has_use_tls) {
-            char sub[40];
-            snprintf(sub, sizeof(sub), "hosts[%u].port", i);
-            return cfg_derr(c, fnode(elem_node(n, "hosts", i), "port"), sub,
-                            "TLS to upstreams is not supported yet (Gloo turns useTls on for port 443; "
-                            "set useTls: false to send plain HTTP to this port)");
-        }
+    /* Gloo: useTls unset is on when a host listens on 443 */
+    if (!s->has_use_tls)
+        for (uint32_t i = 0; i < s->hosts.n; i++)
+            if (h[i].port == 443)
+                s->use_tls = true;
+    if (!s->has_auto_sni)
+        s->auto_sni = true;
     return 0;
 }
 
 static const field_t static_fields[] = {
     FLD("hosts", F_MSGS, OFF(static_t, hosts), .sub = &shost_desc),
     FLD("useTls", F_BOOL, OFF(static_t, use_tls), SETF(static_t, has_use_tls)),
-    FLD("autoSniRewrite", F_BOOL, OFF(static_t, auto_sni)),
+    FLD("autoSniRewrite", F_BOOL, OFF(static_t, auto_sni), SETF(static_t, has_auto_sni)),
     UNSUP("serviceSpec"),
 };
 DESC(static_desc, static_t, static_fields, static_check);
@@ -982,12 +1003,125 @@ static const field_t cus_fields[] = {
 };
 DESC(cus_desc, cus_t, cus_fields, cus_check);
 
+/* ---- upstream TLS (UpstreamSslConfig) ---------------------------------------------- */
+
+static int usslfiles_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    usslfiles_t *f = msg;
+    if (!f->cert != !f->key)
+        return cfg_derr(c, n, f->cert ? "tlsKey" : "tlsCert",
+                        "is required with %s (a client certificate needs its key)", f->cert ? "tlsCert" : "tlsKey");
+    if (!f->cert && !f->root_ca)
+        return cfg_derrp(c, n, "%s: names no file (tlsCert and tlsKey, rootCa, or both)", c->path);
+    const char *names[] = { "tlsCert", "tlsKey", "rootCa" };
+    const char *vals[] = { f->cert, f->key, f->root_ca };
+    for (int i = 0; i < 3; i++)
+        if (vals[i] && (!vals[i][0] || has_ctl(vals[i])))
+            return cfg_derr(c, fnode(n, names[i]), names[i], "must be a file path");
+    return 0;
+}
+
+static const field_t usslfiles_fields[] = {
+    FLD("tlsCert", F_STR, OFF(usslfiles_t, cert)),
+    FLD("tlsKey", F_STR, OFF(usslfiles_t, key)),
+    FLD("rootCa", F_STR, OFF(usslfiles_t, root_ca)),
+    FLD("ocspStaple", F_UNSUP, .note = "(an OCSP staple is what a server sends; an upstream connection has none to send)"),
+};
+DESC(usslfiles_desc, usslfiles_t, usslfiles_fields, usslfiles_check);
+
+static const char *const tls_versions[] = { "TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3", NULL };
+
+/* Cipher suite and curve names: OpenSSL's alphabet; the context build proves them. */
+static int tls_names_check(dctx_t *c, const ynode_t *n, const char *camel, const strs_t *l)
+{
+    for (uint32_t i = 0; i < l->n; i++) {
+        const char *v = l->v[i];
+        bool ok = v[0] != '\0';
+        for (const char *p = v; *p && ok; p++)
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+                 *p == '_' || *p == '+' || *p == '!';
+        if (!ok) {
+            char sub[48];
+            snprintf(sub, sizeof(sub), "%s[%u]", camel, i);
+            return cfg_derr(c, elem_node(n, camel, i), sub, "'%s' is not a cipher suite or curve name", v);
+        }
+    }
+    return 0;
+}
+
+static int utlsparams_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    utlsparams_t *p = msg;
+    if (p->min_ver && p->max_ver && p->min_ver > p->max_ver)
+        return cfg_derr(c, fnode(n, "minimumProtocolVersion"), "minimumProtocolVersion",
+                        "%s is above maximumProtocolVersion %s", tls_versions[p->min_ver], tls_versions[p->max_ver]);
+    if (tls_names_check(c, n, "cipherSuites", &p->ciphers) < 0)
+        return -1;
+    return tls_names_check(c, n, "ecdhCurves", &p->curves);
+}
+
+static const field_t utlsparams_fields[] = {
+    FLD("minimumProtocolVersion", F_ENUM, OFF(utlsparams_t, min_ver), .enums = tls_versions),
+    FLD("maximumProtocolVersion", F_ENUM, OFF(utlsparams_t, max_ver), .enums = tls_versions),
+    FLD("cipherSuites", F_STRS, OFF(utlsparams_t, ciphers)),
+    FLD("ecdhCurves", F_STRS, OFF(utlsparams_t, curves)),
+};
+DESC(utlsparams_desc, utlsparams_t, utlsparams_fields, utlsparams_check);
+
+static int ussl_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    ussl_t *u = msg;
+    if (u->sni && sni_text_check(c, fnode(n, "sni"), "sni", u->sni) < 0)
+        return -1;
+    for (uint32_t i = 0; i < u->san.n; i++)
+        if (!u->san.v[i][0] || has_ctl(u->san.v[i])) {
+            char sub[48];
+            snprintf(sub, sizeof(sub), "verifySubjectAltName[%u]", i);
+            return cfg_derr(c, elem_node(n, "verifySubjectAltName", i), sub, "must be a non-empty name");
+        }
+    for (uint32_t i = 0; i < u->alpn.n; i++)
+        if (strcmp(u->alpn.v[i], "http/1.1") != 0) {
+            char sub[48];
+            snprintf(sub, sizeof(sub), "alpnProtocols[%u]", i);
+            return cfg_derr(c, elem_node(n, "alpnProtocols", i), sub,
+                            "'%s' is not supported (rivet speaks HTTP/1.1 to upstreams: only \"http/1.1\")",
+                            u->alpn.v[i]);
+        }
+    return 0;
+}
+
+static const field_t ussl_fields[] = {
+    FLD("secretRef", F_MSG, OFF(ussl_t, secret), .sub = &ref_desc, .oneof = 1),
+    FLD("sslFiles", F_MSG, OFF(ussl_t, files), .sub = &usslfiles_desc, .oneof = 1),
+    FLD("sds", F_UNSUP, .oneof = 1, .note = "(SDS needs an xDS secret server; use secretRef or sslFiles)"),
+    FLD("sni", F_STR, OFF(ussl_t, sni)),
+    FLD("verifySubjectAltName", F_STRS, OFF(ussl_t, san)),
+    FLD("parameters", F_MSG, OFF(ussl_t, params), .sub = &utlsparams_desc),
+    FLD("alpnProtocols", F_STRS, OFF(ussl_t, alpn)),
+    FLD("allowRenegotiation", F_BOOL, OFF(ussl_t, allow_reneg)),
+    FLD("oneWayTls", F_BOOL, OFF(ussl_t, one_way)),
+};
+DESC(ussl_desc, ussl_t, ussl_fields, ussl_check);
+
 static int us_check(dctx_t *c, void *msg, const ynode_t *n)
 {
     us_t *u = msg;
     if (!u->st.h.set && !u->consul.h.set)
         return cfg_derrp(c, n, "%s%supstream type is required (rivet supports static and consul)", c->path,
                          c->plen ? ": " : "");
+    if (u->ssl.h.set && u->st.h.set && u->st.has_use_tls && !u->st.use_tls)
+        return cfg_derr(c, fnode(fnode(n, "static"), "useTls"), "static.useTls",
+                        "false contradicts sslConfig (an Upstream with sslConfig always uses TLS)");
+    if (u->st.h.set && !u->st.use_tls && !u->ssl.h.set) {
+        const shost_t *h = u->st.hosts.v;
+        for (uint32_t i = 0; i < u->st.hosts.n; i++)
+            if (h[i].sni_addr) {
+                char sub[48];
+                snprintf(sub, sizeof(sub), "static.hosts[%u].sniAddr", i);
+                return cfg_derr(c, fnode(elem_node(fnode(n, "static"), "hosts", i), "sniAddr"), sub,
+                                "needs TLS to the upstream (static.useTls or sslConfig)");
+            }
+    }
     return 0;
 }
 
@@ -995,7 +1129,7 @@ static int us_check(dctx_t *c, void *msg, const ynode_t *n)
 static const field_t us_fields[] = {
     FLD("metadata", F_MSG, OFF(us_t, meta), .sub = &cfg_meta_desc),
     IGN("status"), IGN("namespacedStatuses"), IGN("discoveryMetadata"),
-    FLD("sslConfig", F_UNSUP, .note = UTLS_NOTE),
+    FLD("sslConfig", F_MSG, OFF(us_t, ssl), .sub = &ussl_desc),
     FLD("static", F_MSG, OFF(us_t, st), .sub = &static_desc, .oneof = 1),
     FLD("kube", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("pipe", F_UNSUP, .oneof = 1, .note = UTYPE),

@@ -191,6 +191,8 @@ typedef struct rv_endpoint_s {
     rv_str_t hostname;              /* the configured addr (IP text or DNS name) */
     rv_str_t authority;             /* "host:port" ("host" for port 80): Host when the client sent none */
     rv_str_t host_header;           /* Host for autoHostRewrite: hostname, "[v6]" for an IPv6 literal */
+    rv_str_t sni;                   /* TLS clusters: SNI of this endpoint (sniAddr, or autoSniRewrite's
+                                     * host name); len 0 = the cluster's sni */
 } rv_endpoint_t;
 
 typedef struct rv_cluster_s {
@@ -202,6 +204,10 @@ typedef struct rv_cluster_s {
     uint32_t total_weight;
     uint32_t index;             /* position in snap->clusters */
     uint32_t stat_id;           /* stable metrics slot, set by rv_stats_assign() */
+    /* upstream TLS (src/tls/client.h): NULL = plain TCP. Owned by the snapshot (freed with
+     * it); an endpoint set's copy of the cluster shares it */
+    const struct rv_tls_client_s *tls;
+    rv_str_t sni;               /* sslConfig.sni; len 0 = none unless the endpoint has one */
 } rv_cluster_t;
 
 /* ---- status ------------------------------------------------------------------------ */

@@ -4,7 +4,11 @@
  * destinations) from the discovery view, and the endpoint sets published when only Consul
  * instances change (no re-translation, no route-table rebuild).
  */
+#include <openssl/crypto.h>
+
+#include "config/secret.h"
 #include "config/translate-internal.h"
+#include "tls/client.h"
 
 /* ---- clusters ---------------------------------------------------------------------- */
 
@@ -22,6 +26,8 @@ static int add_endpoint(bctx_t *b, vec_t *eps, const struct sockaddr *sa, sockle
     e->addrlen = len;
     e->weight = h->weight ? h->weight : 1;
     e->hostname = cfg_astr(b, h->addr);
+    if (h->sni_addr)
+        e->sni = cfg_astr(b, h->sni_addr);
     bool v6 = strchr(h->addr, ':') != NULL;
     e->host_header = v6 ? cfg_astrf(b, "[%s]", h->addr) : e->hostname;
     if (h->port == 80)
@@ -328,6 +334,162 @@ static void collect_discovered(bctx_t *b)
     b->ndisc = k;
 }
 
+/* ---- upstream TLS ------------------------------------------------------------------- */
+
+void cfg_free_tls(snap_priv_t *sp)
+{
+    for (uint32_t i = 0; i < sp->ntls; i++)
+        rv_tls_client_free(sp->tls[i]);
+    free(sp->tls);
+    sp->tls = NULL;
+    sp->ntls = sp->captls = 0;
+}
+
+/* One file of sslFiles, read on the control thread. 0, or -1 with the reason in t's status. */
+static int read_pem(bctx_t *b, tres_t *t, const char *field, const char *path, char **buf, size_t *len)
+{
+    int rc = cfg_read_file(path, buf, len);
+    if (rc == 0)
+        return 0;
+    if (rc == RV_ENOMEM)
+        b->oom = true;
+    else
+        cfg_addmsg(b, t, true, "sslConfig.sslFiles.%s: cannot read %s: %s", field, path,
+                   rc == RV_ENOTFOUND ? "no such file" : rc == RV_ETOOBIG ? "file is larger than 4 MiB" : strerror(errno));
+    return -1;
+}
+
+static void wipe_free(char *p, size_t n)
+{
+    if (p)
+        OPENSSL_cleanse(p, n);
+    free(p);
+}
+
+/* The secret ns/name from the store's secret sources. (Until the secret table lands on main
+ * there is no source: every secretRef is missing, and says so.) */
+static const rv_secret_t *lookup_secret(bctx_t *b, const char *ns, const char *name, const char **why)
+{
+    (void)b, (void)ns, (void)name;
+    *why = "cannot be read: secret sources are not built in yet (use sslFiles)";
+    return NULL;
+}
+
+/*
+ * The TLS client context of Upstream t (sslConfig, or static.useTls alone: system trust
+ * store, no client certificate). Returns it (registered with the snapshot), or NULL with t
+ * Rejected naming the secret or file and the problem (or b->oom).
+ */
+static rv_tls_client_t *upstream_tls(bctx_t *b, tres_t *t, const us_t *u)
+{
+    const ussl_t *ss = &u->ssl;
+    rv_tls_client_opts_t o = { 0 };
+    char *fcert = NULL, *fkey = NULL, *fca = NULL, src[3][600];
+    size_t lcert = 0, lkey = 0, lca = 0;
+    rv_tls_client_t *c = NULL;
+    if (ss->secret.h.set) {
+        const char *ns = ss->secret.ns && ss->secret.ns[0] ? ss->secret.ns : t->ns, *why = NULL;
+        const rv_secret_t *sec = lookup_secret(b, ns, ss->secret.name, &why);
+        if (!sec) {
+            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s %s", ns, ss->secret.name,
+                       why ? why : "not found");
+            return NULL;
+        }
+        if (sec->kind != RV_SECRET_TLS) {
+            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s is not a tls secret", ns, ss->secret.name);
+            return NULL;
+        }
+        if (!sec->cert_chain != !sec->private_key) {
+            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s has a %s but no %s", ns, ss->secret.name,
+                       sec->cert_chain ? "certChain" : "privateKey", sec->cert_chain ? "privateKey" : "certChain");
+            return NULL;
+        }
+        o.cert = sec->cert_chain;
+        o.cert_len = sec->cert_chain_len;
+        o.key = sec->private_key;
+        o.key_len = sec->private_key_len;
+        o.ca = sec->root_ca;
+        o.ca_len = sec->root_ca_len;
+        snprintf(src[0], sizeof(src[0]), "secret %s/%s certChain", ns, ss->secret.name);
+        snprintf(src[1], sizeof(src[1]), "secret %s/%s privateKey", ns, ss->secret.name);
+        snprintf(src[2], sizeof(src[2]), "secret %s/%s rootCa", ns, ss->secret.name);
+    } else if (ss->files.h.set) {
+        const usslfiles_t *f = &ss->files;
+        if ((f->cert && read_pem(b, t, "tlsCert", f->cert, &fcert, &lcert) < 0) ||
+            (f->key && read_pem(b, t, "tlsKey", f->key, &fkey, &lkey) < 0) ||
+            (f->root_ca && read_pem(b, t, "rootCa", f->root_ca, &fca, &lca) < 0))
+            goto out;
+        o.cert = fcert;
+        o.cert_len = lcert;
+        o.key = fkey;
+        o.key_len = lkey;
+        o.ca = fca;
+        o.ca_len = lca;
+        snprintf(src[0], sizeof(src[0]), "sslFiles.tlsCert %s", f->cert ? f->cert : "");
+        snprintf(src[1], sizeof(src[1]), "sslFiles.tlsKey %s", f->key ? f->key : "");
+        snprintf(src[2], sizeof(src[2]), "sslFiles.rootCa %s", f->root_ca ? f->root_ca : "");
+    }
+    o.cert_src = src[0];
+    o.key_src = src[1];
+    o.ca_src = src[2];
+    o.min_ver = (int)ss->params.min_ver;
+    o.max_ver = (int)ss->params.max_ver;
+    o.ciphers = (const char *const *)ss->params.ciphers.v;
+    o.nciphers = ss->params.ciphers.n;
+    o.curves = (const char *const *)ss->params.curves.v;
+    o.ncurves = ss->params.curves.n;
+    o.san = (const char *const *)ss->san.v;
+    o.nsan = ss->san.n;
+    o.allow_reneg = ss->allow_reneg;
+    o.one_way = ss->one_way;
+    char err[800];
+    int rc = rv_tls_client_new(&o, &c, err, sizeof(err));
+    if (rc == RV_ENOMEM) {
+        b->oom = true;
+        goto out;
+    }
+    if (rc != 0) {
+        cfg_addmsg(b, t, true, "sslConfig: %s", err);
+        goto out;
+    }
+    snap_priv_t *sp = b->sp;
+    if (sp->ntls == sp->captls) {
+        uint32_t cap = sp->captls ? sp->captls * 2 : 8;
+        void *nv = realloc(sp->tls, cap * sizeof(*sp->tls));
+        if (!nv) {
+            rv_tls_client_free(c);
+            c = NULL;
+            b->oom = true;
+            goto out;
+        }
+        sp->tls = nv;
+        sp->captls = cap;
+    }
+    sp->tls[sp->ntls++] = c;
+out:
+    wipe_free(fcert, lcert);
+    wipe_free(fkey, lkey);
+    wipe_free(fca, lca);
+    return c;
+}
+
+/* SNI per endpoint of a static TLS cluster: sniAddr (already set), else the cluster's
+ * sslConfig.sni, else (autoSniRewrite) the host's name when it is a DNS name. */
+static void static_sni(rv_cluster_t *c, const us_t *u)
+{
+    if (c->sni.len || !u->st.auto_sni)
+        return;
+    for (uint32_t k = 0; k < c->neps; k++) {
+        rv_endpoint_t *e = &c->eps[k];
+        unsigned char ip[16];
+        if (e->sni.len || !e->hostname.ptr)
+            continue;
+        if (inet_pton(AF_INET, e->hostname.ptr, ip) == 1 || inet_pton(AF_INET6, e->hostname.ptr, ip) == 1)
+            continue;
+        e->sni = e->hostname;
+    }
+}
+
 void cfg_build_clusters(bctx_t *b)
 {
     uint32_t n = b->nby[RK_US];
@@ -342,6 +504,16 @@ void cfg_build_clusters(bctx_t *b)
         c->lb = u->lb.lr.h.set ? RV_LB_LEAST_REQUEST : u->lb.random.h.set ? RV_LB_RANDOM : RV_LB_ROUND_ROBIN;
         c->choice_count = u->lb.lr.h.set ? u->lb.lr.choice_count : 2;
         t->cluster = idx;
+        bool tls = u->ssl.h.set || (u->st.h.set && u->st.use_tls);
+        if (tls) {
+            rv_tls_client_t *ctx = upstream_tls(b, t, u);
+            c = (rv_cluster_t *)b->clusters.v + idx;
+            if (!ctx)
+                continue;   /* Rejected: no endpoints (503), never plain text to a TLS upstream */
+            c->tls = ctx;
+            if (u->ssl.sni)
+                c->sni = cfg_astr(b, u->ssl.sni);
+        }
         if (u->consul.h.set) {
             consul_cluster(b, t, c, &u->consul);
             continue;
@@ -352,6 +524,8 @@ void cfg_build_clusters(bctx_t *b)
             resolve_host(b, t, &eps, &h[k], k);
         c = (rv_cluster_t *)b->clusters.v + idx;
         set_endpoints(b, c, &eps);
+        if (c->tls)
+            static_sni(c, u);
         if (!eps.n)
             cfg_addmsg(b, t, false, "no endpoint resolves: requests to this upstream get 503");
         free(eps.v);

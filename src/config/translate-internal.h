@@ -34,6 +34,8 @@ typedef struct snap_priv_s {
     uint32_t ncsel;
     bool has_view;              /* built with a discovery view (view_fp is its fingerprint) */
     uint64_t view_fp;           /* rv_disc_view fingerprint: services, known, tags, health, synced */
+    struct rv_tls_client_s **tls;   /* upstream TLS contexts the clusters use (freed with the snapshot) */
+    uint32_t ntls, captls;
 } snap_priv_t;
 
 /* CSEL_*: how a Consul-fed cluster takes instances (rv_endpoint_set_build redoes it). */
@@ -73,6 +75,7 @@ typedef struct vec_s {
 
 typedef struct bctx_s {
     snap_priv_t *sp;
+    const struct rv_store_s *st;    /* secrets (rv_store_secret); NULL in endpoint-set builds */
     rv_arena_t *a;
     const rv_settings_t *s;
     tres_t *all;
@@ -122,6 +125,8 @@ int cfg_disc_cmp(const void *x, const void *y);
 
 /* One cluster per usable Upstream (static hosts resolved, Consul-fed from the view). */
 void cfg_build_clusters(bctx_t *b);
+/* Free the snapshot's upstream TLS contexts (its free hook). */
+void cfg_free_tls(snap_priv_t *sp);
 /* Copy the clusters into the snapshot arena once every route made its own. */
 void cfg_finish_clusters(bctx_t *b);
 /* Cluster of a route's consul destination (made once per distinct selection). */

@@ -1195,6 +1195,13 @@ static void free_regexes(rv_snapshot_t *snap)
     sp->nre = sp->capre = 0;
 }
 
+/* The snapshot's free hook: regex codes and upstream TLS contexts. */
+static void free_snap_extras(rv_snapshot_t *snap)
+{
+    free_regexes(snap);
+    cfg_free_tls((snap_priv_t *)snap);
+}
+
 void rv_snapshot_ref(rv_snapshot_t *snap)
 {
     atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
@@ -1258,7 +1265,7 @@ bool rv_snapshot_uses_consul(const rv_snapshot_t *snap)
 static int build_once(rv_store_t *st, const rv_settings_t *s, const rv_disc_view_t *view, bool discover, bool last,
                       rv_snapshot_t **out, bool *again)
 {
-    bctx_t b = { .s = s, .view = view, .discover = discover };
+    bctx_t b = { .s = s, .st = st, .view = view, .discover = discover };
     res_t **order = NULL;
     int rc = RV_ENOMEM;
 
@@ -1268,7 +1275,7 @@ static int build_once(rv_store_t *st, const rv_settings_t *s, const rv_disc_view
         return RV_ENOMEM;
     rv_arena_init(&b.sp->snap.arena, 64 * 1024);
     atomic_init(&b.sp->snap.refs, 1);
-    b.sp->snap.free_hook = free_regexes;
+    b.sp->snap.free_hook = free_snap_extras;
     b.sp->snap.version = ++st->builds;
     b.a = &b.sp->snap.arena;
 

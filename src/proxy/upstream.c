@@ -557,6 +557,11 @@ void rv_dp_proxy_start(rv_dp_conn_t *d)
         return;
     }
     s->cluster = &es->clusters[s->dest->cluster];
+    if (s->cluster->tls) {
+        /* never plain text to an upstream configured for TLS */
+        rv_dp_local_reply(d, 503, RV_STR("upstream TLS is not available in this build"), RV_STR_NULL, DP_F_UF);
+        return;
+    }
     if (!s->arena && !(s->arena = rv_dp_arena_get(w))) {
         rv_ctr_add(&w->st->oom, 1);
         rv_dp_local_reply(d, 503, RV_STR("out of memory"), RV_STR_NULL, DP_F_OM);

@@ -562,14 +562,55 @@ static void test_upstreams(void)
     REJ(RK_US, "metadata: {name: x}\naws_ec2: {region: r}\n", "upstream type awsEc2 is not supported yet",
         "aws_ec2 spelling refused the same way");
     REJ(RK_US, "metadata: {name: x}\n", "upstream type is required (rivet supports static and consul)", "upstream type required");
-    REJ(RK_US, US_STATIC(", useTls: true"), "static.useTls: TLS to upstreams is not supported yet", "useTls refused");
-    REJ(RK_US, "metadata: {name: x}\nstatic: {hosts: [{addr: a.com, port: 443}]}\n",
-        "static.hosts[0].port: TLS to upstreams is not supported yet", "port 443 (auto TLS) refused");
-    ACC(RK_US, "metadata: {name: x}\nstatic: {hosts: [{addr: a.com, port: 443}], useTls: false}\n",
-        "port 443 with useTls: false accepted");
+    u = dec(RK_US, US_STATIC(", useTls: true"));
+    CHECK(u && u->st.use_tls && u->st.auto_sni, "useTls: true accepted, autoSniRewrite defaults to true (%s)", err);
+    u = dec(RK_US, "metadata: {name: x}\nstatic: {hosts: [{addr: a.com, port: 80}, {addr: b.com, port: 443}]}\n");
+    CHECK(u && u->st.use_tls && !u->st.has_use_tls, "a host on port 443 turns useTls on (Gloo) (%s)", err);
+    u = dec(RK_US, "metadata: {name: x}\nstatic: {hosts: [{addr: a.com, port: 443}], useTls: false}\n");
+    CHECK(u && !u->st.use_tls, "port 443 with useTls: false stays plain");
+    u = dec(RK_US, US_STATIC(""));
+    CHECK(u && !u->st.use_tls && !u->ssl.h.set, "port 80 without useTls is plain");
+    u = dec(RK_US, "metadata: {name: x}\nstatic: {hosts: [{addr: 10.0.0.1, port: 8443, sniAddr: api.test}], useTls: true}\n");
+    CHECK(u && u->st.hosts.n == 1 && !strcmp(((shost_t *)u->st.hosts.v)[0].sni_addr, "api.test"), "sniAddr kept");
     REJ(RK_US, "metadata: {name: x}\nstatic: {hosts: [{addr: a.com, port: 80, sniAddr: a.com}]}\n",
-        "sniAddr is not supported yet", "sniAddr refused");
-    REJ(RK_US, US_STATIC("") "sslConfig: {sni: a}\n", "sslConfig is not supported yet", "upstream sslConfig refused");
+        "static.hosts[0].sniAddr: needs TLS to the upstream", "sniAddr without TLS refused");
+    REJ(RK_US, "metadata: {name: x}\nstatic: {hosts: [{addr: a.com, port: 443, sniAddr: 10.1.1.1}]}\n",
+        "is an IP address", "sniAddr IP literal refused");
+    REJ(RK_US, "metadata: {name: x}\nstatic: {hosts: [{addr: a.com, port: 443, sniAddr: 'a b'}]}\n",
+        "is not a DNS name", "sniAddr with a space refused");
+    u = dec(RK_US, US_STATIC("") "sslConfig:\n  sslFiles: {tlsCert: /c.pem, tlsKey: /k.pem, rootCa: /ca.pem}\n"
+                                 "  sni: api.test\n  verifySubjectAltName: [api.test, spiffe://x]\n"
+                                 "  parameters: {minimumProtocolVersion: TLSv1_2, maximumProtocolVersion: TLSv1_3,"
+                                 " cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256], ecdhCurves: [X25519]}\n"
+                                 "  alpnProtocols: [http/1.1]\n  allowRenegotiation: true\n  oneWayTls: true\n");
+    CHECK(u && u->ssl.h.set && !strcmp(u->ssl.files.cert, "/c.pem") && !strcmp(u->ssl.files.root_ca, "/ca.pem") &&
+              !strcmp(u->ssl.sni, "api.test") && u->ssl.san.n == 2 && u->ssl.params.min_ver == 3 &&
+              u->ssl.params.max_ver == 4 && u->ssl.params.ciphers.n == 1 && u->ssl.alpn.n == 1 && u->ssl.allow_reneg &&
+              u->ssl.one_way,
+          "upstream sslConfig decoded (%s)", err);
+    u = dec(RK_US, US_STATIC("") "sslConfig: {secretRef: {name: s, namespace: n}}\n");
+    CHECK(u && !strcmp(u->ssl.secret.name, "s") && !strcmp(u->ssl.secret.ns, "n"), "sslConfig.secretRef decoded");
+    REJ(RK_US, US_STATIC("") "sslConfig: {secretRef: {name: s}, sslFiles: {rootCa: /x}}\n", "sslFiles",
+        "secretRef and sslFiles are exclusive");
+    REJ(RK_US, US_STATIC("") "sslConfig: {sds: {}}\n", "sslConfig.sds is not supported yet", "sds refused by name");
+    REJ(RK_US, US_STATIC("") "sslConfig: {alpnProtocols: [h2, http/1.1]}\n",
+        "sslConfig.alpnProtocols[0]: 'h2' is not supported", "alpn h2 refused naming it");
+    REJ(RK_US, US_STATIC("") "sslConfig: {sslFiles: {tlsCert: /c.pem}}\n", "sslFiles.tlsKey: is required",
+        "a client cert needs its key");
+    REJ(RK_US, US_STATIC("") "sslConfig: {sslFiles: {}}\n", "names no file", "empty sslFiles refused");
+    REJ(RK_US, US_STATIC("") "sslConfig: {sslFiles: {rootCa: /ca, ocspStaple: /o}}\n", "ocspStaple is not supported",
+        "ocspStaple refused for upstreams");
+    REJ(RK_US, US_STATIC("") "sslConfig: {parameters: {minimumProtocolVersion: TLSv1_3, maximumProtocolVersion: TLSv1_2}}\n",
+        "minimumProtocolVersion: TLSv1_3 is above maximumProtocolVersion", "min above max refused");
+    REJ(RK_US, US_STATIC("") "sslConfig: {parameters: {minimumProtocolVersion: TLSv9}}\n", "minimumProtocolVersion",
+        "unknown TLS version refused");
+    REJ(RK_US, US_STATIC("") "sslConfig: {parameters: {cipherSuites: ['A:B']}}\n", "cipherSuites[0]",
+        "cipher list syntax refused per element");
+    REJ(RK_US, US_STATIC(", useTls: false") "sslConfig: {sni: a.test}\n", "static.useTls: false contradicts sslConfig",
+        "useTls false with sslConfig refused");
+    REJ(RK_US, US_STATIC("") "sslConfig: {sni: 10.0.0.1}\n", "sslConfig.sni", "sni IP literal refused");
+    REJ(RK_US, US_STATIC("") "sslConfig: {verifySubjectAltName: ['']}\n", "verifySubjectAltName[0]", "empty SAN refused");
+    REJ(RK_US, US_STATIC("") "sslConfig: {bogus: 1}\n", "bogus", "unknown sslConfig field refused");
     REJ(RK_US, US_STATIC("") "healthChecks: []\n", "healthChecks is not supported yet", "healthChecks refused");
     REJ(RK_US, US_STATIC("") "useHttp2: true\n", "useHttp2: true is not supported yet", "useHttp2 refused");
     REJ(RK_US, US_STATIC("") "loadBalancerConfig: {ringHash: {}}\n", "loadBalancerConfig.ringHash is not supported",
