@@ -405,6 +405,7 @@ struct rv_store_s {
     res_t **res;                /* sorted by kind, ns, name, then path after each scan */
     uint32_t nres, cap;
     uint64_t builds;
+    const struct rv_secrets_s *secrets;     /* rv_store_attach_secrets; not owned */
 };
 
 /* ---- JSON writer (json.c) ---------------------------------------------------------- */

@@ -77,13 +77,23 @@ typedef struct rv_secret_bad_s {
 } rv_secret_bad_t;
 int rv_secrets_replace(rv_secrets_t *t, int src, rv_secret_t **list, size_t n, rv_secret_bad_t *bad, size_t nbad);
 
+/* Sources are 0..RV_SECRETS_MAX_SOURCES-1; a bad src (or a NULL ns/name) is RV_EINVAL, and the
+ * inputs are freed then too. Two secrets (or two failures) of one ns/name in one list: the
+ * first stays. An unchanged secret keeps its pointer and version (only its source string may
+ * change). */
+#define RV_SECRETS_MAX_SOURCES 16
+
 /*
- * Read every secret of a directory source into source src: with secrets_subdir, Gloo's
- * directorySecretSource layout <dir>/<ns>/<name>.yaml|.yml|.json (dir is then Settings'
- * secret_dir, DIR/secrets by default), which is also secretOptions.sources[].directory's
- * (whose root is the directory itself). Costs a stat per file when nothing changed.
- * Returns 1/0 as rv_secrets_replace; RV_ENOTFOUND is never returned for a missing directory
- * (no secrets is a valid state); RV_ENOMEM.
+ * Read every secret of a directory source into source src. dir is the root holding
+ * <ns>/<name>.yaml|.yml|.json: Settings' secret_dir (directorySecretSource.directory + "/secrets",
+ * DIR/secrets by default) or a secretOptions.sources[].directory as written (no secrets/ level).
+ * Entries starting with '.' are skipped (Kubernetes-style ..data links are followed through
+ * the names that point into them). A file that fails to decode, or whose metadata disagrees
+ * with its place, is recorded as bad with "<path>: <reason>". Costs one stat per file when
+ * no file was added, removed or changed (path, inode, size, mtime, ctime) since the last scan
+ * of src; otherwise every file is read again and rv_secrets_replace keeps the unchanged ones.
+ * Returns 1/0 as rv_secrets_replace; a missing directory is no secrets (never RV_ENOTFOUND);
+ * RV_EIO when dir exists but cannot be listed; RV_ENOMEM; RV_EINVAL for a bad src.
  */
 int rv_secrets_scan_dir(rv_secrets_t *t, int src, const char *dir);
 
@@ -97,6 +107,16 @@ const rv_secret_t *rv_secrets_get(const rv_secrets_t *t, const char *ns, const c
 
 /* Generation: bumps whenever replace/scan_dir returned 1. */
 uint64_t rv_secrets_generation(const rv_secrets_t *t);
+
+/* What source src holds now, sorted by ns then name (for the CLI, /ready and logs): the
+ * secrets, and the names that failed with their reasons. Valid until the next replace/scan. */
+size_t rv_secrets_list(const rv_secrets_t *t, int src, const rv_secret_t *const **out);
+size_t rv_secrets_bad(const rv_secrets_t *t, int src, const rv_secret_bad_t **out);
+
+/* Make the next rv_secrets_scan_dir of src read every file even when no stat changed (the
+ * refreshRate resync: a change no stat shows, such as a same-size rewrite within one
+ * timestamp tick, is then seen too). */
+void rv_secrets_forget_files(rv_secrets_t *t, int src);
 
 /* ---- what a snapshot build sees ------------------------------------------------------- */
 

@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "config/config-internal.h"
+#include "config/secret.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -761,4 +762,21 @@ int rv_store_load_kv(rv_store_t *st, const rv_settings_t *s, const char *root, c
     }
     st->nres = w;
     return changed;
+}
+
+/* ---- secrets seen by builds ------------------------------------------------------------ */
+
+void rv_store_attach_secrets(rv_store_t *st, const rv_secrets_t *t)
+{
+    if (st)
+        st->secrets = t;
+}
+
+const rv_secret_t *rv_store_secret(const rv_store_t *st, const char *ns, const char *name, const char **why)
+{
+    if (why)
+        *why = NULL;
+    if (!st || !st->secrets)
+        return NULL;
+    return rv_secrets_get(st->secrets, ns, name, why);
 }

@@ -2,6 +2,7 @@
 #include "core/arena.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 struct rv_arena_chunk_s {
     rv_arena_chunk_t *next;
@@ -102,4 +103,10 @@ void rv_arena_free(rv_arena_t *a)
     }
     a->head = NULL;
     a->total = 0;
+}
+
+void rv_arena_wipe(rv_arena_t *a)
+{
+    for (rv_arena_chunk_t *c = a->head; c; c = c->next)
+        explicit_bzero(c->data, c->used);
 }

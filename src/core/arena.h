@@ -38,6 +38,10 @@ void rv_arena_reset(rv_arena_t *a);
 /* Free every chunk. Accepts an arena that was only initialised. */
 void rv_arena_free(rv_arena_t *a);
 
+/* Overwrite every byte handed out so far with zeros (explicit_bzero: not optimised away), for
+ * arenas that held key material; the arena stays usable. Call before rv_arena_free/reset. */
+void rv_arena_wipe(rv_arena_t *a);
+
 #define RV_ARENA_NEW(a, type)      ((type *)rv_arena_calloc((a), sizeof(type)))
 #define RV_ARENA_NEWN(a, type, n)  ((type *)rv_arena_calloc((a), sizeof(type) * (size_t)(n)))
 

@@ -1,0 +1,391 @@
+/*
+ * test_secret.c - Gloo Secrets: both stored forms (Gloo and Kubernetes, YAML and JSON), the
+ * strict refusals (unknown fields, unsupported kinds, bad base64, unusable names), that no
+ * message ever carries key material, the secret table (content comparison, precedence,
+ * generations) and the directory source (layout, stat-only rescans, bad files).
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config/config-internal.h"
+#include "config/secret.h"
+#include "core/err.h"
+#include "test.h"
+
+#define MARK "SUPERSECRETKEYBYTES"
+
+static char err[CFG_ERRLEN];
+
+static rv_secret_t *dec(const char *doc)
+{
+    rv_secret_t *s = NULL;
+    err[0] = '\0';
+    int rc = rv_secret_decode("t.yaml", doc, strlen(doc), "gloo-system", NULL, &s, err, sizeof(err));
+    if (rc != 0)
+        return NULL;
+    return s;
+}
+
+/* Rejected, the message holds want, and never the key marker. */
+static void rej(const char *doc, const char *want, const char *what)
+{
+    rv_secret_t *s = dec(doc);
+    CHECK(!s && strstr(err, want) != NULL, "refused: %s", what);
+    if (s || !strstr(err, want))
+        printf("#   err: %s\n", err);
+    CHECK(!strstr(err, MARK), "refusal of %s does not show key material", what);
+    rv_secret_free(s);
+}
+
+static void test_gloo_form(void)
+{
+    rv_secret_t *s = dec("metadata: {name: tls1, namespace: web}\n"
+                         "tls:\n  certChain: |\n    -----BEGIN CERTIFICATE-----\n    abc\n    -----END CERTIFICATE-----\n"
+                         "  privateKey: \"-----BEGIN PRIVATE KEY-----\\n" MARK "\\n-----END PRIVATE KEY-----\\n\"\n"
+                         "  rootCa: ca-pem\n");
+    CHECK(s != NULL, "gloo tls form decodes (%s)", err);
+    if (s) {
+        CHECK_INT(s->kind, RV_SECRET_TLS, "kind tls");
+        CHECK(!strcmp(s->ns, "web") && !strcmp(s->name, "tls1"), "metadata kept");
+        CHECK(!strcmp(s->cert_chain, "-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n"),
+              "certChain text");
+        CHECK_INT(s->cert_chain_len, strlen(s->cert_chain), "certChain length");
+        CHECK(strstr(s->private_key, MARK) != NULL && s->private_key_len == strlen(s->private_key), "privateKey");
+        CHECK(!strcmp(s->root_ca, "ca-pem") && s->root_ca_len == 6, "rootCa");
+        CHECK(!s->ocsp_staple && !s->ocsp_staple_len, "no staple");
+        CHECK(!strcmp(s->source, "t.yaml"), "source names the document");
+    }
+    rv_secret_free(s);
+
+    /* snake_case spelling, namespace from the default, staple base64 (std and url-safe) */
+    s = dec("metadata: {name: a}\ntls: {cert_chain: c, private_key: k, ocsp_staple: \"AAEC/w==\"}\n");
+    CHECK(s && !strcmp(s->ns, "gloo-system"), "namespace defaults (%s)", err);
+    CHECK(s && s->ocsp_staple_len == 4 && !memcmp(s->ocsp_staple, "\x00\x01\x02\xff", 4), "ocspStaple decoded");
+    rv_secret_free(s);
+    s = dec("metadata: {name: a}\ntls: {certChain: c, privateKey: k, ocspStaple: \"AAEC_w\"}\n");
+    CHECK(s && s->ocsp_staple_len == 4 && s->ocsp_staple[3] == 0xff, "url-safe unpadded staple (%s)", err);
+    rv_secret_free(s);
+
+    /* rootCa alone: an upstream's CA bundle */
+    s = dec("metadata: {name: ca}\ntls: {rootCa: only-ca}\n");
+    CHECK(s && !s->cert_chain && !s->private_key && s->root_ca, "rootCa-only tls secret (%s)", err);
+    rv_secret_free(s);
+
+    /* JSON, as Vault and Consul hold it */
+    s = dec("{\"metadata\":{\"name\":\"j\",\"namespace\":\"n\"},\"aws\":{\"accessKey\":\"AKIA1\",\"secretKey\":\"" MARK
+            "\",\"sessionToken\":\"tok\"}}");
+    CHECK(s && s->kind == RV_SECRET_AWS, "json aws form (%s)", err);
+    CHECK(s && !strcmp(s->access_key, "AKIA1") && !strcmp(s->secret_key, MARK) && !strcmp(s->session_token, "tok"),
+          "aws fields");
+    rv_secret_free(s);
+    s = dec("metadata: {name: a}\naws: {accessKey: a, secretKey: b}\n");
+    CHECK(s && !s->session_token, "sessionToken optional");
+    rv_secret_free(s);
+
+    /* name from the caller when metadata has none (Vault names by path) */
+    rv_secret_t *o = NULL;
+    int rc = rv_secret_decode("v", "tls: {rootCa: x}\n", 16, "ns1", "from-path", &o, err, sizeof(err));
+    CHECK(rc == 0 && o && !strcmp(o->name, "from-path") && !strcmp(o->ns, "ns1"), "name_default fills the name");
+    rv_secret_free(o);
+}
+
+static void test_kube_form(void)
+{
+    /* base64 of "CERT\n", MARK "\n", "CA" */
+    rv_secret_t *s = dec("apiVersion: v1\nkind: Secret\nmetadata: {name: k, namespace: ns}\n"
+                         "type: kubernetes.io/tls\ndata:\n  tls.crt: Q0VSVAo=\n"
+                         "  tls.key: U1VQRVJTRUNSRVRLRVlCWVRFUwo=\n  ca.crt: Q0E=\n");
+    CHECK(s && s->kind == RV_SECRET_TLS, "kubernetes tls decodes (%s)", err);
+    CHECK(s && !strcmp(s->cert_chain, "CERT\n") && s->cert_chain_len == 5, "tls.crt base64-decoded");
+    CHECK(s && !strcmp(s->private_key, MARK "\n"), "tls.key base64-decoded");
+    CHECK(s && !strcmp(s->root_ca, "CA"), "ca.crt");
+    rv_secret_free(s);
+
+    s = dec("apiVersion: v1\nkind: Secret\nmetadata: {name: k}\ntype: kubernetes.io/tls\n"
+            "data: {tls.crt: Q0VSVAo=, tls.key: a2V5}\nstringData: {tls.key: plain-key}\nimmutable: true\n");
+    CHECK(s && !strcmp(s->private_key, "plain-key"), "stringData wins over data (%s)", err);
+    rv_secret_free(s);
+
+    s = dec("{\"apiVersion\":\"v1\",\"kind\":\"Secret\",\"metadata\":{\"name\":\"aw\"},\"type\":\"Opaque\","
+            "\"data\":{\"aws_access_key_id\":\"QUtJQQ==\",\"aws_secret_access_key\":\"c2s=\"}}");
+    CHECK(s && s->kind == RV_SECRET_AWS && !strcmp(s->access_key, "AKIA") && !strcmp(s->secret_key, "sk"),
+          "kubernetes aws (json) (%s)", err);
+    rv_secret_free(s);
+    s = dec("apiVersion: v1\nkind: Secret\nmetadata: {name: aw}\nstringData: {aws_access_key_id: a, "
+            "aws_secret_access_key: b, aws_session_token: c}\n");
+    CHECK(s && s->kind == RV_SECRET_AWS && !strcmp(s->session_token, "c"), "no type means Opaque (%s)", err);
+    rv_secret_free(s);
+    s = dec("apiVersion: v1\nkind: Secret\nmetadata: {name: k}\ntype: kubernetes.io/tls\n"
+            "data:\n  tls.crt: |\n    Q0VS\n    VAo=\n  tls.key: a2V5\n");
+    CHECK(s && !strcmp(s->cert_chain, "CERT\n"), "base64 with line breaks (%s)", err);
+    rv_secret_free(s);
+}
+
+static void test_refusals(void)
+{
+    rej("metadata: {name: a}\ntls: {certChain: c, privateKey: " MARK "}\nfoo: 1\n", "foo: unknown field",
+        "unknown top-level field");
+    rej("metadata: {name: a}\ntls: {certChain: c, privateKey: " MARK ", pin: x}\n", "tls.pin: unknown field",
+        "unknown tls field");
+    static const char *const kinds[] = { "oauth", "apiKey", "header", "encryption", "extensions", "azure",
+                                         "credentials" };
+    for (size_t i = 0; i < RV_ARRAY_LEN(kinds); i++) {
+        char doc[200], want[64];
+        snprintf(doc, sizeof(doc), "metadata: {name: a}\n%s: {x: " MARK "}\n", kinds[i]);
+        snprintf(want, sizeof(want), "%s is not supported yet", kinds[i]);
+        rej(doc, want, kinds[i]);
+    }
+    rej("metadata: {name: a}\napi_key: {x: 1}\n", "api_key is not supported yet", "snake_case unsupported kind");
+    rej("metadata: {name: a}\ntls: {rootCa: x}\naws: {accessKey: a, secretKey: b}\n", "cannot both be set",
+        "tls and aws together");
+    rej("metadata: {name: a}\n", "needs tls or aws", "no kind at all");
+    rej("metadata: {name: a}\ntls: {}\n", "a tls secret needs", "empty tls");
+    rej("metadata: {name: a}\ntls: {certChain: c}\n", "tls.privateKey is required", "cert without key");
+    rej("metadata: {name: a}\ntls: {privateKey: " MARK "}\n", "tls.certChain is required", "key without cert");
+    rej("metadata: {name: a}\naws: {accessKey: a}\n", "needs aws.accessKey and aws.secretKey", "aws without key");
+    rej("metadata: {name: a}\ntls: {certChain: c, privateKey: k, ocspStaple: \"" MARK "!!\"}\n",
+        "tls.ocspStaple: is not valid base64", "bad staple");
+    rej("metadata: {name: a}\ntls: {certChain: [" MARK "], privateKey: k}\n", "expected a string", "list value");
+    rej("metadata: {name: a/b}\ntls: {rootCa: x}\n", "cannot name a file", "slash in name");
+    rej("metadata: {name: ..}\ntls: {rootCa: x}\n", "cannot name a file", "dot-dot name");
+    rej("metadata: {name: a, namespace: ../x}\ntls: {rootCa: x}\n", "cannot name a directory", "ns traversal");
+    rej("metadata: {name: \"a b\"}\ntls: {rootCa: x}\n", "cannot name a file", "space in name");
+    rej("tls: {rootCa: x}\n", "metadata.name is required", "no name");
+    rej("apiVersion: v2\nkind: Secret\nmetadata: {name: a}\n", "expected v1", "k8s apiVersion");
+    rej("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n", "kind: expected Secret", "k8s kind");
+    rej("kind: Secret\nmetadata: {name: a}\n", "apiVersion: is required", "k8s without apiVersion");
+    rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/basic-auth\n"
+        "data: {password: " MARK "}\n", "'kubernetes.io/basic-auth' is not supported", "basic-auth type");
+    rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0E=, "
+        "tls.key: a2V5, extra: " MARK "}\n", "data.extra: is not a key rivet reads", "unknown data key");
+    rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0E=, "
+        "tls.key: \"" MARK "*\"}\n", "data.tls.key: is not valid base64", "bad base64 in data");
+    rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0E=, "
+        "tls.key: AAAA}\n", "holds a NUL byte", "NUL in decoded PEM");
+    rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0E=, "
+        "aws_access_key_id: QQ==}\n", "does not belong in a secret of type kubernetes.io/tls", "aws key in tls");
+    rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\nspec: {}\n",
+        "spec: unknown field", "spec in a kubernetes secret");
+    rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: [" MARK "]\n",
+        "expected a mapping of strings", "data as list");
+    rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0E=}\n",
+        "data.tls.key is required", "kube cert without key");
+    /* malformed documents */
+    rej("", "t.yaml", "empty document");
+    rej("- a\n- b\n", "expected a mapping at the top level", "top-level list");
+    rej("metadata: {name: a\ntls: {privateKey: " MARK "\n", "t.yaml", "broken flow mapping");
+    rej("metadata: {name: a}\ntls: {certChain: c, privateKey: \"" MARK "\"}\ntls: {rootCa: x}\n", "duplicate key",
+        "duplicate key");
+    rej("a: &x [*x]\n", "t.yaml", "self alias");
+    char deep[400] = "";
+    for (int i = 0; i < 60; i++)
+        strcat(deep, "[");
+    rej(deep, "t.yaml", "deep nesting");
+    rej("metadata: {name: a}\ntls: {certChain: c, privateKey: \"\\0" MARK "\"}\n", "t.yaml", "NUL escape");
+
+    /* every error has a message; a NULL src works */
+    rv_secret_t *o = (rv_secret_t *)1;
+    int rc = rv_secret_decode(NULL, "x: 1", 4, NULL, NULL, &o, err, sizeof(err));
+    CHECK(rc == RV_EPARSE && o == NULL && err[0], "NULL src: refused with a message (%s)", err);
+}
+
+static rv_secret_t *mk(const char *ns, const char *name, const char *key)
+{
+    char doc[300];
+    snprintf(doc, sizeof(doc), "metadata: {name: %s, namespace: %s}\ntls: {certChain: cert, privateKey: %s}\n", name,
+             ns, key);
+    rv_secret_t *s = NULL;
+    rv_secret_decode("mk", doc, strlen(doc), NULL, NULL, &s, err, sizeof(err));
+    return s;
+}
+
+static rv_secret_bad_t mkbad(const char *ns, const char *name, const char *reason)
+{
+    return (rv_secret_bad_t){ strdup(ns), strdup(name), strdup(reason) };
+}
+
+static void test_table(void)
+{
+    rv_secrets_t *t = rv_secrets_new();
+    const char *why = "x";
+    CHECK(rv_secrets_get(t, "a", "b", &why) == NULL && why == NULL, "empty table: missing, no reason");
+    CHECK_INT(rv_secrets_generation(t), 0, "generation starts at 0");
+
+    rv_secret_t *l1[] = { mk("ns", "b", "k1"), mk("ns", "a", "k2") };
+    CHECK_INT(rv_secrets_replace(t, 1, l1, 2, NULL, 0), 1, "first replace changes");
+    CHECK_INT(rv_secrets_generation(t), 1, "generation bumped");
+    const rv_secret_t *a = rv_secrets_get(t, "ns", "a", NULL), *b = rv_secrets_get(t, "ns", "b", NULL);
+    CHECK(a && b && !strcmp(a->private_key, "k2") && !strcmp(b->private_key, "k1"), "lookup by ns/name");
+    uint64_t va = a ? a->version : 0, vb = b ? b->version : 0;
+    CHECK(va && vb && va != vb, "each content has a version");
+
+    rv_secret_t *l2[] = { mk("ns", "a", "k2"), mk("ns", "b", "k1") };
+    CHECK_INT(rv_secrets_replace(t, 1, l2, 2, NULL, 0), 0, "same content: no change");
+    CHECK_INT(rv_secrets_generation(t), 1, "generation unchanged");
+    CHECK(rv_secrets_get(t, "ns", "a", NULL) == a && a->version == va, "unchanged secret keeps pointer and version");
+
+    rv_secret_t *l3[] = { mk("ns", "a", "k2"), mk("ns", "b", "rotated") };
+    CHECK_INT(rv_secrets_replace(t, 1, l3, 2, NULL, 0), 1, "rotated key: change");
+    const rv_secret_t *b2 = rv_secrets_get(t, "ns", "b", NULL);
+    CHECK(b2 && !strcmp(b2->private_key, "rotated") && b2->version > vb, "new content, newer version");
+    CHECK(rv_secrets_get(t, "ns", "a", NULL) == a, "the other secret untouched");
+
+    /* precedence: source 0 wins over source 1 */
+    rv_secret_t *l4[] = { mk("ns", "a", "from-src0") };
+    CHECK_INT(rv_secrets_replace(t, 0, l4, 1, NULL, 0), 1, "second source added");
+    const rv_secret_t *p = rv_secrets_get(t, "ns", "a", NULL);
+    CHECK(p && !strcmp(p->private_key, "from-src0"), "lower source index wins");
+
+    /* a failure at the winning source hides the other source's copy, with the reason */
+    rv_secret_bad_t bd[] = { mkbad("ns", "b", "b.yaml: tls.privateKey is required") };
+    CHECK_INT(rv_secrets_replace(t, 0, NULL, 0, bd, 1), 1, "bad entry: change");
+    CHECK(rv_secrets_get(t, "ns", "b", &why) == NULL && why && strstr(why, "privateKey is required"),
+          "failed secret: NULL with the reason");
+    p = rv_secrets_get(t, "ns", "a", NULL);
+    CHECK(p && !strcmp(p->private_key, "k2"), "source 0 lost a: source 1's copy serves");
+    rv_secret_bad_t bd2[] = { mkbad("ns", "b", "b.yaml: tls.privateKey is required") };
+    CHECK_INT(rv_secrets_replace(t, 0, NULL, 0, bd2, 1), 0, "same failure again: no change");
+    rv_secret_bad_t bd3[] = { mkbad("ns", "b", "b.yaml: other reason") };
+    CHECK_INT(rv_secrets_replace(t, 0, NULL, 0, bd3, 1), 1, "new reason: change");
+
+    /* listing */
+    const rv_secret_t *const *lv;
+    size_t n = rv_secrets_list(t, 1, &lv);
+    CHECK(n == 2 && !strcmp(lv[0]->name, "a") && !strcmp(lv[1]->name, "b"), "list is sorted");
+    const rv_secret_bad_t *bl;
+    CHECK(rv_secrets_bad(t, 0, &bl) == 1 && !strcmp(bl[0].name, "b"), "bad list");
+    CHECK(rv_secrets_list(t, 99, &lv) == 0 && !lv, "bad source lists nothing");
+
+    /* duplicates in one list: the first stays */
+    rv_secret_t *l5[] = { mk("ns", "d", "first"), mk("ns", "d", "second") };
+    CHECK_INT(rv_secrets_replace(t, 2, l5, 2, NULL, 0), 1, "duplicates accepted");
+    p = rv_secrets_get(t, "ns", "d", NULL);
+    CHECK(p && !strcmp(p->private_key, "first"), "first duplicate kept");
+
+    /* removal */
+    CHECK_INT(rv_secrets_replace(t, 2, NULL, 0, NULL, 0), 1, "emptying a source changes");
+    CHECK(rv_secrets_get(t, "ns", "d", &why) == NULL && !why, "removed secret gone, no reason");
+
+    /* bad arguments free their inputs (ASan would see a leak) */
+    rv_secret_t *l6[] = { mk("ns", "e", "k") };
+    rv_secret_bad_t bd4[] = { mkbad("ns", "f", "r") };
+    CHECK_INT(rv_secrets_replace(t, RV_SECRETS_MAX_SOURCES, l6, 1, bd4, 1), RV_EINVAL, "source out of range");
+    CHECK_INT(rv_secrets_replace(t, -1, NULL, 0, NULL, 0), RV_EINVAL, "negative source");
+
+    rv_secrets_free(t);
+    rv_secrets_free(NULL);
+    rv_secret_free(NULL);
+}
+
+static char tmp[256];
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void put(const char *rel, const char *content)
+{
+    char p[512];
+    snprintf(p, sizeof(p), "%s/%s", tmp, rel);
+    for (char *s = p + strlen(tmp) + 1; *s; s++)
+        if (*s == '/') {
+            *s = '\0';
+            mkdir(p, 0755);
+            *s = '/';
+        }
+    char t2[560];
+    snprintf(t2, sizeof(t2), "%s.tmp", p);
+    FILE *f = fopen(t2, "w");
+    if (f) {
+        fputs(content, f);
+        fclose(f);
+    }
+    rename(t2, p);  /* atomic, as an editor or kubectl does: a new inode */
+}
+
+static void test_scan_dir(void)
+{
+    snprintf(tmp, sizeof(tmp), "/tmp/rv-secret-test-%d", (int)getpid());
+    mkdir(tmp, 0755);
+    rv_secrets_t *t = rv_secrets_new();
+    char dir[300];
+    snprintf(dir, sizeof(dir), "%s/nope", tmp);
+    CHECK_INT(rv_secrets_scan_dir(t, 1, dir), 0, "missing directory: no secrets, no change");
+
+    put("gloo-system/tls1.yaml", "metadata: {name: tls1}\ntls: {certChain: c1, privateKey: k1}\n");
+    put("web/aws.json", "{\"metadata\":{\"name\":\"aws\",\"namespace\":\"web\"},\"aws\":{\"accessKey\":\"a\","
+                        "\"secretKey\":\"" MARK "\"}}");
+    put("web/broken.yaml", "metadata: {name: broken}\ntls: {certChain: c, privateKey: \"" MARK "\"\n");
+    put("web/wrong.yaml", "metadata: {name: other}\ntls: {rootCa: x}\n");
+    put("web/.hidden.yaml", "junk: [");
+    put("web/readme.txt", "not a secret");
+    put("..data/x.yaml", "junk: [");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "first scan changes");
+    const rv_secret_t *s = rv_secrets_get(t, "gloo-system", "tls1", NULL);
+    CHECK(s && !strcmp(s->private_key, "k1"), "namespace from the folder, name from the file");
+    CHECK(s && strstr(s->source, "gloo-system/tls1.yaml"), "source is the path");
+    s = rv_secrets_get(t, "web", "aws", NULL);
+    CHECK(s && s->kind == RV_SECRET_AWS, ".json read");
+    const char *why = NULL;
+    CHECK(!rv_secrets_get(t, "web", "broken", &why) && why && strstr(why, "web/broken.yaml"),
+          "malformed file: reason names the file (%s)", why ? why : "");
+    CHECK(why && !strstr(why, MARK), "reason shows no key material");
+    CHECK(!rv_secrets_get(t, "web", "wrong", &why) && why && strstr(why, "does not match the file name"),
+          "metadata.name disagreeing with the file refused");
+    const rv_secret_t *const *lv;
+    CHECK_INT(rv_secrets_list(t, 1, &lv), 2, "two good secrets; hidden, .txt and ..data skipped");
+    uint64_t g = rv_secrets_generation(t);
+
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 0, "rescan without change: 0");
+    CHECK_INT(rv_secrets_generation(t), g, "generation unchanged");
+    rv_secrets_forget_files(t, 1);
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 0, "full re-read of the same content: 0");
+
+    const rv_secret_t *aws = rv_secrets_get(t, "web", "aws", NULL);
+    put("gloo-system/tls1.yaml", "metadata: {name: tls1}\ntls: {certChain: c2, privateKey: k2}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "rotated file: change");
+    s = rv_secrets_get(t, "gloo-system", "tls1", NULL);
+    CHECK(s && !strcmp(s->private_key, "k2"), "rotated content served");
+    CHECK(rv_secrets_get(t, "web", "aws", NULL) == aws, "unchanged secret kept as it was");
+
+    put("web/broken.yaml", "metadata: {name: broken}\ntls: {certChain: c, privateKey: k}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "fixed file: change");
+    CHECK(rv_secrets_get(t, "web", "broken", NULL) != NULL, "fixed secret served");
+
+    char p[400];
+    snprintf(p, sizeof(p), "%s/web/aws.json", tmp);
+    unlink(p);
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "deleted file: change");
+    CHECK(!rv_secrets_get(t, "web", "aws", &why) && !why, "deleted secret gone");
+
+    /* store attachment */
+    rv_store_t *st = rv_store_new();
+    CHECK(rv_store_secret(st, "gloo-system", "tls1", &why) == NULL && !why, "detached store: every ref missing");
+    rv_store_attach_secrets(st, t);
+    s = rv_store_secret(st, "gloo-system", "tls1", NULL);
+    CHECK(s && !strcmp(s->private_key, "k2"), "attached store resolves");
+    rv_store_attach_secrets(st, NULL);
+    CHECK(rv_store_secret(st, "gloo-system", "tls1", NULL) == NULL, "detached again");
+    rv_store_free(st);
+
+    rv_secrets_free(t);
+    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int main(void)
+{
+    test_gloo_form();
+    test_kube_form();
+    test_refusals();
+    test_table();
+    test_scan_dir();
+    TEST_DONE();
+}
