@@ -11,12 +11,40 @@
 
 #define RV_DEFAULT_NAMESPACE "gloo-system"
 
+/*
+ * Vault client settings (Settings vaultSecretSource or secretOptions.sources[].vault, Gloo's
+ * VaultSecrets message). settings.c decodes them (defaults applied, deprecated top-level TLS
+ * fields folded into the tlsConfig ones, aws auth refused by name); the Vault secret source
+ * (src/control/vault.c) owns what they mean, including the VAULT_* environment fallbacks.
+ */
+typedef struct rv_vault_cfg_s {
+    char *address;              /* address; NULL = VAULT_ADDR / Vault's default */
+    char *path_prefix;          /* pathPrefix, default "secret" (the KV mount) */
+    char *root_key;             /* rootKey, default "gloo" */
+    char *ca_cert, *ca_path;    /* tlsConfig.caCert / caPath (or the deprecated top-level ones) */
+    char *client_cert, *client_key;
+    char *tls_server_name;
+    bool insecure;              /* tlsConfig.insecure (or deprecated insecure) */
+    char *access_token;         /* accessToken (or deprecated token); NULL = VAULT_TOKEN / AppRole */
+} rv_vault_cfg_t;
+
+#define RV_VAULT_DEFAULT_PATH_PREFIX "secret"
+#define RV_VAULT_DEFAULT_ROOT_KEY "gloo"
+
+/* One secret source; its index in rv_settings_t.secret_srcs is its rv_secrets_t source index. */
+enum rv_secret_src_type { RV_SECRET_SRC_DIRECTORY = 1, RV_SECRET_SRC_VAULT = 2 };
+typedef struct rv_secret_src_s {
+    int type;                   /* enum rv_secret_src_type */
+    char *directory;            /* DIRECTORY: the root holding <ns>/<name>.yaml (absolute or DIR-relative resolved) */
+    rv_vault_cfg_t vault;       /* VAULT */
+} rv_secret_src_t;
+
 /* What the bootstrap Settings decide (or the defaults without a Settings file). */
 typedef struct rv_settings_s {
     char *bootstrap_dir;        /* --dir as given */
     char *settings_file;        /* path of DIR/<ns>/default.yaml when it exists, else NULL */
     char *config_dir;           /* directoryConfigSource.directory (relative to DIR), else DIR */
-    char *secret_dir;           /* directorySecretSource.directory, else DIR/secrets */
+    char *secret_dir;           /* directorySecretSource.directory + "/secrets" (Gloo's layout), else DIR/secrets */
     char *discovery_ns;         /* discoveryNamespace, default gloo-system */
     char **watch_ns;            /* watchNamespaces; NULL/0 = all */
     uint32_t nwatch_ns;
@@ -45,6 +73,16 @@ typedef struct rv_settings_s {
     char *consul_dns_address;   /* consul.dnsAddress, default 127.0.0.1:8600 */
     int64_t consul_dns_poll_ms; /* consul.dnsPollingInterval, default 5000 */
 
+    /*
+     * Secret sources in lookup order, Gloo's precedence kubernetes > directory > vault
+     * (directories sorted by path, then vaults in written order, as Gloo's SourceList sort):
+     * secretOptions.sources, else the one legacy source (directorySecretSource or
+     * vaultSecretSource), else the directory secret_dir. Never empty after a load from a
+     * directory; empty with --consul and no directory and no secret source.
+     */
+    rv_secret_src_t *secret_srcs;
+    uint32_t nsecret_srcs;
+
     /* Set by rivet run when a newer Settings file was refused and these settings stay in
      * force: the reason (malloc), shown as the Settings status; NULL otherwise. */
     char *rejected;
@@ -70,6 +108,9 @@ void rv_settings_consul_override(const char *addr, const char *root_key, bool st
  */
 int rv_settings_load(const char *dir, const char *ns, rv_settings_t *out, char *err, size_t errlen);
 void rv_settings_free(rv_settings_t *s);
+
+/* Free what one secret source owns (the access token is wiped) and zero it. NULL is ignored. */
+void rv_secret_src_free(rv_secret_src_t *src);
 
 typedef struct rv_store_s rv_store_t;
 

@@ -52,12 +52,31 @@ typedef struct cdisc_doc_s {
     bool rivet_health; bool has_rivet_health;   /* rivet extension, not in Gloo's proto */
 } cdisc_doc_t;
 
-/* The Settings message with the Consul parts rivet supports. base first: its offsets stand. */
+/* Gloo's VaultSecrets (settings.proto): tlsConfig and the deprecated top-level TLS fields. */
+typedef struct vtls_doc_s {
+    mhdr_t h;
+    char *ca_cert, *ca_path, *client_cert, *client_key, *server_name;
+    bool insecure; bool has_insecure;
+} vtls_doc_t;
+typedef struct vault_doc_s {
+    mhdr_t h;
+    char *address, *root_key, *path_prefix, *access_token, *token;
+    vtls_doc_t tls;             /* tlsConfig */
+    vtls_doc_t old;             /* deprecated top-level caCert, caPath, ... */
+} vault_doc_t;
+typedef struct sdir_doc_s { mhdr_t h; char *directory; } sdir_doc_t;
+typedef struct ssrc_doc_s { mhdr_t h; vault_doc_t vault; sdir_doc_t dir; } ssrc_doc_t;
+typedef struct secopts_doc_s { mhdr_t h; list_t sources; } secopts_doc_t;   /* ssrc_doc_t */
+
+/* The Settings message with the Consul and secret parts rivet supports. base first: its
+ * offsets stand. */
 typedef struct xsettings_s {
     settings_doc_t base;
     kvsrc_doc_t kv;
     consul_doc_t consul;
     cdisc_doc_t disc;
+    vault_doc_t vault;          /* vaultSecretSource */
+    secopts_doc_t secopts;      /* secretOptions */
 } xsettings_t;
 
 static const field_t kvsrc_fields[] = { FLD("rootKey", F_STR, OFF(kvsrc_doc_t, root_key)) };
@@ -99,10 +118,78 @@ static const field_t cdisc_fields[] = {
 };
 DESC(cdisc_desc, cdisc_doc_t, cdisc_fields, NULL);
 
+static const field_t vtls_fields[] = {
+    FLD("caCert", F_STR, OFF(vtls_doc_t, ca_cert)),
+    FLD("caPath", F_STR, OFF(vtls_doc_t, ca_path)),
+    FLD("clientCert", F_STR, OFF(vtls_doc_t, client_cert)),
+    FLD("clientKey", F_STR, OFF(vtls_doc_t, client_key)),
+    FLD("tlsServerName", F_STR, OFF(vtls_doc_t, server_name)),
+    FLD("insecure", F_BOOL, OFF(vtls_doc_t, insecure), SETF(vtls_doc_t, has_insecure)),
+};
+DESC(vtls_desc, vtls_doc_t, vtls_fields, NULL);
+
+static const field_t vault_fields[] = {
+    FLD("address", F_STR, OFF(vault_doc_t, address)),
+    FLD("rootKey", F_STR, OFF(vault_doc_t, root_key)),
+    FLD("pathPrefix", F_STR, OFF(vault_doc_t, path_prefix)),
+    FLD("tlsConfig", F_MSG, OFF(vault_doc_t, tls), .sub = &vtls_desc),
+    FLD("accessToken", F_STR, OFF(vault_doc_t, access_token), .oneof = 1),
+    FLD("aws", F_UNSUP, .oneof = 1,
+        .note = "(Vault AWS IAM auth; use accessToken, VAULT_TOKEN or AppRole)"),
+    /* deprecated in Gloo, still read by it */
+    FLD("token", F_STR, OFF(vault_doc_t, token)),
+    FLD("caCert", F_STR, OFF(vault_doc_t, old.ca_cert)),
+    FLD("caPath", F_STR, OFF(vault_doc_t, old.ca_path)),
+    FLD("clientCert", F_STR, OFF(vault_doc_t, old.client_cert)),
+    FLD("clientKey", F_STR, OFF(vault_doc_t, old.client_key)),
+    FLD("tlsServerName", F_STR, OFF(vault_doc_t, old.server_name)),
+    FLD("insecure", F_BOOL, OFF(vault_doc_t, old.insecure), SETF(vault_doc_t, old.has_insecure)),
+};
+DESC(vault_desc, vault_doc_t, vault_fields, NULL);
+
+static int sdir_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    sdir_doc_t *d = msg;
+    if (!d->directory || !d->directory[0])
+        return cfg_derr(c, n, "directory", "is required");
+    return 0;
+}
+
+static const field_t sdir_fields[] = { FLD("directory", F_STR, OFF(sdir_doc_t, directory)) };
+DESC(sdir_desc, sdir_doc_t, sdir_fields, sdir_check);
+
+static int ssrc_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    ssrc_doc_t *d = msg;
+    if (!d->vault.h.set && !d->dir.h.set)
+        return cfg_derr(c, n, NULL, "a source needs one of directory or vault");
+    return 0;
+}
+
+static const field_t ssrc_fields[] = {
+    FLD("directory", F_MSG, OFF(ssrc_doc_t, dir), .sub = &sdir_desc, .oneof = 1),
+    FLD("vault", F_MSG, OFF(ssrc_doc_t, vault), .sub = &vault_desc, .oneof = 1),
+    FLD("kubernetes", F_UNSUP, .oneof = 1, .note = "(rivet runs without Kubernetes: use directory or vault)"),
+};
+DESC(ssrc_desc, ssrc_doc_t, ssrc_fields, ssrc_check);
+
+static int secopts_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    secopts_doc_t *d = msg;
+    if (!d->sources.n)
+        return cfg_derr(c, n, "sources", "must list at least one source (Gloo refuses an empty list)");
+    return 0;
+}
+
+static const field_t secopts_fields[] = { FLD("sources", F_MSGS, OFF(secopts_doc_t, sources), .sub = &ssrc_desc) };
+DESC(secopts_desc, secopts_doc_t, secopts_fields, secopts_check);
+
 static const field_t consul_msg_fields[] = {
     FLD("consulKvSource", F_MSG, OFF(xsettings_t, kv), .sub = &kvsrc_desc, .oneof = 1),
     FLD("consul", F_MSG, OFF(xsettings_t, consul), .sub = &consul_desc),
     FLD("consulDiscovery", F_MSG, OFF(xsettings_t, disc), .sub = &cdisc_desc),
+    FLD("vaultSecretSource", F_MSG, OFF(xsettings_t, vault), .sub = &vault_desc, .oneof = 2),
+    FLD("secretOptions", F_MSG, OFF(xsettings_t, secopts), .sub = &secopts_desc),
 };
 
 static field_t xsettings_fields[128];
@@ -231,6 +318,27 @@ out:
     return rc;
 }
 
+void rv_secret_src_free(rv_secret_src_t *src)
+{
+    if (!src)
+        return;
+    rv_vault_cfg_t *v = &src->vault;
+    free(src->directory);
+    free(v->address);
+    free(v->path_prefix);
+    free(v->root_key);
+    free(v->ca_cert);
+    free(v->ca_path);
+    free(v->client_cert);
+    free(v->client_key);
+    free(v->tls_server_name);
+    if (v->access_token) {
+        explicit_bzero(v->access_token, strlen(v->access_token));
+        free(v->access_token);
+    }
+    memset(src, 0, sizeof(*src));
+}
+
 void rv_settings_free(rv_settings_t *s)
 {
     if (!s)
@@ -260,6 +368,9 @@ void rv_settings_free(rv_settings_t *s)
         free(s->consul_tags_allow[i]);
     free(s->consul_tags_allow);
     free(s->consul_dns_address);
+    for (uint32_t i = 0; i < s->nsecret_srcs; i++)
+        rv_secret_src_free(&s->secret_srcs[i]);
+    free(s->secret_srcs);
     free(s->rejected);
     memset(s, 0, sizeof(*s));
 }
@@ -382,6 +493,108 @@ static int apply_consul(rv_settings_t *out, const xsettings_t *x, char *err, siz
     return oom ? RV_ENOMEM : 0;
 }
 
+/* Append one source to out->secret_srcs; the new element (zeroed), or NULL on OOM. */
+static rv_secret_src_t *add_src(rv_settings_t *out, int type)
+{
+    rv_secret_src_t *v = realloc(out->secret_srcs, (out->nsecret_srcs + 1) * sizeof(*v));
+    if (!v)
+        return NULL;
+    out->secret_srcs = v;
+    rv_secret_src_t *e = &v[out->nsecret_srcs++];
+    memset(e, 0, sizeof(*e));
+    e->type = type;
+    return e;
+}
+
+/* "/x/" -> "x" for Vault path parts; dflt when empty. NULL on OOM. */
+static char *clean_part(const char *k, const char *dflt)
+{
+    if (!k)
+        k = "";
+    while (*k == '/')
+        k++;
+    size_t n = strlen(k);
+    while (n && k[n - 1] == '/')
+        n--;
+    return n ? strndup(k, n) : strdup(dflt);
+}
+
+static int vault_from_doc(rv_vault_cfg_t *v, const vault_doc_t *d)
+{
+    bool oom = false;
+    const vtls_doc_t *t = &d->tls, *o = &d->old;
+    v->address = dup_nonempty(d->address, &oom);
+    oom |= !(v->path_prefix = clean_part(d->path_prefix, RV_VAULT_DEFAULT_PATH_PREFIX));
+    oom |= !(v->root_key = clean_part(d->root_key, RV_VAULT_DEFAULT_ROOT_KEY));
+    /* tlsConfig wins over the deprecated top-level spelling of the same field */
+    v->ca_cert = dup_nonempty(t->ca_cert && t->ca_cert[0] ? t->ca_cert : o->ca_cert, &oom);
+    v->ca_path = dup_nonempty(t->ca_path && t->ca_path[0] ? t->ca_path : o->ca_path, &oom);
+    v->client_cert = dup_nonempty(t->client_cert && t->client_cert[0] ? t->client_cert : o->client_cert, &oom);
+    v->client_key = dup_nonempty(t->client_key && t->client_key[0] ? t->client_key : o->client_key, &oom);
+    v->tls_server_name = dup_nonempty(t->server_name && t->server_name[0] ? t->server_name : o->server_name, &oom);
+    v->insecure = t->has_insecure ? t->insecure : o->insecure;
+    v->access_token = dup_nonempty(d->access_token && d->access_token[0] ? d->access_token : d->token, &oom);
+    return oom ? RV_ENOMEM : 0;
+}
+
+static int cmp_dir_src(const void *a, const void *b)
+{
+    const rv_secret_src_t *x = a, *y = b;
+    return strcmp(x->directory, y->directory);
+}
+
+/*
+ * The secret sources of a decoded Settings (x NULL: none) into out, in Gloo's lookup order.
+ * secretOptions together with a legacy source is refused: Gloo would silently use only
+ * secretOptions. Two directory sources of one path are refused (they would shadow each other).
+ */
+static int apply_secrets(rv_settings_t *out, const xsettings_t *x, const char *dir, char *err, size_t errlen)
+{
+    if (x && x->secopts.h.set) {
+        if (x->base.secret_src.h.set || x->vault.h.set) {
+            snprintf(err, errlen, "Settings %s/default: secretOptions and %s cannot both be set (Gloo would use only "
+                     "secretOptions) (%s)", out->settings_ns,
+                     x->vault.h.set ? "vaultSecretSource" : "directorySecretSource", out->settings_file);
+            return RV_EPARSE;
+        }
+        const ssrc_doc_t *v = x->secopts.sources.v;
+        for (uint32_t i = 0; i < x->secopts.sources.n; i++) {
+            if (!v[i].dir.h.set)
+                continue;
+            rv_secret_src_t *e = add_src(out, RV_SECRET_SRC_DIRECTORY);
+            if (!e || !(e->directory = join(dir, v[i].dir.directory)))
+                return RV_ENOMEM;
+        }
+        qsort(out->secret_srcs, out->nsecret_srcs, sizeof(*out->secret_srcs), cmp_dir_src);
+        for (uint32_t i = 1; i < out->nsecret_srcs; i++)
+            if (!strcmp(out->secret_srcs[i].directory, out->secret_srcs[i - 1].directory)) {
+                snprintf(err, errlen, "Settings %s/default: secretOptions.sources lists the directory %s twice (%s)",
+                         out->settings_ns, out->secret_srcs[i].directory, out->settings_file);
+                return RV_EPARSE;
+            }
+        for (uint32_t i = 0; i < x->secopts.sources.n; i++) {
+            if (!v[i].vault.h.set)
+                continue;
+            rv_secret_src_t *e = add_src(out, RV_SECRET_SRC_VAULT);
+            if (!e || vault_from_doc(&e->vault, &v[i].vault) != 0)
+                return RV_ENOMEM;
+        }
+        return 0;
+    }
+    if (x && x->vault.h.set) {
+        rv_secret_src_t *e = add_src(out, RV_SECRET_SRC_VAULT);
+        if (!e || vault_from_doc(&e->vault, &x->vault) != 0)
+            return RV_ENOMEM;
+        return 0;
+    }
+    if (!out->secret_dir)
+        return 0;
+    rv_secret_src_t *e = add_src(out, RV_SECRET_SRC_DIRECTORY);
+    if (!e || !(e->directory = strdup(out->secret_dir)))
+        return RV_ENOMEM;
+    return 0;
+}
+
 /*
  * Decode the Settings document buf into an xsettings_t allocated in a: Gloo's stored form or
  * the Kubernetes form (apiVersion gloo.solo.io/v1, kind Settings, metadata, spec), as
@@ -484,7 +697,15 @@ static int apply_doc(rv_settings_t *out, const settings_doc_t *d, const char *di
 {
     out->discovery_ns = dup_str(d->discovery_ns && d->discovery_ns[0] ? d->discovery_ns : RV_DEFAULT_NAMESPACE);
     out->config_dir = d->config_src.h.set ? join(dir, d->config_src.directory) : dup_str(dir);
-    out->secret_dir = d->secret_src.h.set ? join(dir, d->secret_src.directory) : join(dir, "secrets");
+    /* Gloo's directorySecretSource keeps secrets under <directory>/secrets/<ns>/ (a file client
+     * rooted at the directory plus the plural name); secretOptions' directory has no such level */
+    if (d->secret_src.h.set) {
+        char *base = join(dir, d->secret_src.directory);
+        out->secret_dir = base ? join(base, "secrets") : NULL;
+        free(base);
+    } else {
+        out->secret_dir = join(dir, "secrets");
+    }
     if (!out->discovery_ns || !out->config_dir || !out->secret_dir)
         return RV_ENOMEM;
     if (d->has_refresh) {
@@ -580,7 +801,9 @@ int rv_settings_load(const char *dir, const char *ns, rv_settings_t *out, char *
         out->secret_dir = join(dir, "secrets");
         if (!out->discovery_ns || !out->config_dir || !out->secret_dir)
             goto oom;
-        rc = apply_consul(out, NULL, err, errlen);
+        rc = apply_secrets(out, NULL, dir, err, errlen);
+        if (rc == 0)
+            rc = apply_consul(out, NULL, err, errlen);
         if (rc == RV_ENOMEM)
             goto oom;
         return 0;
@@ -597,6 +820,8 @@ int rv_settings_load(const char *dir, const char *ns, rv_settings_t *out, char *
         goto fail;
     }
     rc = apply_doc(out, &x->base, dir, err, errlen);
+    if (rc == 0)
+        rc = apply_secrets(out, x, dir, err, errlen);
     if (rc == 0)
         rc = apply_consul(out, x, err, errlen);
     if (rc == RV_ENOMEM)

@@ -736,7 +736,7 @@ static void test_settings(void)
     CHECK(rc == 0, "settings: Gloo's shipped example loads (%s)", e);
     if (rc == 0) {
         CHECK(s.settings_file && strstr(s.settings_file, "gloo-system/default.yaml"), "settings: file recorded");
-        CHECK(!strcmp(s.config_dir, "/data/config") && !strcmp(s.secret_dir, "/data/secret"),
+        CHECK(!strcmp(s.config_dir, "/data/config") && !strcmp(s.secret_dir, "/data/secret/secrets"),
               "settings: absolute directories kept");
         CHECK(s.refresh_ms == 5000 && s.nwatch_ns == 1 && !strcmp(s.watch_ns[0], "gloo-system"),
               "settings: refreshRate and watchNamespaces");
@@ -761,7 +761,14 @@ static void test_settings(void)
         rv_settings_free(&s);
     put("gloo-system/default.yaml", "vaultSecretSource: {address: http://vault:8200}\n");
     rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
-    CHECK(rc == RV_EPARSE && strstr(e, "vaultSecretSource is not supported yet"), "settings: vault refused");
+    CHECK(rc == 0 && s.nsecret_srcs == 1 && s.secret_srcs[0].type == RV_SECRET_SRC_VAULT &&
+              !strcmp(s.secret_srcs[0].vault.address, "http://vault:8200"),
+          "settings: vaultSecretSource read (%s)", e);
+    if (rc == 0)
+        rv_settings_free(&s);
+    put("gloo-system/default.yaml", "vaultSecretSource: {address: http://vault:8200, aws: {}}\n");
+    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    CHECK(rc == RV_EPARSE && strstr(e, "vaultSecretSource.aws is not supported yet"), "settings: vault aws refused");
     put("gloo-system/default.yaml", "kubernetesConfigSource: {}\n");
     rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "kubernetesConfigSource is not supported yet"), "settings: kubernetes refused");

@@ -380,6 +380,108 @@ static void test_scan_dir(void)
     nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* Load Settings text from a fresh DIR/gloo-system/default.yaml. */
+static int load(const char *settings, rv_settings_t *s, char *e, size_t el)
+{
+    snprintf(tmp, sizeof(tmp), "/tmp/rv-secret-settings-%d", (int)getpid());
+    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    mkdir(tmp, 0755);
+    if (settings)
+        put("gloo-system/default.yaml", settings);
+    int rc = rv_settings_load(tmp, NULL, s, e, el);
+    return rc;
+}
+
+static void test_settings(void)
+{
+    rv_settings_t s;
+    char e[1024], want[400];
+
+    CHECK_INT(load(NULL, &s, e, sizeof(e)), 0, "no Settings file");
+    snprintf(want, sizeof(want), "%s/secrets", tmp);
+    CHECK(s.nsecret_srcs == 1 && s.secret_srcs[0].type == RV_SECRET_SRC_DIRECTORY &&
+              !strcmp(s.secret_srcs[0].directory, want),
+          "without Settings: one directory source DIR/secrets");
+    rv_settings_free(&s);
+
+    CHECK_INT(load("metadata: {name: default}\n", &s, e, sizeof(e)), 0, "Settings without secret source (%s)", e);
+    CHECK(s.nsecret_srcs == 1 && !strcmp(s.secret_srcs[0].directory, want), "default stays DIR/secrets");
+    rv_settings_free(&s);
+
+    CHECK_INT(load("directorySecretSource: {directory: /data/secret}\n", &s, e, sizeof(e)), 0, "legacy directory");
+    CHECK(s.nsecret_srcs == 1 && !strcmp(s.secret_srcs[0].directory, "/data/secret/secrets") &&
+              !strcmp(s.secret_dir, "/data/secret/secrets"),
+          "directorySecretSource keeps Gloo's secrets/ level");
+    rv_settings_free(&s);
+
+    CHECK_INT(load("directorySecretSource: {directory: sec}\n", &s, e, sizeof(e)), 0, "relative legacy directory");
+    snprintf(want, sizeof(want), "%s/sec/secrets", tmp);
+    CHECK(s.nsecret_srcs == 1 && !strcmp(s.secret_srcs[0].directory, want), "relative to DIR");
+    rv_settings_free(&s);
+
+    CHECK_INT(load("secretOptions:\n  sources:\n  - vault: {address: http://v2, rootKey: /r/, pathPrefix: kv,\n"
+                   "      tlsConfig: {caCert: /ca.pem, insecure: true}, accessToken: tok}\n"
+                   "  - directory: {directory: /z}\n  - directory: {directory: /a}\n"
+                   "  - vault: {address: http://v1, caCert: /old.pem, token: old}\n",
+                   &s, e, sizeof(e)),
+              0, "secretOptions read (%s)", e);
+    CHECK_INT(s.nsecret_srcs, 4, "four sources");
+    if (s.nsecret_srcs == 4) {
+        rv_secret_src_t *v = s.secret_srcs;
+        CHECK(v[0].type == RV_SECRET_SRC_DIRECTORY && !strcmp(v[0].directory, "/a") &&
+                  v[1].type == RV_SECRET_SRC_DIRECTORY && !strcmp(v[1].directory, "/z"),
+              "directories first, sorted by path (Gloo's order)");
+        CHECK(v[2].type == RV_SECRET_SRC_VAULT && !strcmp(v[2].vault.address, "http://v2") &&
+                  v[3].type == RV_SECRET_SRC_VAULT && !strcmp(v[3].vault.address, "http://v1"),
+              "then the vaults in written order");
+        CHECK(!strcmp(v[2].vault.root_key, "r") && !strcmp(v[2].vault.path_prefix, "kv") &&
+                  !strcmp(v[2].vault.ca_cert, "/ca.pem") && v[2].vault.insecure &&
+                  !strcmp(v[2].vault.access_token, "tok"),
+              "vault fields");
+        CHECK(!strcmp(v[3].vault.root_key, "gloo") && !strcmp(v[3].vault.path_prefix, "secret") &&
+                  !strcmp(v[3].vault.ca_cert, "/old.pem") && !strcmp(v[3].vault.access_token, "old") &&
+                  !v[3].vault.insecure,
+              "vault defaults and deprecated fields");
+    }
+    rv_settings_free(&s);
+
+    CHECK_INT(load("vaultSecretSource: {}\n", &s, e, sizeof(e)), 0, "empty vaultSecretSource");
+    CHECK(s.nsecret_srcs == 1 && !s.secret_srcs[0].vault.address && !s.secret_srcs[0].vault.access_token,
+          "no address/token: the environment decides");
+    rv_settings_free(&s);
+
+    static const struct { const char *doc, *want, *what; } bad[] = {
+        { "secretOptions: {sources: [{kubernetes: {}}]}\n", "secretOptions.sources[0].kubernetes is not supported yet",
+          "kubernetes source" },
+        { "kubernetesSecretSource: {}\n", "kubernetesSecretSource is not supported yet", "legacy kubernetes" },
+        { "secretOptions: {sources: []}\n", "must list at least one source", "empty sources" },
+        { "secretOptions: {sources: [{}]}\n", "needs one of directory or vault", "empty source" },
+        { "secretOptions: {sources: [{directory: {}}]}\n", "directory: is required", "directory without path" },
+        { "secretOptions: {sources: [{directory: {directory: /a}, vault: {}}]}\n", "cannot both be set",
+          "two kinds in one source" },
+        { "secretOptions: {sources: [{directory: {directory: /a}}, {directory: {directory: /a}}]}\n",
+          "lists the directory /a twice", "same directory twice" },
+        { "secretOptions: {sources: [{vault: {aws: {vaultRole: r}}}]}\n", "vault.aws is not supported yet",
+          "vault aws auth" },
+        { "secretOptions: {sources: [{vault: {accessToken: a, aws: {}}}]}\n", "vault.aws is not supported yet",
+          "accessToken and aws" },
+        { "secretOptions: {sources: [{vault: {namespace: x}}]}\n", "namespace: unknown field", "unknown vault field" },
+        { "secretOptions: {sources: [{directory: {directory: /a}}]}\ndirectorySecretSource: {directory: /b}\n",
+          "secretOptions and directorySecretSource cannot both be set", "secretOptions with the legacy source" },
+        { "directorySecretSource: {directory: /b}\nvaultSecretSource: {}\n", "cannot both be set",
+          "two legacy sources" },
+    };
+    for (size_t i = 0; i < RV_ARRAY_LEN(bad); i++) {
+        int rc = load(bad[i].doc, &s, e, sizeof(e));
+        CHECK(rc == RV_EPARSE && strstr(e, bad[i].want), "refused: %s", bad[i].what);
+        if (rc != RV_EPARSE || !strstr(e, bad[i].want))
+            printf("#   rc %d err: %s\n", rc, e);
+        if (rc == 0)
+            rv_settings_free(&s);
+    }
+    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     test_gloo_form();
@@ -387,5 +489,6 @@ int main(void)
     test_refusals();
     test_table();
     test_scan_dir();
+    test_settings();
     TEST_DONE();
 }
