@@ -43,7 +43,10 @@ class FastCatalog:
     blocking (?index=&wait=), answers precomputed as JSON."""
 
     def __init__(self, port):
+        # one lock; a condition per service (and one for the list), so that a change wakes
+        # only the queries blocked on what changed, not every one of thousands
         self.cond = threading.Condition()
+        self.svc_conds = {}
         self.raft = 1
         self.nodes = {}
         self.svcs = {}          # name -> {sid: instance dict}
@@ -92,7 +95,7 @@ class FastCatalog:
                         if name == LIVE:
                             fc.live_reads.append((now, index))
                     idx, body = fc.block(index, wait_s, lambda: (fc.svc_index.get(name, fc.list_index),
-                                                                 fc.health_json(name)))
+                                                                 fc.health_json(name)), name)
                 elif u.path == "/v1/catalog/datacenters":
                     fc.count("datacenters")
                     idx, body = fc.raft, b'["dc1"]'
@@ -127,6 +130,8 @@ class FastCatalog:
                 ok = fc.set_check_status(sid, status)
                 self.reply(200 if ok else 404, b"true" if ok else b"false")
 
+        # a thread per connection: one per blocking query held (5,000 and more), so small stacks
+        threading.stack_size(256 * 1024)
         self.server = ThreadingHTTPServer(("127.0.0.1", port), H)
         self.server.daemon_threads = True
         self.server.request_queue_size = 1024
@@ -139,14 +144,19 @@ class FastCatalog:
         with self.cond:
             self.requests[kind] = self.requests.get(kind, 0) + 1
 
-    def block(self, index, wait_s, compute):
+    def block(self, index, wait_s, compute, name=None):
         with self.cond:
             idx = compute()[0]
             if index and idx <= index:
+                cond = self.cond
+                if name is not None:
+                    cond = self.svc_conds.get(name)
+                    if cond is None:
+                        cond = self.svc_conds[name] = threading.Condition(self.cond)
                 self.blocking_queries += 1
                 end = time.monotonic() + (wait_s or 300)
                 while compute()[0] <= index and time.monotonic() < end:
-                    self.cond.wait(max(0.0, end - time.monotonic()))
+                    cond.wait(max(0.0, end - time.monotonic()))
                 self.blocking_queries -= 1
             return compute()
 
@@ -172,7 +182,13 @@ class FastCatalog:
         if list_changed:
             self.list_index = self.raft
             self.list_cache = None
-        self.cond.notify_all()
+            self.cond.notify_all()
+            for c in self.svc_conds.values():  # an unknown service's index is the list's
+                c.notify_all()
+        else:
+            c = self.svc_conds.get(name)
+            if c is not None:
+                c.notify_all()
 
     def register_node(self, node, address):
         self.nodes[node] = address
@@ -289,6 +305,22 @@ def set_check(port, service_id, status):
 def stats(port, since=0.0):
     st, body = _call(port, "GET", "/_bench/stats?since=%.6f" % since)
     return json.loads(body) if st == 200 else {}
+
+
+def served_endpoints(admin_port, cluster, timeout=30.0):
+    """The endpoints ("ip:port") of one cluster in rivet's /config_dump, or None."""
+    st, body = _call(admin_port, "GET", "/config_dump", timeout=timeout)
+    if st != 200:
+        return None
+    for c in json.loads(body).get("clusters", []):
+        if c.get("name") == cluster:
+            return [e.get("address", "") if isinstance(e, dict) else str(e) for e in c.get("endpoints", [])]
+    return []
+
+
+def instance_addr(service_index, k):
+    """The address populate() gives instance k of svc-<service_index>."""
+    return "127.1.%d.%d:%d" % (k // 250, k % 250 + 1, 10000 + k)
 
 
 def served_counts(admin_port, prefix="gloo-system.svc-", timeout=30.0):

@@ -207,7 +207,7 @@ class Run:
             s += 3 + a.rounds * a.consul_changes * (a.consul_gap_ms + 6) / 1000 + a.consul_burst * 0.1
         if "consul-scale" in a.scenarios:
             # registration ~3 s, convergence ~10 s, each health change up to a discovery sweep
-            s += 15 + a.consul_health_changes * 45
+            s += 15 + a.consul_health_changes * 45 + a.consul_random_changes * 10 + a.consul_idle_s
         return s
 
     def wait_quiet(self):
@@ -581,6 +581,49 @@ class Run:
                         log(f"  consul-scale: the {rec['health_not_run']} further change(s) not "
                             f"run (they assume this one was applied)")
                     break
+            # random services (not svc-live): one instance's check critical, then passing again,
+            # each timed to /config_dump (that service's cluster losing / regaining the
+            # endpoint; the 5 MB dump is polled as fast as rivet renders it, ~0.1-0.3 s)
+            import random
+            rnd = random.Random(a.consul_services)
+            rsamples = []
+            for i in range(2 * a.consul_random_changes):
+                self.check_deadline()
+                if i % 2 == 0:
+                    si, k = rnd.randrange(a.consul_services), rnd.randrange(a.consul_instances)
+                name = "svc-%05d" % si
+                status = "critical" if i % 2 == 0 else "passing"
+                addr = consul_scale.instance_addr(si, k)
+                t1 = time.monotonic()
+                if not consul_scale.set_check(cat_port, "%s-%d" % (name, k), status):
+                    rsamples.append(float("nan"))
+                    continue
+                seen = None
+                while time.monotonic() - t1 < a.consul_timeout:
+                    eps_now = consul_scale.served_endpoints(t.admin_port, "gloo-system." + name)
+                    if eps_now is not None and (addr in eps_now) == (status == "passing"):
+                        seen = (time.monotonic() - t1) * 1000.0
+                        break
+                    time.sleep(0.02)
+                rsamples.append(float("nan") if seen is None else seen)
+                log(f"  consul-scale: {name} instance {k} -> {status}: "
+                    + (f"/config_dump changed after {seen / 1000:.2f} s" if seen is not None
+                       else f"not seen within {a.consul_timeout:.0f} s"))
+                if seen is None:
+                    break
+            rec["random_ms"] = ",".join("nan" if x != x else f"{x:.1f}" for x in rsamples)
+            # idle: rivet's CPU with nothing changing (blocking queries held, answered only when
+            # they time out)
+            if poll is not None:
+                poll.close()
+                poll = None
+            time.sleep(1.0)
+            c0 = measure.tree_cpu_ticks(t.proxy_pids())
+            ti = time.monotonic()
+            time.sleep(a.consul_idle_s)
+            rec["idle_s"] = time.monotonic() - ti
+            rec["idle_cpu_pct"] = 100.0 * (measure.tree_cpu_ticks(t.proxy_pids()) - c0) / measure.TICK / rec["idle_s"]
+            log(f"  consul-scale: idle {rec['idle_s']:.0f} s: rivet CPU {rec['idle_cpu_pct']:.2f}%")
             s1 = consul_scale.stats(cat_port, since=converged)
             rec["health_ms"] = ",".join("nan" if x != x else f"{x:.1f}" for x in samples)
             rec["health_changes"] = len(samples)
@@ -855,6 +898,10 @@ def parse_args(argv):
                     help="consul-scale: services in the catalog (default 5000)")
     ap.add_argument("--consul-instances", type=int, default=15,
                     help="consul-scale: instances per service (default 15)")
+    ap.add_argument("--consul-random-changes", type=int, default=3,
+                    help="consul-scale: random services whose instance goes critical and back, timed to /config_dump")
+    ap.add_argument("--consul-idle-s", type=float, default=20.0,
+                    help="consul-scale: seconds of idle over which rivet's CPU is measured")
     ap.add_argument("--consul-health-changes", type=int,
                     help="consul-scale: health-check changes timed to traffic (default 4, quick 2)")
     ap.add_argument("--consul-timeout", type=float, default=120.0,

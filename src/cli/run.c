@@ -33,6 +33,10 @@ static void run_usage(FILE *f)
             "                         consul.serviceDiscovery does); passing (default): only instances\n"
             "                         whose Consul health checks pass get traffic; catalog: every\n"
             "                         registered instance does (Gloo's behaviour)\n"
+            "  --consul-discovery-max-queries N\n"
+            "                         blocking queries held open at once, one per service and datacenter\n"
+            "                         (default 8192; each is a connection: a Consul agent allows 200 per\n"
+            "                         client address unless limits.http_max_conns_per_client is raised)\n"
             "  --consul ADDR          read the config from Consul KV at ADDR in Gloo's layout\n"
             "                         <root>/<group>/<version>/<Kind>/<ns>/<name> (host:port, http:// or\n"
             "                         https://; empty = CONSUL_HTTP_ADDR or 127.0.0.1:8500); --dir is\n"
@@ -79,6 +83,14 @@ static int run_main(int argc, char **argv)
                 return 2;
             }
             rv_disc_override(true, strcmp(m, "catalog") == 0);
+        } else if ((v = flag_value(argc, argv, &i, "--consul-discovery-max-queries", &bad))) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (*end || end == v || n < 1 || n > 1000000) {
+                fprintf(stderr, "rivet run: --consul-discovery-max-queries must be 1..1000000, got '%s'\n", v);
+                return 2;
+            }
+            rv_disc_set_max_queries((uint32_t)n);
         } else if ((v = flag_value(argc, argv, &i, "--dir", &bad))) {
             o.dir = v;
         } else if ((v = flag_value(argc, argv, &i, "--consul", &bad))) {

@@ -520,7 +520,8 @@ static char *disc_ident(const ctl_t *c)
         fprintf(f, "dc=%s\n", s->consul_dcs[i]);
     for (uint32_t i = 0; i < s->nconsul_tags_allow; i++)
         fprintf(f, "allow=%s\n", s->consul_tags_allow[i]);
-    fprintf(f, "%d %d %d\n", s->consul_insecure_skip_verify, s->consul_consistency, catalog_only);
+    fprintf(f, "%d %d %d %lld\n", s->consul_insecure_skip_verify, s->consul_consistency, catalog_only,
+            (long long)s->consul_wait_ms);
     fclose(f);
     return p;
 }
@@ -575,7 +576,8 @@ static void disc_sync(ctl_t *c)
     catalog_only |= s->consul_disc_catalog_only;
     rv_disc_opts_t o = { .consul = &cc, .dcs = s->consul_dcs, .ndcs = s->nconsul_dcs, .health = !catalog_only,
                          .stale = s->consul_consistency == RV_CONSUL_STALE,
-                         .tags_allow = s->consul_tags_allow, .ntags_allow = s->nconsul_tags_allow };
+                         .tags_allow = s->consul_tags_allow, .ntags_allow = s->nconsul_tags_allow,
+                         .wait_ms = (int)s->consul_wait_ms /* consul.waitTime; 0: the default */ };
     c->disc = rv_disc_start(&o, &c->disc_fd);
     if (!c->disc) {
         rv_log_error("consul discovery: cannot start the watcher");

@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -160,10 +162,38 @@ void rv_disc_view_ref(rv_disc_view_t *v)
         atomic_fetch_add_explicit(&v->refs, 1, memory_order_relaxed);
 }
 
+/* An immutable array of instances (one health answer of one (service, datacenter)) and the
+ * strings it points to. The state holds one reference while it is current, each view that
+ * shares it one more; freed by the last release (any thread). */
+typedef struct rv_disc_iblk_s {
+    _Atomic long refs;
+    rv_arena_t a;
+} iblk_t;
+
+static iblk_t *iblk_new(size_t chunk)
+{
+    iblk_t *b = malloc(sizeof(*b));
+    if (!b)
+        return NULL;
+    atomic_init(&b->refs, 1);
+    rv_arena_init(&b->a, chunk);
+    return b;
+}
+
+static void iblk_release(iblk_t *b)
+{
+    if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    rv_arena_free(&b->a);
+    free(b);
+}
+
 void rv_disc_view_release(rv_disc_view_t *v)
 {
     if (!v || atomic_fetch_sub_explicit(&v->refs, 1, memory_order_acq_rel) != 1)
         return;
+    for (uint32_t i = 0; i < v->nblks; i++)
+        iblk_release(v->blks[i]);
     rv_arena_free(&v->arena);
     free(v);
 }
@@ -192,7 +222,10 @@ typedef struct sdc_s {
     char **tags;                /* from /v1/catalog/services */
     uint32_t ntags;
     bool known;                 /* instances read at least once */
-    rv_arena_t a;               /* owns insts */
+    bool names;                 /* some instance's host is a name (re-resolved on each answer) */
+    bool watched;               /* the watcher has a health watch for it */
+    uint64_t body_hash;         /* of the last health answer applied (FNV-1a) */
+    iblk_t *blk;                /* owns insts (shared with views); NULL before the first answer */
     rv_disc_inst_t *insts;
     uint32_t ninsts;
 } sdc_t;
@@ -245,7 +278,7 @@ static void sdc_free(sdc_t *d)
 {
     free(d->dc);
     free_strs(d->tags, d->ntags);
-    rv_arena_free(&d->a);
+    iblk_release(d->blk);
 }
 
 static void svc_free(ssvc_t *s)
@@ -348,7 +381,6 @@ static sdc_t *sdc_get(ssvc_t *s, const char *dc, bool create)
     s->dcs = p;
     memmove(&s->dcs[i + 1], &s->dcs[i], (s->ndcs - i) * sizeof(*p));
     memset(&s->dcs[i], 0, sizeof(*p));
-    rv_arena_init(&s->dcs[i].a, 4096);
     if (!(s->dcs[i].dc = strdup(dc))) {
         memmove(&s->dcs[i], &s->dcs[i + 1], (s->ndcs - i) * sizeof(*p));
         return NULL;
@@ -682,39 +714,65 @@ static int parse_health(rv_disc_state_t *st, rv_arena_t *a, const char *dc, json
     return 0;
 }
 
+static uint64_t fnv64(const char *p, size_t n)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    return h;
+}
+
 int rv_disc_set_health(rv_disc_state_t *st, const char *name, const char *dc, const char *json, size_t len)
 {
+    ssvc_t *s = svc_get(st, name, false);
+    sdc_t *d = s ? sdc_get(s, dc, false) : NULL;
+    uint64_t h = fnv64(json, len);
+    /* A blocking query that timed out answers the same bytes again: nothing to parse, unless
+     * some host is a name, which each answer re-resolves (its addresses may have moved). */
+    if (d && d->known && !d->names && d->body_hash == h)
+        return 0;
     json_error_t je;
     json_t *root = json_loadb(json, len, 0, &je);
     if (!json_is_array(root)) {
         json_decref(root);
         return RV_EPARSE;
     }
-    ssvc_t *s = svc_get(st, name, false);
-    sdc_t *d = s ? sdc_get(s, dc, false) : NULL;
     if (!d) {   /* no longer listed: the answer is late */
         json_decref(root);
         return 0;
     }
-    rv_arena_t a;
-    rv_arena_init(&a, 4096);
+    /* about what one instance takes (struct, five short strings, a tag, an address) */
+    size_t n0 = json_array_size(root);
+    iblk_t *b = iblk_new(512 + n0 * 288);
+    if (!b) {
+        json_decref(root);
+        return RV_ENOMEM;
+    }
     rv_disc_inst_t *v;
     uint32_t n;
-    int rc = parse_health(st, &a, dc, root, &v, &n);
+    int rc = parse_health(st, &b->a, dc, root, &v, &n);
     json_decref(root);
     if (rc != 0) {
-        rv_arena_free(&a);
+        iblk_release(b);
         return rc;
     }
+    bool names = false;
+    for (uint32_t i = 0; i < n && !names; i++) {
+        unsigned char tmp[sizeof(struct in6_addr)];
+        names = v[i].host.len && inet_pton(AF_INET, v[i].host.ptr, tmp) != 1 &&
+                inet_pton(AF_INET6, v[i].host.ptr, tmp) != 1;
+    }
+    d->body_hash = h;
+    d->names = names;
     bool same = d->known && n == d->ninsts;
     for (uint32_t i = 0; same && i < n; i++)
         same = inst_same(&v[i], &d->insts[i]);
     if (same) {
-        rv_arena_free(&a);
+        iblk_release(b);
         return 0;
     }
-    rv_arena_free(&d->a);
-    d->a = a;
+    iblk_release(d->blk);
+    d->blk = b;
     d->insts = v;
     d->ninsts = n;
     d->known = true;
@@ -742,6 +800,21 @@ rv_disc_view_t *rv_disc_view_build(rv_disc_state_t *st)
     if (st->n && !(v->svcs = RV_ARENA_NEWN(&v->arena, rv_disc_svc_t, st->n)))
         goto fail;
     v->nsvcs = st->n;
+    uint32_t nblk = 0;
+    for (uint32_t i = 0; i < st->n; i++)
+        for (uint32_t d = 0; d < st->svcs[i]->ndcs; d++)
+            nblk += st->svcs[i]->dcs[d].blk != NULL;
+    if (nblk && !(v->blks = RV_ARENA_NEWN(&v->arena, iblk_t *, nblk)))
+        goto fail;
+    /* take the blocks first: from here on a failure releases them with the view */
+    for (uint32_t i = 0; i < st->n; i++)
+        for (uint32_t d = 0; d < st->svcs[i]->ndcs; d++) {
+            iblk_t *b = st->svcs[i]->dcs[d].blk;
+            if (b) {
+                atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+                v->blks[v->nblks++] = b;
+            }
+        }
     for (uint32_t i = 0; i < st->n && !oom; i++) {
         const ssvc_t *s = st->svcs[i];
         rv_disc_svc_t *o = &v->svcs[i];
@@ -756,9 +829,20 @@ rv_disc_view_t *rv_disc_view_build(rv_disc_state_t *st)
         v->synced &= o->known;
         o->dcs = RV_ARENA_NEWN(&v->arena, rv_str_t, s->ndcs ? s->ndcs : 1);
         o->tags = RV_ARENA_NEWN(&v->arena, rv_str_t, ntag ? ntag : 1);
-        o->insts = RV_ARENA_NEWN(&v->arena, rv_disc_inst_t, ninst ? ninst : 1);
+        /* one datacenter (the usual case): the state's array itself; several: the instance
+         * structs side by side (their strings, tags and addresses stay in the blocks) */
+        uint32_t ndc_inst = 0;
+        for (uint32_t d = 0; d < s->ndcs; d++)
+            ndc_inst += s->dcs[d].ninsts > 0;
+        if (ndc_inst == 1) {
+            for (uint32_t d = 0; d < s->ndcs; d++)
+                if (s->dcs[d].ninsts)
+                    o->insts = s->dcs[d].insts;
+        } else {
+            o->insts = RV_ARENA_NEWN(&v->arena, rv_disc_inst_t, ninst ? ninst : 1);
+        }
         char **tmp = ntag ? malloc(ntag * sizeof(char *)) : NULL;
-        if (!o->dcs || !o->tags || !o->insts || (ntag && !tmp)) {
+        if (!o->dcs || !o->tags || (!o->insts && ndc_inst != 1) || (ntag && !tmp)) {
             free(tmp);
             goto fail;
         }
@@ -769,37 +853,12 @@ rv_disc_view_t *rv_disc_view_build(rv_disc_state_t *st)
             o->dcs[o->ndcs++] = dc;
             for (uint32_t t = 0; t < sd->ntags; t++)
                 tmp[nt++] = sd->tags[t];
-            for (uint32_t k = 0; k < sd->ninsts && !oom; k++) {
-                const rv_disc_inst_t *in = &sd->insts[k];
-                rv_disc_inst_t *c = &o->insts[o->ninsts++];
-                c->id = vcopy(&v->arena, in->id, &oom);
-                c->node = vcopy(&v->arena, in->node, &oom);
-                c->dc = rv_str_eq(in->dc, dc) ? dc : vcopy(&v->arena, in->dc, &oom);
-                c->host = vcopy(&v->arena, in->host, &oom);
-                c->port = in->port;
-                c->passing = in->passing;
-                if (in->ntags) {
-                    c->tags = RV_ARENA_NEWN(&v->arena, rv_str_t, in->ntags);
-                    if (!c->tags) {
-                        oom = true;
-                        break;
-                    }
-                    for (uint32_t t = 0; t < in->ntags; t++)
-                        c->tags[t] = vcopy(&v->arena, in->tags[t], &oom);
-                    c->ntags = in->ntags;
-                }
-                if (in->naddrs) {
-                    c->addrs = RV_ARENA_NEWN(&v->arena, rv_disc_addr_t, in->naddrs);
-                    if (!c->addrs) {
-                        oom = true;
-                        break;
-                    }
-                    memcpy(c->addrs, in->addrs, in->naddrs * sizeof(rv_disc_addr_t));
-                    c->naddrs = in->naddrs;
-                }
-                v->ninsts++;
-                v->npassing += c->passing;
-            }
+            if (ndc_inst != 1 && sd->ninsts)
+                memcpy(&o->insts[o->ninsts], sd->insts, sd->ninsts * sizeof(rv_disc_inst_t));
+            o->ninsts += sd->ninsts;
+            for (uint32_t k = 0; k < sd->ninsts; k++)
+                v->npassing += sd->insts[k].passing;
+            v->ninsts += sd->ninsts;
         }
         if (nt > 1)
             qsort(tmp, nt, sizeof(char *), str_cmp);
@@ -812,14 +871,25 @@ rv_disc_view_t *rv_disc_view_build(rv_disc_state_t *st)
         goto fail;
     return v;
 fail:
-    rv_arena_free(&v->arena);
-    free(v);
+    rv_disc_view_release(v);
     return NULL;
 }
 
 /* ---- process-wide override (rivet run --consul-discovery) ---------------------------- */
 
 static bool ovr_enable, ovr_catalog_only;
+static _Atomic uint32_t ovr_max_queries;
+
+void rv_disc_set_max_queries(uint32_t n)
+{
+    atomic_store(&ovr_max_queries, n);
+}
+
+uint32_t rv_disc_max_queries(void)
+{
+    uint32_t n = atomic_load(&ovr_max_queries);
+    return n ? n : RV_DISC_DEFAULT_MAX_QUERIES;
+}
 
 void rv_disc_override(bool enable, bool catalog_only)
 {
@@ -839,7 +909,9 @@ bool rv_disc_override_enabled(bool *catalog_only)
 enum { WK_DCS = 0, WK_SERVICES, WK_HEALTH };
 
 #define DEFAULT_WAIT_MS 60000
-#define DEFAULT_INFLIGHT 160        /* under a Consul agent's http_max_conns_per_client (200) */
+#define PLAIN_INFLIGHT 128          /* plain reads (first reads, reads after errors) at once */
+#define FD_RESERVE 1024             /* descriptors kept for the rest of the process */
+#define BUFFER_SIZE 4096            /* curl's receive buffer per handle (default 16 KiB) */
 #define MIN_SHARED_WAIT_MS 1000     /* wait when there are more watches than slots */
 #define RATE_REFILL_MS 1000         /* per watch: burst 2, then one request per second */
 #define RATE_BURST 2.0
@@ -886,6 +958,12 @@ struct rv_disc_s {
     uint32_t nw, capw;
     uint32_t inflight, cursor;
     uint32_t inflight_blocking;
+    uint32_t max_blocking;      /* effective cap on blocking queries (opts, fd limit) */
+    int ep;                     /* epoll: curl's sockets and wake_fd */
+    int wake_fd;                /* eventfd: rv_disc_stop wakes the loop */
+    int64_t curl_timer_at;      /* CURLMOPT_TIMERFUNCTION's deadline (monotonic ms), -1: none */
+    uint32_t nw_scanned;        /* watches at the last scan (a new one triggers a scan) */
+    uint32_t nhealth;           /* live health watches */
     uint32_t nfailing;
     bool was_healthy;
     uint64_t rng, seq;
@@ -965,6 +1043,7 @@ static watch_t *add_watch(rv_disc_t *d, int kind, const char *svc, const char *d
         return NULL;
     }
     d->w[d->nw++] = w;
+    d->nhealth += kind == WK_HEALTH;
     return w;
 }
 
@@ -1002,12 +1081,11 @@ static void sweep_watches(rv_disc_t *d)
         d->cursor = 0;
 }
 
-static uint32_t nhealth_watches(const rv_disc_t *d)
+static void kill_watch(rv_disc_t *d, watch_t *w)
 {
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < d->nw; i++)
-        n += d->w[i]->kind == WK_HEALTH && !d->w[i]->dead;
-    return n;
+    if (!w->dead && w->kind == WK_HEALTH)
+        d->nhealth--;
+    w->dead = true;
 }
 
 /* Health watches follow the state's (service, dc) pairs: add new ones, retire gone ones. */
@@ -1020,20 +1098,15 @@ static void sync_health_watches(rv_disc_t *d, const char *dc)
             continue;
         ssvc_t *s = svc_get(st, w->svc, false);
         if (!s || !sdc_get(s, dc, false))
-            w->dead = true;
+            kill_watch(d, w);
     }
-    /* new pairs: a sorted walk would be faster; a flag per sdc keeps it linear */
+    /* new pairs (a pair's flag is set once its watch exists) */
     for (uint32_t i = 0; i < st->n; i++) {
         sdc_t *sd = sdc_get(st->svcs[i], dc, false);
-        if (!sd || sd->known)
+        if (!sd || sd->watched)
             continue;
-        bool have = false;
-        for (uint32_t k = 0; k < d->nw && !have; k++) {
-            watch_t *w = d->w[k];
-            have = w->kind == WK_HEALTH && !w->dead && !strcmp(w->dc, dc) && !strcmp(w->svc, st->svcs[i]->name);
-        }
-        if (!have)
-            add_watch(d, WK_HEALTH, st->svcs[i]->name, dc);
+        if (add_watch(d, WK_HEALTH, st->svcs[i]->name, dc))
+            sd->watched = true;
     }
 }
 
@@ -1052,25 +1125,29 @@ static void url_escape(char *out, size_t outlen, const char *s)
     out[o] = '\0';
 }
 
-/* Slots blocking queries may hold: a quarter stays free for plain reads (first reads, reads
- * after an error), so a new service is never stuck behind thousands of blocked ones. */
-static uint32_t blocking_slots(const rv_disc_t *d)
-{
-    uint32_t slots = d->o.max_inflight ? d->o.max_inflight : DEFAULT_INFLIGHT;
-    return slots > 4 ? slots - slots / 4 : slots;
-}
-
 static int wait_for(const rv_disc_t *d, const watch_t *w)
 {
     int wait = d->o.wait_ms > 0 ? d->o.wait_ms : DEFAULT_WAIT_MS;
     if (w->kind != WK_HEALTH)
         return wait;
-    uint32_t n = nhealth_watches(d), slots = blocking_slots(d);
-    if (n + 2 <= slots)
+    /* the service lists (one per datacenter) hold blocking slots too */
+    uint32_t n = d->nhealth, slots = d->max_blocking;
+    if (n + d->ndcs <= slots)
         return wait;
     /* more watches than slots: shorter waits so every service gets its turn */
-    int64_t shared = (int64_t)wait * slots / (n + 2);
+    int64_t shared = (int64_t)wait * slots / (n + d->ndcs);
     return (int)(shared < MIN_SHARED_WAIT_MS ? MIN_SHARED_WAIT_MS : shared);
+}
+
+/* wait minus up to wait/16 at random: thousands of queries started together (the first
+ * reads) would otherwise time out together at every period (Consul adds its own jitter on
+ * top, up to wait/16, but not every server does). */
+static int jittered(rv_disc_t *d, int wait)
+{
+    d->rng ^= d->rng << 13;
+    d->rng ^= d->rng >> 7;
+    d->rng ^= d->rng << 17;
+    return wait - (int)(d->rng % (uint64_t)(wait / 16 + 1));
 }
 
 static int start_watch(rv_disc_t *d, watch_t *w)
@@ -1084,7 +1161,7 @@ static int start_watch(rv_disc_t *d, watch_t *w)
     }
     int wait = 0;
     if (w->kind != WK_DCS && w->index > 0) {
-        wait = wait_for(d, w);
+        wait = jittered(d, wait_for(d, w));
         ql += (size_t)snprintf(q + ql, sizeof(q) - ql, "%sindex=%llu&wait=%dms", ql ? "&" : "?",
                                (unsigned long long)w->index, wait);
     }
@@ -1115,6 +1192,7 @@ static int start_watch(rv_disc_t *d, watch_t *w)
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(wait + wait / 16 + 5000));
     curl_easy_setopt(h, CURLOPT_PRIVATE, w);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)BUFFER_SIZE);
     if (d->hdrs)
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, d->hdrs);
     if (d->basic_auth)
@@ -1282,6 +1360,101 @@ static bool take_token(watch_t *w, int64_t now, int64_t *ready_at)
     return false;
 }
 
+/* CURLMOPT_SOCKETFUNCTION: follow curl's interest in each socket in the watcher's epoll. */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *ud, void *sockp)
+{
+    rv_disc_t *d = ud;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(d->ep, EPOLL_CTL_DEL, fd, NULL);
+        curl_multi_assign(d->multi, fd, NULL);
+        return 0;
+    }
+    struct epoll_event ev = { .data.fd = fd };
+    if (what & CURL_POLL_IN)
+        ev.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        ev.events |= EPOLLOUT;
+    if (sockp) {
+        if (epoll_ctl(d->ep, EPOLL_CTL_MOD, fd, &ev) == 0)
+            return 0;
+    }
+    /* new to us (or curl reused a number we had dropped): add, else modify */
+    if (epoll_ctl(d->ep, EPOLL_CTL_ADD, fd, &ev) != 0 &&
+        (errno != EEXIST || epoll_ctl(d->ep, EPOLL_CTL_MOD, fd, &ev) != 0)) {
+        rv_log_error("consul discovery: epoll_ctl: %s", strerror(errno));
+        return -1;
+    }
+    curl_multi_assign(d->multi, fd, d);
+    return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: when curl wants CURL_SOCKET_TIMEOUT (-1: no timer). */
+static int on_timer(CURLM *multi, long timeout_ms, void *ud)
+{
+    rv_disc_t *d = ud;
+    d->curl_timer_at = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    return 0;
+}
+
+/*
+ * Start what may start: plain reads (first reads, reads after an error) up to PLAIN_INFLIGHT
+ * at once, blocking queries up to max_blocking, round robin from the cursor so that no watch
+ * starves when there are more watches than blocking slots. The cursor moves once, after the
+ * scan, to just past the last blocking watch started. Returns when the next scan is due.
+ */
+static int64_t start_due(rv_disc_t *d, int64_t now)
+{
+    int64_t next = now + 1000;
+    uint32_t nw = d->nw;
+    bool started_any = false;
+    uint32_t last_started = 0;
+    uint32_t inflight_plain = d->inflight - d->inflight_blocking;
+    for (uint32_t k = 0; k < nw; k++) {
+        if (inflight_plain >= PLAIN_INFLIGHT && d->inflight_blocking >= d->max_blocking)
+            break;
+        uint32_t i = (d->cursor + k) % nw;
+        watch_t *w = d->w[i];
+        bool plain = w->kind == WK_DCS || w->index == 0;
+        if (w->inflight || w->dead)
+            continue;
+        if (plain ? inflight_plain >= PLAIN_INFLIGHT : d->inflight_blocking >= d->max_blocking)
+            continue;
+        if (w->not_before > now) {
+            if (w->not_before < next)
+                next = w->not_before;
+            continue;
+        }
+        int64_t ready;
+        if (!take_token(w, now, &ready)) {
+            w->not_before = ready;
+            if (ready < next)
+                next = ready;
+            continue;
+        }
+        if (start_watch(d, w) != 0) {
+            w->not_before = now + 1000;
+            continue;
+        }
+        inflight_plain += plain;
+        /* Only blocking starts move the cursor: a plain read (a first read, or the retry
+         * after a failure) can sit anywhere, and letting it pull the cursor back would
+         * restart the round robin from there and starve the watches at the end. */
+        if (!plain) {
+            started_any = true;
+            last_started = i;
+        }
+    }
+    if (started_any)
+        d->cursor = (last_started + 1) % nw;
+    return next;
+}
+
+/*
+ * The loop: curl's multi socket interface on an epoll set, so that a turn costs what its
+ * events cost, not O(transfers) (thousands of blocking queries are open at once). Watches are
+ * scanned for starts only when a transfer finished, a watch was added, or a watch's time
+ * (backoff, rate limit) has come.
+ */
 static void *run(void *arg)
 {
     rv_disc_t *d = arg;
@@ -1290,51 +1463,20 @@ static void *run(void *arg)
             add_watch(d, WK_SERVICES, NULL, d->dcs[i]);
     else
         add_watch(d, WK_DCS, NULL, NULL);
-    uint32_t slots = d->o.max_inflight ? d->o.max_inflight : DEFAULT_INFLIGHT;
+    int64_t scan_at = 0;
+    int running = 0;
+    struct epoll_event evs[256];
     while (!atomic_load(&d->stop)) {
-        int64_t now = mono_ms(), next = now + 1000;
-        /* start what may start: plain reads first (pass 0), then blocking queries within their
-         * share of the slots, round robin from the cursor so no watch starves. The cursor
-         * moves once, after the scan, to just past the last blocking watch started. */
-        uint32_t nw = d->nw;
-        bool started_any = false;
-        uint32_t last_started = 0;
-        for (uint32_t k = 0; k < 2 * nw && d->inflight < slots; k++) {
-            uint32_t i = (d->cursor + k) % nw;
-            watch_t *w = d->w[i];
-            bool plain = w->kind == WK_DCS || w->index == 0;
-            if (w->inflight || w->dead || (k < nw) != plain)
-                continue;
-            if (!plain && d->inflight_blocking >= blocking_slots(d))
-                continue;
-            if (w->not_before > now) {
-                if (w->not_before < next)
-                    next = w->not_before;
-                continue;
-            }
-            int64_t ready;
-            if (!take_token(w, now, &ready)) {
-                w->not_before = ready;
-                if (ready < next)
-                    next = ready;
-                continue;
-            }
-            if (start_watch(d, w) != 0) {
-                w->not_before = now + 1000;
-                continue;
-            }
-            /* Only blocking starts move the cursor: a plain read (a first read, or the retry
-             * after a failure) can sit anywhere, and letting it pull the cursor back would
-             * restart the round robin from there and starve the watches at the end. */
-            if (!plain) {
-                started_any = true;
-                last_started = i;
-            }
+        int64_t now = mono_ms();
+        if (scan_at <= now || d->nw != d->nw_scanned) {
+            d->nw_scanned = d->nw;
+            scan_at = start_due(d, now);
         }
-        if (started_any)
-            d->cursor = (last_started + 1) % nw;
-        int running = 0;
-        curl_multi_perform(d->multi, &running);
+        /* transfers just added: curl sets a 0 ms timer for them */
+        if (d->curl_timer_at >= 0 && d->curl_timer_at <= mono_ms()) {
+            d->curl_timer_at = -1;
+            curl_multi_socket_action(d->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
         CURLMsg *m;
         int left;
         bool any = false;
@@ -1343,12 +1485,19 @@ static void *run(void *arg)
                 continue;
             watch_t *w = NULL;
             curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&w);
-            if (w)
+            if (w) {
                 finish(d, w, m->data.result, now);
+                /* thousands of watches: no body buffer kept between answers */
+                free(w->buf);
+                w->buf = NULL;
+                w->len = w->cap = 0;
+            }
             any = true;
         }
-        if (any)
+        if (any) {
             sweep_watches(d);
+            scan_at = now;   /* slots freed, and the finished watches may go again */
+        }
         bool healthy = d->nfailing == 0;
         if (healthy != d->was_healthy) {
             if (healthy && d->seq)
@@ -1357,6 +1506,7 @@ static void *run(void *arg)
             atomic_store(&d->healthy, healthy);
         }
         now = mono_ms();
+        int64_t next = scan_at;
         if (d->dirty) {
             bool syncing = !d->latest || !d->latest->synced;
             int64_t due = d->dirty_at + (syncing ? PUBLISH_GAP_SYNCING_MS : PUBLISH_GAP_MS);
@@ -1376,15 +1526,32 @@ static void *run(void *arg)
             else if (due < next)
                 next = due;
         }
-        int timeout = (int)(next - mono_ms());
-        if (any && timeout > 0)
-            timeout = 0;   /* new starts may be due */
+        if (d->curl_timer_at >= 0 && d->curl_timer_at < next)
+            next = d->curl_timer_at;
+        if (any || d->nw != d->nw_scanned)
+            continue;   /* starts may be due now */
+        int64_t timeout = next - mono_ms();
         if (timeout < 0)
             timeout = 0;
         if (timeout > 1000)
             timeout = 1000;
-        if (timeout > 0 || !any)
-            curl_multi_poll(d->multi, NULL, 0, timeout, NULL);
+        int n = epoll_wait(d->ep, evs, (int)RV_ARRAY_LEN(evs), (int)timeout);
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.fd == d->wake_fd) {
+                uint64_t v;
+                if (read(d->wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+                    rv_log_debug("consul discovery: wake eventfd: %s", strerror(errno));
+                continue;
+            }
+            int mask = 0;
+            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                mask |= CURL_CSELECT_IN;
+            if (evs[i].events & EPOLLOUT)
+                mask |= CURL_CSELECT_OUT;
+            if (evs[i].events & EPOLLERR)
+                mask |= CURL_CSELECT_ERR;
+            curl_multi_socket_action(d->multi, evs[i].data.fd, mask, &running);
+        }
     }
     return NULL;
 }
@@ -1406,6 +1573,44 @@ static char *base_url(const char *addr, const char *scheme)
     while (n && buf[n - 1] == '/')
         buf[--n] = '\0';
     return strdup(buf);
+}
+
+/*
+ * The blocking-query cap the descriptor limit allows: the soft RLIMIT_NOFILE is raised (up to
+ * the hard limit) to what the process had plus one descriptor per query and plain read; when
+ * even the hard limit is lower, the cap is what fits under it, keeping FD_RESERVE for the rest.
+ */
+static uint32_t fd_cap(uint32_t want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return want;
+    rlim_t need = (rlim_t)want + PLAIN_INFLIGHT + FD_RESERVE;
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+        return want;
+    rlim_t old = rl.rlim_cur;
+    rlim_t to = rl.rlim_cur + want + PLAIN_INFLIGHT;
+    if (rl.rlim_max != RLIM_INFINITY && to > rl.rlim_max)
+        to = rl.rlim_max;
+    if (to > old) {
+        rl.rlim_cur = to;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            rv_log_info("consul discovery: open files limit raised from %llu to %llu for %u blocking queries",
+                        (unsigned long long)old, (unsigned long long)to, want);
+        else
+            rl.rlim_cur = old;
+    }
+    if (rl.rlim_cur >= need)
+        return want;
+    rlim_t room = rl.rlim_cur > 2 * FD_RESERVE + PLAIN_INFLIGHT ? rl.rlim_cur - FD_RESERVE - PLAIN_INFLIGHT
+                                                                : rl.rlim_cur / 4;
+    uint32_t cap = room < want ? (uint32_t)room : want;
+    if (cap < 8)
+        cap = 8;
+    rv_log_warn("consul discovery: open files limit %llu (hard %llu) too low for %u blocking queries; "
+                "holding at most %u (raise `ulimit -n`)",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, want, cap);
+    return cap;
 }
 
 static void disc_free(rv_disc_t *d)
@@ -1430,6 +1635,10 @@ static void disc_free(rv_disc_t *d)
     free(d->tls_server_name);
     if (d->efd >= 0)
         close(d->efd);
+    if (d->ep >= 0)
+        close(d->ep);
+    if (d->wake_fd >= 0)
+        close(d->wake_fd);
     pthread_mutex_destroy(&d->mu);
     free(d);
 }
@@ -1441,7 +1650,8 @@ rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd)
     rv_disc_t *d = calloc(1, sizeof(*d));
     if (!d)
         return NULL;
-    d->efd = -1;
+    d->efd = d->ep = d->wake_fd = -1;
+    d->curl_timer_at = -1;
     pthread_mutex_init(&d->mu, NULL);
     d->o = *o;
     const rv_consul_cfg_t *c = o->consul;
@@ -1494,9 +1704,23 @@ rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd)
         goto fail;
     d->o.tags_allow = NULL;
     d->o.ntags_allow = 0;
+    d->max_blocking = fd_cap(o->max_queries ? o->max_queries : rv_disc_max_queries());
     d->multi = curl_multi_init();
+    /* every finished query's connection stays open for the next one (no reconnect per answer) */
+    if (d->multi) {
+        curl_multi_setopt(d->multi, CURLMOPT_MAXCONNECTS, (long)(d->max_blocking + PLAIN_INFLIGHT + 8));
+        curl_multi_setopt(d->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+        curl_multi_setopt(d->multi, CURLMOPT_SOCKETDATA, d);
+        curl_multi_setopt(d->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+        curl_multi_setopt(d->multi, CURLMOPT_TIMERDATA, d);
+    }
     d->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (!d->base || !d->st || !d->multi || d->efd < 0 || (d->token && !d->hdrs))
+    d->ep = epoll_create1(EPOLL_CLOEXEC);
+    d->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (!d->base || !d->st || !d->multi || d->efd < 0 || d->ep < 0 || d->wake_fd < 0 || (d->token && !d->hdrs))
+        goto fail;
+    struct epoll_event wev = { .events = EPOLLIN, .data.fd = d->wake_fd };
+    if (epoll_ctl(d->ep, EPOLL_CTL_ADD, d->wake_fd, &wev) != 0)
         goto fail;
     atomic_init(&d->healthy, true);
     d->was_healthy = true;
@@ -1529,8 +1753,9 @@ void rv_disc_stop(rv_disc_t *d)
     if (!d)
         return;
     atomic_store(&d->stop, true);
-    if (d->multi)
-        curl_multi_wakeup(d->multi);
+    uint64_t one = 1;
+    if (d->wake_fd >= 0 && write(d->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        rv_log_error("consul discovery: wake eventfd: %s", strerror(errno));
     if (d->started)
         pthread_join(d->th, NULL);
     disc_free(d);

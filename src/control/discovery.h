@@ -27,8 +27,18 @@
 
 /* ---- the endpoint view (immutable once published) ----------------------------------- */
 
+/* An IPv4 or IPv6 socket address in 28 bytes (a sockaddr_storage is 128, and there is one
+ * per instance in the state: 7 MB at 75 000 instances). ss_family aliases the family field
+ * of every member, so `a.sa.ss_family` reads as it would on a sockaddr_storage. */
+typedef union rv_disc_sockaddr_u {
+    sa_family_t ss_family;
+    struct sockaddr any;
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+} rv_disc_sockaddr_t;
+
 typedef struct rv_disc_addr_s {
-    struct sockaddr_storage sa;     /* address with the instance's port */
+    rv_disc_sockaddr_t sa;          /* address with the instance's port */
     socklen_t len;
 } rv_disc_addr_t;
 
@@ -51,7 +61,8 @@ typedef struct rv_disc_svc_s {
     uint32_t ndcs;
     rv_str_t *tags;             /* union of its tags over datacenters (sorted) */
     uint32_t ntags;
-    rv_disc_inst_t *insts;      /* every instance (passing or not), sorted by dc, node, id */
+    rv_disc_inst_t *insts;      /* every instance (passing or not), by datacenter, then node, id;
+                                 * shared with the watcher's state (read-only) */
     uint32_t ninsts;
     bool known;                 /* the instances of every datacenter were read at least once */
 } rv_disc_svc_t;
@@ -66,6 +77,10 @@ typedef struct rv_disc_view_s {
     uint32_t nsvcs;
     uint64_t ninsts;            /* total instances */
     uint64_t npassing;          /* of which passing */
+    /* private: the state's instance blocks this view shares (one reference each), so that a
+     * view costs O(services) to build and holds no copy of the instances */
+    struct rv_disc_iblk_s **blks;
+    uint32_t nblks;
 } rv_disc_view_t;
 
 /* Take / drop a reference; the last release frees the view. Any thread; NULL is ignored. */
@@ -117,7 +132,9 @@ int rv_disc_state_allow_tags(rv_disc_state_t *st, char *const *tags, uint32_t n)
 /* Number of distinct services the state lists (any datacenter). */
 uint32_t rv_disc_service_count(const rv_disc_state_t *st);
 
-/* Build an immutable view of the state (refs == 1, the caller's); NULL on OOM. */
+/* Build an immutable view of the state (refs == 1, the caller's); NULL on OOM. The view
+ * shares the state's instance arrays (refcounted blocks, never modified once filled): cost
+ * O(services + datacenters), not O(instances). */
 rv_disc_view_t *rv_disc_view_build(rv_disc_state_t *st);
 
 /* ---- the watcher ---------------------------------------------------------------------- */
@@ -130,15 +147,28 @@ typedef struct rv_disc_opts_s {
     bool stale;                 /* ?stale on discovery reads */
     char **tags_allow;          /* serviceTagsAllowlist (copied); NULL/0 = every service */
     uint32_t ntags_allow;
-    int wait_ms;                /* blocking wait; 0 = 60 000 */
-    uint32_t max_inflight;      /* concurrent queries; 0 = 256 */
+    int wait_ms;                /* blocking wait (Settings consul.waitTime); 0 = 60 000 */
+    uint32_t max_queries;       /* blocking queries held at once; 0 = rv_disc_max_queries() */
 } rv_disc_opts_t;
+
+/* Default cap on the blocking queries held open at once (one per (service, datacenter) up to
+ * it; beyond it the watches take turns with shorter waits). Each holds one connection. */
+#define RV_DISC_DEFAULT_MAX_QUERIES 8192u
+
+/*
+ * Process-wide cap for `rivet run --consul-discovery-max-queries N` (0 restores the default);
+ * read by rv_disc_start when opts.max_queries is 0. Main thread, before rv_control_run.
+ */
+void rv_disc_set_max_queries(uint32_t n);
+uint32_t rv_disc_max_queries(void);
 
 typedef struct rv_disc_s rv_disc_t;
 
 /*
  * Start the watcher thread. *notify_fd receives an eventfd (owned by the watcher) that
- * becomes readable whenever a new view is available. Returns NULL on failure (OOM, thread).
+ * becomes readable whenever a new view is available. Raises the soft RLIMIT_NOFILE (up to the
+ * hard limit) when it is too low for the query cap plus what the process had, and lowers the
+ * cap (logged) when even the hard limit is too low. Returns NULL on failure (OOM, thread).
  * Control thread.
  */
 rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd);

@@ -89,6 +89,22 @@ static void test_state(void)
     }
     rv_disc_view_release(v);
 
+    /* views share the state's instance arrays: a view keeps its instances after the state
+     * moves on (and after the state is gone: see test_view_outlives_state) */
+    rv_disc_view_t *old = rv_disc_view_build(st);
+    const rv_disc_svc_t *ow = rv_disc_find(old, "web");
+    char *h2 = health3("dc1", "critical", "critical", "passing");
+    CHECK_INT(rv_disc_set_health(st, "web", "dc1", h2, strlen(h2)), 1, "health: a check change is a change");
+    CHECK_INT(rv_disc_set_health(st, "web", "dc1", h2, strlen(h2)), 0, "health: the same bytes again are no change");
+    v = rv_disc_view_build(st);
+    w = rv_disc_find(v, "web");
+    CHECK(ow && ow->ninsts == 3 && ow->insts[0].passing && old->npassing == 2,
+          "view: an older view keeps its instances after the state changed");
+    CHECK(w && w->ninsts == 3 && !w->insts[0].passing && v->npassing == 1, "view: the new view has the change");
+    CHECK(ow && w && ow->insts != w->insts, "view: a changed service gets a new instance array");
+    rv_disc_view_release(v);
+    rv_disc_view_release(old);
+
     /* a warning check is not passing (Consul's ?passing semantics); node check counts */
     char e[1024], buf[2048];
     entry(e, sizeof(e), "n1", "10.0.0.1", "dc1", "web1", "127.0.0.1", 8001, "[]", "warning");
@@ -115,6 +131,27 @@ static void test_state(void)
     CHECK(v && v->nsvcs == 1 && !rv_disc_find(v, "web"), "view: removed service gone");
     rv_disc_view_release(v);
     rv_disc_state_free(st);
+}
+
+/* A view built from a state stays whole when the state is freed (it holds the blocks), and
+ * two views of an unchanged service share one array. */
+static void test_view_outlives_state(void)
+{
+    rv_disc_state_t *st = rv_disc_state_new(true);
+    const char *svcs = "{\"web\":[]}";
+    rv_disc_set_services(st, "dc1", svcs, strlen(svcs));
+    char *h = health3("dc1", "passing", "passing", "passing");
+    rv_disc_set_health(st, "web", "dc1", h, strlen(h));
+    rv_disc_view_t *a = rv_disc_view_build(st), *b = rv_disc_view_build(st);
+    const rv_disc_svc_t *wa = rv_disc_find(a, "web"), *wb = rv_disc_find(b, "web");
+    CHECK(wa && wb && wa->insts == wb->insts, "view: an unchanged service's instances are shared, not copied");
+    rv_disc_state_free(st);
+    CHECK(wa && wa->ninsts == 3 && wa->insts[2].naddrs == 1 && port_of(&wa->insts[2].addrs[0]) == 8003 &&
+              wa->insts[1].host.len && !strcmp(wa->insts[1].host.ptr, "127.0.0.2"),
+          "view: readable after the state is freed");
+    rv_disc_view_release(a);
+    CHECK(wb && wb->ninsts == 3 && !strcmp(wb->insts[0].id.ptr, "web1"), "view: readable after a sibling view is released");
+    rv_disc_view_release(b);
 }
 
 static void test_allowlist(void)
@@ -386,6 +423,7 @@ static void test_snapshot(void)
 int main(void)
 {
     test_state();
+    test_view_outlives_state();
     test_allowlist();
     test_names();
     test_snapshot();
