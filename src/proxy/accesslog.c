@@ -11,6 +11,10 @@
  * Text format:
  * [START_TIME] "METHOD PATH PROTOCOL" STATUS FLAGS BYTES_RECEIVED BYTES_SENT DURATION_MS
  * UPSTREAM_HOST "X-REQUEST-ID" "AUTHORITY" ROUTE UPSTREAM_CLUSTER
+ * "UPSTREAM_TRANSPORT_FAILURE_REASON"
+ *
+ * The last field (Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON%) says why the upstream TLS
+ * handshake failed, e.g. "certificate verify failed: self-signed certificate"; "-" otherwise.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -263,7 +267,12 @@ void rv_dp_log_request(rv_dp_conn_t *d)
             put_esc(&o, cluster, false);
         else
             put(&o, "-", 1);
-        put(&o, "\n", 1);
+        put(&o, " \"", 2);
+        if (s->up_fail.len)
+            put_esc(&o, s->up_fail, false);
+        else
+            put(&o, "-", 1);
+        put(&o, "\"\n", 2);
     } else {
         const struct {
             const char *key;
@@ -273,6 +282,7 @@ void rv_dp_log_request(rv_dp_conn_t *d)
             { ",\"protocol\":", proto },            { ",\"upstream_host\":", rv_str(hb, hl) },
             { ",\"x_request_id\":", s->reqid },     { ",\"authority\":", s->host },
             { ",\"route_name\":", route },          { ",\"upstream_cluster\":", cluster },
+            { ",\"upstream_transport_failure_reason\":", s->up_fail },
         };
         put(&o, "{\"start_time\":\"", 15);
         put(&o, tb, tl);

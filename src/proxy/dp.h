@@ -25,6 +25,7 @@
 #include "proxy/lb.h"
 #include "proxy/stats-internal.h"
 #include "proxy/worker.h"
+#include "tls/tls.h"
 
 /* ---- defaults (documented in doc/internals/dataplane.md) ------------------------------- */
 
@@ -37,6 +38,7 @@
 #define DP_CONNECT_TIMEOUT_MS 5000           /* upstream TCP connect (Envoy connect_timeout) */
 #define DP_UP_IDLE_MS         30000          /* pooled upstream connection idle reap */
 #define DP_UP_POOL_MAX        1024           /* idle connections kept per endpoint per worker */
+#define DP_TLS_SESS_KEEP_MS   300000         /* an empty pool entry keeps its TLS session this long */
 #define DP_DRAIN_MAX          (1u << 20)     /* request body discarded to keep a connection */
 #define DP_LINGER_MS          2000           /* read-and-discard after a closing response */
 #define DP_BACKOFF_BASE_MS    25
@@ -111,6 +113,8 @@ struct rv_dp_upconn_s {
     rv_dp_conn_t *owner;            /* downstream connection using it; NULL when idle */
     int64_t idle_since;             /* pooled at (loop ms); reaped by the pool's sweep */
     bool connected, can_read, can_write, rdhup, eof, err, dead, reused, noreuse;
+    uint64_t key;                   /* pool key beside the address: 0 plain, else TLS context + SNI */
+    rv_tls_t tls;                   /* tls.ssl NULL: plain TCP */
     struct rv_dp_upconn_s *pnext, *pprev;   /* idle list of its pool entry */
     struct rv_dp_upool_s *pool;     /* set while idle */
     struct rv_dp_upconn_s *znext;   /* zombie list */
@@ -196,6 +200,7 @@ typedef struct rv_dp_stream_s {
     int64_t start_ms, start_wall_ms;
     uint32_t flags;                 /* DP_F_* */
     uint32_t up_attempts;
+    rv_str_t up_fail;               /* transport failure reason of the last try (request arena) */
 } rv_dp_stream_t;
 
 enum dp_conn_state { DS_IDLE = 0, DS_REQ, DS_LINGER };
@@ -222,13 +227,16 @@ struct rv_dp_conn_s {
                                      * keep-alive connection costs only this struct */
 };
 
-/* Idle connections of one endpoint. No timer per connection (parking and taking one costs
+/* Idle connections of one endpoint (address, and for TLS the context and SNI: key). No timer per connection (parking and taking one costs
  * no heap operation): one sweep timer per pool, due when the oldest (the tail) reaches the
  * idle timeout. An empty pool stays until a sweep finds it empty. */
 struct rv_dp_upool_s {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     uint32_t hash;
+    uint64_t key;                   /* 0 plain; else TLS context id + SNI (never mixed) */
+    SSL_SESSION *sess;              /* TLS: last session the server gave, resumed by new connections */
+    int64_t sess_at;                /* loop ms it arrived */
     rv_dp_upconn_t *idle;           /* most recently used first */
     rv_dp_upconn_t *tail;           /* least recently used */
     uint32_t nidle;

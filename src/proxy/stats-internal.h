@@ -31,6 +31,9 @@ typedef struct rv_series_s {
 
 typedef struct rv_cstats_s {
     _Atomic uint64_t connect_fail, retries, timeouts;
+    _Atomic uint64_t tls_fail;      /* upstream TLS handshakes failed (verification or other) */
+    _Atomic uint64_t tls_resumed;   /* upstream TLS handshakes that resumed a session */
+    _Atomic uint64_t tls_full;      /* upstream TLS handshakes that did not */
 } rv_cstats_t;
 
 typedef struct rv_wstats_s {

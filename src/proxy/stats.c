@@ -287,12 +287,26 @@ static void put_upstream_counter(FILE *f, const char *name, const char *help, co
     }
 }
 
+/* A per-upstream family that only TLS upstreams feed: samples for the upstreams that have a
+ * count (the family's HELP/TYPE always), so thousands of plain upstreams add no lines. */
+static void put_upstream_counter_nz(FILE *f, const char *name, const char *help, const uint64_t *v, uint32_t n)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (uint32_t i = 0; i < n && i < reg_cluster.n; i++) {
+        if (!v[i])
+            continue;
+        fprintf(f, "%s{upstream=\"", name);
+        put_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
+        fprintf(f, "\"} %llu\n", (unsigned long long)v[i]);
+    }
+}
+
 int rv_stats_write_prometheus(FILE *f)
 {
     int rc = 0;
     agg_t *agg = NULL;
     size_t nagg = 0, cap = 0;
-    uint64_t *cf = NULL, *cr = NULL, *ct = NULL;
+    uint64_t *cf = NULL, *cr = NULL, *ct = NULL, *tf = NULL, *tr = NULL, *tn = NULL;
     uint32_t ncl = 0;
     int64_t active = 0;
     uint64_t total = 0, oom = 0, dropped = 0;
@@ -302,7 +316,10 @@ int rv_stats_write_prometheus(FILE *f)
     cf = calloc(ncl + 1, sizeof(*cf));
     cr = calloc(ncl + 1, sizeof(*cr));
     ct = calloc(ncl + 1, sizeof(*ct));
-    if (!cf || !cr || !ct)
+    tf = calloc(ncl + 1, sizeof(*tf));
+    tr = calloc(ncl + 1, sizeof(*tr));
+    tn = calloc(ncl + 1, sizeof(*tn));
+    if (!cf || !cr || !ct || !tf || !tr || !tn)
         goto oom;
     pthread_mutex_lock(&blocks_mu);
     for (rv_wstats_t *ws = blocks; ws; ws = ws->next) {
@@ -332,6 +349,9 @@ int rv_stats_write_prometheus(FILE *f)
             cf[i] += atomic_load_explicit(&ws->clusters[i].connect_fail, memory_order_relaxed);
             cr[i] += atomic_load_explicit(&ws->clusters[i].retries, memory_order_relaxed);
             ct[i] += atomic_load_explicit(&ws->clusters[i].timeouts, memory_order_relaxed);
+            tf[i] += atomic_load_explicit(&ws->clusters[i].tls_fail, memory_order_relaxed);
+            tr[i] += atomic_load_explicit(&ws->clusters[i].tls_resumed, memory_order_relaxed);
+            tn[i] += atomic_load_explicit(&ws->clusters[i].tls_full, memory_order_relaxed);
         }
         active += atomic_load_explicit(&ws->conns_active, memory_order_relaxed);
         total += atomic_load_explicit(&ws->conns_total, memory_order_relaxed);
@@ -393,6 +413,19 @@ int rv_stats_write_prometheus(FILE *f)
                          cf, ncl);
     put_upstream_counter(f, "rivet_upstream_retries_total", "Retries of upstream requests.", cr, ncl);
     put_upstream_counter(f, "rivet_upstream_timeouts_total", "Upstream requests that timed out.", ct, ncl);
+    put_upstream_counter_nz(f, "rivet_upstream_tls_handshake_failures_total",
+                            "Upstream TLS handshakes that failed (certificate verification or other).", tf, ncl);
+    put_upstream_counter_nz(f, "rivet_upstream_tls_handshakes_total",
+                            "Upstream TLS handshakes completed, by whether a session was resumed.", NULL, 0);
+    for (uint32_t i = 0; i < ncl && i < reg_cluster.n; i++)
+        for (int k = 0; k < 2; k++) {
+            uint64_t v = k ? tr[i] : tn[i];
+            if (!v)
+                continue;
+            fputs("rivet_upstream_tls_handshakes_total{upstream=\"", f);
+            put_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
+            fprintf(f, "\",resumed=\"%s\"} %llu\n", k ? "true" : "false", (unsigned long long)v);
+        }
     fprintf(f,
             "# HELP rivet_downstream_connections_active Open client connections.\n"
             "# TYPE rivet_downstream_connections_active gauge\n"
@@ -427,6 +460,9 @@ done:
     free(cf);
     free(cr);
     free(ct);
+    free(tf);
+    free(tr);
+    free(tn);
     return rc;
 }
 

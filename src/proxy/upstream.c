@@ -5,6 +5,14 @@
  * reading and framing the response (verbatim, or de-chunked for HTTP/1.0 clients),
  * failures, timeouts and retries.
  *
+ * Upstream TLS (a cluster with a client context, src/tls/client.h) layers the TLS session of
+ * src/tls/tls.h over the socket: the handshake runs while the try is still "connecting" (the
+ * connect timeout covers it), a failed handshake is a connect failure (503 UF, retriable as
+ * connect-failure) whose reason goes to the access log and /metrics. The pool is keyed by
+ * address and, for TLS, by the context's fingerprint and the SNI, so plain and TLS connections
+ * (or two SNIs) never mix; each pool entry keeps the last TLS session the server issued, and
+ * new connections to that entry resume it (per worker, no locks).
+ *
  * Failure policy (Envoy's): before any response byte reached the client, a failure is
  * retried when the route's retry policy allows it and the request body is still complete in
  * the input buffer, else answered with 503/502/504 and a response flag; after that, the
@@ -17,12 +25,15 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <stdio.h>
+
 #include "core/err.h"
 #include "proxy/dp.h"
+#include "tls/client.h"
 
 static const char resp_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
-enum fail_kind { F_CONNECT, F_RESET, F_PROTOCOL, F_TRY_TIMEOUT, F_ROUTE_TIMEOUT, F_OOM };
+enum fail_kind { F_CONNECT, F_RESET, F_PROTOCOL, F_TRY_TIMEOUT, F_ROUTE_TIMEOUT, F_OOM, F_TLS };
 enum try_mode { TRY_FIRST, TRY_RETRY, TRY_STALE };
 
 static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events);
@@ -31,9 +42,11 @@ static void start_try(rv_dp_conn_t *d, int mode);
 
 /* ---- connections and pool ------------------------------------------------------------ */
 
-static uint32_t addr_hash(const struct sockaddr_storage *a)
+static uint32_t addr_hash(const struct sockaddr_storage *a, uint64_t key)
 {
     uint32_t h = 2166136261u;
+    h = (h ^ (uint32_t)key) * 16777619u;
+    h = (h ^ (uint32_t)(key >> 32)) * 16777619u;
     const unsigned char *p;
     size_t n;
     if (a->ss_family == AF_INET) {
@@ -64,12 +77,36 @@ static bool addr_eq(const struct sockaddr_storage *a, const struct sockaddr_stor
     return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
 }
 
-static struct rv_dp_upool_s **pool_slot(rv_dp_worker_t *w, const struct sockaddr_storage *a, uint32_t h)
+static struct rv_dp_upool_s **pool_slot(rv_dp_worker_t *w, const struct sockaddr_storage *a, uint64_t key,
+                                        uint32_t h)
 {
     struct rv_dp_upool_s **pp = &w->pool[h % DP_POOL_BUCKETS];
-    while (*pp && !((*pp)->hash == h && addr_eq(&(*pp)->addr, a)))
+    while (*pp && !((*pp)->hash == h && (*pp)->key == key && addr_eq(&(*pp)->addr, a)))
         pp = &(*pp)->next;
     return pp;
+}
+
+/* The pool entry of (addr, key), created when missing and create is set; NULL otherwise or
+ * on OOM. */
+static struct rv_dp_upool_s *pool_entry(rv_dp_worker_t *w, const struct sockaddr_storage *addr, socklen_t addrlen,
+                                        uint64_t key, bool create)
+{
+    uint32_t h = addr_hash(addr, key);
+    struct rv_dp_upool_s **pp = pool_slot(w, addr, key, h);
+    struct rv_dp_upool_s *p = *pp;
+    if (p || !create)
+        return p;
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->addr = *addr;
+    p->addrlen = addrlen;
+    p->hash = h;
+    p->key = key;
+    p->w = w;
+    rv_timer_init(&p->sweep, pool_on_sweep);
+    *pp = p;
+    return p;
 }
 
 static void pool_unlink(rv_dp_worker_t *w, rv_dp_upconn_t *u)
@@ -93,10 +130,11 @@ static void pool_unlink(rv_dp_worker_t *w, rv_dp_upconn_t *u)
 /* Remove an (empty) pool from its bucket and free it. */
 static void pool_free(rv_dp_worker_t *w, struct rv_dp_upool_s *p)
 {
-    struct rv_dp_upool_s **pp = pool_slot(w, &p->addr, p->hash);
+    struct rv_dp_upool_s **pp = pool_slot(w, &p->addr, p->key, p->hash);
     if (*pp == p)
         *pp = p->next;
     rv_timer_stop(&w->loop, &p->sweep);
+    SSL_SESSION_free(p->sess);
     free(p);
 }
 
@@ -108,6 +146,11 @@ static void up_close(rv_dp_upconn_t *u)
         return;
     u->dead = true;
     pool_unlink(w, u);
+    if (u->tls.ssl) {
+        if (u->tls.done && !u->tls.failed)
+            (void)rv_tls_shutdown(&u->tls);     /* close_notify, best effort (never waits) */
+        rv_tls_free(&u->tls);
+    }
     close(u->io.fd);
     rv_dp_buf_put(w, u->in);
     u->in = NULL;
@@ -135,10 +178,12 @@ static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t)
     int64_t now = rv_loop_now(loop);
     while (p->tail && p->tail->idle_since + DP_UP_IDLE_MS <= now)
         up_close(p->tail);
-    if (!p->tail)
-        pool_free(p->w, p);
-    else
+    if (p->tail)
         rv_timer_at(loop, &p->sweep, p->tail->idle_since + DP_UP_IDLE_MS);
+    else if (p->sess && p->sess_at + DP_TLS_SESS_KEEP_MS > now)
+        rv_timer_at(loop, &p->sweep, p->sess_at + DP_TLS_SESS_KEEP_MS);   /* keep the session a while */
+    else
+        pool_free(p->w, p);
 }
 
 /* Park u in its endpoint's idle list (or close it when the pool is full or stopping). */
@@ -149,21 +194,10 @@ static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
         up_close(u);
         return;
     }
-    uint32_t h = addr_hash(&u->addr);
-    struct rv_dp_upool_s **pp = pool_slot(w, &u->addr, h);
-    struct rv_dp_upool_s *p = *pp;
+    struct rv_dp_upool_s *p = pool_entry(w, &u->addr, u->addrlen, u->key, true);
     if (!p) {
-        p = calloc(1, sizeof(*p));
-        if (!p) {
-            up_close(u);
-            return;
-        }
-        p->addr = u->addr;
-        p->addrlen = u->addrlen;
-        p->hash = h;
-        p->w = w;
-        rv_timer_init(&p->sweep, pool_on_sweep);
-        *pp = p;
+        up_close(u);
+        return;
     }
     if (p->nidle >= DP_UP_POOL_MAX) {
         up_close(u);
@@ -182,14 +216,16 @@ static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
     p->idle = u;
     p->nidle++;
     u->idle_since = rv_loop_now(&w->loop);
-    if (!p->sweep.active)
-        rv_timer_at(&w->loop, &p->sweep, p->tail->idle_since + DP_UP_IDLE_MS);
+    /* the sweep may be waiting for a session's end, later than this connection's idle end */
+    int64_t due = p->tail->idle_since + DP_UP_IDLE_MS;
+    if (!p->sweep.active || p->sweep.when > due)
+        rv_timer_at(&w->loop, &p->sweep, due);
 }
 
-/* Most recently used idle connection to addr, or NULL. */
-static rv_dp_upconn_t *pool_get(rv_dp_worker_t *w, const struct sockaddr_storage *addr)
+/* Most recently used idle connection to (addr, key), or NULL. */
+static rv_dp_upconn_t *pool_get(rv_dp_worker_t *w, const struct sockaddr_storage *addr, uint64_t key)
 {
-    struct rv_dp_upool_s *p = *pool_slot(w, addr, addr_hash(addr));
+    struct rv_dp_upool_s *p = *pool_slot(w, addr, key, addr_hash(addr, key));
     if (!p || !p->idle)
         return NULL;
     rv_dp_upconn_t *u = p->idle;
@@ -210,8 +246,73 @@ void rv_dp_pool_close_all(rv_dp_worker_t *w)
         }
 }
 
+/* ---- upstream TLS -------------------------------------------------------------------- */
+
+/* SNI of endpoint e of TLS cluster c: the endpoint's (sniAddr, autoSniRewrite), else the
+ * cluster's (sslConfig.sni); len 0 = none. NUL-terminated (snapshot arena strings). */
+static rv_str_t ep_sni(const rv_cluster_t *c, const rv_endpoint_t *e)
+{
+    return e->sni.len ? e->sni : c->sni;
+}
+
+/* Pool key beside the address: 0 for plain; for TLS the context fingerprint mixed with the
+ * SNI (FNV-1a 64), never 0. */
+static uint64_t pool_key(const rv_cluster_t *c, const rv_endpoint_t *e)
+{
+    if (!c->tls)
+        return 0;
+    rv_str_t sni = ep_sni(c, e);
+    uint64_t h = 0xcbf29ce484222325ull ^ c->tls->id;
+    for (size_t i = 0; i < sni.len; i++)
+        h = (h ^ (unsigned char)sni.ptr[i]) * 0x100000001b3ull;
+    return h ? h : 1;
+}
+
+/*
+ * The client context's new-session callback (src/tls/client.c), on the worker that owns the
+ * connection: keep the session as its pool entry's latest (the entry is created if needed, so
+ * a session outlives the entry's last idle connection for DP_TLS_SESS_KEEP_MS). Returns 1 (we
+ * own sess) or 0 (OpenSSL frees it).
+ */
+static int up_session_hook(SSL *ssl, SSL_SESSION *sess)
+{
+    rv_dp_upconn_t *u = SSL_get_app_data(ssl);
+    if (!u || u->dead || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    rv_dp_worker_t *w = u->w;
+    struct rv_dp_upool_s *p = pool_entry(w, &u->addr, u->addrlen, u->key, true);
+    if (!p)
+        return 0;
+    SSL_SESSION_free(p->sess);
+    p->sess = sess;
+    p->sess_at = rv_loop_now(&w->loop);
+    if (!p->sweep.active)
+        rv_timer_at(&w->loop, &p->sweep, p->sess_at + DP_TLS_SESS_KEEP_MS);
+    return 1;
+}
+
+/* Layer a client TLS session over u's socket for endpoint e of cluster c: SNI, the name the
+ * certificate must carry, and the entry's last session to resume. 0 or RV_ENOMEM. */
+static int up_tls_start(rv_dp_worker_t *w, rv_dp_upconn_t *u, const rv_cluster_t *c, const rv_endpoint_t *e)
+{
+    rv_str_t sni = ep_sni(c, e);
+    rv_tls_client_set_session_hook(up_session_hook);
+    if (rv_tls_new(&u->tls, c->tls->ctx, u->io.fd, false, sni.len ? sni.ptr : NULL) != 0)
+        return RV_ENOMEM;
+    if (rv_tls_client_verify_name(c->tls, u->tls.ssl, sni.len ? sni : e->hostname) != 0) {
+        rv_tls_free(&u->tls);
+        return RV_ENOMEM;
+    }
+    SSL_set_app_data(u->tls.ssl, u);
+    struct rv_dp_upool_s *p = pool_entry(w, &e->addr, e->addrlen, u->key, false);
+    if (p && p->sess)
+        SSL_set_session(u->tls.ssl, p->sess);
+    return 0;
+}
+
 /* Start a non-blocking connect to e. NULL when it failed at once (or out of memory). */
-static rv_dp_upconn_t *up_connect(rv_dp_worker_t *w, const rv_endpoint_t *e, bool *oom)
+static rv_dp_upconn_t *up_connect(rv_dp_worker_t *w, const rv_cluster_t *c, const rv_endpoint_t *e, uint64_t key,
+                                  bool *oom)
 {
     rv_dp_upconn_t *u = w->free_ups;
     *oom = false;
@@ -237,6 +338,11 @@ static rv_dp_upconn_t *up_connect(rv_dp_worker_t *w, const rv_endpoint_t *e, boo
         goto fail;
     u->addr = e->addr;
     u->addrlen = e->addrlen;
+    u->key = key;
+    if (c->tls && up_tls_start(w, u, c, e) != 0) {
+        *oom = true;
+        goto fail;
+    }
     return u;
 fail:
     if (fd >= 0)
@@ -274,7 +380,16 @@ static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events)
             up_close(u);
             return;
         }
-        if (events & EPOLLIN) {
+        if ((events & EPOLLIN) && u->tls.ssl) {
+            /* TLS: records that carry no data (a late session ticket, a key update) are
+             * consumed and keep the connection; data, close_notify or an error end it */
+            char c;
+            ssize_t n = rv_tls_read(&u->tls, &c, 1);
+            if (n != RV_EAGAIN) {
+                up_close(u);
+                return;
+            }
+        } else if (events & EPOLLIN) {
             char c;
             ssize_t n = recv(u->io.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
             if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
@@ -404,6 +519,7 @@ static bool retry_on_failure(uint32_t on, int kind)
 {
     switch (kind) {
     case F_CONNECT:
+    case F_TLS:
         return on & (RV_RETRY_5XX | RV_RETRY_GATEWAY_ERROR | RV_RETRY_CONNECT_FAILURE | RV_RETRY_RESET);
     case F_RESET:
     case F_PROTOCOL:
@@ -422,11 +538,13 @@ static bool retry_on_failure(uint32_t on, int kind)
 static void fail(rv_dp_conn_t *d, int kind)
 {
     rv_dp_stream_t *s = d->s;
-    static const uint32_t flag_of[] = { DP_F_UF, DP_F_UC, DP_F_UPE, DP_F_UT, DP_F_UT, DP_F_OM };
+    static const uint32_t flag_of[] = { DP_F_UF, DP_F_UC, DP_F_UPE, DP_F_UT, DP_F_UT, DP_F_OM, DP_F_UF };
     uint32_t flag = flag_of[kind];
     rv_cstats_t *cs = cstats(d);
     if (cs && kind == F_CONNECT)
         rv_ctr_add(&cs->connect_fail, 1);
+    if (cs && kind == F_TLS)
+        rv_ctr_add(&cs->tls_fail, 1);
     if (cs && (kind == F_TRY_TIMEOUT || kind == F_ROUTE_TIMEOUT))
         rv_ctr_add(&cs->timeouts, 1);
     if (kind == F_OOM)
@@ -462,6 +580,19 @@ static void fail(rv_dp_conn_t *d, int kind)
         rv_dp_local_reply(d, 503, RV_STR("upstream connect error or disconnect/reset before headers"),
                           RV_STR_NULL, flag);
         break;
+    case F_TLS: {
+        /* Envoy's wording, with the transport failure reason */
+        static const char pre[] = "upstream connect error or disconnect/reset before headers. reset reason: "
+                                  "connection failure, transport failure reason: TLS error: ";
+        char *body = s->arena ? rv_arena_alloc(s->arena, sizeof(pre) - 1 + s->up_fail.len) : NULL;
+        if (body) {
+            memcpy(body, pre, sizeof(pre) - 1);
+            memcpy(body + sizeof(pre) - 1, s->up_fail.ptr, s->up_fail.len);
+        }
+        rv_dp_local_reply(d, 503, body ? rv_str(body, sizeof(pre) - 1 + s->up_fail.len) : RV_STR("upstream TLS error"),
+                          RV_STR_NULL, flag);
+        break;
+    }
     case F_PROTOCOL:
         rv_dp_local_reply(d, 502,
                           RV_STR("upstream connect error or disconnect/reset before headers. "
@@ -514,10 +645,11 @@ static void start_try(rv_dp_conn_t *d, int mode)
     s->resp_off = s->resp_scan = s->resp_raw = 0;
     s->up_attempts++;
     s->try_start = rv_loop_now(&w->loop);
-    rv_dp_upconn_t *u = mode == TRY_STALE ? NULL : pool_get(w, &e->addr);
+    uint64_t key = pool_key(c, e);
+    rv_dp_upconn_t *u = mode == TRY_STALE ? NULL : pool_get(w, &e->addr, key);
     if (!u) {
         bool oom;
-        u = up_connect(w, e, &oom);
+        u = up_connect(w, c, e, key, &oom);
         if (!u) {
             s->up_state = UP_CONNECTING;
             fail(d, oom ? F_OOM : F_CONNECT);
@@ -557,11 +689,6 @@ void rv_dp_proxy_start(rv_dp_conn_t *d)
         return;
     }
     s->cluster = &es->clusters[s->dest->cluster];
-    if (s->cluster->tls) {
-        /* never plain text to an upstream configured for TLS */
-        rv_dp_local_reply(d, 503, RV_STR("upstream TLS is not available in this build"), RV_STR_NULL, DP_F_UF);
-        return;
-    }
     if (!s->arena && !(s->arena = rv_dp_arena_get(w))) {
         rv_ctr_add(&w->st->oom, 1);
         rv_dp_local_reply(d, 503, RV_STR("out of memory"), RV_STR_NULL, DP_F_OM);
@@ -830,6 +957,26 @@ bool rv_dp_up_step(rv_dp_conn_t *d)
         }
         if (!u->connected)
             return false;
+        if (u->tls.ssl && !rv_tls_handshake_done(&u->tls)) {
+            int hr = rv_tls_handshake(&u->tls);
+            if (hr == RV_EAGAIN) {
+                if (rv_tls_want(&u->tls) == RV_TLS_WANT_READ)
+                    u->can_read = false;
+                else if (rv_tls_want(&u->tls) == RV_TLS_WANT_WRITE)
+                    u->can_write = false;
+                return false;
+            }
+            if (hr != 0) {
+                char why[256];
+                size_t n = rv_tls_client_failure(u->tls.ssl, rv_tls_reason(&u->tls), why, sizeof(why));
+                s->up_fail = s->arena ? rv_arena_str(s->arena, rv_str(why, n)) : RV_STR_NULL;
+                fail(d, F_TLS);
+                return true;
+            }
+            rv_cstats_t *cs = cstats(d);
+            if (cs)
+                rv_ctr_add(rv_tls_resumed(&u->tls) ? &cs->tls_resumed : &cs->tls_full, 1);
+        }
         s->up_state = UP_ACTIVE;
         arm_try_timer(d);
         p = true;
@@ -846,10 +993,25 @@ bool rv_dp_up_step(rv_dp_conn_t *d)
             iov[n++] = (struct iovec){ d->in + s->body_fwd, body };
         }
         if (n > 0) {
-            ssize_t wr = writev(u->io.fd, iov, n);
+            ssize_t wr;
+            if (u->tls.ssl) {
+                wr = rv_tls_writev(&u->tls, iov, n);
+                if (wr == RV_EAGAIN) {
+                    errno = EAGAIN;
+                    wr = -1;
+                } else if (wr < 0) {
+                    errno = EIO;
+                    wr = -1;
+                }
+            } else {
+                wr = writev(u->io.fd, iov, n);
+            }
             if (wr < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    u->can_write = false;
+                    /* TLS may wait for the socket to be readable (renegotiation): then
+                     * the next readable event retries */
+                    if (!u->tls.ssl || rv_tls_want(&u->tls) == RV_TLS_WANT_WRITE)
+                        u->can_write = false;
                 } else if (errno != EINTR) {
                     u->noreuse = true;
                     if (s->resp_any == 0 && s->resp_state == RS_NONE) {
@@ -862,7 +1024,7 @@ bool rv_dp_up_step(rv_dp_conn_t *d)
                 size_t left = (size_t)wr, total = 0;
                 for (int i = 0; i < n; i++)
                     total += iov[i].iov_len;
-                if ((size_t)wr < total)
+                if ((size_t)wr < total && (!u->tls.ssl || rv_tls_want(&u->tls) == RV_TLS_WANT_WRITE))
                     u->can_write = false;
                 while (left && s->uh_i < s->uh_n) {
                     struct iovec *v = &s->uh[s->uh_i];
@@ -889,11 +1051,28 @@ bool rv_dp_up_step(rv_dp_conn_t *d)
             return true;
         }
         size_t space = DP_BUF_SIZE - u->in_len;
-        ssize_t n = read(u->io.fd, u->in + u->in_len, space);
+        ssize_t n;
+        if (u->tls.ssl) {
+            n = rv_tls_read(&u->tls, u->in + u->in_len, space);
+            if (n == RV_EAGAIN && rv_tls_want(&u->tls) == RV_TLS_WANT_WRITE) {
+                u->can_write = false;   /* the read resumes when writable: can_read stays set */
+                n = -1;
+                errno = EINTR;          /* nothing else to do below */
+            } else if (n == RV_EAGAIN) {
+                errno = EAGAIN;
+                n = -1;
+            } else if (n < 0) {
+                errno = EIO;
+                n = -1;
+            }
+        } else {
+            n = read(u->io.fd, u->in + u->in_len, space);
+        }
         if (n > 0) {
             u->in_len += (uint32_t)n;
             s->resp_any += (uint64_t)n;
-            if ((size_t)n < space && !u->rdhup)
+            if (u->tls.ssl ? (size_t)n < space && rv_tls_want(&u->tls) == RV_TLS_WANT_READ
+                           : (size_t)n < space && !u->rdhup)
                 u->can_read = false;
             p = true;
         } else if (n == 0) {

@@ -16,6 +16,7 @@
 
 #include "core/err.h"
 #include "tls/client.h"
+#include "tls/tls.h"
 
 static unsigned char id_salt[32];
 static pthread_once_t salt_once = PTHREAD_ONCE_INIT;
@@ -220,9 +221,10 @@ int rv_tls_client_new(const rv_tls_client_opts_t *o, rv_tls_client_t **out, char
     if (!c->ctx)
         goto bad;
     SSL_CTX *ctx = c->ctx;
-    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-                              SSL_MODE_RELEASE_BUFFERS);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | (o->allow_reneg ? 0 : SSL_OP_NO_RENEGOTIATION));
+    if (rv_tls_ctx_defaults(ctx, false) != 0)
+        goto bad;
+    if (!o->allow_reneg)
+        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_min_proto_version(ctx, o->min_ver > 0 && o->min_ver <= 4 ? proto_of[o->min_ver] : TLS1_2_VERSION);
     if (o->max_ver > 0 && o->max_ver <= 4)
         SSL_CTX_set_max_proto_version(ctx, proto_of[o->max_ver]);
@@ -312,39 +314,26 @@ void rv_tls_client_free(rv_tls_client_t *c)
     free(c);
 }
 
-SSL *rv_tls_client_ssl(const rv_tls_client_t *c, rv_str_t sni, rv_str_t verify_name)
+int rv_tls_client_verify_name(const rv_tls_client_t *c, SSL *ssl, rv_str_t verify_name)
 {
     char name[256];
-    SSL *ssl = SSL_new(c->ctx);
-    if (!ssl)
-        return NULL;
-    SSL_set_connect_state(ssl);
-    if (sni.len) {
-        if (sni.len >= sizeof(name))
-            goto bad;
-        memcpy(name, sni.ptr, sni.len);
-        name[sni.len] = '\0';
-        if (SSL_set_tlsext_host_name(ssl, name) != 1)
-            goto bad;
+    if (c->check_san)
+        return 0;
+    if (!verify_name.len || verify_name.len >= sizeof(name))
+        return RV_EINVAL;
+    memcpy(name, verify_name.ptr, verify_name.len);
+    name[verify_name.len] = '\0';
+    X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+    unsigned char ip[16];
+    bool is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
+    int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name) : SSL_set1_host(ssl, name);
+    if (ok != 1) {
+        ERR_clear_error();
+        return RV_EINVAL;
     }
-    if (!c->check_san) {
-        if (!verify_name.len || verify_name.len >= sizeof(name))
-            goto bad;
-        memcpy(name, verify_name.ptr, verify_name.len);
-        name[verify_name.len] = '\0';
-        X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
-        unsigned char ip[16];
-        bool is_ip = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
-        if (is_ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, name) != 1 : SSL_set1_host(ssl, name) != 1)
-            goto bad;
-        if (!is_ip)
-            X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    }
-    return ssl;
-bad:
-    ERR_clear_error();
-    SSL_free(ssl);
-    return NULL;
+    if (!is_ip)
+        X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    return 0;
 }
 
 size_t rv_tls_client_failure(SSL *ssl, const char *what, char *out, size_t cap)

@@ -63,11 +63,12 @@ int rv_tls_client_new(const rv_tls_client_opts_t *o, rv_tls_client_t **out, char
 void rv_tls_client_free(rv_tls_client_t *c);
 
 /*
- * A new client SSL for one upstream connection: SNI set when sni is non-empty, the
- * certificate name check set to verify_name (a host name or IP literal) unless the context
- * checks verifySubjectAltName. NULL on OOM or an unusable name. Any thread.
+ * Set the certificate name check of a client SSL (made from c->ctx, before its handshake) to
+ * verify_name - a host name or an IP literal, not NUL-terminated - unless the context checks
+ * verifySubjectAltName instead. Returns 0, or RV_EINVAL for an unusable name (empty or too
+ * long: the handshake must not go ahead unchecked). Any thread.
  */
-SSL *rv_tls_client_ssl(const rv_tls_client_t *c, rv_str_t sni, rv_str_t verify_name);
+int rv_tls_client_verify_name(const rv_tls_client_t *c, SSL *ssl, rv_str_t verify_name);
 
 /*
  * The hook every context's new-session callback calls: it takes ownership of sess when it

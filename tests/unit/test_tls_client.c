@@ -110,13 +110,17 @@ static void test_contexts(void)
     CHECK(mk(&o2, &c2, err) == 0 && c2 && !c2->has_cert, "oneWayTls: no client certificate presented");
     rv_tls_client_free(c2);
 
-    SSL *ssl = rv_tls_client_ssl(c, RV_STR("api.test"), RV_STR("api.test"));
-    CHECK(ssl && SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) &&
-              !strcmp(SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), "api.test"),
-          "SSL carries the SNI");
+    SSL *ssl = SSL_new(c->ctx);
+    CHECK(ssl && rv_tls_client_verify_name(c, ssl, RV_STR("api.test")) == 0 &&
+              !strcmp(SSL_get0_peername(ssl) ? SSL_get0_peername(ssl) : X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0),
+                      "api.test"),
+          "the host name to verify is set on the SSL");
     SSL_free(ssl);
-    ssl = rv_tls_client_ssl(c, RV_STR_NULL, RV_STR("127.0.0.1"));
-    CHECK(ssl && !SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name), "no SNI for an IP endpoint; IP checked instead");
+    ssl = SSL_new(c->ctx);
+    CHECK(ssl && rv_tls_client_verify_name(c, ssl, RV_STR("127.0.0.1")) == 0 &&
+              !X509_VERIFY_PARAM_get0_host(SSL_get0_param(ssl), 0),
+          "an IP endpoint is checked as an IP, not a host name");
+    CHECK(ssl && rv_tls_client_verify_name(c, ssl, RV_STR_NULL) == RV_EINVAL, "no name: refused (never unchecked)");
     SSL_free(ssl);
     rv_tls_client_free(c);
 
@@ -160,8 +164,8 @@ static void test_contexts(void)
     o2.san = sans;
     o2.nsan = 2;
     CHECK(mk(&o2, &c2, err) == 0 && c2->check_san, "verifySubjectAltName checked by the context");
-    ssl = c2 ? rv_tls_client_ssl(c2, RV_STR_NULL, RV_STR_NULL) : NULL;
-    CHECK(ssl != NULL, "with SAN names the endpoint name is not needed");
+    ssl = c2 ? SSL_new(c2->ctx) : NULL;
+    CHECK(ssl && rv_tls_client_verify_name(c2, ssl, RV_STR_NULL) == 0, "with SAN names the endpoint name is not needed");
     SSL_free(ssl);
     rv_tls_client_free(c2);
     o2 = (rv_tls_client_opts_t){ 0 };
