@@ -684,6 +684,9 @@ class ConsulDouble(DoubleBase):
         self._ticker = None
         self._started = False
         self.blocking_queries = 0  # in flight now (Consul's rpc.queries_blocking gauge)
+        self._changes = 0          # bumped with every wake-up of blocked queries (_notify)
+        self._blocked = {}         # request path -> blocking queries waiting on it now
+        self._block_returns = {}   # request path -> blocking queries that returned (any reason)
         self._init_state()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -711,11 +714,31 @@ class ConsulDouble(DoubleBase):
             self._agent_svcs = {}   # service id -> _Svc (node = agent node)
             self._agent_chks = {}   # check id -> _Chk
             self._requests = []
-            self._cond.notify_all()
+            self._notify()
+
+    def _notify(self):
+        """Wake the blocked queries: something they may watch changed (caller holds the lock).
+        A blocked query re-evaluates its result only after such a wake-up, so thousands of
+        them cost nothing while nothing changes."""
+        self._changes += 1
+        self._cond.notify_all()
+
+    def blocked_now(self, path_prefix=""):
+        """{request path: blocking queries waiting on it now} for paths under path_prefix (a
+        test's view of which watches a client holds open; Consul itself has only the total,
+        the rpc.queries_blocking gauge)."""
+        with self._lock:
+            return {p: n for p, n in self._blocked.items() if n and p.startswith(path_prefix)}
+
+    def blocking_returns(self, path_prefix=""):
+        """{request path: blocking queries on it that have returned} (woken by a change,
+        timed out, or cut), under path_prefix."""
+        with self._lock:
+            return {p: n for p, n in self._block_returns.items() if p.startswith(path_prefix)}
 
     def _on_stop(self):
         with self._cond:
-            self._cond.notify_all()
+            self._notify()
 
     def reset(self):
         """Forget every key, service and fault; indexes start over."""
@@ -741,7 +764,7 @@ class ConsulDouble(DoubleBase):
             d = self._dc(dc)
             _, changed = d.kv_set(key, bytes(value), flags)
             if changed:
-                self._cond.notify_all()
+                self._notify()
             return d.kv[key].modify
 
     def kv_get(self, key, dc=None):
@@ -757,7 +780,7 @@ class ConsulDouble(DoubleBase):
             d = self._dc(dc)
             _, changed = d.kv_delete_tree(key) if recurse else d.kv_delete(key)
             if changed:
-                self._cond.notify_all()
+                self._notify()
             return changed
 
     def kv_index(self, prefix, dc=None):
@@ -771,7 +794,7 @@ class ConsulDouble(DoubleBase):
             op = _Op(d)
             d.ensure_node(op, _Node(node, _node_uuid(d.name + "/" + node), address, tagged, meta))
             op.finish()
-            self._cond.notify_all()
+            self._notify()
             return op.idx
 
     def deregister_node(self, node, dc=None):
@@ -780,7 +803,7 @@ class ConsulDouble(DoubleBase):
             op = _Op(d)
             d.delete_node(op, node)
             op.finish()
-            self._cond.notify_all()
+            self._notify()
 
     def register_service(self, name, service_id=None, address="", port=0, tags=(), meta=None,
                          node=None, node_address=None, dc=None, health=None, weights=None):
@@ -812,7 +835,7 @@ class ConsulDouble(DoubleBase):
                 d.ensure_check(op, _Chk(node, "service:" + sid, "Service '%s' check" % name, health,
                                         service_id=sid))
             op.finish()
-            self._cond.notify_all()
+            self._notify()
             return sid
 
     def deregister_service(self, service_id, node=None, dc=None):
@@ -828,7 +851,7 @@ class ConsulDouble(DoubleBase):
             op = _Op(d)
             d.delete_service(op, node, service_id)
             op.finish()
-            self._cond.notify_all()
+            self._notify()
 
     def set_check_status(self, check_id, status, node=None, dc=None, output=""):
         """Flip a check (any type; agent TTL checks too). node defaults to the agent's node."""
@@ -853,7 +876,7 @@ class ConsulDouble(DoubleBase):
             op = _Op(d)
             d.ensure_check(op, c)
             op.finish()
-            self._cond.notify_all()
+            self._notify()
 
     def set_node_health(self, status, node=None, dc=None):
         """The node's serfHealth check (counts for every service on the node)."""
@@ -867,7 +890,7 @@ class ConsulDouble(DoubleBase):
 
     def _faults_changed(self):
         with self._cond:
-            self._cond.notify_all()
+            self._notify()
 
     def _after_clear(self, kind):
         DoubleBase._after_clear(self, kind)  # down: listening again, hung connections dropped
@@ -902,13 +925,13 @@ class ConsulDouble(DoubleBase):
         with self._cond:
             d = self._dc(dc)
             d.rebase(delta if delta is not None else max(1, d.raft // 2))
-            self._cond.notify_all()
+            self._notify()
             return d.raft
 
     def reap_tombstones(self, dc=None):
         with self._cond:
             self._dc(dc).reap_tombstones()
-            self._cond.notify_all()
+            self._notify()
 
     # -- housekeeping --------------------------------------------------------------------------------
     def _tick(self):
@@ -961,7 +984,7 @@ class ConsulDouble(DoubleBase):
             if c.service_id == "" and d.ensure_check(_Op(d), c):
                 changed = True
         if changed:
-            self._cond.notify_all()
+            self._notify()
 
     # -- connections ---------------------------------------------------------------------------------
     @staticmethod
@@ -1170,8 +1193,11 @@ class ConsulDouble(DoubleBase):
         return _Authz(_accessor(ctx.token), False, self.acl_tokens[ctx.token],
                       "deny" if self.acl_default_policy == "deny" else "write")
 
-    def _blocking(self, ctx, d, compute):
-        """Server.blockingQuery: compute() -> (index, result, not_found, filtered)."""
+    def _blocking(self, ctx, d, compute, peek=None):
+        """Server.blockingQuery: compute() -> (index, result, not_found, filtered). peek(), when
+        given, is compute()'s index alone, cheap: a wake-up whose peek() is still at or below
+        the query's index does not compute the result (what a change elsewhere costs a
+        blocked query is then one dictionary lookup)."""
         min_idx = ctx.index
         index0 = self._faults.peek("index_zero") is not None
         idx, res, nf, filt = compute()
@@ -1186,17 +1212,27 @@ class ConsulDouble(DoubleBase):
         deadline = time.monotonic() + timeout
         gen = d.generation
         notfound = nf
+        seen = self._changes
+        path = ctx.req.path
         self.blocking_queries += 1
+        self._blocked[path] = self._blocked.get(path, 0) + 1
         try:
             while idx <= min_idx:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._stopping.is_set():
                     break
-                self._cond.wait(min(remaining, 0.25))
+                # a slice, to notice a client that went away; longer when thousands wait
+                self._cond.wait(min(remaining, 0.25 if self.blocking_queries <= 64 else 1.0))
                 if _client_gone(ctx.req.conn):
                     raise _ClientGone()
                 if not ctx.stale and self._leader_lost(d.name):
                     raise _HTTPError(500, "No cluster leader")
+                if self._changes == seen:
+                    continue    # nothing was written: the answer cannot have changed
+                seen = self._changes
+                if (peek is not None and d.generation == gen
+                        and self._faults.peek("index_zero") is None and peek() <= min_idx):
+                    continue
                 idx, res, nf, filt = compute()
                 if self._faults.peek("index_zero") is not None:
                     idx = 0
@@ -1208,6 +1244,8 @@ class ConsulDouble(DoubleBase):
                     notfound = True
         finally:
             self.blocking_queries -= 1
+            self._blocked[path] -= 1
+            self._block_returns[path] = self._block_returns.get(path, 0) + 1
         return idx, res, filt
 
     def _meta(self, ctx, d, idx, filtered=False, consistency=True):
@@ -1364,7 +1402,7 @@ class ConsulDouble(DoubleBase):
                 authz.need("key", key, "write")
             ok, changed = d.kv_set(key, body, flags, cas)
             if changed:
-                self._cond.notify_all()
+                self._notify()
         return self._json(ctx, ok if cas is not None else True)
 
     def _kv_delete(self, ctx, key):
@@ -1389,7 +1427,7 @@ class ConsulDouble(DoubleBase):
             else:
                 ok, changed = d.kv_delete(key, cas)
             if changed:
-                self._cond.notify_all()
+                self._notify()
         return self._json(ctx, ok if cas is not None else True)
 
     # -- catalog and health ------------------------------------------------------------------------------
@@ -1442,7 +1480,7 @@ class ConsulDouble(DoubleBase):
                             tags.append(t)
                 return idx, _sorted_map(out), False, filtered
 
-            idx, res, filt = self._blocking(ctx, d, compute)
+            idx, res, filt = self._blocking(ctx, d, compute, lambda: d.tables["services"])
             self._meta(ctx, d, idx, filt)
             if ctx.cached:
                 ctx.headers["X-Cache"] = "MISS"
@@ -1482,7 +1520,7 @@ class ConsulDouble(DoubleBase):
                 idx, pairs, filt = self._instances(ctx, d, name, authz, nm, tags, False)
                 return idx, [self._catalog_entry(d, s, n) for s, n in pairs], False, filt
 
-            idx, res, filt = self._blocking(ctx, d, compute)
+            idx, res, filt = self._blocking(ctx, d, compute, lambda: d.service_index(name, False))
             self._meta(ctx, d, idx, filt)
             if ctx.cached:
                 ctx.headers["X-Cache"] = "MISS"
@@ -1505,7 +1543,7 @@ class ConsulDouble(DoubleBase):
                 idx, pairs, filt = self._instances(ctx, d, name, authz, nm, tags, True)
                 return idx, [self._health_entry(d, s, n) for s, n in pairs], False, filt
 
-            idx, res, filt = self._blocking(ctx, d, compute)
+            idx, res, filt = self._blocking(ctx, d, compute, lambda: d.service_index(name, True))
             self._meta(ctx, d, idx, filt)
             if ctx.cached:
                 ctx.headers["X-Cache"] = "MISS"
@@ -1603,7 +1641,7 @@ class ConsulDouble(DoubleBase):
                 d.ensure_check(op, _Chk(node, c.get("checkid") or c.get("name") or "", c.get("name") or "",
                                         st, c.get("notes") or "", c.get("output") or "", sid))
             op.finish()
-            self._cond.notify_all()
+            self._notify()
         return self._json(ctx, True)
 
     def _ep_catalog_deregister(self, ctx):
@@ -1628,7 +1666,7 @@ class ConsulDouble(DoubleBase):
             else:
                 d.delete_node(op, node)
             op.finish()
-            self._cond.notify_all()
+            self._notify()
         return self._json(ctx, True)
 
     # -- agent ------------------------------------------------------------------------------------------

@@ -1426,3 +1426,96 @@ def test_process_mode():
         os.kill(p.pid, signal.SIGTERM)
         rc = p.wait(5)
     assert rc == 0
+
+
+# --------------------------------------------------------------------------------------------
+# Many blocking queries at once (a discovery client holds one per service)
+
+
+def _blocking_get(port, path):
+    """Send one GET on a new connection and return the socket without reading the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % path).encode())
+    return s
+
+
+def _read_answer(s):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        c = s.recv(65536)
+        if not c:
+            break
+        data += c
+    head, _, body = data.partition(b"\r\n\r\n")
+    n = int(re_search(rb"(?i)content-length: *(\d+)", head) or 0)
+    while len(body) < n:
+        c = s.recv(65536)
+        if not c:
+            break
+        body += c
+    return head, body
+
+
+def re_search(pat, data):
+    import re
+    m = re.search(pat, data)
+    return m.group(1) if m else None
+
+
+def test_many_blocked_health_queries_one_change_wakes_only_its_own(double):
+    d = double.double
+    n = 300
+    names = ["many-%03d" % i for i in range(n)]
+    for i, name in enumerate(names):
+        d.register_service(name, service_id=name + "-0", address="127.0.0.1", port=20000 + i, health="passing")
+    idx = {}
+    for name in names:
+        r = double.req("GET", "/v1/health/service/" + name)
+        assert r.status == 200 and len(r.json()) == 1
+        idx[name] = r.index
+    socks = {name: _blocking_get(double.port, "/v1/health/service/%s?index=%d&wait=60s" % (name, idx[name]))
+             for name in names}
+    try:
+        deadline = time.monotonic() + 20
+        while len(d.blocked_now("/v1/health/service/many-")) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        held = d.blocked_now("/v1/health/service/many-")
+        assert len(held) == n and set(held.values()) == {1}, held
+        assert d.blocking_returns("/v1/health/service/many-") == {}
+        victim = names[n // 2]
+        d.set_check_status("service:%s-0" % victim, "critical")
+        head, body = _read_answer(socks[victim])
+        assert b" 200 " in head.split(b"\r\n")[0]
+        assert json.loads(body)[0]["Checks"][-1]["Status"] == "critical"
+        assert int(re_search(rb"(?i)x-consul-index: *(\d+)", head)) > idx[victim]
+        # the change woke its own query only: every other one is still blocked, none returned
+        assert d.blocking_returns("/v1/health/service/many-") == {"/v1/health/service/" + victim: 1}
+        held = d.blocked_now("/v1/health/service/many-")
+        assert len(held) == n - 1 and "/v1/health/service/" + victim not in held
+    finally:
+        for s in socks.values():
+            s.close()
+    # clients gone: the double lets go of their queries
+    deadline = time.monotonic() + 10
+    while d.blocked_now("/v1/health/service/many-") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert d.blocked_now("/v1/health/service/many-") == {}
+    assert sum(d.blocking_returns("/v1/health/service/many-").values()) == n
+
+
+def test_blocked_query_counters_count_a_timeout(double):
+    d = double.double
+    d.register_service("solo", service_id="solo-0", address="127.0.0.1", port=20001, health="passing")
+    r = double.req("GET", "/v1/health/service/solo")
+    th, box = in_thread(lambda: double.req("GET", "/v1/health/service/solo?index=%d&wait=300ms" % r.index))
+    deadline = time.monotonic() + 5
+    while not d.blocked_now("/v1/health/service/solo") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert d.blocked_now("/v1/health/service/solo") == {"/v1/health/service/solo": 1}
+    th.join(5)
+    assert box["r"].index == r.index
+    assert d.blocked_now("/v1/health/service/solo") == {}
+    assert d.blocking_returns("/v1/health/service/solo") == {"/v1/health/service/solo": 1}
+    # a plain read is no blocking query
+    double.req("GET", "/v1/health/service/solo")
+    assert d.blocking_returns("/v1/health/service/solo") == {"/v1/health/service/solo": 1}

@@ -361,3 +361,50 @@ def test_endpoint_changes_keep_route_tables(cfg, backend, rivet, consul):
     assert "health checks" in st["reason"], st
     assert cfg_version(rv) > version
     assert rv.get("/", timeout=5).status == 503
+
+
+def test_health_change_converges_while_other_watches_stay_blocked(cfg, backend, rivet, consul):
+    """300 services: rivet holds one blocking health query per service at once, so a check
+    change on one service reaches traffic through that service's own query, while the query of
+    every other service is still blocked in Consul (none of them returned in between: the change
+    did not wait for other services' queries to time out or take turns). Counted by the double."""
+    need_double(consul)
+    fleet = unique("fleet")
+    names = ["%s-%03d" % (fleet, i) for i in range(300)]
+    target = names[137]
+    bs = [named(backend, "b%d" % i) for i in range(2)]
+    for i, b in enumerate(bs):
+        consul.register_service(target, service_id="%s-%d" % (target, i), address="127.0.0.1", port=b.port,
+                                health="passing")
+    for i, name in enumerate(names):
+        if name != target:
+            consul.register_service(name, service_id=name + "-0", address="127.0.0.1", port=1 + i, health="passing")
+    (cfg.root / NS).mkdir(parents=True, exist_ok=True)
+    # consul.waitTime (Gloo's wait for blocking queries): long, so that no query times out
+    # while the test runs and every return the double counts is a wake-up by a change
+    (cfg.root / NS / "default.yaml").write_text("consul: {waitTime: 600s, serviceDiscovery: {}}\n")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=target)])
+    rv = rivet(cfg, env={"CONSUL_HTTP_ADDR": consul.addr})
+    paths = {"/v1/health/service/" + n for n in names}
+
+    def held():
+        return set(consul.blocked_now("/v1/health/service/" + fleet)) == paths
+    wait_for(held, timeout=30, msg="a blocking health query held for each of the 300 services")
+    count, fails = hits(rv, bs, 20)
+    assert fails == 0 and count["b0"] > 0 and count["b1"] > 0, count
+    before = consul.blocking_returns("/v1/health/service/" + fleet)
+
+    consul.set_check_status("service:%s-1" % target, "critical")
+    wait_for(lambda: hits(rv, bs, 8)[0]["b1"] == 0, timeout=15, msg="b1 out of rotation")
+
+    after = consul.blocking_returns("/v1/health/service/" + fleet)
+    still = consul.blocked_now("/v1/health/service/" + fleet)
+    tpath = "/v1/health/service/" + target
+    others = paths - {tpath}
+    moved = sorted(p for p in others if after.get(p, 0) != before.get(p, 0))
+    assert not moved, "other services' queries returned before the change converged: %s" % moved[:5]
+    assert others <= set(still), "other services' queries no longer held: %s" % sorted(others - set(still))[:5]
+    assert after.get(tpath, 0) > before.get(tpath, 0), "the change came through the target's own query"
+    count, fails = hits(rv, bs, 20)
+    assert fails == 0 and count == {"b0": 20, "b1": 0}, count
