@@ -38,8 +38,15 @@ WRK_SCENARIOS = {          # name: (connections, path)
     "c256": (256, "/"),
     "16k": (50, "/16k"),
 }
-ALL_SCENARIOS = ["idle", "c50", "c256", "16k", "routes", "propagation", "consul-kv", "consul-scale"]
+TLS_SCENARIOS = {          # name: (connections, path, request headers); the proxies terminate TLS
+    "https": (50, "/", ()),
+    "tls-handshake": (50, "/", ("Connection: close",)),     # a new connection (full handshake) per request
+}
+TLS_TARGETS = ["nginx", "haproxy", "rivet"]
+ALL_SCENARIOS = ["idle", "c50", "c256", "16k", "routes", "propagation", "consul-kv", "consul-scale",
+                 "https", "tls-handshake"]
 DEFAULT_SCENARIOS = ["idle", "c50", "c256", "16k", "routes", "propagation", "consul-kv"]
+OPT_IN = {"consul-scale", "https", "tls-handshake"}
 BURST_GAP_MS = 20.0        # consul-kv's short back-to-back series (shows the watch-loop limiter)
 RIVET_ONLY = {"routes", "propagation", "consul-kv", "consul-scale"}
 
@@ -103,17 +110,29 @@ class Run:
             self.skipped[name] = why
             log(f"SKIP {name}: {why}")
 
-    def start_target(self, name, tag=None):
-        """Started and checked target, or None (and the target is skipped with a reason)."""
+    def make_tls_target(self, name):
+        a = self.a
+        if name == "nginx":
+            return T.NginxTls(self.tmp, a.proxy_cpu, self.origin.port, self.pki)
+        if name == "haproxy":
+            return T.HAProxyTls(self.tmp, a.proxy_cpu, self.origin.port, self.pki)
+        if name == "rivet":
+            return T.RivetTls(self.tmp, a.proxy_cpu, self.origin.port, self.rivet_bin, self.pki)
+        raise ValueError(name)
+
+    def start_target(self, name, tag=None, tls=False):
+        """Started and checked target, or None (and the target is skipped with a reason).
+        tls: the target terminating TLS (skipped as "<name> (TLS)" when it cannot)."""
         if name == "rivet" and not self.rivet_usable():
             return None
-        t = self.make_target(name, tag)
+        t = self.make_tls_target(name) if tls else self.make_target(name, tag)
         t.start()
         ok, why = t.check(self.a.ready_timeout)
         if not ok:
             tail = t.proc.log_tail() if t.proc else ""
             t.stop()
-            self.skip(name, f"did not become ready: {why}" + (f"\n--- its log:\n{tail}" if tail else ""))
+            self.skip(name + (" (TLS)" if tls else ""),
+                      f"did not become ready: {why}" + (f"\n--- its log:\n{tail}" if tail else ""))
             return None
         return t
 
@@ -197,6 +216,9 @@ class Run:
         for sc in a.scenarios:
             if sc in WRK_SCENARIOS:
                 s += nt * (max(1, a.warmup) + 0.3) + a.rounds * nt * (max(1, a.duration) + 0.3)
+            if sc in TLS_SCENARIOS:
+                ntls = len([n for n in self.target_names if n in TLS_TARGETS])
+                s += ntls * (max(1, a.warmup) + 0.3) + a.rounds * ntls * (max(1, a.duration) + 0.3)
         if "routes" in a.scenarios and "rivet" in self.target_names:
             cases = len(a.route_layouts) * len(a.route_sizes)
             big = sum(n / 10000 for n in a.route_sizes) / max(1, len(a.route_sizes))
@@ -264,6 +286,46 @@ class Run:
             for pos, name in enumerate(self.order(names, rnd - 1), 1):
                 if name in live and name not in self.skipped:
                     self.wrk_round(scenario, rnd, pos, live[name], conns, path)
+
+    def scenario_tls(self, live, scenario):
+        """https / tls-handshake: the same wrk method against the proxies terminating TLS (the
+        origin stays plain HTTP). tls-handshake sends Connection: close, so every request is a
+        new TCP connection and a full TLS handshake (wrk resumes no session): req/s is
+        handshakes/s and CPU µs/req is the proxy's CPU per handshake + request."""
+        conns, path, headers = TLS_SCENARIOS[scenario]
+        names = [n for n in TLS_TARGETS if n in live]
+        log(f"{scenario}: {conns} connections over TLS, GET {path}"
+            f"{' (Connection: close: a full handshake per request)' if headers else ''}, "
+            f"{self.a.duration}s x {self.a.rounds} rounds, targets {' '.join(names)}")
+        for n in names:
+            self.warm(live[n], conns, path, headers)
+        for rnd in range(1, self.a.rounds + 1):
+            for pos, name in enumerate(self.order(names, rnd - 1), 1):
+                if name in live and name + " (TLS)" not in self.skipped:
+                    self.wrk_round(scenario, rnd, pos, live[name], conns, path, headers=headers)
+
+    def tls_scenarios(self):
+        a = self.a
+        sc = [s for s in a.scenarios if s in TLS_SCENARIOS]
+        if not sc:
+            return
+        if shutil.which("openssl") is None:
+            for s in sc:
+                self.skip_scenario(s, "the openssl CLI is missing (apt-get install openssl)")
+            return
+        self.pki = T.Pki(os.path.join(self.tmp, "pki"))
+        live = {}
+        for n in TLS_TARGETS:
+            if n in self.target_names:
+                t = self.start_target(n, tls=True)
+                if t is not None:
+                    live[n] = t
+        try:
+            for s in sc:
+                self.scenario_tls(live, s)
+        finally:
+            for t in live.values():
+                t.stop()
 
     # -----------------------------------------------------------------------------------------
     def poll_until(self, port, path, host, want_body, timeout):
@@ -732,6 +794,7 @@ class Run:
                 self.scenario_consul_kv()
             if "consul-scale" in a.scenarios:
                 self.scenario_consul_scale()
+            self.tls_scenarios()
         except Deadline as e:
             log(f"STOP: {e}; reporting what was measured")
             self.meta["stopped"] = str(e)
@@ -756,7 +819,7 @@ class Run:
         report.write_raw(raw, self.meta, self.records)
         log(f"raw results: {os.path.relpath(raw, ROOT)}")
         md = report.render(self.meta, self.records, raw_path=os.path.relpath(raw, ROOT),
-                           separate=separate_scale(a.results_dir, raw))
+                           separate=separate_runs(a.results_dir, raw))
         print(md)
         if a.doc:
             with open(a.doc, "w") as f:
@@ -765,14 +828,16 @@ class Run:
         return 0
 
 
-def separate_scale(results_dir, this_raw):
-    """The latest separate consul-scale measurement (opt-in scenario), paths relative to the
-    repository, for a report whose own run did not measure it."""
-    found = report.latest_with(results_dir, "consul-scale", exclude=this_raw)
-    if not found:
-        return None
-    path, meta, recs = found
-    return os.path.relpath(os.path.abspath(path), ROOT), meta, recs
+def separate_runs(results_dir, this_raw):
+    """{scenario: (raw path relative to the repository, meta, records)}: the latest separate
+    measurement of each opt-in scenario, for a report whose own run did not measure it."""
+    out = {}
+    for sc in sorted(OPT_IN):
+        found = report.latest_with(results_dir, sc, exclude=this_raw)
+        if found:
+            path, meta, recs = found
+            out[sc] = (os.path.relpath(os.path.abspath(path), ROOT), meta, recs)
+    return out
 
 
 def _status_kb(pid, field):
@@ -937,9 +1002,9 @@ def parse_args(argv):
     if a.route_layouts is None:
         a.route_layouts = ["spread"] if q else ["spread", "one-vhost"]
     if a.doc is None:
-        # a run of the opt-in consul-scale scenario alone leaves the doc to the full run, whose
-        # report shows the latest consul-scale raw file of --results-dir
-        only_optin = set(a.scenarios) <= {"consul-scale"} and a.scenarios != ["all"]
+        # a run of opt-in scenarios alone (consul-scale, https, tls-handshake) leaves the doc to
+        # the full run, whose report shows the latest raw file of --results-dir that has them
+        only_optin = set(a.scenarios) <= OPT_IN and a.scenarios != ["all"]
         a.doc = None if q or only_optin else os.path.join(ROOT, "doc", "benchmarks.md")
     elif a.doc == "none":
         a.doc = None
@@ -969,7 +1034,7 @@ def main(argv):
         if a.note:
             meta["note"] = (meta.get("note", "") + " " + a.note).strip()
         md = report.render(meta, recs, raw_path=os.path.relpath(os.path.abspath(a.report_only), ROOT),
-                           separate=separate_scale(a.results_dir, a.report_only))
+                           separate=separate_runs(a.results_dir, a.report_only))
         if a.doc:
             with open(a.doc, "w") as f:
                 f.write(md)

@@ -11,7 +11,19 @@ import statistics
 
 WRK = [("c50", "HTTP/1.1 keep-alive GET /, 50 connections (13-byte body)"),
        ("c256", "HTTP/1.1 keep-alive GET /, 256 connections (13-byte body)"),
-       ("16k", "HTTP/1.1 keep-alive GET /16k, 50 connections (16 KiB body)")]
+       ("16k", "HTTP/1.1 keep-alive GET /16k, 50 connections (16 KiB body)"),
+       ("https", "HTTPS keep-alive GET /, 50 connections, TLS terminated by the proxy (13-byte body)"),
+       ("tls-handshake", "New TLS connection per request (full handshake), 50 connections")]
+TLS_NOTE = {
+    "https": "The proxies terminate TLS (TLS 1.3, ECDSA P-256 certificate, OpenSSL 3 in all three) "
+             "and speak plain HTTP/1.1 to the same origin; wrk keeps its 50 TLS connections open, "
+             "so this is the steady cost of encryption plus proxying.",
+    "tls-handshake": "wrk sends `Connection: close`: every request opens a new TCP connection and "
+                     "does a full TLS 1.3 handshake (wrk resumes no session; ECDHE X25519 + ECDSA "
+                     "P-256), so *req/s* is new TLS connections per second and *CPU µs/req* is "
+                     "the proxy's CPU per handshake + request + close. The origin sees keep-alive "
+                     "connections from the proxies either way.",
+}
 TARGET_ORDER = ["direct", "nginx", "haproxy", "rivet"]
 
 
@@ -159,9 +171,24 @@ def latest_with(results_dir, scenario, exclude=None):
     return None
 
 
+def _provenance(w, path, smeta):
+    w(f"*Opt-in scenario, not part of the run above: from a separate run* "
+      f"(`{smeta.get('command', '?')}`, {smeta.get('date', '?')}, rivet "
+      f"{str(smeta.get('rivet', '?')).removeprefix('rivet ')}"
+      + (f", binary sha256 {smeta['rivet_sha256']}…" if smeta.get("rivet_sha256") else "")
+      + f", {smeta.get('rounds', '?')} rounds of {smeta.get('duration_s', '?')} s"
+      + f", load average at start {smeta.get('loadavg_start', '?')}; raw: `{path}`"
+      + (f"; note: {smeta['note']}" if smeta.get("note") else "")
+      + "".join(f"; skipped target {k}: {v}" for k, v in (smeta.get("skipped") or {}).items())
+      + ").")
+    w("")
+
+
 def render(meta, recs, raw_path="", separate=None):
-    """separate: (raw path, meta, records) of a separate consul-scale run, shown when this run
-    did not measure it (latest_with())."""
+    """separate: {scenario: (raw path, meta, records)} of separate runs of opt-in scenarios
+    (consul-scale, https, tls-handshake), each shown when this run did not measure it
+    (latest_with())."""
+    separate = separate or {}
     L = []
     w = L.append
     w("# Benchmarks")
@@ -226,16 +253,28 @@ def render(meta, recs, raw_path="", separate=None):
 
     for sc, title in WRK:
         rs = used(recs, sc)
+        origin = None
+        if not rs and sc in separate:
+            path, smeta, srecs = separate[sc]
+            recs_sc = [r for r in srecs if r.get("scenario") == sc]
+            rs = used(recs_sc, sc)
+            origin = (path, smeta, recs_sc)
         if not rs:
             continue
         w(f"## {title}")
         w("")
+        if origin:
+            _provenance(w, origin[0], origin[1])
+        if sc in TLS_NOTE:
+            w(TLS_NOTE[sc])
+            w("")
+        all_sc = origin[2] if origin else recs
         w("| target | req/s | ×nginx | p50 | ×nginx | p99 | ×nginx | CPU µs/req | ×nginx | proxy CPU use | origin conns opened | rounds |")
         w("|---|---|---|---|---|---|---|---|---|---|---|---|")
         names = [t for t in TARGET_ORDER if any(r["target"] == t for r in rs)]
         for t in names:
             tr = [r for r in rs if r["target"] == t]
-            allatt = [r for r in recs if r.get("scenario") == sc and r.get("target") == t]
+            allatt = [r for r in all_sc if r.get("scenario") == sc and r.get("target") == t]
             noisy = sum(1 for r in allatt if r.get("noisy"))
             left = sum(1 for r in tr if r.get("noisy"))
             errors = sum(r.get("errors", 0) for r in tr)
@@ -353,7 +392,7 @@ def render(meta, recs, raw_path="", separate=None):
             f1(p99_all) + " ms"]) + " |")
         w("")
 
-    consul_sections(meta, recs, w, separate)
+    consul_sections(meta, recs, w, separate.get("consul-scale"))
 
     # noise
     att = [r for r in recs if "other_pct" in r]

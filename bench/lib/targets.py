@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -279,10 +280,10 @@ class Rivet(Target):
         self.admin_port = free_port()
         self.custom = False     # True once write_base() was called by the caller
 
-    def write_base(self, vs_template="rivet/vs.yaml", **vals):
+    def write_base(self, vs_template="rivet/vs.yaml", gw_template="rivet/gw.yaml", **vals):
         self.custom = True
         gs = os.path.join(self.cfg, "{}", "gloo-system")
-        render("rivet/gw.yaml", os.path.join(gs.format("gateways"), "gw.yaml"), PORT=self.port)
+        render(gw_template, os.path.join(gs.format("gateways"), "gw.yaml"), PORT=self.port)
         render("rivet/origin.yaml", os.path.join(gs.format("upstreams"), "origin.yaml"),
                ORIGIN_PORT=self.origin_port)
         if vs_template:
@@ -308,6 +309,114 @@ class Rivet(Target):
         if not ok:
             return False, "admin /ready: " + why
         return Target.check(self, timeout)
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS scenarios (https, tls-handshake): the proxies terminate TLS in front of the same origin
+
+
+class Pki:
+    """The benchmark's server certificate: ECDSA P-256, self-signed, for bench.test and
+    127.0.0.1 (wrk does not verify). Made with the openssl CLI in dir."""
+
+    def __init__(self, d):
+        self.dir = d
+        os.makedirs(d, exist_ok=True)
+        self.cert = os.path.join(d, "cert.pem")
+        self.key = os.path.join(d, "key.pem")
+        self.pem = os.path.join(d, "cert+key.pem")     # HAProxy's form
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", self.key, "-out", self.cert, "-days", "2",
+                        "-subj", "/CN=bench.test", "-addext", "subjectAltName=DNS:bench.test,IP:127.0.0.1"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        with open(self.pem, "w") as out:
+            for f in (self.cert, self.key):
+                with open(f) as src:
+                    out.write(src.read())
+        for f in (self.cert, self.key, self.pem):
+            os.chmod(f, 0o644)      # nginx workers run as nobody
+
+
+def https_get(port, path="/", timeout=2.0):
+    """(status, body) of one GET over TLS on 127.0.0.1:port (certificate not checked), or
+    (None, error text)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+        c.request("GET", path)
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        return r.status, body
+    except (OSError, http.client.HTTPException) as e:
+        return None, str(e)
+
+
+class TlsTarget:
+    """Mixin: the target's url is https and its check speaks TLS."""
+
+    def url(self, path="/"):
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    def check(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and not self.proc.alive():
+                return False, f"exited with code {self.proc.p.returncode}"
+            st, body = https_get(self.port, "/", timeout=1.0)
+            if st == 200 and body == BODY_13:
+                return True, ""
+            last = (st, body[:120] if isinstance(body, bytes) else body)
+            time.sleep(0.05)
+        return False, f"no TLS answer after {timeout:.0f}s (last: {last})"
+
+
+class NginxTls(TlsTarget, NginxProxy):
+    def __init__(self, tmp, cpu, origin_port, pki, tag="nginx-tls"):
+        NginxProxy.__init__(self, tmp, cpu, origin_port, tag=tag)
+        self.pki = pki
+
+    def start(self):
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        mask = "1" + "0" * self.cpu
+        conf = render("proxy-nginx-tls.conf", os.path.join(self.dir, "nginx.conf"), DIR=self.dir,
+                      PORT=self.port, ORIGIN_PORT=self.origin_port, CPUMASK=mask, CERT=self.pki.cert,
+                      KEY=self.pki.key)
+        self.proc = Proc("nginx-tls", ["nginx", "-e", os.path.join(self.dir, "error.log"),
+                                       "-p", self.dir, "-c", conf], self.dir, cpu=self.cpu)
+
+
+class HAProxyTls(TlsTarget, HAProxy):
+    def __init__(self, tmp, cpu, origin_port, pki, tag="haproxy-tls"):
+        HAProxy.__init__(self, tmp, cpu, origin_port, tag=tag)
+        self.pki = pki
+
+    def start(self):
+        conf = render("haproxy-tls.cfg", os.path.join(self.dir, "haproxy.cfg"), DIR=self.dir,
+                      PORT=self.port, ORIGIN_PORT=self.origin_port, PEM=self.pki.pem)
+        self.proc = Proc("haproxy-tls", ["haproxy", "-db", "-f", conf], self.dir, cpu=self.cpu)
+
+
+class RivetTls(TlsTarget, Rivet):
+    """rivet with a Gateway ssl: true and the VirtualService's sslConfig.sslFiles."""
+
+    def __init__(self, tmp, cpu, origin_port, binary, pki, tag="rivet-tls"):
+        Rivet.__init__(self, tmp, cpu, origin_port, binary, tag=tag)
+        self.pki = pki
+
+    def start(self):
+        self.write_base(vs_template="rivet/vs-tls.yaml", gw_template="rivet/gw-tls.yaml",
+                        CERT=self.pki.cert, KEY=self.pki.key)
+        Rivet.start(self)
+
+    def check(self, timeout=10.0):
+        ok, why = self.ready(timeout)
+        if not ok:
+            return False, "admin /ready: " + why
+        return TlsTarget.check(self, timeout)
 
 
 # ---------------------------------------------------------------------------------------------
