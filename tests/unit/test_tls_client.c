@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "config/config-internal.h"
+#include "config/secret.h"
 #include "core/err.h"
 #include "test.h"
 #include "tls/client.h"
@@ -305,10 +306,119 @@ static void test_build(void)
     nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+/* "  " + each line of pem (a YAML block scalar's body) appended to out */
+static void indent_into(char *out, size_t cap, const char *pem)
+{
+    size_t o = strlen(out);
+    for (const char *p = pem; *p && o + 4 < cap;) {
+        out[o++] = ' ';
+        out[o++] = ' ';
+        while (*p && *p != '\n' && o + 2 < cap)
+            out[o++] = *p++;
+        if (*p == '\n')
+            p++;
+        out[o++] = '\n';
+    }
+    out[o] = '\0';
+}
+
+static void put_secret(const char *name, const char *cert, const char *key, const char *ca)
+{
+    static char doc[40000];
+    snprintf(doc, sizeof(doc), "metadata: {name: %s, namespace: gloo-system}\ntls:\n", name);
+    if (cert) {
+        strcat(doc, " certChain: |\n");
+        indent_into(doc, sizeof(doc), cert);
+    }
+    if (key) {
+        strcat(doc, " privateKey: |\n");
+        indent_into(doc, sizeof(doc), key);
+    }
+    if (ca) {
+        strcat(doc, " rootCa: |\n");
+        indent_into(doc, sizeof(doc), ca);
+    }
+    char rel[256];
+    snprintf(rel, sizeof(rel), "secrets/gloo-system/%s.yaml", name);
+    put(rel, doc);
+}
+
+/* secretRef through the secret table (directory source), as rivet run wires it. */
+static void test_secret_ref(void)
+{
+    snprintf(tmp, sizeof(tmp), "/tmp/rivet-test-tls-XXXXXX");
+    if (!mkdtemp(tmp)) {
+        CHECK(0, "mkdtemp");
+        return;
+    }
+    put_secret("mtls", a.cert, a.key, b.cert);
+    put_secret("caonly", NULL, NULL, b.cert);
+    put_secret("mismatch", a.cert, b.key, NULL);
+    put("secrets/gloo-system/broken.yaml", "metadata: {name: broken, namespace: gloo-system}\ntls: {bogus: 1}\n");
+    const char *names[] = { "mtls", "caonly", "mismatch", "broken", "absent" };
+    char buf[512];
+    for (size_t i = 0; i < RV_ARRAY_LEN(names); i++) {
+        snprintf(buf, sizeof(buf), "metadata: {name: u-%s}\nstatic: {hosts: [{addr: localhost, port: 8443}]}\n"
+                                   "sslConfig: {secretRef: {name: %s, namespace: gloo-system}}\n", names[i], names[i]);
+        char rel[128];
+        snprintf(rel, sizeof(rel), "config/upstreams/gloo-system/u-%s.yaml", names[i]);
+        put(rel, buf);
+    }
+    char cdir[300], sdir[300], err[1024];
+    snprintf(cdir, sizeof(cdir), "%s/config", tmp);
+    snprintf(sdir, sizeof(sdir), "%s/secrets", tmp);
+    rv_settings_t s;
+    if (rv_settings_load(cdir, NULL, &s, err, sizeof(err)) != 0) {
+        CHECK(0, "settings: %s", err);
+        return;
+    }
+    rv_secrets_t *sec = rv_secrets_new();
+    rv_store_t *st = rv_store_new();
+    rv_snapshot_t *snap = NULL;
+    CHECK(sec && rv_secrets_scan_dir(sec, 0, sdir) >= 0, "secret directory scanned");
+    rv_store_attach_secrets(st, sec);
+    CHECK(rv_store_scan_dir(st, &s) >= 0 && rv_snapshot_build(st, &s, &snap) == 0 && snap, "build with secrets");
+    const rv_cluster_t *c = cluster_of(snap, "u-mtls");
+    const rv_status_t *ss = status_of(snap, "u-mtls");
+    CHECK(ss && ss->state == RV_STATE_ACCEPTED && c && c->tls && c->tls->has_cert && c->tls->has_ca,
+          "secretRef with certChain, privateKey, rootCa: mTLS context (%s)", ss ? ss->reason.ptr : "-");
+    c = cluster_of(snap, "u-caonly");
+    CHECK(c && c->tls && !c->tls->has_cert && c->tls->has_ca, "secretRef with rootCa only: verification, no client cert");
+    ss = status_of(snap, "u-mismatch");
+    CHECK(ss && ss->state == RV_STATE_REJECTED && strstr(ss->reason.ptr, "secret gloo-system/mismatch privateKey") &&
+              strstr(ss->reason.ptr, "does not match"),
+          "key not matching its certificate: Rejected naming the secret (%s)", ss ? ss->reason.ptr : "-");
+    ss = status_of(snap, "u-broken");
+    CHECK(ss && ss->state == RV_STATE_REJECTED && strstr(ss->reason.ptr, "secret gloo-system/broken"),
+          "undecodable secret: Rejected naming it with the reason (%s)", ss ? ss->reason.ptr : "-");
+    ss = status_of(snap, "u-absent");
+    CHECK(ss && ss->state == RV_STATE_REJECTED && strstr(ss->reason.ptr, "secret gloo-system/absent not found"),
+          "missing secret: Rejected naming it (%s)", ss ? ss->reason.ptr : "-");
+    CHECK(snap && !strstr(snap->config_json, "PRIVATE KEY") && !strstr(snap->config_json, "CERTIFICATE"),
+          "no PEM from secrets in the dump");
+    /* a rotated secret changes the context id, and so the dump (which control compares) */
+    uint64_t id0 = (c = cluster_of(snap, "u-mtls")) && c->tls ? c->tls->id : 0;
+    char *dump0 = snap ? strdup(snap->config_json) : NULL;
+    put_secret("mtls", b.cert, b.key, a.cert);
+    rv_snapshot_release(snap);
+    snap = NULL;
+    CHECK(rv_secrets_scan_dir(sec, 0, sdir) == 1 && rv_snapshot_build(st, &s, &snap) == 0 && snap, "rebuild after rotation");
+    c = cluster_of(snap, "u-mtls");
+    CHECK(c && c->tls && c->tls->id != id0 && dump0 && strcmp(dump0, snap->config_json) != 0,
+          "rotated secret: new context id, new dump");
+    free(dump0);
+    rv_snapshot_release(snap);
+    rv_store_free(st);
+    rv_secrets_free(sec);
+    rv_settings_free(&s);
+    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     CHECK(make_cert("api.test", &a) && make_cert("ca.test", &b), "test certificates made");
     test_contexts();
     test_build();
+    test_secret_ref();
     TEST_DONE();
 }
