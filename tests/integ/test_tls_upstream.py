@@ -8,6 +8,7 @@ whose file cannot be read refused by name.
 rivet runs one worker in the tests that count connections or sessions: pools and the session
 cache are per worker, so with one worker what a request finds is determined.
 """
+import hashlib
 import os
 import shutil
 
@@ -215,3 +216,37 @@ def test_mixed_plain_and_tls_upstreams(cfg, rivet, backend, pki, tls_server):
         assert rv.get("/plain").status == 200
         r = rv.get("/tls")
         assert r.status == 200 and body_fields(r)["sni"] == "up.test", r
+
+
+def test_large_bodies_both_ways(cfg, rivet, pki, tls_server):
+    # more than rivet's 64 KiB buffer each way: TLS records, partial writes, buffered reads
+    tls_upstream(cfg, "up", tls_server.ports["good"], ssl=dict(files(pki), sni="up.test"))
+    gateway_vs(cfg, [("/", "up")])
+    rv = rivet(cfg, workers=1)
+    r = rv.get("/big")
+    assert r.status == 200 and len(r.body) == tls_server.BIG, (r.status, len(r.body))
+    assert hashlib.sha256(r.body).digest() == hashlib.sha256(tls_server.big_bytes()).digest()
+    body = os.urandom(2 * 1024 * 1024 + 3)
+    r = rv.req("POST", "/upload", body=body)
+    assert r.status == 200 and r.text.strip() == "len=%d" % len(body), r
+    r = rv.get("/big")      # the connection is still good after both
+    assert r.status == 200 and len(r.body) == tls_server.BIG
+
+
+def test_tls_failure_retried_as_connect_failure(cfg, rivet, pki, tls_server):
+    # two hosts, one with a certificate rivet refuses: retryOn connect-failure moves on to the
+    # other, as for a refused connection; every request is answered 200
+    cfg.write("upstreams", "mixed", {"static": {"hosts": [
+        {"addr": "127.0.0.1", "port": tls_server.ports["selfsigned"]},
+        {"addr": "127.0.0.1", "port": tls_server.ports["good"]}]},
+        "sslConfig": dict(files(pki), sni="up.test")})
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream="mixed",
+                        options={"retries": {"retryOn": "connect-failure", "numRetries": 2}})])
+    rv = rivet(cfg, workers=1)
+    for i in range(4):
+        r = rv.get("/r%d" % i)
+        assert r.status == 200 and body_fields(r)["sni"] == "up.test", r
+    m = rv.metrics()
+    assert metric_sum(m, "rivet_upstream_tls_handshake_failures_total", upstream="gloo-system.mixed") >= 1
+    assert metric_sum(m, "rivet_upstream_retries_total", upstream="gloo-system.mixed") >= 1

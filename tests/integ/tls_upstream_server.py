@@ -8,7 +8,9 @@ nginx (Debian's nginx-light has ssl) serving several TLS ports from one config.
 
 Every location answers "sni=<$ssl_server_name> reused=<$ssl_session_reused> conn=<$connection>
 proto=<$ssl_protocol> client=<$ssl_client_s_dn>"; /new also closes the connection after the
-response (keepalive_timeout 0), so every request to it is a new upstream connection.
+response (keepalive_timeout 0), so every request to it is a new upstream connection. /big
+is a 3 MiB file (srv.BIG bytes, srv.big_bytes()); /upload answers "len=<Content-Length>" after
+reading the body.
 """
 import os
 import signal
@@ -89,11 +91,18 @@ class TlsNginx:
         ssl_certificate_key %s;
         %s
         location = /new { keepalive_timeout 0; %s }
+        location = /big { root %s/www; }
+        location = /upload { client_max_body_size 64m; return 200 "len=$content_length\n"; }
         location / { %s }
-    }""" % (port, cert[0], cert[1], extra, _ECHO, _ECHO)
+    }""" % (port, cert[0], cert[1], extra, _ECHO, self.dir, _ECHO)
+
+    BIG = 3 * 1024 * 1024 + 7      # /big: a file larger than rivet's 64 KiB buffer, odd size
 
     def start(self):
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        os.makedirs(os.path.join(self.dir, "www"), exist_ok=True)
+        with open(os.path.join(self.dir, "www", "big"), "wb") as f:
+            f.write(bytes((i * 7 + i // 251) & 0xff for i in range(self.BIG)))
         servers = "".join([
             self._server(self.ports["good"], self.pki.good),
             self._server(self.ports["selfsigned"], self.pki.selfsigned),
@@ -134,6 +143,10 @@ http {
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("nginx did not listen within 10 s")
+
+    def big_bytes(self):
+        with open(os.path.join(self.dir, "www", "big"), "rb") as f:
+            return f.read()
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
