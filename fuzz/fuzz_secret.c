@@ -29,6 +29,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (rv_secret_decode("fuzz.yaml", (const char *)data, size, "gloo-system", "x", &s2, err, sizeof err) != 0)
         abort(); /* decoding is deterministic */
+    /* the stored form (YAML and JSON) decodes back to the same content */
+    for (int json = 0; json < 2; json++) {
+        size_t sl;
+        char *st = rv_secret_stored(s, json, &sl);
+        rv_secret_t *back = NULL;
+        if (!st)
+            continue;   /* OOM */
+        if (rv_secret_decode("stored", st, sl, NULL, NULL, &back, err, sizeof err) != 0)
+            abort();
+        rv_secrets_t *t2 = rv_secrets_new();
+        rv_secret_t *c1 = NULL;
+        if (t2 && rv_secret_decode("fuzz.yaml", (const char *)data, size, "gloo-system", "x", &c1, err,
+                                   sizeof err) == 0) {
+            rv_secret_t *a1[] = { c1 }, *a2[] = { back };
+            back = NULL;
+            if (rv_secrets_replace(t2, 0, a1, 1, NULL, 0) != 1 || rv_secrets_replace(t2, 0, a2, 1, NULL, 0) != 0)
+                abort();    /* same content after the round trip */
+        }
+        rv_secrets_free(t2);
+        rv_secret_free(back);
+        free(st);
+    }
     rv_secrets_t *t = rv_secrets_new();
     if (!t) {
         rv_secret_free(s);

@@ -12,7 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "cli/cli.h"
+#include "config/secret.h"
 #include "control/consul.h"
 #include "control/kvsource.h"
 #include "core/err.h"
@@ -26,6 +29,7 @@ typedef struct doc_s {
     int kind;
     char *ns, *name;
     bool kube;
+    rv_secret_t *secret;        /* kind RV_KIND_SECRET: the decoded secret */
 } doc_t;
 
 typedef struct docs_s { doc_t *v; size_t n, cap; } docs_t;
@@ -218,7 +222,11 @@ static void apply_usage(FILE *f)
             "(<plural>/<namespace>/<name>.yaml). Both YAML forms are accepted (Kubernetes form with\n"
             "apiVersion/kind/spec, or Gloo's stored form), several documents per file (---). A\n"
             "stored-form document is recognised by its fields (virtualHost, bindPort/httpGateway,\n"
-            "routes, destinations, an upstream type) unless --kind says. Every document is validated\n"
+            "routes, destinations, an upstream type; tls or aws credentials for a Secret) unless --kind\n"
+            "says. Secrets (Gloo's stored form, or a Kubernetes Secret: kubernetes.io/tls, Opaque aws\n"
+            "keys) go to the first secret source of the Settings, in Gloo's stored form (default\n"
+            "DIR/secrets/<namespace>/<name>.yaml, mode 0600), never to the config store. Every\n"
+            "document is validated\n"
             "first with the same strict decoder `rivet run` uses: one invalid document and nothing is\n"
             "written. Writes are compare-and-set: a resource changed by someone else between the read\n"
             "and the write is reported as a conflict, not overwritten.\n"
@@ -241,7 +249,10 @@ static void free_docs(docs_t *d)
 {
     for (size_t i = 0; i < d->n; i++) {
         free(d->v[i].src);
+        if (d->v[i].text)
+            OPENSSL_cleanse(d->v[i].text, d->v[i].len);   /* may hold key material */
         free(d->v[i].text);
+        rv_secret_free(d->v[i].secret);
         free(d->v[i].ns);
         free(d->v[i].name);
     }
@@ -297,7 +308,7 @@ static int apply_main(int argc, char **argv)
     int forced = -1;
     if (kind_s && (forced = rv_kind_parse(kind_s)) < 0) {
         fprintf(stderr, "rivet apply: unknown kind '%s' (Gateway/gw, VirtualService/vs, RouteTable/rt, "
-                        "Upstream/us, UpstreamGroup/ug)\n", kind_s);
+                        "Upstream/us, UpstreamGroup/ug, Secret)\n", kind_s);
         return 2;
     }
     for (size_t i = 0; i < nfiles; i++)
@@ -319,8 +330,16 @@ static int apply_main(int argc, char **argv)
             bad++;
             continue;
         }
-        int r = rv_resource_check(x->kind, x->src, x->text, x->len, ns_flag, &x->ns, &x->name, &x->kube, err,
+        int r;
+        if (x->kind == RV_KIND_SECRET) {
+            r = rv_secret_decode(x->src, x->text, x->len, ns_flag ? ns_flag : RV_DEFAULT_NAMESPACE, NULL, &x->secret,
+                                 err, sizeof(err));
+            if (r == 0 && (!(x->ns = strdup(x->secret->ns)) || !(x->name = strdup(x->secret->name))))
+                r = RV_ENOMEM;
+        } else {
+            r = rv_resource_check(x->kind, x->src, x->text, x->len, ns_flag, &x->ns, &x->name, &x->kube, err,
                                   sizeof(err));
+        }
         if (r != 0) {
             fprintf(stderr, "rivet apply: %s %s invalid: %s\n", rv_kind_name(x->kind), x->src,
                     r == RV_ENOMEM ? "out of memory" : err);
@@ -358,6 +377,12 @@ static int apply_main(int argc, char **argv)
         size_t vlen = x->len;
         char *conv = NULL;
         char key[2048];
+        if (x->kind == RV_KIND_SECRET) {
+            /* secrets go to the secret store, whatever holds the config */
+            if (cli_secret_put(&cs, x->secret, dry) != 0)
+                failed++;
+            continue;
+        }
         if (cs.kv) {
             /* Gloo keeps the stored form, with metadata.namespace: convert what differs */
             bool has_ns = strstr(x->text, "namespace:") || strstr(x->text, "\"namespace\"");

@@ -75,4 +75,19 @@ struct stat;
  * unreadable; sb (may be NULL) gets its stat. The caller frees it. */
 char *cli_slurp(const char *path, size_t *len, bool *exists, struct stat *sb);
 
+/* ---- Secrets (secrets.c): the Settings' secret sources, never the config store ---------- */
+
+struct rv_secret_s;
+
+/* Write s to the first secret source (the one looked up first). 0 written or unchanged (a
+ * line printed), -1 after printing why. dry: say where it would go. */
+int cli_secret_put(cli_store_t *cs, const struct rv_secret_s *s, bool dry);
+
+/* `rivet get secret [NAME]`: every source's secrets (names, kinds, fields present, source,
+ * status; never a value) as out (table, yaml, json). Exit status as rivet get. */
+int cli_secret_get(const cli_store_opts_t *so, const char *name, const char *ns, const char *out);
+
+/* `rivet delete secret NAME`: from the first source holding it. Exit status as rivet delete. */
+int cli_secret_delete(const cli_store_opts_t *so, const char *ns, const char *name);
+
 #endif

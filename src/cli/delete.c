@@ -14,7 +14,8 @@ static void usage(FILE *f)
             "usage: rivet delete KIND NAME [-n NS] [store flags]\n"
             "\n"
             "Delete one resource from the store (Consul KV key or config directory file). KIND as in\n"
-            "rivet get (gw, vs, rt, us, ug or their Gloo names and plurals).\n"
+            "rivet get (gw, vs, rt, us, ug or their Gloo names and plurals). KIND secret deletes from\n"
+            "the first secret source holding NAME (DIR/secrets/<ns>/<name>.yaml by default).\n"
             "\n"
             "flags:\n"
             "  -n, --namespace NS        namespace (default " RV_DEFAULT_NAMESPACE ")\n"
@@ -61,13 +62,16 @@ static int delete_main(int argc, char **argv)
     }
     int kind = rv_kind_parse(kind_s);
     if (kind < 0) {
-        fprintf(stderr, "rivet delete: unknown kind '%s' (gw, vs, rt, us, ug or their Gloo names)\n", kind_s);
+        fprintf(stderr, "rivet delete: unknown kind '%s' (gw, vs, rt, us, ug, secret or their Gloo names)\n",
+                kind_s);
         return 2;
     }
     if (strchr(name, '/') || strchr(ns, '/') || !name[0] || !ns[0]) {
         fprintf(stderr, "rivet delete: invalid name or namespace\n");
         return 2;
     }
+    if (kind == RV_KIND_SECRET)
+        return cli_secret_delete(&so, ns, name);
     cli_store_t cs;
     int rc = cli_store_open(&cs, &so, "delete");
     if (rc)

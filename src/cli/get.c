@@ -19,7 +19,9 @@ static void usage(FILE *f)
             "Show resources of the store with the status `rivet run` would report (computed here by\n"
             "loading the whole store, as `rivet validate` does).\n"
             "KIND: Gateway|gateway(s)|gw, VirtualService|virtualservice(s)|vs, RouteTable|\n"
-            "routetable(s)|rt, Upstream|upstream(s)|us, UpstreamGroup|upstreamgroup(s)|ug.\n"
+            "routetable(s)|rt, Upstream|upstream(s)|us, UpstreamGroup|upstreamgroup(s)|ug,\n"
+            "Secret|secret(s): every secret source of the Settings (KIND tls|aws, the fields present,\n"
+            "the source, Accepted/Rejected/Shadowed); key material is never printed, in any format.\n"
             "\n"
             "flags:\n"
             "  -n, --namespace NS        only this namespace (default: every namespace; with NAME: "
@@ -116,7 +118,7 @@ static int get_main(int argc, char **argv)
     }
     int kind = rv_kind_parse(kind_s);
     if (kind < 0) {
-        fprintf(stderr, "rivet get: unknown kind '%s' (gw, vs, rt, us, ug or their Gloo names)\n", kind_s);
+        fprintf(stderr, "rivet get: unknown kind '%s' (gw, vs, rt, us, ug, secret or their Gloo names)\n", kind_s);
         return 2;
     }
     if (strcmp(out, "table") && strcmp(out, "yaml") && strcmp(out, "json")) {
@@ -127,6 +129,8 @@ static int get_main(int argc, char **argv)
         ns = RV_DEFAULT_NAMESPACE;
     if (all)
         ns = NULL;
+    if (kind == RV_KIND_SECRET)   /* the secret sources, not the config store */
+        return cli_secret_get(&so, name, ns, out);
 
     cli_store_t cs;
     rv_store_t *st = NULL;

@@ -153,6 +153,10 @@ void rv_config_set_bind_check(rv_bind_check_fn fn);
 /* The five Gloo kinds rivet serves, in the store's order. */
 enum rv_kind { RV_KIND_GATEWAY = 0, RV_KIND_VS, RV_KIND_RT, RV_KIND_US, RV_KIND_UG, RV_KIND_COUNT };
 
+/* Not a config kind: Secrets live in the secret store (secret.h). rv_kind_detect and
+ * rv_kind_parse return it; rv_kind_name says "Secret", rv_kind_plural "secrets". */
+#define RV_KIND_SECRET 100
+
 const char *rv_kind_name(int kind);     /* "VirtualService" */
 const char *rv_kind_plural(int kind);   /* "virtualservices" */
 const char *rv_kind_api(int kind);      /* "gateway.solo.io/v1" */
@@ -160,16 +164,19 @@ const char *rv_kind_api(int kind);      /* "gateway.solo.io/v1" */
 /*
  * Kind named by s: Gloo's kind ("VirtualService"), its lower-case singular and plural
  * ("virtualservice(s)") or glooctl's short name (gw, vs, rt, us, ug); case-insensitive.
- * Returns the enum rv_kind, or -1.
+ * "Secret"/"secret(s)" gives RV_KIND_SECRET. Returns the enum rv_kind, RV_KIND_SECRET, or -1.
  */
 int rv_kind_parse(const char *s);
 
 /*
- * Kind of one YAML/JSON document: the Kubernetes form's `kind`, else Gloo's stored form
- * recognised by its fields: virtualHost -> VirtualService; bindPort, httpGateway, tcpGateway
- * or hybridGateway -> Gateway; destinations -> UpstreamGroup; routes -> RouteTable; an upstream
- * type (static, kube, consul, aws, awsEc2, azure, pipe, gcp) -> Upstream. Returns the enum
- * rv_kind, or -1 with the reason in err (malformed YAML, unknown kind, no telling field).
+ * Kind of one YAML/JSON document: the Kubernetes form's `kind` (kind Secret -> RV_KIND_SECRET),
+ * else Gloo's stored form recognised by its fields: virtualHost -> VirtualService; bindPort,
+ * httpGateway, tcpGateway or hybridGateway -> Gateway; destinations -> UpstreamGroup; routes ->
+ * RouteTable; tls (or oauth, apiKey, header, credentials, encryption, extensions, which the
+ * secret decoder then refuses by name), or aws holding accessKey/secretKey/sessionToken ->
+ * RV_KIND_SECRET (an Upstream's aws holds region, lambdaFunctions...); an upstream type (static, kube, consul,
+ * aws, awsEc2, azure, pipe, gcp) -> Upstream. Returns the enum rv_kind or RV_KIND_SECRET, or
+ * -1 with the reason in err (malformed YAML, unknown kind, no telling field).
  */
 int rv_kind_detect(const char *doc, size_t len, char *err, size_t errlen);
 

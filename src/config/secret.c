@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -155,6 +156,15 @@ static int b64_decode(const char *in, size_t len, unsigned char **out, size_t *o
 bad:
     wipe_free(p, len / 4 * 3 + 4);
     return RV_EPARSE;
+}
+
+/* Printable ASCII, tab, CR, LF: what PEM and AWS key ids are made of. */
+static bool is_text(const unsigned char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((p[i] < 0x20 && p[i] != '\t' && p[i] != '\n' && p[i] != '\r') || p[i] > 0x7e)
+            return false;
+    return true;
 }
 
 /* A name rivet can use as a path component: 1..253 bytes, no '/', no control byte, no
@@ -311,10 +321,10 @@ static int decode_kube(dctx_t *c, const ynode_t *root, meta_t *meta, vals_t *v)
                     cfg_path_pop(c, old);
                     return -1;
                 }
-                if (memchr(b, '\0', bl)) {
+                if (!is_text(b, bl)) {
                     wipe_free(b, bl + 1);
                     old = cfg_path_push(c, mname[m]);
-                    cfg_derr(c, val, k->s, "holds a NUL byte (PEM text or a key id expected)");
+                    cfg_derr(c, val, k->s, "holds bytes that are not text (PEM or an ASCII key id expected)");
                     cfg_path_pop(c, old);
                     return -1;
                 }
@@ -483,6 +493,126 @@ out:
     if (rc == RV_EPARSE && errlen && !err[0])
         snprintf(err, errlen, "%s: invalid secret", src ? src : "secret");
     return rc;
+}
+
+/* ---- the stored form ---------------------------------------------------------------- */
+
+/* A writer that only counts on its first pass (p NULL), so the output is allocated once, at
+ * its exact size, and never reallocated (a realloc would leave a copy of key material behind). */
+typedef struct sw_s { char *p; size_t n; } sw_t;
+
+static void sw_raw(sw_t *w, const char *s, size_t n)
+{
+    if (w->p)
+        memcpy(w->p + w->n, s, n);
+    w->n += n;
+}
+
+static void sw_cstr(sw_t *w, const char *s)
+{
+    sw_raw(w, s, strlen(s));
+}
+
+/* A JSON string (also a YAML 1.2 double-quoted scalar). */
+static void sw_quoted(sw_t *w, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    sw_raw(w, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char e[6];
+        if (c == '"' || c == '\\') {
+            e[0] = '\\';
+            e[1] = (char)c;
+            sw_raw(w, e, 2);
+        } else if (c == '\n') {
+            sw_raw(w, "\\n", 2);
+        } else if (c < 0x20 || c == 0x7f || (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+                                                (unsigned char)s[i + 1] <= 0x9f)) {
+            /* C0 controls, DEL and the C1 controls (U+0080..U+009F, not printable in YAML) */
+            if (c == 0xc2)
+                c = (unsigned char)s[++i];
+            memcpy(e, "\\u00", 4);
+            e[4] = hex[c >> 4];
+            e[5] = hex[c & 15];
+            sw_raw(w, e, 6);
+        } else {
+            sw_raw(w, (const char *)&s[i], 1);
+        }
+    }
+    sw_raw(w, "\"", 1);
+}
+
+/* One "key": value member; first tells whether a comma is needed (JSON). */
+static void sw_field(sw_t *w, bool json, bool *first, const char *key, const char *v, size_t n)
+{
+    if (!v)
+        return;
+    if (json) {
+        sw_cstr(w, *first ? "" : ",");
+        sw_quoted(w, key, strlen(key));
+        sw_raw(w, ":", 1);
+    } else {
+        sw_cstr(w, "  ");
+        sw_cstr(w, key);
+        sw_cstr(w, ": ");
+    }
+    sw_quoted(w, v, n);
+    if (!json)
+        sw_raw(w, "\n", 1);
+    *first = false;
+}
+
+static void sw_secret(sw_t *w, const rv_secret_t *s, bool json, const char *staple)
+{
+    bool first = true;
+    sw_cstr(w, json ? "{\"metadata\":{" : "metadata:\n");
+    sw_field(w, json, &first, "name", s->name, strlen(s->name));
+    sw_field(w, json, &first, "namespace", s->ns, strlen(s->ns));
+    first = true;
+    if (s->kind == RV_SECRET_TLS) {
+        sw_cstr(w, json ? "},\"tls\":{" : "tls:\n");
+        sw_field(w, json, &first, "certChain", s->cert_chain, s->cert_chain_len);
+        sw_field(w, json, &first, "privateKey", s->private_key, s->private_key_len);
+        sw_field(w, json, &first, "rootCa", s->root_ca, s->root_ca_len);
+        sw_field(w, json, &first, "ocspStaple", staple, staple ? strlen(staple) : 0);
+    } else {
+        sw_cstr(w, json ? "},\"aws\":{" : "aws:\n");
+        sw_field(w, json, &first, "accessKey", s->access_key, s->access_key ? strlen(s->access_key) : 0);
+        sw_field(w, json, &first, "secretKey", s->secret_key, s->secret_key ? strlen(s->secret_key) : 0);
+        sw_field(w, json, &first, "sessionToken", s->session_token, s->session_token ? strlen(s->session_token) : 0);
+    }
+    if (json)
+        sw_cstr(w, "}}");
+}
+
+char *rv_secret_stored(const rv_secret_t *s, bool json, size_t *len)
+{
+    char *staple = NULL;
+    size_t sl = 0;
+    *len = 0;
+    if (!s || !s->ns || !s->name)
+        return NULL;
+    if (s->ocsp_staple && s->ocsp_staple_len) {
+        if (s->ocsp_staple_len > (size_t)INT32_MAX / 2)
+            return NULL;
+        sl = (s->ocsp_staple_len + 2) / 3 * 4 + 1;
+        if (!(staple = malloc(sl)))
+            return NULL;
+        EVP_EncodeBlock((unsigned char *)staple, s->ocsp_staple, (int)s->ocsp_staple_len);
+    }
+    sw_t w = { NULL, 0 };
+    sw_secret(&w, s, json, staple);
+    char *out = malloc(w.n + 1);
+    if (out) {
+        *len = w.n;
+        w.p = out;
+        w.n = 0;
+        sw_secret(&w, s, json, staple);
+        out[w.n] = '\0';
+    }
+    free(staple);   /* an OCSP staple is public */
+    return out;
 }
 
 /* ---- the table --------------------------------------------------------------------- */

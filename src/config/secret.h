@@ -58,6 +58,15 @@ int rv_secret_decode(const char *src, const char *doc, size_t len, const char *n
 /* Wipe key material and free. NULL is ignored. */
 void rv_secret_free(rv_secret_t *s);
 
+/*
+ * Gloo's stored form of s: metadata{name, namespace} beside tls{certChain, privateKey, rootCa,
+ * ocspStaple (base64)} or aws{accessKey, secretKey, sessionToken}; json: one JSON object (the
+ * value Gloo keeps in Vault), else YAML (every value double-quoted). rv_secret_decode reads it
+ * back to the same content. Allocated once at its exact size: the caller wipes it
+ * (OPENSSL_cleanse(p, *len)) before free, since it holds key material. NULL on OOM.
+ */
+char *rv_secret_stored(const rv_secret_t *s, bool json, size_t *len);
+
 /* ---- the secret table ----------------------------------------------------------------- */
 
 typedef struct rv_secrets_s rv_secrets_t;

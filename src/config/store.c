@@ -343,11 +343,15 @@ _Static_assert((int)RV_KIND_GATEWAY == (int)RK_GATEWAY && (int)RV_KIND_VS == (in
 
 const char *rv_kind_name(int kind)
 {
+    if (kind == RV_KIND_SECRET)
+        return "Secret";
     return kind >= 0 && kind < RV_KIND_COUNT ? cfg_kinds[kind].kind : "?";
 }
 
 const char *rv_kind_plural(int kind)
 {
+    if (kind == RV_KIND_SECRET)
+        return "secrets";
     return kind >= 0 && kind < RV_KIND_COUNT ? cfg_kinds[kind].plural : "?";
 }
 
@@ -361,6 +365,8 @@ int rv_kind_parse(const char *s)
     static const char *const shorts[RV_KIND_COUNT] = { "gw", "vs", "rt", "us", "ug" };
     if (!s)
         return -1;
+    if (!strcasecmp(s, "secret") || !strcasecmp(s, "secrets"))
+        return RV_KIND_SECRET;
     size_t n = strlen(s);
     for (int k = 0; k < RV_KIND_COUNT; k++) {
         const char *plural = cfg_kinds[k].plural;
@@ -393,9 +399,24 @@ int rv_kind_detect(const char *doc, size_t len, char *err, size_t errlen)
         for (int k = 0; k < RV_KIND_COUNT && kn->type == YN_SCALAR; k++)
             if (!strcmp(kn->s, cfg_kinds[k].kind))
                 kind = k;
+        if (kn->type == YN_SCALAR && !strcmp(kn->s, "Secret"))
+            kind = RV_KIND_SECRET;
         if (kind < 0)
             snprintf(err, errlen, "kind '%s' is not one rivet serves (Gateway, VirtualService, RouteTable, "
-                     "Upstream, UpstreamGroup)", kn->type == YN_SCALAR ? kn->s : "?");
+                     "Upstream, UpstreamGroup, Secret)", kn->type == YN_SCALAR ? kn->s : "?");
+        goto out;
+    }
+    static const char *const secret_kinds[] = { "tls", "oauth", "apiKey", "header", "credentials", "encryption",
+                                                "extensions" };
+    for (size_t i = 0; i < RV_ARRAY_LEN(secret_kinds); i++)
+        if (cfg_field_node(root, secret_kinds[i])) {
+            kind = RV_KIND_SECRET;  /* the secret decoder names the kinds it refuses */
+            goto out;
+        }
+    const ynode_t *awsn = cfg_field_node(root, "aws");
+    if ((awsn && (cfg_field_node(awsn, "accessKey") || cfg_field_node(awsn, "secretKey") ||
+                  cfg_field_node(awsn, "sessionToken")))) {
+        kind = RV_KIND_SECRET;
         goto out;
     }
     if (cfg_field_node(root, "virtualHost"))

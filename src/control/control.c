@@ -48,6 +48,7 @@
 #include "control/consul.h"
 #include "control/discovery.h"
 #include "control/kvsource.h"
+#include "control/secretsrc.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "proxy/router.h"
@@ -82,6 +83,8 @@ typedef struct ctl_s {
     rv_disc_view_t *view;       /* the latest endpoint view (one reference), or NULL */
     bool view_changed;          /* a new view arrived since the last build */
     bool settings_moved;        /* the Settings status changed (refused, or fixed): rebuild */
+    rv_secrets_t *secrets;      /* every secret source's secrets; attached to store */
+    char *secrets_ident;        /* the secret sources it was made for (new table when they change) */
 } ctl_t;
 
 /* The running watcher, for /ready and /metrics (admin thread): set before, cleared after its life. */
@@ -92,6 +95,7 @@ bool rv_control_sources_healthy(char *detail, size_t n)
     if (detail && n)
         detail[0] = '\0';
     bool ok = rv_kvsource_healthy(detail, n);
+    ok &= rv_secretsrc_ready_detail(detail, n);
     rv_disc_t *d = atomic_load(&disc_running);
     if (d && !rv_disc_healthy(d)) {
         size_t used = detail ? strlen(detail) : 0;
@@ -106,6 +110,7 @@ bool rv_control_sources_healthy(char *detail, size_t n)
 void rv_control_sources_prometheus(FILE *f)
 {
     rv_kvsource_prometheus(f);
+    rv_secretsrc_prometheus(f);
     rv_disc_t *d = atomic_load(&disc_running);
     if (d) /* its own family: samples of one family must be contiguous in the exposition */
         fprintf(f,
@@ -268,6 +273,24 @@ static void watch_all(ctl_t *c)
 {
     if (!c->settings.consul_kv && c->settings.config_dir)
         watch_tree(c, c->settings.config_dir, 2);
+    /* secret directories: <dir>/<ns>/; one that does not exist yet is seen through its parent */
+    for (uint32_t i = 0; i < c->settings.nsecret_srcs; i++) {
+        const rv_secret_src_t *src = &c->settings.secret_srcs[i];
+        struct stat sb;
+        if (src->type != RV_SECRET_SRC_DIRECTORY)
+            continue;
+        if (stat(src->directory, &sb) == 0) {
+            watch_tree(c, src->directory, 1);
+        } else {
+            char p[PATH_MAX];
+            snprintf(p, sizeof p, "%s", src->directory);
+            char *slash = strrchr(p, '/');
+            if (slash && slash != p) {
+                *slash = '\0';
+                watch_tree(c, p, 0);
+            }
+        }
+    }
     if (c->settings.bootstrap_dir)
         watch_tree(c, c->settings.bootstrap_dir, 0);
     if (c->settings.settings_file) {
@@ -316,6 +339,15 @@ static int reload(ctl_t *c, bool force)
         rv_stats_reload(false);
         return changed;
     }
+    /* secrets: a change of any secret rebuilds (TLS contexts are built from them) */
+    int sc = rv_secretsrc_scan_dirs(c->secrets, &c->settings, force);
+    if (sc < 0) {
+        rv_log_error("secrets could not be scanned: %s; keeping the current config", rv_strerror(sc));
+        rv_stats_reload(false);
+        return sc;
+    }
+    if (sc > 0)
+        changed = 1;
     if (c->view_changed && !changed && !c->settings_moved && !force && c->serving &&
         publish_view_endpoints(c) == 0) {
         c->view_changed = false;    /* only instances moved: no re-translation */
@@ -646,6 +678,70 @@ static bool disc_event(ctl_t *c)
     return true;
 }
 
+/* What the secret table depends on: the list of sources (type, directory, Vault client). */
+static char *secrets_ident(const rv_settings_t *s)
+{
+    char *p = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&p, &n);
+    if (!f)
+        return NULL;
+    for (uint32_t i = 0; i < s->nsecret_srcs; i++) {
+        const rv_secret_src_t *src = &s->secret_srcs[i];
+        const rv_vault_cfg_t *v = &src->vault;
+        const char *fields[] = { src->directory, v->address, v->path_prefix, v->root_key, v->ca_cert, v->ca_path,
+                                 v->client_cert, v->client_key, v->tls_server_name, v->access_token };
+        fprintf(f, "%d", src->type);
+        for (size_t k = 0; k < RV_ARRAY_LEN(fields); k++)
+            fprintf(f, "\t%s", fields[k] ? fields[k] : "");
+        fprintf(f, "\t%d\n", v->insecure);
+    }
+    fclose(f);
+    return p;
+}
+
+/*
+ * Make the secret table match the settings' sources: when they changed (or on the first
+ * call), a new empty table attached to the store (the next reload scans it and rebuilds), the
+ * sources registered for /ready and /metrics, and each Vault source started. 0 or RV_ENOMEM.
+ */
+static int secrets_sync(ctl_t *c)
+{
+    char *ident = secrets_ident(&c->settings);
+    if (!ident)
+        return RV_ENOMEM;
+    if (c->secrets && c->secrets_ident && !strcmp(ident, c->secrets_ident)) {
+        free(ident);
+        return 0;
+    }
+    rv_secrets_t *t = rv_secrets_new();
+    if (!t) {
+        free(ident);
+        return RV_ENOMEM;
+    }
+    rv_store_attach_secrets(c->store, t);
+    rv_secrets_free(c->secrets);
+    c->secrets = t;
+    free(c->secrets_ident);
+    c->secrets_ident = ident;
+    c->settings_moved = true;   /* every secretRef resolves anew: rebuild */
+    rv_secretsrc_configure(&c->settings);
+    for (uint32_t i = 0; i < c->settings.nsecret_srcs; i++) {
+        const rv_secret_src_t *src = &c->settings.secret_srcs[i];
+        if (src->type == RV_SECRET_SRC_DIRECTORY) {
+            rv_log_info("secret source %u: directory %s", i, src->directory);
+        } else {
+            /* the Vault source lands with src/control/vault.c: until then say so, loudly */
+            const char *addr = src->vault.address ? src->vault.address : "(VAULT_ADDR)";
+            rv_log_error("secret source %u: vault %s is not available in this build; its secrets are missing", i,
+                         addr);
+            rv_secretsrc_health((int)i, false, "secrets vault %s: unavailable: the Vault source is not built in",
+                                addr);
+        }
+    }
+    return 0;
+}
+
 /*
  * Re-read the Settings file; when it changed the sources, start from a fresh store. A file
  * that is refused leaves the current settings in force and puts the reason in their
@@ -691,11 +787,13 @@ static void reload_settings(ctl_t *c)
             rv_log_info("settings changed the config directory to %s", ns.config_dir);
         rv_store_free(c->store);
         c->store = rv_store_new();
+        rv_store_attach_secrets(c->store, c->secrets);
         if (!same_kv)
             kv_restart(c);  /* the current config keeps serving until the new source's first read */
     }
     if (!same_rate)
         arm_timer(c->refresh_fd, c->settings.refresh_ms > 0 ? c->settings.refresh_ms : 60000, true);
+    secrets_sync(c);
     watch_all(c);
 }
 
@@ -753,7 +851,7 @@ int rv_control_run(const rv_control_opts_t *o)
     /* a Gateway whose listener cannot be bound is Rejected by the build, the rest serves */
     rv_config_set_bind_check(rv_dataplane_check_listener);
     c.store = rv_store_new();
-    if (!c.store || setup_fds(&c) != 0) {
+    if (!c.store || secrets_sync(&c) != 0 || setup_fds(&c) != 0) {
         rv_log_error("startup failed: %s", strerror(errno));
         goto out;
     }
@@ -897,6 +995,9 @@ out:
         rv_snapshot_release(s);
     if (c.store)
         rv_store_free(c.store);
+    rv_secrets_free(c.secrets);     /* after the snapshots and the store: wipes every key */
+    free(c.secrets_ident);
+    rv_secretsrc_configure(NULL);
     rv_config_set_bind_check(NULL);
     rv_settings_free(&c.settings);
     int fds[] = { c.ep, c.sfd, c.ifd, c.debounce_fd, c.refresh_fd };

@@ -165,7 +165,9 @@ static void test_refusals(void)
     rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0E=, "
         "tls.key: \"" MARK "*\"}\n", "data.tls.key: is not valid base64", "bad base64 in data");
     rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0E=, "
-        "tls.key: AAAA}\n", "holds a NUL byte", "NUL in decoded PEM");
+        "tls.key: AAAA}\n", "holds bytes that are not text", "NUL in decoded PEM");
+    rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0E=, "
+        "tls.key: ypez}\n", "data.tls.key: holds bytes that are not text", "binary (non-UTF-8) key (fuzz find)");
     rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\ndata: {tls.crt: Q0E=, "
         "aws_access_key_id: QQ==}\n", "does not belong in a secret of type kubernetes.io/tls", "aws key in tls");
     rej("apiVersion: v1\nkind: Secret\nmetadata: {name: a}\ntype: kubernetes.io/tls\nspec: {}\n",
@@ -191,6 +193,41 @@ static void test_refusals(void)
     rv_secret_t *o = (rv_secret_t *)1;
     int rc = rv_secret_decode(NULL, "x: 1", 4, NULL, NULL, &o, err, sizeof(err));
     CHECK(rc == RV_EPARSE && o == NULL && err[0], "NULL src: refused with a message (%s)", err);
+}
+
+static void test_stored(void)
+{
+    rv_secret_t *s = dec("metadata: {name: rt, namespace: web}\ntls: {certChain: \"line1\\nline2 \\\"q\\\" \\\\ \\t"
+                         "\\u0085\\u00e9\\n\", privateKey: \"" MARK "\", rootCa: ca, ocspStaple: \"AAEC/w==\"}\n");
+    CHECK(s != NULL, "tricky tls secret decodes (%s)", err);
+    for (int json = 0; s && json < 2; json++) {
+        size_t n;
+        char *st = rv_secret_stored(s, json, &n);
+        CHECK(st && n == strlen(st), "%s stored form written", json ? "json" : "yaml");
+        rv_secret_t *b = NULL;
+        int rc = st ? rv_secret_decode("back", st, n, NULL, NULL, &b, err, sizeof(err)) : -1;
+        CHECK(rc == 0 && b, "%s stored form decodes (%s)", json ? "json" : "yaml", err);
+        if (b) {
+            CHECK(!strcmp(b->ns, "web") && !strcmp(b->name, "rt"), "metadata kept");
+            CHECK(b->cert_chain_len == s->cert_chain_len && !memcmp(b->cert_chain, s->cert_chain, b->cert_chain_len),
+                  "certChain with quotes, backslash, tab, C1 control round-trips");
+            CHECK(!strcmp(b->private_key, MARK) && !strcmp(b->root_ca, "ca"), "key and ca round-trip");
+            CHECK(b->ocsp_staple_len == 4 && !memcmp(b->ocsp_staple, "\x00\x01\x02\xff", 4), "staple round-trips");
+        }
+        if (json && st)
+            CHECK(st[0] == '{' && strstr(st, "\"tls\":{\"certChain\":"), "json shape");
+        rv_secret_free(b);
+        free(st);
+    }
+    rv_secret_free(s);
+    s = dec("apiVersion: v1\nkind: Secret\nmetadata: {name: aw, namespace: n}\nstringData: {aws_access_key_id: a, "
+            "aws_secret_access_key: b}\n");
+    size_t n;
+    char *st = s ? rv_secret_stored(s, false, &n) : NULL;
+    CHECK(st && !strcmp(st, "metadata:\n  name: \"aw\"\n  namespace: \"n\"\naws:\n  accessKey: \"a\"\n  secretKey: "
+                        "\"b\"\n"), "kubernetes aws written in Gloo's stored form");
+    free(st);
+    rv_secret_free(s);
 }
 
 static rv_secret_t *mk(const char *ns, const char *name, const char *key)
@@ -487,6 +524,7 @@ int main(void)
     test_gloo_form();
     test_kube_form();
     test_refusals();
+    test_stored();
     test_table();
     test_scan_dir();
     test_settings();
