@@ -172,7 +172,30 @@ typedef struct route_s {
 typedef struct vhopts_s { mhdr_t h; hman_t headers; retry_t retries; } vhopts_t;
 typedef struct vhost_s { mhdr_t h; strs_t domains; list_t routes; vhopts_t opts; } vhost_t;
 
-typedef struct vs_s { mhdr_t h; meta_t meta; vhost_t vh; char *display_name; } vs_t;
+/* VirtualService sslConfig (Gloo SslConfig): downstream TLS. */
+typedef struct sslfiles_s { mhdr_t h; char *cert; char *key; char *root_ca; char *ocsp; } sslfiles_t;
+enum { TLSV_AUTO = 0, TLSV_1_0, TLSV_1_1, TLSV_1_2, TLSV_1_3 };
+typedef struct sslparams_s {
+    mhdr_t h;
+    uint32_t min_ver, max_ver;  /* TLSV_* */
+    strs_t ciphers;
+    strs_t curves;
+} sslparams_t;
+enum { OCSP_LENIENT = 0, OCSP_STRICT, OCSP_MUST_STAPLE };
+typedef struct sslcfg_s {
+    mhdr_t h;
+    ref_t secret;               /* secretRef */
+    sslfiles_t files;           /* sslFiles */
+    strs_t sni;                 /* sniDomains */
+    strs_t san;                 /* verifySubjectAltName */
+    sslparams_t params;
+    strs_t alpn;
+    bool one_way;
+    bool no_resume;             /* disableTlsSessionResumption */
+    uint32_t ocsp_policy;       /* OCSP_* */
+} sslcfg_t;
+
+typedef struct vs_s { mhdr_t h; meta_t meta; vhost_t vh; char *display_name; sslcfg_t ssl; } vs_t;
 typedef struct rt_s { mhdr_t h; meta_t meta; list_t routes; int32_t weight; } rt_t;
 
 typedef struct httpgw_s {

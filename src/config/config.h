@@ -252,4 +252,8 @@ void rv_snapshot_release(rv_snapshot_t *snap);
 /* Name of a state ("Accepted", ...). */
 const char *rv_state_name(int state);
 
-#endif
+#endif/* Control thread: a file some ssl listener of snap was built from (sslFiles) changed since the
+ * build (inode, size, times; a stat per file): rebuild to serve it. */
+bool rv_snapshot_tls_files_changed(const rv_snapshot_t *snap);
+
+

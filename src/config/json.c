@@ -370,6 +370,8 @@ int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, 
         cfg_jb_kstr(b, "name", l->name);
         cfg_jb_kstr(b, "bindAddress", l->bind_address);
         cfg_jb_kint(b, "bindPort", l->port);
+        if (l->ssl)
+            cfg_jb_kbool(b, "ssl", true);
         cfg_jb_key(b, "virtualHosts");
         cfg_jb_open(b, '[');
         for (uint32_t v = 0; v < l->nvhosts; v++) {
@@ -377,6 +379,10 @@ int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, 
             cfg_jb_open(b, '{');
             cfg_jb_kstr(b, "name", vh->name);
             dump_strs(b, "domains", vh->domains, vh->ndomains);
+            if (l->ssl) {
+                cfg_jb_kstr(b, "sslConfig", vh->tls_source);    /* the reference, never the key */
+                cfg_jb_kint(b, "tlsChain", vh->tls_chain);
+            }
             dump_headers(b, "headers", &vh->headers);
             cfg_jb_key(b, "routes");
             cfg_jb_open(b, '[');

@@ -23,8 +23,6 @@
 #define DESC(var, T, fl, chk) \
     static const msgdesc_t var = { #T, sizeof(T), fl, (uint32_t)RV_ARRAY_LEN(fl), chk, false }
 
-#define TLS_NOTE "(TLS arrives in a later release)"
-
 /* ---- helpers for checks ------------------------------------------------------------ */
 
 bool cfg_is_token(const char *s)
@@ -798,9 +796,120 @@ static const field_t vhost_fields[] = {
 };
 DESC(vhost_desc, vhost_t, vhost_fields, vhost_check);
 
+/* ---- sslConfig (downstream TLS) --------------------------------------------------------- */
+
+static int sslfiles_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    sslfiles_t *f = msg;
+    if (!f->cert || !f->cert[0])
+        return cfg_derr(c, n, "tlsCert", "is required");
+    if (!f->key || !f->key[0])
+        return cfg_derr(c, n, "tlsKey", "is required");
+    return 0;
+}
+
+static const field_t sslfiles_fields[] = {
+    FLD("tlsCert", F_STR, OFF(sslfiles_t, cert)),
+    FLD("tlsKey", F_STR, OFF(sslfiles_t, key)),
+    FLD("rootCa", F_STR, OFF(sslfiles_t, root_ca)),
+    FLD("ocspStaple", F_STR, OFF(sslfiles_t, ocsp)),
+};
+DESC(sslfiles_desc, sslfiles_t, sslfiles_fields, sslfiles_check);
+
+static const char *const dtls_versions[] = { "TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2", "TLSv1_3", NULL };
+
+static int sslparams_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    sslparams_t *p = msg;
+    if (p->min_ver == TLSV_1_0 || p->min_ver == TLSV_1_1)
+        return cfg_derr(c, fnode(n, "minimumProtocolVersion"), "minimumProtocolVersion",
+                        "%s is not supported (rivet serves TLSv1_2 and TLSv1_3)", dtls_versions[p->min_ver]);
+    if (p->max_ver == TLSV_1_0 || p->max_ver == TLSV_1_1)
+        return cfg_derr(c, fnode(n, "maximumProtocolVersion"), "maximumProtocolVersion",
+                        "%s is not supported (rivet serves TLSv1_2 and TLSv1_3)", dtls_versions[p->max_ver]);
+    if (p->min_ver && p->max_ver && p->min_ver > p->max_ver)
+        return cfg_derr(c, fnode(n, "maximumProtocolVersion"), "maximumProtocolVersion",
+                        "%s is below minimumProtocolVersion %s", dtls_versions[p->max_ver], dtls_versions[p->min_ver]);
+    for (uint32_t i = 0; i < p->ciphers.n; i++)
+        if (!p->ciphers.v[i][0] || strpbrk(p->ciphers.v[i], ": ,"))
+            return cfg_derr(c, elem_node(n, "cipherSuites", i), "cipherSuites", "'%s' is not one cipher suite name",
+                            p->ciphers.v[i]);
+    for (uint32_t i = 0; i < p->curves.n; i++)
+        if (!p->curves.v[i][0] || strpbrk(p->curves.v[i], ": ,"))
+            return cfg_derr(c, elem_node(n, "ecdhCurves", i), "ecdhCurves", "'%s' is not one curve name",
+                            p->curves.v[i]);
+    return 0;
+}
+
+static const field_t sslparams_fields[] = {
+    FLD("minimumProtocolVersion", F_ENUM, OFF(sslparams_t, min_ver), .enums = dtls_versions),
+    FLD("maximumProtocolVersion", F_ENUM, OFF(sslparams_t, max_ver), .enums = dtls_versions),
+    FLD("cipherSuites", F_STRS, OFF(sslparams_t, ciphers)),
+    FLD("ecdhCurves", F_STRS, OFF(sslparams_t, curves)),
+};
+DESC(sslparams_desc, sslparams_t, sslparams_fields, sslparams_check);
+
+static const char *const ocsp_policies[] = { "LENIENT_STAPLING", "STRICT_STAPLING", "MUST_STAPLE", NULL };
+
+/* A server name as Envoy's server_names takes it: a host name or "*.suffix", lower-cased. */
+static bool sni_name_ok(char *s)
+{
+    cfg_lower(s);
+    const char *p = s;
+    if (p[0] == '*' && p[1] == '.')
+        p += 2;
+    if (!*p || strlen(s) > 253)
+        return false;
+    for (; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+            return false;
+    return s[strlen(s) - 1] != '.';
+}
+
+static int sslcfg_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    sslcfg_t *s = msg;
+    if (!s->secret.h.set && !s->files.h.set)
+        return cfg_derrp(c, n, "%s%ssslConfig: one of secretRef or sslFiles is required", c->path, c->plen ? "." : "");
+    for (uint32_t i = 0; i < s->sni.n; i++)
+        if (!sni_name_ok(s->sni.v[i]))
+            return cfg_derr(c, elem_node(n, "sniDomains", i), "sniDomains",
+                            "'%s' is not a server name (a host name or *.suffix)", s->sni.v[i]);
+    for (uint32_t i = 0; i < s->alpn.n; i++) {
+        const char *a = s->alpn.v[i];
+        if (!strcmp(a, "http/1.1"))
+            continue;
+        if (!strcmp(a, "h2"))
+            return cfg_derr(c, elem_node(n, "alpnProtocols", i), "alpnProtocols",
+                            "'h2' is not supported (rivet speaks HTTP/1.1 only: list http/1.1)");
+        return cfg_derr(c, elem_node(n, "alpnProtocols", i), "alpnProtocols",
+                        "'%s' is not supported (rivet speaks HTTP/1.1 only: list http/1.1)", a);
+    }
+    for (uint32_t i = 0; i < s->san.n; i++)
+        if (!s->san.v[i][0] || has_ctl(s->san.v[i]))
+            return cfg_derr(c, elem_node(n, "verifySubjectAltName", i), "verifySubjectAltName",
+                            "'%s' is not a subject alternative name", s->san.v[i]);
+    return 0;
+}
+
+static const field_t sslcfg_fields[] = {
+    FLD("secretRef", F_MSG, OFF(sslcfg_t, secret), .sub = &ref_desc, .oneof = 1),
+    FLD("sslFiles", F_MSG, OFF(sslcfg_t, files), .sub = &sslfiles_desc, .oneof = 1),
+    FLD("sds", F_UNSUP, .oneof = 1, .note = "(SDS is not supported: use secretRef or sslFiles)"),
+    FLD("sniDomains", F_STRS, OFF(sslcfg_t, sni)),
+    FLD("verifySubjectAltName", F_STRS, OFF(sslcfg_t, san)),
+    FLD("parameters", F_MSG, OFF(sslcfg_t, params), .sub = &sslparams_desc),
+    FLD("alpnProtocols", F_STRS, OFF(sslcfg_t, alpn)),
+    FLD("oneWayTls", F_BOOL, OFF(sslcfg_t, one_way)),
+    FLD("disableTlsSessionResumption", F_BOOL, OFF(sslcfg_t, no_resume)),
+    FLD("ocspStaplePolicy", F_ENUM, OFF(sslcfg_t, ocsp_policy), .enums = ocsp_policies),
+    UNSUP("transportSocketConnectTimeout"),
+};
+DESC(sslcfg_desc, sslcfg_t, sslcfg_fields, sslcfg_check);
+
 static const field_t vs_fields[] = {
     FLD("virtualHost", F_MSG, OFF(vs_t, vh), .sub = &vhost_desc),
-    FLD("sslConfig", F_UNSUP, .note = TLS_NOTE),
+    FLD("sslConfig", F_MSG, OFF(vs_t, ssl), .sub = &sslcfg_desc),
     FLD("displayName", F_STR, OFF(vs_t, display_name)),
     FLD("metadata", F_MSG, OFF(vs_t, meta), .sub = &cfg_meta_desc),
     IGN("status"), IGN("namespacedStatuses"),
@@ -844,7 +953,7 @@ static int gw_check(dctx_t *c, void *msg, const ynode_t *n)
 }
 
 static const field_t gw_fields[] = {
-    FLD("ssl", F_FALSE_ONLY, .note = TLS_NOTE),
+    FLD("ssl", F_BOOL, OFF(gw_t, ssl)),
     FLD("bindAddress", F_STR, OFF(gw_t, bind_address)),
     FLD("bindPort", F_U32, OFF(gw_t, bind_port), .max = 65535),
     FLD("options", F_UNSUP),

@@ -167,7 +167,12 @@ typedef struct rv_vhost_s {
     uint32_t nroutes;
     rv_header_ops_t headers;    /* virtualHost.options.headerManipulation */
     uint32_t stat_id;           /* stable metrics slot, set by rv_stats_assign() */
+    uint32_t tls_chain;         /* ssl listener: the TLS chain serving it (rv_tls_server_select) */
+    rv_str_t tls_source;        /* ssl listener: "secretRef ns/name" or the sslFiles paths (dump) */
 } rv_vhost_t;
+
+/* src/tls/server.h: a listener's TLS contexts and server-name table (opaque here). */
+struct rv_tls_server_s;
 
 typedef struct rv_listener_cfg_s {
     rv_str_t name;              /* Gateway "<ns>.<name>" */
@@ -178,6 +183,10 @@ typedef struct rv_listener_cfg_s {
     rv_vhost_t *vhosts;
     uint32_t nvhosts;
     rv_router_index_t *index;   /* built by rv_router_build(); NULL before */
+    bool ssl;                   /* Gateway ssl: true: connections are TLS */
+    struct rv_tls_server_s *tls;/* ssl: the contexts (NULL when no VirtualService could be
+                                 * served: connections are then closed at once); freed by
+                                 * the snapshot's free hook, sessions keep their references */
 } rv_listener_cfg_t;
 
 /* ---- clusters ---------------------------------------------------------------------- */

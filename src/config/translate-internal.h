@@ -36,7 +36,19 @@ typedef struct snap_priv_s {
     uint64_t view_fp;           /* rv_disc_view fingerprint: services, known, tags, health, synced */
     struct rv_tls_client_s **tls;   /* upstream TLS contexts the clusters use (freed with the snapshot) */
     uint32_t ntls, captls;
+    struct tls_file_s *tls_files;   /* sslFiles read by the build (rotation watch), malloc */
+    uint32_t ntls_files, captls_files;
 } snap_priv_t;
+
+/* A file an ssl listener was built from, as it was when read (translate-tls.c). */
+typedef struct tls_file_s {
+    char *path;                 /* malloc */
+    bool missing;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime, ctime;
+} tls_file_t;
 
 /* CSEL_*: how a Consul-fed cluster takes instances (rv_endpoint_set_build redoes it). */
 enum { CSEL_UPSTREAM = 1, CSEL_DISCOVERED, CSEL_DEST };
@@ -85,6 +97,8 @@ typedef struct bctx_s {
     uint32_t ngw_files;
     tres_t defgw;
     gw_t defgw_obj;
+    tres_t defgw_ssl;           /* gateway-proxy-ssl ([::]:8443), when a service has sslConfig */
+    gw_t defgw_ssl_obj;
     uint64_t prefix_work;       /* child routes checked against parent prefixes (bounded) */
     const rv_disc_view_t *view; /* Consul instances, NULL when discovery is not running */
     bool discover;              /* one Upstream per Consul service */
@@ -120,6 +134,19 @@ bool cfg_in_list(const strs_t *l, const char *s);
 /* qsort/bsearch orders: tres_t * by (ns, name); discovered tres_t by name. */
 int cfg_tres_cmp(const void *x, const void *y);
 int cfg_disc_cmp(const void *x, const void *y);
+
+/* ---- downstream TLS (translate-tls.c) ---- */
+
+/*
+ * Gateway ssl: build l->tls from the sslConfigs of the selected services vs[0..n) not yet
+ * dropped; a service whose TLS cannot be built is Rejected (reason naming the secret or file
+ * and the problem) and dropped. Sets each kept service's chain in chain_of[i] and its dump
+ * text in src_of[i].
+ */
+void cfg_build_tls(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, tres_t **vs, uint32_t n, bool *drop,
+                   uint32_t *chain_of, rv_str_t *src_of);
+/* Free hook part: the listeners' TLS and the watched file list. */
+void cfg_free_dtls(rv_snapshot_t *snap);
 
 /* ---- clusters (translate-clusters.c) ---- */
 

@@ -891,6 +891,15 @@ static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t
     const gw_t *g = gt->obj;
     vec_t sel = { 0 };
     select_vss(b, gt, g, &sel);
+    /* Gloo: an ssl Gateway serves only the services with an sslConfig, a plain one only those
+     * without */
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < sel.n; i++) {
+        tres_t *t = ((tres_t **)sel.v)[i];
+        if (((const vs_t *)t->obj)->ssl.h.set == g->ssl)
+            ((tres_t **)sel.v)[kept++] = t;
+    }
+    sel.n = kept;
     tres_t **vs = sel.v;
     bool *drop = sel.n ? calloc(sel.n, sizeof(bool)) : NULL;
     if (sel.n && !drop) {
@@ -916,6 +925,20 @@ static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t
             total += vs[i]->nroutes;
         n += !drop[i];
     }
+    uint32_t *chain_of = NULL;
+    rv_str_t *src_of = NULL;
+    if (g->ssl) {
+        chain_of = sel.n ? calloc(sel.n, sizeof(uint32_t)) : NULL;
+        src_of = sel.n ? calloc(sel.n, sizeof(rv_str_t)) : NULL;
+        if (sel.n && (!chain_of || !src_of)) {
+            b->oom = true;
+        } else {
+            cfg_build_tls(b, gt, l, vs, sel.n, drop, chain_of, src_of);
+            n = 0;
+            for (uint32_t i = 0; i < sel.n; i++)
+                n += !drop[i];
+        }
+    }
     l->vhosts = cfg_anew(b, n * sizeof(rv_vhost_t));
     for (uint32_t i = 0, k = 0; i < sel.n && l->vhosts; i++) {
         if (drop[i])
@@ -924,6 +947,10 @@ static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t
         const vs_t *v = t->obj;
         rv_vhost_t *vh = &l->vhosts[k++];
         vh->name = cfg_astrf(b, "%s.%s", t->ns, t->name);
+        if (chain_of) {
+            vh->tls_chain = chain_of[i];
+            vh->tls_source = src_of[i];
+        }
         uint32_t nd = v->vh.domains.n;
         vh->domains = cfg_anew(b, (nd ? nd : 1) * sizeof(rv_str_t));
         if (vh->domains) {
@@ -945,6 +972,8 @@ static void build_listener(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, uint32_t
         }
     }
     l->nvhosts = l->vhosts ? n : 0;
+    free(chain_of);
+    free(src_of);
     free(drop);
     free(sel.v);
 }
@@ -993,6 +1022,23 @@ static void build_listeners(bctx_t *b)
                              .name = "gateway-proxy", .obj = g };
         if (cfg_vec_push(b, &gws, sizeof(tres_t *)))
             ((tres_t **)gws.v)[0] = &b->defgw;
+        /* and Gloo's default gateway-proxy-ssl, for the services with an sslConfig */
+        bool any_ssl = false;
+        for (uint32_t i = 0; i < b->nby[RK_VS] && !any_ssl; i++)
+            any_ssl = ((const vs_t *)b->by[RK_VS][i]->obj)->ssl.h.set;
+        if (any_ssl) {
+            gw_t *gs = &b->defgw_ssl_obj;
+            gs->h.set = true;
+            gs->bind_address = "::";
+            gs->bind_port = 8443;
+            gs->ssl = true;
+            gs->http.h.set = true;
+            b->defgw_ssl = b->defgw;
+            b->defgw_ssl.name = "gateway-proxy-ssl";
+            b->defgw_ssl.obj = gs;
+            if (cfg_vec_push(b, &gws, sizeof(tres_t *)))
+                ((tres_t **)gws.v)[gws.n - 1] = &b->defgw_ssl;
+        }
     } else {
         for (uint32_t i = 0; i < b->nby[RK_GATEWAY]; i++)
             if (cfg_vec_push(b, &gws, sizeof(tres_t *)))
@@ -1107,7 +1153,7 @@ static void build_statuses(bctx_t *b)
 {
     rv_snapshot_t *snap = &b->sp->snap;
     bool settings = b->s->settings_file || b->s->rejected;
-    uint32_t n = b->nall + b->ndisc + (settings ? 1 : 0) + (b->defgw.rej ? 1 : 0);
+    uint32_t n = b->nall + b->ndisc + (settings ? 1 : 0) + (b->defgw.rej ? 1 : 0) + (b->defgw_ssl.rej ? 1 : 0);
     snap->statuses = cfg_anew(b, n * sizeof(rv_status_t));
     if (!snap->statuses)
         return;
@@ -1132,6 +1178,16 @@ static void build_statuses(bctx_t *b)
         st->file = cfg_astr(b, "");
         st->state = RV_STATE_REJECTED;
         st->reason = astrcat(b, b->defgw.rej, " (the default Gateway, served when no Gateway exists)", NULL);
+        snap->nrejected++;
+    }
+    if (b->defgw_ssl.rej) {
+        rv_status_t *st = &snap->statuses[k++];
+        st->kind = cfg_astr(b, "Gateway");
+        st->ns = cfg_astr(b, b->defgw_ssl.ns);
+        st->name = cfg_astr(b, b->defgw_ssl.name);
+        st->file = cfg_astr(b, "");
+        st->state = RV_STATE_REJECTED;
+        st->reason = astrcat(b, b->defgw_ssl.rej, " (the default ssl Gateway, served when no Gateway exists)", NULL);
         snap->nrejected++;
     }
     for (uint32_t i = 0; i < b->nall; i++) {
@@ -1200,6 +1256,7 @@ static void free_snap_extras(rv_snapshot_t *snap)
 {
     free_regexes(snap);
     cfg_free_tls((snap_priv_t *)snap);
+    cfg_free_dtls(snap);
 }
 
 void rv_snapshot_ref(rv_snapshot_t *snap)
@@ -1367,6 +1424,8 @@ out:
     free(b.all);
     free(b.defgw.rej);
     free(b.defgw.warn);
+    free(b.defgw_ssl.rej);
+    free(b.defgw_ssl.warn);
     for (uint32_t i = 0; i < b.ndisc; i++) {
         free(b.disc[i].rej);
         free(b.disc[i].warn);

@@ -72,6 +72,7 @@ typedef struct ctl_s {
     rv_settings_t settings;
     rv_store_t *store;
     int ep, sfd, ifd, debounce_fd, refresh_fd;
+    int tls_fd;                 /* 1 s tick: sslFiles of the served config changed on disk? */
     bool serving;
     rv_kvsource_t *kv;          /* Consul KV watcher when settings.consul_kv */
     char *kv_ident;             /* what the watcher was started with (restart when it changes) */
@@ -809,9 +810,11 @@ static int setup_fds(ctl_t *c)
     c->ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
     c->debounce_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     c->refresh_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
-    if (c->ep < 0 || c->sfd < 0 || c->ifd < 0 || c->debounce_fd < 0 || c->refresh_fd < 0)
+    c->tls_fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (c->ep < 0 || c->sfd < 0 || c->ifd < 0 || c->debounce_fd < 0 || c->refresh_fd < 0 || c->tls_fd < 0)
         return RV_EIO;
-    int fds[] = { c->sfd, c->ifd, c->debounce_fd, c->refresh_fd };
+    int fds[] = { c->sfd, c->ifd, c->debounce_fd, c->refresh_fd, c->tls_fd };
+    arm_timer(c->tls_fd, 1000, true);
     for (size_t i = 0; i < RV_ARRAY_LEN(fds); i++) {
         struct epoll_event ev = { .events = EPOLLIN, .data.fd = fds[i] };
         if (epoll_ctl(c->ep, EPOLL_CTL_ADD, fds[i], &ev) < 0)
@@ -829,7 +832,8 @@ static void drain_fd(int fd)
 
 int rv_control_run(const rv_control_opts_t *o)
 {
-    ctl_t c = { .o = o, .ep = -1, .sfd = -1, .ifd = -1, .debounce_fd = -1, .refresh_fd = -1, .disc_fd = -1 };
+    ctl_t c = { .o = o, .ep = -1, .sfd = -1, .ifd = -1, .debounce_fd = -1, .refresh_fd = -1, .tls_fd = -1,
+                .disc_fd = -1 };
     char err[512];
     int code = 1;
     bool failed = false;
@@ -935,6 +939,15 @@ int rv_control_run(const rv_control_opts_t *o)
                 drain_fd(c.refresh_fd);
                 reload(&c, true);
                 watch_all(&c);
+            } else if (fd == c.tls_fd) {
+                /* a rotated certificate/key file (sslFiles) reaches new connections within a
+                 * second; established ones keep the contexts they hold */
+                drain_fd(c.tls_fd);
+                rv_snapshot_t *now = rv_control_current();
+                bool moved = now && rv_snapshot_tls_files_changed(now);
+                rv_snapshot_release(now);
+                if (moved)
+                    reload(&c, true);
             } else if (c.kv && fd == rv_kvsource_fd(c.kv)) {
                 kv_event(&c);
                 if (c.kv_changed || !c.serving)
@@ -1000,7 +1013,7 @@ out:
     rv_secretsrc_configure(NULL);
     rv_config_set_bind_check(NULL);
     rv_settings_free(&c.settings);
-    int fds[] = { c.ep, c.sfd, c.ifd, c.debounce_fd, c.refresh_fd };
+    int fds[] = { c.ep, c.sfd, c.ifd, c.debounce_fd, c.refresh_fd, c.tls_fd };
     for (size_t i = 0; i < RV_ARRAY_LEN(fds); i++)
         if (fds[i] >= 0)
             close(fds[i]);

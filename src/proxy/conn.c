@@ -31,12 +31,50 @@
 #include "proxy/dp.h"
 #include "proxy/rewrite.h"
 #include "proxy/router.h"
+#include "tls/server.h"
 
 static const char resp_oom[] = "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 13\r\n"
                                "content-type: text/plain\r\nconnection: close\r\n\r\nout of memory";
 
 static void d_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events);
 static void d_on_timer(rv_loop_t *loop, rv_timer_t *t);
+
+static void free_tls(rv_dp_conn_t *d)
+{
+    if (!d->tls)
+        return;
+    rv_tls_free(&d->tls->t);
+    free(d->tls->xfcc);
+    free(d->tls);
+    d->tls = NULL;
+}
+
+/* After an RV_EAGAIN or a short count from the TLS layer: forget the readiness it waits for. */
+static void tls_blocked(rv_dp_conn_t *d)
+{
+    int want = rv_tls_want(&d->tls->t);
+    if (want == RV_TLS_WANT_READ)
+        d->can_read = false;
+    else if (want == RV_TLS_WANT_WRITE)
+        d->can_write = false;
+}
+
+rv_str_t rv_dp_client_identity(rv_dp_conn_t *d)
+{
+    rv_dp_tls_t *t = d->tls;
+    if (!t)
+        return RV_STR_NULL;
+    if (t->xfcc_len < 0) {
+        char buf[4096];
+        int n = rv_tls_peer_xfcc(&t->t, buf, sizeof(buf));
+        t->xfcc_len = 0;
+        if (n > 0 && (t->xfcc = malloc((size_t)n))) {
+            memcpy(t->xfcc, buf, (size_t)n);
+            t->xfcc_len = n;
+        }
+    }
+    return rv_str(t->xfcc, (size_t)t->xfcc_len);
+}
 
 /* ---- connection life cycle ----------------------------------------------------------- */
 
@@ -62,7 +100,26 @@ void rv_dp_conn_accepted(rv_dp_worker_t *w, rv_dp_listener_t *l, int fd, const s
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     d->peer_len = (uint8_t)rv_dp_fmt_addr(sa, d->peer, sizeof(d->peer), false);
+    if (l->cfg && l->cfg->ssl) {
+        /* a TLS listener: the handshake runs inside the first reads, bounded by the header
+         * timeout armed below; without usable contexts the connection is refused */
+        d->tls = l->cfg->tls ? malloc(sizeof(*d->tls)) : NULL;
+        if (!d->tls || rv_tls_new(&d->tls->t, rv_tls_server_ctx(l->cfg->tls), fd, true, NULL) < 0) {
+            if (l->cfg->tls)
+                rv_ctr_add(&w->st->oom, 1);
+            free(d->tls);
+            d->tls = NULL;
+            close(fd);
+            d->qnext = w->free_conns;
+            w->free_conns = d;
+            w->nfree_conns++;
+            return;
+        }
+        d->tls->xfcc = NULL;
+        d->tls->xfcc_len = -1;
+    }
     if (rv_io_add(&w->loop, &d->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, d_on_io) < 0) {
+        free_tls(d);
         close(fd);
         d->qnext = w->free_conns;
         w->free_conns = d;
@@ -108,6 +165,7 @@ static void d_close(rv_dp_conn_t *d)
         end_request(d);
     d->dead = true;
     rv_timer_stop(&w->loop, &d->timer);
+    free_tls(d);
     close(d->io.fd);
     rv_dp_buf_put(w, d->in);
     d->in = NULL;
@@ -143,6 +201,8 @@ static void d_linger(rv_dp_conn_t *d)
         d_close(d);
         return;
     }
+    if (d->tls)
+        (void)rv_tls_shutdown(&d->tls->t);    /* close_notify when the socket takes it now */
     shutdown(d->io.fd, SHUT_WR);
     d->state = DS_LINGER;
     rv_timer_after(&d->w->loop, &d->timer, DP_LINGER_MS);
@@ -196,6 +256,22 @@ static int client_read(rv_dp_conn_t *d)
         }
     }
     size_t space = DP_BUF_SIZE - d->in_len;
+    if (d->tls) {
+        ssize_t r = rv_tls_read(&d->tls->t, d->in + d->in_len, space);
+        if (r > 0) {
+            d->in_len += (uint32_t)r;
+            d->last_in = rv_loop_now(&d->w->loop);
+            if ((size_t)r < space)
+                tls_blocked(d);
+            return 1;
+        }
+        if (r == RV_EAGAIN) {
+            tls_blocked(d);
+            return 0;
+        }
+        d->rd_eof = true;   /* close_notify, EOF, or a failed handshake/record */
+        return 1;
+    }
     ssize_t n = read(d->io.fd, d->in + d->in_len, space);
     if (n > 0) {
         d->in_len += (uint32_t)n;
@@ -315,7 +391,27 @@ static int client_write(rv_dp_conn_t *d)
     }
     if (n == 0)
         return 0;
-    ssize_t wr = writev(d->io.fd, iov, n);
+    ssize_t wr;
+    if (d->tls) {
+        wr = rv_tls_writev(&d->tls->t, iov, n);
+        if (wr == RV_EAGAIN) {
+            tls_blocked(d);
+            return 0;
+        }
+        if (wr < 0) {
+            rv_dp_abort(d, DP_F_DC);
+            return -1;
+        }
+        size_t want = 0;
+        for (int i = 0; i < n; i++)
+            want += iov[i].iov_len;
+        if ((size_t)wr < want)
+            tls_blocked(d);
+        if (wr == 0)
+            return 0;
+    } else {
+        wr = writev(d->io.fd, iov, n);
+    }
     if (wr < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             d->can_write = false;
@@ -329,7 +425,7 @@ static int client_write(rv_dp_conn_t *d)
     size_t left = (size_t)wr, total = 0;
     for (int i = 0; i < n; i++)
         total += iov[i].iov_len;
-    if ((size_t)wr < total)
+    if ((size_t)wr < total && !d->tls)
         d->can_write = false;
     if (d->pre_len) {
         size_t k = RV_MIN(left, (size_t)d->pre_len);
@@ -535,6 +631,23 @@ static void reply_unparsed(rv_dp_conn_t *d, int status, rv_str_t body, uint32_t 
 /* ---- request start ------------------------------------------------------------------- */
 
 /* A head was parsed from conn->in: set up the stream, route it, and act. */
+/*
+ * A request on a TLS connection whose Host's virtual host is not served by the chain the
+ * connection's SNI selects (in the listener config of this request's snapshot, so a reload
+ * in between is judged by the new rules), or by a chain that checks client certificates when
+ * this session carries no verified one.
+ */
+static bool misdirected(rv_dp_conn_t *d, const rv_listener_cfg_t *l, const rv_vhost_t *vh)
+{
+    if (!l->ssl || !l->tls)
+        return true;
+    const char *sni = rv_tls_sni(&d->tls->t);
+    uint32_t chain = rv_tls_server_select(l->tls, sni, sni ? strlen(sni) : 0);
+    if (vh->tls_chain != chain)
+        return true;
+    return rv_tls_server_chain_mtls(l->tls, chain) && rv_dp_client_identity(d).len == 0;
+}
+
 static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
 {
     rv_dp_worker_t *w = d->w;
@@ -630,6 +743,13 @@ static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
         /* a route regex could not be evaluated: never fall through to a later route */
         rv_dp_local_reply(d, 400, RV_STR("request could not be matched against the route table"), RV_STR_NULL,
                           DP_F_NR);
+        return;
+    }
+    if (d->tls && s->vh && misdirected(d, s->lcfg, s->vh)) {
+        /* RFC 9110 15.5.20: this connection's certificate (and client certificate check) is
+         * not the one for the host asked for */
+        s->route = NULL;
+        rv_dp_local_reply(d, 421, RV_STR("misdirected request"), RV_STR_NULL, DP_F_NR);
         return;
     }
     if (!s->route) {
@@ -882,6 +1002,17 @@ static bool linger_step(rv_dp_conn_t *d)
 {
     char tmp[4096];
     for (int i = 0; i < 16 && d->can_read; i++) {
+        if (d->tls) {
+            ssize_t r = rv_tls_read(&d->tls->t, tmp, sizeof(tmp));
+            if (r > 0)
+                continue;
+            if (r == RV_EAGAIN) {
+                tls_blocked(d);
+                return false;
+            }
+            d_close(d);
+            return false;
+        }
         ssize_t n = read(d->io.fd, tmp, sizeof(tmp));
         if (n > 0)
             continue;

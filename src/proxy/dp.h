@@ -205,6 +205,14 @@ typedef struct rv_dp_stream_s {
 
 enum dp_conn_state { DS_IDLE = 0, DS_REQ, DS_LINGER };
 
+/* TLS state of a downstream connection on an ssl listener (allocated per connection: the SSL
+ * object dwarfs it; a plain connection pays one pointer). */
+typedef struct rv_dp_tls_s {
+    rv_tls_t t;
+    char *xfcc;                     /* verified client identity (x-forwarded-client-cert), malloc */
+    int xfcc_len;                   /* -1 not computed yet, 0 no verified client certificate */
+} rv_dp_tls_t;
+
 struct rv_dp_conn_s {
     rv_io_t io;
     rv_dp_worker_t *w;
@@ -225,6 +233,7 @@ struct rv_dp_conn_s {
     rv_dp_conn_t *qnext;            /* ready list / zombie list */
     rv_dp_stream_t *s;              /* the request in flight (DS_REQ), else NULL: an idle
                                      * keep-alive connection costs only this struct */
+    rv_dp_tls_t *tls;               /* ssl listener: the session; NULL for plain TCP */
 };
 
 /* Idle connections of one endpoint (address, and for TLS the context and SNI: key). No timer per connection (parking and taking one costs
@@ -313,6 +322,9 @@ int rv_dp_local_reply(rv_dp_conn_t *d, int status, rv_str_t body, rv_str_t locat
 void rv_dp_abort(rv_dp_conn_t *d, uint32_t flag);
 void rv_dp_touch(rv_dp_conn_t *d);
 void rv_dp_compact_in(rv_dp_conn_t *d);
+/* The verified client certificate as an x-forwarded-client-cert value (computed once per
+ * connection); len 0 when none. */
+rv_str_t rv_dp_client_identity(rv_dp_conn_t *d);
 
 /* ---- upstream.c ---------------------------------------------------------------------- */
 void rv_dp_proxy_start(rv_dp_conn_t *d);

@@ -19,7 +19,7 @@
 #include "proxy/dp.h"
 #include "proxy/rewrite.h"
 
-#define ADD_FIXED 8
+#define ADD_FIXED 9
 
 typedef struct add_s {
     rv_str_t name, value;
@@ -247,7 +247,9 @@ int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *e, bool parsed)
     for (uint32_t i = 0; i < c.n; i++) {
         rv_str_t nm = c.h[i].name;
         if (is_hop(nm) || rv_str_ieq(nm, RV_STR("expect")) || rv_str_ieq(nm, RV_STR("x-forwarded-proto")) ||
-            rv_str_ieq(nm, RV_STR("x-forwarded-for"))) {
+            rv_str_ieq(nm, RV_STR("x-forwarded-for")) || rv_str_ieq(nm, RV_STR("x-forwarded-client-cert"))) {
+            /* x-forwarded-client-cert: only rivet vouches for a client certificate (Envoy's
+             * SANITIZE_SET), on plain listeners too */
             c.drop[i] = true;
         } else if (rv_str_ieq(nm, RV_STR("x-request-id")) && !c.drop[i]) {
             reqid_kept = c.h[i].value.ptr == s->reqid.ptr;
@@ -280,7 +282,10 @@ int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *e, bool parsed)
     memcpy(xff + x, d->peer, d->peer_len);
     x += d->peer_len;
     push_add(&c, RV_STR("X-Forwarded-For"), rv_str(xff, x));
-    push_add(&c, RV_STR("X-Forwarded-Proto"), RV_STR("http"));
+    push_add(&c, RV_STR("X-Forwarded-Proto"), d->tls ? RV_STR("https") : RV_STR("http"));
+    rv_str_t xfcc = rv_dp_client_identity(d);
+    if (xfcc.len)
+        push_add(&c, RV_STR("X-Forwarded-Client-Cert"), xfcc);
     if (!reqid_kept)
         push_add(&c, RV_STR("X-Request-Id"), s->reqid);
     if (s->req_body == RV_H1_BODY_CHUNKED)

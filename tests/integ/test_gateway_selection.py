@@ -1,8 +1,8 @@
 """Gateways: which VirtualServices an httpGateway serves (virtualServices refs,
 virtualServiceSelector, virtualServiceNamespaces), several Gateways on several ports,
-`ssl: true` refused; and the routing features that live next to it: hostname upstreams,
+`ssl: true` without ssl services; and the routing features that live next to it: hostname upstreams,
 the `:authority` header matcher, retries with retryBackOff."""
-from harness import NS, can_connect, free_port, route, run_cli
+from harness import NS, can_connect, free_port, raw, route, run_cli
 
 
 def _gw(cfg, name, http_gateway, **extra):
@@ -128,27 +128,28 @@ def test_two_gateways_two_ports_different_virtual_services(cfg, rivet):
 # ssl: true
 
 
-def test_ssl_true_rejected_others_serve(cfg, rivet):
+def test_ssl_true_without_ssl_services_warns_others_serve(cfg, rivet):
+    """An ssl Gateway serves only VirtualServices with an sslConfig (Gloo): with none, it is
+    Accepted with a Warning saying TLS connections are refused, and the plain one serves."""
     good = _gw(cfg, "plain", {})
     tls = _gw(cfg, "tls", {}, ssl=True)
     cfg.vs("vs", [route(direct=(200, "ok"))])
     rv = rivet(cfg, ready=False)
     rv.wait_ready(gateway_ports=False)
-    st = rv.wait_status("Gateway", "tls", "Rejected")
+    st = rv.wait_status("Gateway", "tls", "Warning")
     reason = st.get("reason") or ""
-    assert "ssl" in reason and "not supported yet" in reason and "TLS" in reason, st
+    assert "ssl" in reason and "sslConfig" in reason, st
     assert rv.resource_status("Gateway", "plain")["state"] == "Accepted"
     assert rv.resource_status("VirtualService", "vs")["state"] == "Accepted"
     assert _served(rv, good) == "ok"
-    # no listener on the rejected Gateway's port
-    assert not can_connect(tls)
+    # the port accepts, but no TLS (or plain) conversation happens there
+    r = raw(tls, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert r.data == b"", r
 
     p = run_cli("validate", "--dir", cfg.root)
-    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("Gateway %s/tls " % NS)]
-    assert len(lines) == 1, p.stdout
-    assert "Rejected" in lines[0] and "not supported yet" in lines[0] and "TLS" in lines[0], lines
-    assert any(ln.startswith("Gateway %s/plain Accepted" % NS) for ln in p.stdout.splitlines()), p.stdout
+    assert len(lines) == 1 and "Warning" in lines[0], p.stdout
 
 
 def test_ssl_false_accepted(cfg, rivet):

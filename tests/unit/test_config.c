@@ -230,8 +230,8 @@ static void test_fields(void)
         "wrong case is not a spelling");
     REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: 1\nhttpGateway: {virtualServices: [{nmae: a}]}\n",
         "httpGateway.virtualServices[0].nmae: unknown field", "unknown field named with its path");
-    REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: 1\nssl: true\n",
-        "ssl: true is not supported yet (TLS arrives in a later release)", "ssl: true refused");
+    g = dec(RK_GATEWAY, "metadata: {name: x}\nbindPort: 1\nssl: true\n");
+    CHECK(g && g->ssl, "ssl: true accepted");
     REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: 1\nuseProxyProto: true\n", "useProxyProto: true is not supported",
         "useProxyProto: true refused");
     REJ(RK_GATEWAY, "metadata: {name: x}\nbindPort: 1\ntcpGateway: {}\n", "tcpGateway is not supported yet",
@@ -294,8 +294,41 @@ static void test_vs_fields(void)
     REJ(RK_VS, "metadata: {name: x}\nvirtualHost: {domains: [a.com, A.COM]}\n", "duplicate domain 'a.com'",
         "duplicate domain");
     REJ(RK_VS, "metadata: {name: x}\nvirtualHost: {domains: ['a b']}\n", "not a valid domain", "space in a domain");
-    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {secretRef: {name: s}}\nvirtualHost: {}\n",
-        "sslConfig is not supported yet (TLS arrives in a later release)", "sslConfig refused");
+    v = dec(RK_VS, "metadata: {name: x}\nsslConfig: {secretRef: {name: s, namespace: n}, sniDomains: [A.example.com, "
+                   "'*.b.example.com'], verifySubjectAltName: [spiffe://x], oneWayTls: true,\n"
+                   "  disableTlsSessionResumption: true, alpnProtocols: [http/1.1], ocspStaplePolicy: STRICT_STAPLING,\n"
+                   "  parameters: {minimumProtocolVersion: TLSv1_2, maximumProtocolVersion: TLSv1_3, "
+                   "cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256], ecdhCurves: [X25519]}}\nvirtualHost: {}\n");
+    CHECK(v && v->ssl.h.set && v->ssl.secret.h.set && !strcmp(v->ssl.secret.name, "s") && v->ssl.sni.n == 2 &&
+              !strcmp(v->ssl.sni.v[0], "a.example.com") && v->ssl.one_way && v->ssl.no_resume &&
+              v->ssl.ocsp_policy == 1 && v->ssl.params.min_ver == 3 && v->ssl.params.max_ver == 4 &&
+              v->ssl.params.ciphers.n == 1 && v->ssl.params.curves.n == 1 && v->ssl.san.n == 1,
+          "sslConfig decoded (sniDomains lower-cased)");
+    v = dec(RK_VS, "metadata: {name: x}\nsslConfig: {sslFiles: {tlsCert: /c, tlsKey: /k, rootCa: /r, ocspStaple: /o}}\n"
+                   "virtualHost: {}\n");
+    CHECK(v && v->ssl.files.h.set && !strcmp(v->ssl.files.cert, "/c") && !strcmp(v->ssl.files.root_ca, "/r"),
+          "sslConfig.sslFiles decoded");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {sds: {}}\nvirtualHost: {}\n", "sds is not supported",
+        "sslConfig.sds refused by name");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {sniDomains: [a.com]}\nvirtualHost: {}\n",
+        "one of secretRef or sslFiles is required", "sslConfig without material refused");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {sslFiles: {tlsCert: /c}}\nvirtualHost: {}\n",
+        "tlsKey: is required", "sslFiles without a key refused");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {secretRef: {name: s}, sslFiles: {tlsCert: /c, tlsKey: /k}}\n"
+               "virtualHost: {}\n", "secretRef and sslFiles cannot both be set", "secretRef and sslFiles together refused");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {secretRef: {name: s}, alpnProtocols: [h2]}\nvirtualHost: {}\n",
+        "'h2' is not supported (rivet speaks HTTP/1.1 only", "alpn h2 refused by name");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {secretRef: {name: s}, alpnProtocols: [spdy/3]}\nvirtualHost: {}\n",
+        "'spdy/3' is not supported", "other alpn refused");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {secretRef: {name: s}, sniDomains: ['a b']}\nvirtualHost: {}\n",
+        "is not a server name", "bad sniDomain refused");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {secretRef: {name: s}, parameters: {minimumProtocolVersion: TLSv1_0}}\n"
+               "virtualHost: {}\n", "TLSv1_0 is not supported", "TLS 1.0 refused");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {secretRef: {name: s}, parameters: {minimumProtocolVersion: TLSv1_3, "
+               "maximumProtocolVersion: TLSv1_2}}\nvirtualHost: {}\n", "is below minimumProtocolVersion",
+        "max below min refused");
+    REJ(RK_VS, "metadata: {name: x}\nsslConfig: {secretRef: {name: s}, parameters: {minimumProtocolVersion: TLSv9}}\n"
+               "virtualHost: {}\n", "unknown value 'TLSv9'", "unknown version refused");
     REJ(RK_VS, "metadata: {name: x}\nvirtualHost: {options: {cors: {allowOrigin: ['*']}}}\n",
         "virtualHost.options.cors is not supported yet", "vhost cors refused");
     REJ(RK_VS, "metadata: {name: x}\nvirtualHost: {options: {stats: {}}}\n", "virtualHost.options.stats is not supported",

@@ -1,0 +1,369 @@
+/*
+ * translate-tls.c - Gateway `ssl: true` listeners: from the selected VirtualServices'
+ * sslConfigs to the listener's TLS contexts (src/tls/server.h), built here on the control
+ * thread during the snapshot build and owned by the snapshot (freed by its free hook).
+ *
+ * Services whose sslConfigs differ only in sniDomains share one chain (Gloo merges them the
+ * same way); a service without sniDomains makes its chain match every name. Material comes from
+ * the secret table (secretRef: a Gloo tls secret) or from files (sslFiles), which are read
+ * here and recorded (path, inode, size, times) so that the control thread can notice a
+ * rotated file within a second (rv_snapshot_tls_files_changed). Key material is wiped after
+ * the contexts are built and never reaches a message, a log or /config_dump.
+ */
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "config/secret.h"
+#include "config/translate-internal.h"
+#include "tls/server.h"
+
+typedef struct tmat_s {
+    const sslcfg_t *sc;
+    char *cert, *key, *ca;          /* NUL-terminated PEM (malloc, key wiped) */
+    size_t key_len;
+    unsigned char *ocsp;
+    size_t ocsp_len;
+    char cert_src[300], key_src[300], ca_src[300], ocsp_src[300];
+    int group;                      /* index of the first member with the same config, -1 none */
+    bool ok;
+} tmat_t;
+
+static void note_file(bctx_t *b, const char *path)
+{
+    snap_priv_t *sp = b->sp;
+    for (uint32_t i = 0; i < sp->ntls_files; i++)
+        if (!strcmp(sp->tls_files[i].path, path))
+            return;
+    if (sp->ntls_files == sp->captls_files) {
+        uint32_t nc = sp->captls_files ? sp->captls_files * 2 : 8;
+        tls_file_t *v = realloc(sp->tls_files, nc * sizeof(*v));
+        if (!v) {
+            b->oom = true;
+            return;
+        }
+        sp->tls_files = v;
+        sp->captls_files = nc;
+    }
+    tls_file_t *f = &sp->tls_files[sp->ntls_files];
+    memset(f, 0, sizeof(*f));
+    if (!(f->path = strdup(path))) {
+        b->oom = true;
+        return;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        f->missing = true;
+    } else {
+        f->dev = st.st_dev;
+        f->ino = st.st_ino;
+        f->size = st.st_size;
+        f->mtime = st.st_mtim;
+        f->ctime = st.st_ctim;
+    }
+    sp->ntls_files++;
+}
+
+/* Read one sslFiles file: 0, or -1 with the VS rejected (reason names the field and path). */
+static int read_one(bctx_t *b, tres_t *t, const char *field, const char *path, char **out, size_t *len)
+{
+    note_file(b, path);
+    int rc = cfg_read_file(path, out, len);
+    if (rc == 0)
+        return 0;
+    if (rc == RV_ENOMEM)
+        b->oom = true;
+    cfg_addmsg(b, t, true, "sslConfig.sslFiles.%s: cannot read %s: %s", field, path,
+               rc == RV_ENOTFOUND ? "no such file" : rc == RV_ETOOBIG ? "file is larger than 4 MiB" : strerror(errno));
+    return -1;
+}
+
+static char *dup_pem(const char *p, size_t len)
+{
+    char *s = malloc(len + 1);
+    if (s) {
+        memcpy(s, p, len);
+        s[len] = 0;
+    }
+    return s;
+}
+
+/* Gather the material of service t into m; false (t Rejected) when some part is unusable. */
+static bool load_material(bctx_t *b, tres_t *t, tmat_t *m)
+{
+    const sslcfg_t *sc = m->sc;
+    if (sc->secret.h.set) {
+        const char *ns = sc->secret.ns && sc->secret.ns[0] ? sc->secret.ns : t->ns;
+        const char *why = NULL;
+        const rv_secret_t *sec = rv_store_secret(b->st, ns, sc->secret.name, &why);
+        snprintf(m->cert_src, sizeof(m->cert_src), "secret %s/%s", ns, sc->secret.name);
+        memcpy(m->key_src, m->cert_src, sizeof(m->key_src));
+        memcpy(m->ca_src, m->cert_src, sizeof(m->ca_src));
+        memcpy(m->ocsp_src, m->cert_src, sizeof(m->ocsp_src));
+        if (!sec) {
+            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s %s%s", ns, sc->secret.name,
+                       why ? "is unusable: " : "not found", why ? why : "");
+            return false;
+        }
+        if (sec->kind != RV_SECRET_TLS) {
+            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s is not a tls secret", ns, sc->secret.name);
+            return false;
+        }
+        if (!sec->cert_chain || !sec->private_key) {
+            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s has no %s", ns, sc->secret.name,
+                       !sec->cert_chain ? "certChain" : "privateKey");
+            return false;
+        }
+        m->cert = dup_pem(sec->cert_chain, sec->cert_chain_len);
+        m->key = dup_pem(sec->private_key, sec->private_key_len);
+        m->key_len = sec->private_key_len;
+        if (sec->root_ca && sec->root_ca_len)
+            m->ca = dup_pem(sec->root_ca, sec->root_ca_len);
+        if (sec->ocsp_staple && sec->ocsp_staple_len && (m->ocsp = malloc(sec->ocsp_staple_len))) {
+            memcpy(m->ocsp, sec->ocsp_staple, sec->ocsp_staple_len);
+            m->ocsp_len = sec->ocsp_staple_len;
+        }
+        if (!m->cert || !m->key || (sec->root_ca && sec->root_ca_len && !m->ca) ||
+            (sec->ocsp_staple_len && !m->ocsp)) {
+            b->oom = true;
+            return false;
+        }
+        return true;
+    }
+    const sslfiles_t *f = &sc->files;
+    size_t len;
+    snprintf(m->cert_src, sizeof(m->cert_src), "file %s", f->cert);
+    snprintf(m->key_src, sizeof(m->key_src), "file %s", f->key);
+    if (f->root_ca)
+        snprintf(m->ca_src, sizeof(m->ca_src), "file %s", f->root_ca);
+    if (f->ocsp)
+        snprintf(m->ocsp_src, sizeof(m->ocsp_src), "file %s", f->ocsp);
+    if (read_one(b, t, "tlsCert", f->cert, &m->cert, &len) < 0)
+        return false;
+    if (read_one(b, t, "tlsKey", f->key, &m->key, &m->key_len) < 0)
+        return false;
+    if (f->root_ca && f->root_ca[0] && read_one(b, t, "rootCa", f->root_ca, &m->ca, &len) < 0)
+        return false;
+    if (f->ocsp && f->ocsp[0]) {
+        char *o;
+        if (read_one(b, t, "ocspStaple", f->ocsp, &o, &m->ocsp_len) < 0)
+            return false;
+        m->ocsp = (unsigned char *)o;
+    }
+    return true;
+}
+
+static void free_material(tmat_t *m)
+{
+    free(m->cert);
+    if (m->key) {
+        OPENSSL_cleanse(m->key, m->key_len);
+        free(m->key);
+    }
+    free(m->ca);
+    free(m->ocsp);
+}
+
+static bool str_same(const char *a, const char *c)
+{
+    return (!a && !c) || (a && c && !strcmp(a, c));
+}
+
+static bool strs_same(const strs_t *a, const strs_t *c)
+{
+    if (a->n != c->n)
+        return false;
+    for (uint32_t i = 0; i < a->n; i++)
+        if (strcmp(a->v[i], c->v[i]))
+            return false;
+    return true;
+}
+
+/* Same chain: everything but sniDomains equal (Gloo's merge rule). */
+static bool same_chain(const tmat_t *x, const tmat_t *y)
+{
+    const sslcfg_t *a = x->sc, *c = y->sc;
+    return str_same(x->cert, y->cert) && str_same(x->key, y->key) && str_same(x->ca, y->ca) &&
+           x->ocsp_len == y->ocsp_len && (!x->ocsp_len || !memcmp(x->ocsp, y->ocsp, x->ocsp_len)) &&
+           strs_same(&a->san, &c->san) && a->params.min_ver == c->params.min_ver &&
+           a->params.max_ver == c->params.max_ver && strs_same(&a->params.ciphers, &c->params.ciphers) &&
+           strs_same(&a->params.curves, &c->params.curves) && a->one_way == c->one_way &&
+           a->no_resume == c->no_resume && a->ocsp_policy == c->ocsp_policy;
+}
+
+/* A short digest of the material (dump text: a rotated file changes the dump, so the control
+ * thread publishes it; the key enters only through its own digest). */
+static void fingerprint(const tmat_t *m, char out[17])
+{
+    unsigned char kd[32], md[32];
+    unsigned int l = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    memset(md, 0, sizeof(md));
+    EVP_Digest(m->key, m->key_len, kd, &l, EVP_sha256(), NULL);
+    if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL)) {
+        EVP_DigestUpdate(c, m->cert, strlen(m->cert));
+        EVP_DigestUpdate(c, kd, sizeof(kd));
+        if (m->ca)
+            EVP_DigestUpdate(c, m->ca, strlen(m->ca));
+        if (m->ocsp)
+            EVP_DigestUpdate(c, m->ocsp, m->ocsp_len);
+        EVP_DigestFinal_ex(c, md, NULL);
+    }
+    EVP_MD_CTX_free(c);
+    OPENSSL_cleanse(kd, sizeof(kd));
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 8; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[16] = 0;
+}
+
+static int tls_version(uint32_t v)
+{
+    return v == TLSV_1_2 ? TLS1_2_VERSION : v == TLSV_1_3 ? TLS1_3_VERSION : 0;
+}
+
+void cfg_build_tls(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, tres_t **vs, uint32_t n, bool *drop,
+                   uint32_t *chain_of, rv_str_t *src_of)
+{
+    l->ssl = true;
+    tmat_t *m = n ? calloc(n, sizeof(tmat_t)) : NULL;
+    int *chain_idx = n ? malloc(n * sizeof(int)) : NULL;
+    rv_tls_server_t *srv = rv_tls_server_new();
+    if ((n && (!m || !chain_idx)) || !srv) {
+        b->oom = true;
+        goto out;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        chain_idx[i] = -1;
+        if (drop[i])
+            continue;
+        const vs_t *v = vs[i]->obj;
+        m[i].sc = &v->ssl;
+        m[i].group = -1;
+        m[i].ok = load_material(b, vs[i], &m[i]);
+        if (!m[i].ok) {
+            drop[i] = true;
+            continue;
+        }
+        for (uint32_t j = 0; j < i; j++)
+            if (m[j].ok && m[j].group == (int)j && same_chain(&m[j], &m[i])) {
+                m[i].group = (int)j;
+                break;
+            }
+        if (m[i].group < 0)
+            m[i].group = (int)i;
+        const sslcfg_t *sc = m[i].sc;
+        char fp[17];
+        fingerprint(&m[i], fp);
+        src_of[i] = sc->secret.h.set
+                        ? cfg_astrf(b, "secretRef %s/%s (material %s)",
+                                    sc->secret.ns && sc->secret.ns[0] ? sc->secret.ns : vs[i]->ns, sc->secret.name, fp)
+                        : cfg_astrf(b, "sslFiles tlsCert=%s tlsKey=%s%s%s (material %s)", sc->files.cert, sc->files.key,
+                                    sc->files.root_ca ? " rootCa=" : "", sc->files.root_ca ? sc->files.root_ca : "", fp);
+    }
+    /* one chain per group, in the order of their first service (ns/name order) */
+    for (uint32_t i = 0; i < n && !b->oom; i++) {
+        if (drop[i] || m[i].group != (int)i)
+            continue;
+        vec_t sni = { 0 };
+        bool all = false;
+        for (uint32_t j = i; j < n; j++) {
+            if (drop[j] || m[j].group != (int)i)
+                continue;
+            const strs_t *s = &m[j].sc->sni;
+            if (!s->n)
+                all = true;
+            for (uint32_t k = 0; k < s->n && !all; k++) {
+                const char **p = cfg_vec_push(b, &sni, sizeof(char *));
+                if (p)
+                    *p = s->v[k];
+            }
+        }
+        const sslcfg_t *sc = m[i].sc;
+        rv_tls_chain_cfg_t c = {
+            .cert_pem = m[i].cert, .cert_src = m[i].cert_src,
+            .key_pem = m[i].key, .key_src = m[i].key_src,
+            .ca_pem = m[i].ca, .ca_src = m[i].ca_src,
+            .ocsp = m[i].ocsp, .ocsp_len = m[i].ocsp_len, .ocsp_src = m[i].ocsp_src,
+            .sni = all ? NULL : (const char *const *)sni.v, .nsni = all ? 0 : sni.n,
+            .san = (const char *const *)sc->san.v, .nsan = sc->san.n,
+            .min_ver = tls_version(sc->params.min_ver), .max_ver = tls_version(sc->params.max_ver),
+            .ciphers = (const char *const *)sc->params.ciphers.v, .nciphers = sc->params.ciphers.n,
+            .curves = (const char *const *)sc->params.curves.v, .ncurves = sc->params.curves.n,
+            .one_way = sc->one_way, .no_resumption = sc->no_resume,
+            .ocsp_policy = (int)sc->ocsp_policy,
+        };
+        char err[600];
+        int idx = rv_tls_server_add(srv, &c, err, sizeof(err));
+        free(sni.v);
+        if (idx == RV_ENOMEM) {
+            b->oom = true;
+            break;
+        }
+        for (uint32_t j = i; j < n; j++) {
+            if (drop[j] || m[j].group != (int)i)
+                continue;
+            if (idx < 0) {
+                cfg_addmsg(b, vs[j], true, "sslConfig: %s", err);
+                drop[j] = true;
+            } else {
+                chain_idx[j] = idx;
+            }
+        }
+    }
+    for (uint32_t i = 0; i < n; i++)
+        chain_of[i] = chain_idx && chain_idx[i] >= 0 ? (uint32_t)chain_idx[i] : 0;
+    if (!b->oom && rv_tls_server_nchains(srv) > 0) {
+        int rc = rv_tls_server_finish(srv);
+        if (rc == RV_ENOMEM)
+            b->oom = true;
+        else if (rc == 0) {
+            l->tls = srv;
+            srv = NULL;
+        }
+    }
+    if (!l->tls)
+        cfg_addmsg(b, gt, false, "ssl: no VirtualService with a usable sslConfig: TLS connections are refused");
+out:
+    rv_tls_server_free(srv);
+    for (uint32_t i = 0; m && i < n; i++)
+        free_material(&m[i]);
+    free(m);
+    free(chain_idx);
+}
+
+void cfg_free_dtls(rv_snapshot_t *snap)
+{
+    snap_priv_t *sp = (snap_priv_t *)snap;
+    for (uint32_t i = 0; i < snap->nlisteners; i++) {
+        rv_tls_server_free(snap->listeners[i].tls);
+        snap->listeners[i].tls = NULL;
+    }
+    for (uint32_t i = 0; i < sp->ntls_files; i++)
+        free(sp->tls_files[i].path);
+    free(sp->tls_files);
+    sp->tls_files = NULL;
+    sp->ntls_files = sp->captls_files = 0;
+}
+
+bool rv_snapshot_tls_files_changed(const rv_snapshot_t *snap)
+{
+    const snap_priv_t *sp = (const snap_priv_t *)snap;
+    for (uint32_t i = 0; i < sp->ntls_files; i++) {
+        const tls_file_t *f = &sp->tls_files[i];
+        struct stat st;
+        bool missing = stat(f->path, &st) != 0;
+        if (missing != f->missing)
+            return true;
+        if (missing)
+            continue;
+        if (st.st_dev != f->dev || st.st_ino != f->ino || st.st_size != f->size ||
+            st.st_mtim.tv_sec != f->mtime.tv_sec || st.st_mtim.tv_nsec != f->mtime.tv_nsec ||
+            st.st_ctim.tv_sec != f->ctime.tv_sec || st.st_ctim.tv_nsec != f->ctime.tv_nsec)
+            return true;
+    }
+    return false;
+}

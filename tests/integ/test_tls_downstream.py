@@ -1,0 +1,514 @@
+"""Downstream TLS: Gateway `ssl: true` with VirtualService `sslConfig` (sslFiles), with real
+clients (Python ssl / http.client, openssl s_client, curl). Certificates are made with the
+openssl CLI into the test's temp dir.
+
+SNI selection among several certificates (exact, wildcard, default without SNI or with an
+unknown name; RSA and ECDSA), TLS 1.2 and 1.3, parameters, session resumption (and
+disableTlsSessionResumption), mTLS (required, wrong CA, good cert -> x-forwarded-client-cert,
+spoofed header stripped, oneWayTls, verifySubjectAltName), 421 on SNI/Host mismatch,
+client-initiated renegotiation refused, bad PEM / mismatched key / missing file -> that
+VirtualService Rejected while the others serve, keys never in /config_dump, rotation of a
+certificate file under load (no failed handshake or request; new connections see the new one),
+an ssl Gateway serves only VirtualServices with sslConfig and a plain one only those without.
+"""
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import pytest
+
+from harness import NS, free_port, route, wait_for
+
+HOST = "127.0.0.1"
+
+
+# ---------------------------------------------------------------------------------------
+# certificates (openssl CLI)
+
+
+def _run(*args, cwd):
+    p = subprocess.run(list(args), cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, (args, p.stdout, p.stderr)
+    return p
+
+
+class Certs:
+    """A CA and leaf certificates under dir."""
+
+    def __init__(self, d, ca_name="rivet-test-ca"):
+        self.dir = str(d)
+        os.makedirs(self.dir, exist_ok=True)
+        self.ca_name = ca_name
+        self.ca_crt = os.path.join(self.dir, ca_name + ".crt")
+        self.ca_key = os.path.join(self.dir, ca_name + ".key")
+        _run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", self.ca_key, "-out", self.ca_crt, "-subj", "/CN=" + ca_name, "-days", "30", cwd=self.dir)
+
+    def leaf(self, name, cn, sans, kind="rsa", client=False):
+        """Write <name>.crt and <name>.key signed by this CA; returns (crt, key) paths."""
+        key = os.path.join(self.dir, name + ".key")
+        csr = os.path.join(self.dir, name + ".csr")
+        crt = os.path.join(self.dir, name + ".crt")
+        ext = os.path.join(self.dir, name + ".ext")
+        newkey = ["-newkey", "rsa:2048"] if kind == "rsa" else ["-newkey", "ec", "-pkeyopt",
+                                                                 "ec_paramgen_curve:P-256"]
+        _run("openssl", "req", "-new", *newkey, "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + cn,
+             cwd=self.dir)
+        with open(ext, "w") as f:
+            f.write("subjectAltName=%s\n" % ",".join(sans))
+            f.write("extendedKeyUsage=%s\n" % ("clientAuth" if client else "serverAuth"))
+        _run("openssl", "x509", "-req", "-in", csr, "-CA", self.ca_crt, "-CAkey", self.ca_key, "-CAcreateserial",
+             "-out", crt, "-days", "30", "-extfile", ext, cwd=self.dir)
+        return crt, key
+
+
+def ssl_cfg(crt, key, sni=None, **extra):
+    c = {"sslFiles": {"tlsCert": crt, "tlsKey": key}}
+    if sni is not None:
+        c["sniDomains"] = list(sni)
+    for k, v in extra.items():
+        if k == "rootCa":
+            c["sslFiles"]["rootCa"] = v
+        else:
+            c[k] = v
+    return c
+
+
+def tls_gateway(cfg, name="tls", **extra):
+    return cfg.gateway(name, ssl=True, **extra)
+
+
+def client_ctx(ca, cert=None, key=None, maxver=None, minver=None):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False          # we check the certificate's CN ourselves
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    if maxver:
+        ctx.maximum_version = maxver
+    if minver:
+        ctx.minimum_version = minver
+    return ctx
+
+
+def tls_get(port, sni, host=None, path="/", ctx=None, headers=None, session=None, timeout=10):
+    """One HTTPS request on a new connection. Returns (status, body, info dict)."""
+    raw = socket.create_connection((HOST, port), timeout=timeout)
+    s = ctx.wrap_socket(raw, server_hostname=sni, session=session)
+    try:
+        info = {"version": s.version(), "cipher": s.cipher()[0], "reused": s.session_reused,
+                "cn": dict(x[0] for x in s.getpeercert()["subject"]).get("commonName")}
+        hdrs = {"Host": host or sni or "test.local", "Connection": "close"}
+        hdrs.update(headers or {})
+        req = "GET %s HTTP/1.1\r\n%s\r\n" % (path, "".join("%s: %s\r\n" % kv for kv in hdrs.items()))
+        s.sendall(req.encode())
+        data = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ssl.SSLZeroReturnError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        info["session"] = s.session
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1]) if head else 0
+        info["head"] = head.decode("latin-1")
+        return status, body, info
+    finally:
+        s.close()
+
+
+def served_vs(rv, backend_json_body):
+    return json.loads(backend_json_body)
+
+
+# ---------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture
+def certs(tmp_path):
+    return Certs(tmp_path / "certs")
+
+
+def direct_vs(cfg, name, body, domains, ssl_config):
+    cfg.vs(name, [route(direct=(200, body))], domains=domains, sslConfig=ssl_config)
+
+
+# ---------------------------------------------------------------------------------------
+# SNI selection, versions
+
+
+def test_sni_selection_exact_wildcard_default_rsa_ecdsa(cfg, rivet, certs):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"], "rsa")
+    w = certs.leaf("w", "wild.w.example.com", ["DNS:*.w.example.com"], "ec")
+    d = certs.leaf("d", "default.example.com", ["DNS:default.example.com"], "rsa")
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], ssl_cfg(*a, sni=["a.example.com"]))
+    direct_vs(cfg, "w", "vs-w", ["*.w.example.com"], ssl_cfg(*w, sni=["*.w.example.com"]))
+    direct_vs(cfg, "z-default", "vs-d", ["*"], ssl_cfg(*d))
+    rv = rivet(cfg)
+    ctx = client_ctx(certs.ca_crt)
+    st, body, info = tls_get(port, "a.example.com", ctx=ctx)
+    assert (st, body, info["cn"]) == (200, b"vs-a", "a.example.com"), info
+    st, body, info = tls_get(port, "x.w.example.com", ctx=ctx)
+    assert (st, body, info["cn"]) == (200, b"vs-w", "wild.w.example.com"), info
+    # deeper names match the closest wildcard too (Envoy's server_names rule)
+    st, body, info = tls_get(port, "y.x.w.example.com", ctx=ctx)
+    assert info["cn"] == "wild.w.example.com", info
+    # unknown name and no SNI at all: the chain without sniDomains
+    st, body, info = tls_get(port, "unknown.example.org", ctx=ctx)
+    assert (st, body, info["cn"]) == (200, b"vs-d", "default.example.com"), info
+    st, body, info = tls_get(port, None, host="whatever", ctx=ctx)
+    assert (st, body, info["cn"]) == (200, b"vs-d", "default.example.com"), info
+    # the ECDSA certificate is served with an ECDSA suite (TLS 1.2 names the signature)
+    st, body, info = tls_get(port, "x.w.example.com", ctx=client_ctx(certs.ca_crt, maxver=ssl.TLSVersion.TLSv1_2))
+    assert "ECDSA" in info["cipher"] and info["version"] == "TLSv1.2", info
+    st, body, info = tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt, maxver=ssl.TLSVersion.TLSv1_2))
+    assert "RSA" in info["cipher"] and info["cn"] == "a.example.com", info
+    # curl agrees (real client, verification on)
+    p = subprocess.run(["curl", "-sS", "--cacert", certs.ca_crt, "--resolve", "a.example.com:%d:127.0.0.1" % port,
+                        "https://a.example.com:%d/" % port], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0 and p.stdout == "vs-a", (p.returncode, p.stdout, p.stderr)
+    assert rv.resource_status("VirtualService", "a")["state"] == "Accepted"
+
+
+def test_default_is_first_chain_when_all_have_sni(cfg, rivet, certs):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    b = certs.leaf("b", "b.example.com", ["DNS:b.example.com"], "ec")
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], ssl_cfg(*a, sni=["a.example.com"]))
+    direct_vs(cfg, "b", "vs-b", ["b.example.com"], ssl_cfg(*b, sni=["b.example.com"]))
+    rivet(cfg)
+    ctx = client_ctx(certs.ca_crt)
+    assert tls_get(port, "b.example.com", ctx=ctx)[2]["cn"] == "b.example.com"
+    _, _, info = tls_get(port, None, host="a.example.com", ctx=ctx)
+    assert info["cn"] == "a.example.com", info
+
+
+def test_tls12_and_tls13_and_parameters(cfg, rivet, certs):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    b = certs.leaf("b", "b.example.com", ["DNS:b.example.com"])
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], ssl_cfg(*a, sni=["a.example.com"]))
+    direct_vs(cfg, "b", "vs-b", ["b.example.com"],
+              ssl_cfg(*b, sni=["b.example.com"], parameters={"minimumProtocolVersion": "TLSv1_3"}))
+    rivet(cfg)
+    assert tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))[2]["version"] == "TLSv1.3"
+    v12 = client_ctx(certs.ca_crt, maxver=ssl.TLSVersion.TLSv1_2)
+    st, body, info = tls_get(port, "a.example.com", ctx=v12)
+    assert (st, body, info["version"]) == (200, b"vs-a", "TLSv1.2")
+    # b insists on TLS 1.3: a TLS 1.2-only client is refused
+    with pytest.raises(ssl.SSLError):
+        tls_get(port, "b.example.com", ctx=v12)
+    assert tls_get(port, "b.example.com", ctx=client_ctx(certs.ca_crt))[0] == 200
+
+
+def test_bad_parameters_rejected(cfg, rivet, certs):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "good", "ok", ["a.example.com"], ssl_cfg(*a, sni=["a.example.com"]))
+    direct_vs(cfg, "ciph", "x", ["c.example.com"], ssl_cfg(*a, sni=["c.example.com"],
+                                                          parameters={"cipherSuites": ["NOT-A-CIPHER"]}))
+    direct_vs(cfg, "h2", "x", ["h.example.com"], ssl_cfg(*a, sni=["h.example.com"], alpnProtocols=["h2"]))
+    direct_vs(cfg, "sds", "x", ["s.example.com"], {"sds": {"targetUri": "x"}})
+    rv = rivet(cfg)
+    r = rv.wait_status("VirtualService", "ciph", "Rejected")
+    assert "NOT-A-CIPHER" in r["reason"], r
+    r = rv.wait_status("VirtualService", "h2", "Rejected")
+    assert "h2" in r["reason"] and "HTTP/1.1" in r["reason"], r
+    r = rv.wait_status("VirtualService", "sds", "Rejected")
+    assert "sds" in r["reason"], r
+    assert tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))[:2] == (200, b"ok")
+
+
+# ---------------------------------------------------------------------------------------
+# resumption
+
+
+def _resumed(port, sni, ctx):
+    _, _, first = tls_get(port, sni, ctx=ctx)
+    assert not first["reused"]
+    _, _, second = tls_get(port, sni, ctx=ctx, session=first["session"])
+    return second["reused"]
+
+
+def test_session_resumption(cfg, rivet, certs):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    b = certs.leaf("b", "b.example.com", ["DNS:b.example.com"])
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], ssl_cfg(*a, sni=["a.example.com"]))
+    direct_vs(cfg, "b", "vs-b", ["b.example.com"],
+              ssl_cfg(*b, sni=["b.example.com"], disableTlsSessionResumption=True))
+    rv = rivet(cfg, workers=2)
+    for ver in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        ctx = client_ctx(certs.ca_crt, maxver=ver)
+        assert _resumed(port, "a.example.com", ctx), ver
+        assert not _resumed(port, "b.example.com", ctx), ver
+    # the ticket keys survive a config rebuild (a new snapshot) - resumption still works
+    ctx = client_ctx(certs.ca_crt)
+    _, _, first = tls_get(port, "a.example.com", ctx=ctx)
+    direct_vs(cfg, "c", "vs-c", ["c.example.com"], ssl_cfg(*b, sni=["c.example.com"]))
+    wait_for(lambda: tls_get(port, "c.example.com", ctx=ctx)[1] == b"vs-c", timeout=10, msg="vs-c served")
+    _, _, second = tls_get(port, "a.example.com", ctx=ctx, session=first["session"])
+    assert second["reused"]
+    # a session from one chain does not resume on another
+    _, _, other = tls_get(port, "c.example.com", ctx=ctx, session=first["session"])
+    assert not other["reused"]
+    assert rv.alive()
+
+
+# ---------------------------------------------------------------------------------------
+# mTLS, x-forwarded-client-cert, 421
+
+
+@pytest.fixture
+def mtls(cfg, rivet, certs, backend):
+    be = backend("be")
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    p = certs.leaf("p", "p.example.com", ["DNS:p.example.com"])
+    client = certs.leaf("client", "client-one", ["URI:spiffe://test/client-one", "DNS:client.example.com"],
+                        client=True)
+    other = Certs(os.path.join(certs.dir, "other"), "other-ca")
+    bad_client = other.leaf("badclient", "intruder", ["DNS:intruder.example.com"], client=True)
+    port = tls_gateway(cfg)
+    plain = cfg.gateway("plain")
+    cfg.upstream("up", [be])
+    cfg.vs("m", [route(prefix="/", upstream="up")], domains=["a.example.com"],
+           sslConfig=ssl_cfg(*a, sni=["a.example.com"], rootCa=certs.ca_crt))
+    cfg.vs("pub", [route(prefix="/", upstream="up")], domains=["p.example.com"],
+           sslConfig=ssl_cfg(*p, sni=["p.example.com"]))
+    cfg.vs("plainvs", [route(prefix="/", upstream="up")], domains=["*"])
+    rv = rivet(cfg)
+    return dict(rv=rv, port=port, plain=plain, be=be, client=client, bad=bad_client, certs=certs)
+
+
+def _handshake_refused(port, sni, ctx):
+    try:
+        st, _, _ = tls_get(port, sni, ctx=ctx)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return True
+    return st == 0
+
+
+def test_mtls_required_and_verified(mtls):
+    m = mtls
+    ca = m["certs"].ca_crt
+    # no client certificate: refused
+    assert _handshake_refused(m["port"], "a.example.com", client_ctx(ca))
+    # a certificate from another CA: refused
+    assert _handshake_refused(m["port"], "a.example.com", client_ctx(ca, *m["bad"]))
+    # the right one: served, identity forwarded, a spoofed header replaced
+    st, body, _ = tls_get(m["port"], "a.example.com", ctx=client_ctx(ca, *m["client"]),
+                          headers={"X-Forwarded-Client-Cert": "Hash=forged;Subject=\"CN=admin\""})
+    assert st == 200, body
+    got = json.loads(body)
+    hdrs = [(k.lower(), v) for k, v in got["headers"]]
+    xfcc = [v for k, v in hdrs if k == "x-forwarded-client-cert"]
+    assert len(xfcc) == 1, hdrs
+    v = xfcc[0]
+    assert "forged" not in v and "admin" not in v, v
+    assert v.startswith("Hash=") and len(v.split(";")[0]) == len("Hash=") + 64, v
+    assert 'Subject="CN=client-one"' in v and "URI=spiffe://test/client-one" in v and \
+        "DNS=client.example.com" in v, v
+    assert ("x-forwarded-proto", "https") in hdrs, hdrs
+    # the hash is the SHA-256 of the certificate's DER
+    der = ssl.PEM_cert_to_DER_cert(open(m["client"][0]).read())
+    import hashlib
+    assert v.split(";")[0] == "Hash=" + hashlib.sha256(der).hexdigest()
+
+
+def test_xfcc_stripped_without_client_cert_and_on_plain(mtls):
+    m = mtls
+    spoof = {"X-Forwarded-Client-Cert": "Hash=forged;Subject=\"CN=admin\""}
+    st, body, _ = tls_get(m["port"], "p.example.com", ctx=client_ctx(m["certs"].ca_crt), headers=spoof)
+    assert st == 200
+    names = [k.lower() for k, _ in json.loads(body)["headers"]]
+    assert "x-forwarded-client-cert" not in names, names
+    r = m["rv"].get("/", port=m["plain"], headers=spoof)
+    assert r.status == 200
+    got = json.loads(r.body)
+    assert "x-forwarded-client-cert" not in [k.lower() for k, _ in got["headers"]], got
+    assert ["X-Forwarded-Proto", "http"] in got["headers"] or \
+        ("x-forwarded-proto", "http") in [(k.lower(), v) for k, v in got["headers"]], got
+
+
+def test_421_on_sni_host_mismatch(mtls):
+    m = mtls
+    ca = m["certs"].ca_crt
+    # handshake for the public name, then ask for the mTLS host: its client check never ran
+    st, body, _ = tls_get(m["port"], "p.example.com", host="a.example.com", ctx=client_ctx(ca))
+    assert st == 421, (st, body)
+    # and the other way round
+    st, body, _ = tls_get(m["port"], "a.example.com", host="p.example.com", ctx=client_ctx(ca, *m["client"]))
+    assert st == 421, (st, body)
+    # matching names are fine; an unknown Host is a plain 404
+    assert tls_get(m["port"], "p.example.com", ctx=client_ctx(ca))[0] == 200
+    assert tls_get(m["port"], "p.example.com", host="nope.example.com", ctx=client_ctx(ca))[0] == 404
+    assert len(m["be"].requests) == 1
+
+
+def test_one_way_tls_and_verify_san(cfg, rivet, certs, backend):
+    be = backend("be")
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    good = certs.leaf("good", "good", ["URI:spiffe://test/good"], client=True)
+    wrong = certs.leaf("wrong", "wrong", ["URI:spiffe://test/wrong"], client=True)
+    port = tls_gateway(cfg)
+    cfg.upstream("up", [be])
+    cfg.vs("ow", [route(prefix="/", upstream="up")], domains=["ow.example.com"],
+           sslConfig=ssl_cfg(*a, sni=["ow.example.com"], rootCa=certs.ca_crt, oneWayTls=True))
+    cfg.vs("san", [route(prefix="/", upstream="up")], domains=["san.example.com"],
+           sslConfig=ssl_cfg(*a, sni=["san.example.com"], rootCa=certs.ca_crt,
+                             verifySubjectAltName=["spiffe://test/good"]))
+    rivet(cfg)
+    ca = certs.ca_crt
+    st, body, _ = tls_get(port, "ow.example.com", ctx=client_ctx(ca))
+    assert st == 200 and "x-forwarded-client-cert" not in body.decode().lower()
+    st, body, _ = tls_get(port, "ow.example.com", ctx=client_ctx(ca, *good))
+    assert st == 200 and "spiffe://test/good" in body.decode()
+    assert tls_get(port, "san.example.com", ctx=client_ctx(ca, *good))[0] == 200
+    assert _handshake_refused(port, "san.example.com", client_ctx(ca, *wrong))
+
+
+# ---------------------------------------------------------------------------------------
+# renegotiation
+
+
+def test_client_renegotiation_refused(cfg, rivet, certs):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a))
+    rv = rivet(cfg)
+    p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-tls1_2",
+                          "-servername", "a.example.com", "-CAfile", certs.ca_crt],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(0.5)     # let the handshake finish before asking to renegotiate
+        p.stdin.write(b"R\n")
+        p.stdin.flush()
+        time.sleep(0.5)
+        p.stdin.write(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
+        p.stdin.flush()
+        out, _ = p.communicate(timeout=20)
+    except (BrokenPipeError, subprocess.TimeoutExpired):
+        p.kill()
+        out, _ = p.communicate()
+    text = out.decode("latin-1")
+    assert "RENEGOTIATING" in text, text
+    assert "no renegotiation" in text or "alert" in text.lower(), text
+    assert "vs-a" not in text, text     # the connection did not go on after the attempt
+    assert rv.alive()
+    assert tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))[:2] == (200, b"vs-a")
+
+
+# ---------------------------------------------------------------------------------------
+# bad material: Rejected with a reason, the others serve; keys never dumped
+
+
+def test_bad_material_rejects_only_that_vs(cfg, rivet, certs, tmp_path):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    b = certs.leaf("b", "b.example.com", ["DNS:b.example.com"])
+    badpem = tmp_path / "bad.crt"
+    badpem.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "good", "ok", ["a.example.com"], ssl_cfg(*a, sni=["a.example.com"]))
+    direct_vs(cfg, "badpem", "x", ["bp.example.com"], ssl_cfg(str(badpem), a[1], sni=["bp.example.com"]))
+    direct_vs(cfg, "mismatch", "x", ["mm.example.com"], ssl_cfg(a[0], b[1], sni=["mm.example.com"]))
+    direct_vs(cfg, "missing", "x", ["ms.example.com"],
+              ssl_cfg(str(tmp_path / "nope.crt"), a[1], sni=["ms.example.com"]))
+    rv = rivet(cfg)
+    r = rv.wait_status("VirtualService", "badpem", "Rejected")
+    assert str(badpem) in r["reason"] and "certificate" in r["reason"], r
+    r = rv.wait_status("VirtualService", "mismatch", "Rejected")
+    assert b[1] in r["reason"] and "does not match" in r["reason"], r
+    r = rv.wait_status("VirtualService", "missing", "Rejected")
+    assert "nope.crt" in r["reason"] and "tlsCert" in r["reason"], r
+    assert rv.resource_status("VirtualService", "good")["state"] == "Accepted"
+    assert tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))[:2] == (200, b"ok")
+    dump = json.dumps(rv.config_dump())
+    key_text = open(a[1]).read()
+    body_line = key_text.splitlines()[1]
+    assert body_line not in dump and "PRIVATE KEY" not in dump
+    assert a[1] in dump     # the file is named
+
+
+def test_ssl_gateway_serves_only_ssl_vs(cfg, rivet, certs):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    port = tls_gateway(cfg)
+    plain = cfg.gateway("plain")
+    direct_vs(cfg, "tlsvs", "secure", ["*"], ssl_cfg(*a))
+    cfg.vs("plainvs", [route(direct=(200, "plain"))], domains=["*"])
+    rv = rivet(cfg)
+    assert tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))[1] == b"secure"
+    assert rv.get("/", port=plain).body == b"plain"
+
+
+# ---------------------------------------------------------------------------------------
+# rotation under load
+
+
+def test_rotation_under_load(cfg, rivet, certs, tmp_path):
+    live_crt = str(tmp_path / "live.crt")
+    live_key = str(tmp_path / "live.key")
+    old = certs.leaf("old", "old.example.com", ["DNS:a.example.com"])
+    new = certs.leaf("new", "new.example.com", ["DNS:a.example.com"], "ec")
+    for src, dst in ((old[0], live_crt), (old[1], live_key)):
+        with open(src) as f, open(dst, "w") as g:
+            g.write(f.read())
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(live_crt, live_key))
+    rivet(cfg)
+    ctx = client_ctx(certs.ca_crt)
+    # a keep-alive connection opened before the rotation
+    keep = http.client.HTTPSConnection(HOST, port, context=ctx, timeout=10)
+    keep.request("GET", "/", headers={"Host": "a.example.com"})
+    assert keep.getresponse().read() == b"vs-a"
+
+    stop = threading.Event()
+    results = {"ok": 0, "fail": [], "cns": set()}
+
+    def loop():
+        while not stop.is_set():
+            try:
+                st, body, info = tls_get(port, "a.example.com", ctx=ctx)
+                if st == 200 and body == b"vs-a":
+                    results["ok"] += 1
+                    results["cns"].add(info["cn"])
+                else:
+                    results["fail"].append((st, body))
+            except Exception as e:  # noqa: BLE001 - every failure is counted
+                results["fail"].append(repr(e))
+
+    threads = [threading.Thread(target=loop) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: results["ok"] >= 20, timeout=20, msg="requests before the rotation")
+        # replace both files atomically (rename over), the key first: a build that sees the
+        # new key with the old certificate is refused and the old contexts keep serving
+        for src, dst in ((new[0], live_crt), (new[1], live_key)):
+            tmp = dst + ".tmp"
+            with open(src) as f, open(tmp, "w") as g:
+                g.write(f.read())
+        os.rename(live_crt + ".tmp", live_crt)
+        os.rename(live_key + ".tmp", live_key)
+        wait_for(lambda: tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "new.example.com", timeout=10,
+                 msg="new connections to see the new certificate")
+        n = results["ok"]
+        wait_for(lambda: results["ok"] >= n + 20, timeout=20, msg="requests after the rotation")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert results["fail"] == [], results["fail"][:5]
+    assert {"old.example.com", "new.example.com"} <= results["cns"], results["cns"]
+    # the connection from before the rotation still works
+    keep.request("GET", "/", headers={"Host": "a.example.com"})
+    assert keep.getresponse().read() == b"vs-a"
+    keep.close()
