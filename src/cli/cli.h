@@ -23,6 +23,7 @@ typedef struct cli_store_s {
     bool kv;                    /* Consul KV, else the config directory s.config_dir */
     const char *root;           /* KV root key */
     rv_consul_t *consul;        /* when kv */
+    struct rv_secrets_s *secrets;   /* cli_store_load: the secret sources' secrets, for secretRefs */
 } cli_store_t;
 
 typedef struct cli_store_opts_s {

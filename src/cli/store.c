@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "config/secret.h"
 #include "control/consul.h"
 #include "control/kvsource.h"
 #include "core/err.h"
@@ -119,6 +120,8 @@ int cli_store_open(cli_store_t *cs, const cli_store_opts_t *o, const char *cmd)
 
 void cli_store_close(cli_store_t *cs)
 {
+    rv_secrets_free(cs->secrets);
+    cs->secrets = NULL;
     rv_consul_free(cs->consul);
     rv_settings_free(&cs->s);
 }
@@ -230,6 +233,12 @@ int cli_store_load(cli_store_t *cs, rv_store_t **st, rv_snapshot_t **snap, struc
         fprintf(stderr, "rivet %s: cannot read config directory %s\n", cmd, cs->s.config_dir);
         return 2;
     }
+    /* secretRefs resolve as in rivet run (directory sources; a failure shows in the statuses) */
+    if (!cs->secrets && !(cs->secrets = rv_secrets_new()))
+        goto oom;
+    if (rv_secrets_scan_settings(cs->secrets, &cs->s) == RV_ENOMEM)
+        goto oom;
+    rv_store_attach_secrets(*st, cs->secrets);
     if (rv_snapshot_build(*st, &cs->s, snap) != 0)
         goto oom;
     return 0;

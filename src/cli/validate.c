@@ -8,6 +8,7 @@
 
 #include "cli/cli.h"
 #include "config/config.h"
+#include "config/secret.h"
 #include "core/err.h"
 
 static void usage(FILE *f)
@@ -64,6 +65,7 @@ static int validate_main(int argc, char **argv)
     rv_settings_t s;
     rv_store_t *st = NULL;
     rv_snapshot_t *snap = NULL;
+    rv_secrets_t *secrets = NULL;
     int rc = 2;
 
     for (int i = 1; i < argc; i++) {
@@ -105,6 +107,10 @@ static int validate_main(int argc, char **argv)
         fprintf(stderr, "rivet validate: cannot read config directory %s\n", s.config_dir);
         goto out;
     }
+    /* secretRefs resolve as in rivet run: the directory secret sources */
+    if (r >= 0 && (!(secrets = rv_secrets_new()) || rv_secrets_scan_settings(secrets, &s) == RV_ENOMEM))
+        r = RV_ENOMEM;
+    rv_store_attach_secrets(st, secrets);
     if (r < 0 || rv_snapshot_build(st, &s, &snap) != 0) {
         fprintf(stderr, "rivet validate: %s\n", rv_strerror(r < 0 ? r : RV_ENOMEM));
         goto out;
@@ -123,6 +129,7 @@ static int validate_main(int argc, char **argv)
 out:
     rv_snapshot_release(snap);
     rv_store_free(st);
+    rv_secrets_free(secrets);
     rv_settings_free(&s);
     return rc;
 }

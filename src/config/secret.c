@@ -1183,3 +1183,18 @@ void rv_secrets_forget_files(rv_secrets_t *t, int src)
     t->src[src].nfiles = 0;
     t->src[src].scanned = false;
 }
+
+int rv_secrets_scan_settings(rv_secrets_t *t, const rv_settings_t *s)
+{
+    int out = 0;
+    for (uint32_t i = 0; s && i < s->nsecret_srcs && i < MAX_SOURCES; i++) {
+        if (s->secret_srcs[i].type != RV_SECRET_SRC_DIRECTORY)
+            continue;
+        int rc = rv_secrets_scan_dir(t, (int)i, s->secret_srcs[i].directory);
+        if (rc < 0 && out >= 0)
+            out = rc;
+        else if (rc == 1 && out == 0)
+            out = 1;
+    }
+    return out;
+}

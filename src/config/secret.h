@@ -122,6 +122,14 @@ uint64_t rv_secrets_generation(const rv_secrets_t *t);
 size_t rv_secrets_list(const rv_secrets_t *t, int src, const rv_secret_t *const **out);
 size_t rv_secrets_bad(const rv_secrets_t *t, int src, const rv_secret_bad_t **out);
 
+/*
+ * Scan every directory source of settings s into t at its index (the CLI's one-shot load:
+ * rivet validate and get see the secrets rivet run would). Vault sources are left empty.
+ * Returns 1/0 as rv_secrets_replace, or the first error of a scan (the others still scanned).
+ */
+struct rv_settings_s;
+int rv_secrets_scan_settings(rv_secrets_t *t, const struct rv_settings_s *s);
+
 /* Make the next rv_secrets_scan_dir of src read every file even when no stat changed (the
  * refreshRate resync: a change no stat shows, such as a same-size rewrite within one
  * timestamp tick, is then seen too). */

@@ -224,3 +224,33 @@ def test_secrets_directory_created_after_start(cfg, rivet):
     rv = rivet(cfg)
     atomic_write(secret_path(cfg, "late", ns="web"), gloo_tls("late", ns="web"))
     wait_for(lambda: "secret web/late loaded" in rv.stderr(), msg="late secret loaded")
+
+
+def test_validate_and_get_resolve_secret_refs(tmp_path, cfg):
+    """`rivet validate` and `rivet get` resolve secretRefs from the directory secret source as
+    `rivet run` does: an Upstream whose rootCa comes from a secret is Accepted; without the
+    secret it is Rejected naming it."""
+    import shutil
+    if not shutil.which("openssl"):
+        import pytest
+        pytest.skip("needs the openssl CLI (scripts/deps.sh installs it)")
+    from tls_upstream_server import Pki
+    pki = Pki(tmp_path / "pki")
+    with open(pki.ca) as f:
+        ca = f.read()
+    cfg.gateway()
+    cfg.write("upstreams", "tls-up", {"static": {"hosts": [{"addr": "127.0.0.1", "port": 8443}]},
+                                      "sslConfig": {"secretRef": {"name": "up-ca", "namespace": NS}}})
+    cfg.vs("vs", [route(prefix="/", upstream="tls-up")])
+    atomic_write(cfg.root / "secrets" / NS / "up-ca.yaml",
+                 json.dumps({"metadata": {"name": "up-ca", "namespace": NS}, "tls": {"rootCa": ca}}))
+    r = run_cli("validate", "--dir", cfg.root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Upstream %s/tls-up Accepted" % NS in r.stdout
+    r = run_cli("get", "us", "tls-up", "--dir", cfg.root)
+    assert r.returncode == 0 and "Accepted" in r.stdout, r.stdout + r.stderr
+    os.unlink(cfg.root / "secrets" / NS / "up-ca.yaml")
+    r = run_cli("validate", "--dir", cfg.root)
+    assert r.returncode == 1
+    line = [x for x in r.stdout.splitlines() if x.startswith("Upstream %s/tls-up" % NS)][0]
+    assert "Rejected" in line and "up-ca" in line, line
