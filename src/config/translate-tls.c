@@ -28,6 +28,8 @@ typedef struct tmat_s {
     char cert_src[300], key_src[300], ca_src[300], ocsp_src[300];
     int group;                      /* index of the first member with the same config, -1 none */
     bool ok;
+    bool stale;                     /* the last working material, the current one is unusable */
+    char bad_fp[17];                /* stale: digest of the unusable material (dump changes with it) */
 } tmat_t;
 
 static void note_file(bctx_t *b, const char *path)
@@ -200,9 +202,10 @@ static void fingerprint(const tmat_t *m, char out[17])
     unsigned int l = 0;
     EVP_MD_CTX *c = EVP_MD_CTX_new();
     memset(md, 0, sizeof(md));
-    EVP_Digest(m->key, m->key_len, kd, &l, EVP_sha256(), NULL);
+    EVP_Digest(m->key ? m->key : "", m->key ? m->key_len : 0, kd, &l, EVP_sha256(), NULL);
     if (c && EVP_DigestInit_ex(c, EVP_sha256(), NULL)) {
-        EVP_DigestUpdate(c, m->cert, strlen(m->cert));
+        if (m->cert)
+            EVP_DigestUpdate(c, m->cert, strlen(m->cert));
         EVP_DigestUpdate(c, kd, sizeof(kd));
         if (m->ca)
             EVP_DigestUpdate(c, m->ca, strlen(m->ca));
@@ -225,6 +228,159 @@ static int tls_version(uint32_t v)
     return v == TLSV_1_2 ? TLS1_2_VERSION : v == TLSV_1_3 ? TLS1_3_VERSION : 0;
 }
 
+static void fingerprint(const tmat_t *m, char out[17]);
+
+/* ---- last working material ---------------------------------------------------------------
+ * Per VirtualService (ns/name), the certificate, key and CA its chain was last built from
+ * (control thread only). When its material becomes unusable - a file half-way through a
+ * rotation (new certificate, old key), a deleted file, a broken secret - the service is
+ * Rejected with the reason, and its last working material keeps serving instead of the
+ * service dropping out of TLS. Entries live until the process ends (keys wiped on
+ * replacement and never logged). */
+
+typedef struct lastgood_s {
+    char *vs;                       /* "ns/name" */
+    char *cert, *key, *ca;
+    size_t key_len;
+    unsigned char *ocsp;
+    size_t ocsp_len;
+} lastgood_t;
+
+static lastgood_t *lg;
+static uint32_t nlg, caplg;
+
+static lastgood_t *lg_find(const tres_t *t)
+{
+    char k[600];
+    snprintf(k, sizeof(k), "%s/%s", t->ns, t->name);
+    for (uint32_t i = 0; i < nlg; i++)
+        if (!strcmp(lg[i].vs, k))
+            return &lg[i];
+    return NULL;
+}
+
+static void lg_clear(lastgood_t *e)
+{
+    free(e->cert);
+    if (e->key) {
+        OPENSSL_cleanse(e->key, e->key_len);
+        free(e->key);
+    }
+    free(e->ca);
+    free(e->ocsp);
+    e->cert = e->key = e->ca = NULL;
+    e->ocsp = NULL;
+}
+
+static char *dup_opt(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+/* Remember m as t's working material (best effort: on OOM nothing is remembered). */
+static void lg_store(const tres_t *t, const tmat_t *m)
+{
+    lastgood_t *e = lg_find(t);
+    if (!e) {
+        if (nlg == caplg) {
+            uint32_t nc = caplg ? caplg * 2 : 8;
+            lastgood_t *v = realloc(lg, nc * sizeof(*v));
+            if (!v)
+                return;
+            lg = v;
+            caplg = nc;
+        }
+        char k[600];
+        snprintf(k, sizeof(k), "%s/%s", t->ns, t->name);
+        e = &lg[nlg];
+        memset(e, 0, sizeof(*e));
+        if (!(e->vs = strdup(k)))
+            return;
+        nlg++;
+    }
+    lg_clear(e);
+    e->cert = dup_opt(m->cert);
+    e->key = m->key ? dup_pem(m->key, m->key_len) : NULL;
+    e->key_len = m->key_len;
+    e->ca = dup_opt(m->ca);
+    if (m->ocsp && (e->ocsp = malloc(m->ocsp_len))) {
+        memcpy(e->ocsp, m->ocsp, m->ocsp_len);
+        e->ocsp_len = m->ocsp_len;
+    }
+    if (!e->cert || !e->key || (m->ca && !e->ca) || (m->ocsp && !e->ocsp))
+        lg_clear(e);
+}
+
+/* Replace m's material by t's last working one; false when there is none. */
+static bool lg_use(const tres_t *t, tmat_t *m)
+{
+    const lastgood_t *e = lg_find(t);
+    if (!e || !e->cert || !e->key)
+        return false;
+    tmat_t c = *m;
+    c.cert = strdup(e->cert);
+    c.key = dup_pem(e->key, e->key_len);
+    c.key_len = e->key_len;
+    c.ca = dup_opt(e->ca);
+    c.ocsp = NULL;
+    c.ocsp_len = 0;
+    if (e->ocsp && (c.ocsp = malloc(e->ocsp_len))) {
+        memcpy(c.ocsp, e->ocsp, e->ocsp_len);
+        c.ocsp_len = e->ocsp_len;
+    }
+    if (!c.cert || !c.key || (e->ca && !c.ca) || (e->ocsp && !c.ocsp)) {
+        free_material(&c);
+        return false;
+    }
+    fingerprint(m, c.bad_fp);
+    free_material(m);
+    *m = c;
+    m->stale = true;
+    return true;
+}
+
+/* Build the chain of group leader i (every service j with m[j].group == i). Returns the chain
+ * index, or < 0 with err set (RV_ENOMEM: b->oom). */
+static int build_group(bctx_t *b, rv_tls_server_t *srv, tmat_t *m, uint32_t n, const bool *drop, uint32_t i,
+                       char *err, size_t errlen)
+{
+    vec_t sni = { 0 };
+    bool all = false;
+    for (uint32_t j = i; j < n; j++) {
+        if (drop[j] || m[j].group != (int)i)
+            continue;
+        const strs_t *s = &m[j].sc->sni;
+        if (!s->n)
+            all = true;
+        for (uint32_t k = 0; k < s->n && !all; k++) {
+            const char **p = cfg_vec_push(b, &sni, sizeof(char *));
+            if (p)
+                *p = s->v[k];
+        }
+    }
+    const sslcfg_t *sc = m[i].sc;
+    rv_tls_chain_cfg_t c = {
+        .cert_pem = m[i].cert, .cert_src = m[i].cert_src,
+        .key_pem = m[i].key, .key_src = m[i].key_src,
+        .ca_pem = m[i].ca, .ca_src = m[i].ca_src,
+        .ocsp = m[i].ocsp, .ocsp_len = m[i].ocsp_len, .ocsp_src = m[i].ocsp_src,
+        .sni = all ? NULL : (const char *const *)sni.v, .nsni = all ? 0 : sni.n,
+        .san = (const char *const *)sc->san.v, .nsan = sc->san.n,
+        .min_ver = tls_version(sc->params.min_ver), .max_ver = tls_version(sc->params.max_ver),
+        .ciphers = (const char *const *)sc->params.ciphers.v, .nciphers = sc->params.ciphers.n,
+        .curves = (const char *const *)sc->params.curves.v, .ncurves = sc->params.curves.n,
+        .one_way = sc->one_way, .no_resumption = sc->no_resume,
+        .ocsp_policy = (int)sc->ocsp_policy,
+    };
+    int idx = rv_tls_server_add(srv, &c, err, errlen);
+    free(sni.v);
+    if (idx == RV_ENOMEM)
+        b->oom = true;
+    return idx;
+}
+
+#define KEEP_NOTE "; its last working certificate and key keep serving"
+
 void cfg_build_tls(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, tres_t **vs, uint32_t n, bool *drop,
                    uint32_t *chain_of, rv_str_t *src_of)
 {
@@ -244,78 +400,83 @@ void cfg_build_tls(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, tres_t **vs, uin
         m[i].sc = &v->ssl;
         m[i].group = -1;
         m[i].ok = load_material(b, vs[i], &m[i]);
+        if (!m[i].ok && lg_use(vs[i], &m[i])) {
+            m[i].ok = true;
+            cfg_addmsg(b, vs[i], true, "sslConfig: its last working certificate and key keep serving");
+        }
         if (!m[i].ok) {
             drop[i] = true;
             continue;
         }
-        for (uint32_t j = 0; j < i; j++)
-            if (m[j].ok && m[j].group == (int)j && same_chain(&m[j], &m[i])) {
+        for (uint32_t j = 0; j < i && !m[i].stale; j++)
+            if (m[j].ok && !m[j].stale && m[j].group == (int)j && same_chain(&m[j], &m[i])) {
                 m[i].group = (int)j;
                 break;
             }
         if (m[i].group < 0)
             m[i].group = (int)i;
-        const sslcfg_t *sc = m[i].sc;
-        char fp[17];
-        fingerprint(&m[i], fp);
-        src_of[i] = sc->secret.h.set
-                        ? cfg_astrf(b, "secretRef %s/%s (material %s)",
-                                    sc->secret.ns && sc->secret.ns[0] ? sc->secret.ns : vs[i]->ns, sc->secret.name, fp)
-                        : cfg_astrf(b, "sslFiles tlsCert=%s tlsKey=%s%s%s (material %s)", sc->files.cert, sc->files.key,
-                                    sc->files.root_ca ? " rootCa=" : "", sc->files.root_ca ? sc->files.root_ca : "", fp);
     }
     /* one chain per group, in the order of their first service (ns/name order) */
     for (uint32_t i = 0; i < n && !b->oom; i++) {
         if (drop[i] || m[i].group != (int)i)
             continue;
-        vec_t sni = { 0 };
-        bool all = false;
-        for (uint32_t j = i; j < n; j++) {
-            if (drop[j] || m[j].group != (int)i)
-                continue;
-            const strs_t *s = &m[j].sc->sni;
-            if (!s->n)
-                all = true;
-            for (uint32_t k = 0; k < s->n && !all; k++) {
-                const char **p = cfg_vec_push(b, &sni, sizeof(char *));
-                if (p)
-                    *p = s->v[k];
-            }
-        }
-        const sslcfg_t *sc = m[i].sc;
-        rv_tls_chain_cfg_t c = {
-            .cert_pem = m[i].cert, .cert_src = m[i].cert_src,
-            .key_pem = m[i].key, .key_src = m[i].key_src,
-            .ca_pem = m[i].ca, .ca_src = m[i].ca_src,
-            .ocsp = m[i].ocsp, .ocsp_len = m[i].ocsp_len, .ocsp_src = m[i].ocsp_src,
-            .sni = all ? NULL : (const char *const *)sni.v, .nsni = all ? 0 : sni.n,
-            .san = (const char *const *)sc->san.v, .nsan = sc->san.n,
-            .min_ver = tls_version(sc->params.min_ver), .max_ver = tls_version(sc->params.max_ver),
-            .ciphers = (const char *const *)sc->params.ciphers.v, .nciphers = sc->params.ciphers.n,
-            .curves = (const char *const *)sc->params.curves.v, .ncurves = sc->params.curves.n,
-            .one_way = sc->one_way, .no_resumption = sc->no_resume,
-            .ocsp_policy = (int)sc->ocsp_policy,
-        };
         char err[600];
-        int idx = rv_tls_server_add(srv, &c, err, sizeof(err));
-        free(sni.v);
-        if (idx == RV_ENOMEM) {
-            b->oom = true;
+        int idx = build_group(b, srv, m, n, drop, i, err, sizeof(err));
+        if (b->oom)
             break;
+        if (idx >= 0) {
+            for (uint32_t j = i; j < n; j++)
+                if (!drop[j] && m[j].group == (int)i)
+                    chain_idx[j] = idx;
+            continue;
         }
+        /* refused: every member is Rejected; one with last working material is built alone
+         * on it */
         for (uint32_t j = i; j < n; j++) {
             if (drop[j] || m[j].group != (int)i)
                 continue;
-            if (idx < 0) {
-                cfg_addmsg(b, vs[j], true, "sslConfig: %s", err);
+            m[j].group = -2;
+            drop[j] = true;
+        }
+        for (uint32_t j = i; j < n && !b->oom; j++) {
+            if (m[j].group != -2)
+                continue;
+            bool keep = !m[j].stale && lg_use(vs[j], &m[j]);
+            cfg_addmsg(b, vs[j], true, "sslConfig: %s%s", err, keep ? KEEP_NOTE : "");
+            m[j].group = -3;
+            if (!keep)
+                continue;
+            char err2[600];
+            m[j].group = (int)j;
+            drop[j] = false;
+            int k = build_group(b, srv, m, n, drop, j, err2, sizeof(err2));
+            m[j].group = -3;
+            if (k >= 0)
+                chain_idx[j] = k;
+            else
                 drop[j] = true;
-            } else {
-                chain_idx[j] = idx;
-            }
         }
     }
-    for (uint32_t i = 0; i < n; i++)
+    for (uint32_t i = 0; i < n && m; i++) {
         chain_of[i] = chain_idx && chain_idx[i] >= 0 ? (uint32_t)chain_idx[i] : 0;
+        if (drop[i] || !m[i].ok || chain_idx[i] < 0)
+            continue;
+        if (!m[i].stale)
+            lg_store(vs[i], &m[i]);
+        const sslcfg_t *sc = m[i].sc;
+        char fp[17];
+        fingerprint(&m[i], fp);
+        char note[64] = "";
+        if (m[i].stale)
+            snprintf(note, sizeof(note), ", last working; unusable %s", m[i].bad_fp);
+        src_of[i] = sc->secret.h.set
+                        ? cfg_astrf(b, "secretRef %s/%s (material %s%s)",
+                                    sc->secret.ns && sc->secret.ns[0] ? sc->secret.ns : vs[i]->ns, sc->secret.name, fp,
+                                    note)
+                        : cfg_astrf(b, "sslFiles tlsCert=%s tlsKey=%s%s%s (material %s%s)", sc->files.cert,
+                                    sc->files.key, sc->files.root_ca ? " rootCa=" : "",
+                                    sc->files.root_ca ? sc->files.root_ca : "", fp, note);
+    }
     if (!b->oom && rv_tls_server_nchains(srv) > 0) {
         int rc = rv_tls_server_finish(srv);
         if (rc == RV_ENOMEM)

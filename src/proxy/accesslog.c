@@ -11,10 +11,16 @@
  * Text format:
  * [START_TIME] "METHOD PATH PROTOCOL" STATUS FLAGS BYTES_RECEIVED BYTES_SENT DURATION_MS
  * UPSTREAM_HOST "X-REQUEST-ID" "AUTHORITY" ROUTE UPSTREAM_CLUSTER
- * "UPSTREAM_TRANSPORT_FAILURE_REASON"
+ * "UPSTREAM_TRANSPORT_FAILURE_REASON" DOWNSTREAM_TLS_VERSION "REQUESTED_SERVER_NAME"
+ * "DOWNSTREAM_PEER_CERT"
  *
- * The last field (Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON%) says why the upstream TLS
- * handshake failed, e.g. "certificate verify failed: self-signed certificate"; "-" otherwise.
+ * UPSTREAM_TRANSPORT_FAILURE_REASON (Envoy's %UPSTREAM_TRANSPORT_FAILURE_REASON%) says why the
+ * upstream TLS handshake failed, e.g. "certificate verify failed: self-signed certificate";
+ * "-" otherwise. On a TLS listener, DOWNSTREAM_TLS_VERSION is "TLSv1.3"/"TLSv1.2",
+ * REQUESTED_SERVER_NAME the client's SNI, and DOWNSTREAM_PEER_CERT the verified client
+ * certificate as the forwarded x-forwarded-client-cert element (Hash=<sha256>;Subject="...";
+ * URI=...;DNS=...); each "-" when absent. JSON keys: downstream_tls_version,
+ * requested_server_name, downstream_peer_cert (null when absent).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -222,6 +228,12 @@ void rv_dp_log_request(rv_dp_conn_t *d)
     rv_str_t route = s->route ? s->route->name : RV_STR_NULL;
     rv_str_t cluster = s->cluster ? s->cluster->name : RV_STR_NULL;
     uint64_t dur = (uint64_t)RV_MAX(0, rv_loop_now(&w->loop) - s->start_ms);
+    rv_str_t tlsv = RV_STR_NULL, sni = RV_STR_NULL, peer = RV_STR_NULL;
+    if (d->tls) {
+        tlsv = rv_cstr(rv_tls_version(&d->tls->t));
+        sni = rv_cstr(rv_tls_sni(&d->tls->t));
+        peer = rv_dp_client_identity(d);
+    }
     if (!w->log_json) {
         put(&o, "[", 1);
         put(&o, tb, tl);
@@ -272,6 +284,21 @@ void rv_dp_log_request(rv_dp_conn_t *d)
             put_esc(&o, s->up_fail, false);
         else
             put(&o, "-", 1);
+        put(&o, "\" ", 2);
+        if (tlsv.len)
+            put_esc(&o, tlsv, false);
+        else
+            put(&o, "-", 1);
+        put(&o, " \"", 2);
+        if (sni.len)
+            put_esc(&o, sni, false);
+        else
+            put(&o, "-", 1);
+        put(&o, "\" \"", 3);
+        if (peer.len)
+            put_esc(&o, peer, false);
+        else
+            put(&o, "-", 1);
         put(&o, "\"\n", 2);
     } else {
         const struct {
@@ -283,6 +310,8 @@ void rv_dp_log_request(rv_dp_conn_t *d)
             { ",\"x_request_id\":", s->reqid },     { ",\"authority\":", s->host },
             { ",\"route_name\":", route },          { ",\"upstream_cluster\":", cluster },
             { ",\"upstream_transport_failure_reason\":", s->up_fail },
+            { ",\"downstream_tls_version\":", tlsv }, { ",\"requested_server_name\":", sni },
+            { ",\"downstream_peer_cert\":", peer },
         };
         put(&o, "{\"start_time\":\"", 15);
         put(&o, tb, tl);

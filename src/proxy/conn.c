@@ -117,6 +117,7 @@ void rv_dp_conn_accepted(rv_dp_worker_t *w, rv_dp_listener_t *l, int fd, const s
         }
         d->tls->xfcc = NULL;
         d->tls->xfcc_len = -1;
+        d->tls->counted = false;
     }
     if (rv_io_add(&w->loop, &d->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, d_on_io) < 0) {
         free_tls(d);
@@ -258,6 +259,13 @@ static int client_read(rv_dp_conn_t *d)
     size_t space = DP_BUF_SIZE - d->in_len;
     if (d->tls) {
         ssize_t r = rv_tls_read(&d->tls->t, d->in + d->in_len, space);
+        if (!d->tls->counted && (rv_tls_handshake_done(&d->tls->t) || r == RV_EIO)) {
+            rv_wstats_t *st = d->w->st;
+            d->tls->counted = true;
+            rv_ctr_add(!rv_tls_handshake_done(&d->tls->t) ? &st->ds_tls_fail
+                       : rv_tls_resumed(&d->tls->t)       ? &st->ds_tls_resumed
+                                                          : &st->ds_tls_full, 1);
+        }
         if (r > 0) {
             d->in_len += (uint32_t)r;
             d->last_in = rv_loop_now(&d->w->loop);

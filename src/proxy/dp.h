@@ -211,6 +211,7 @@ typedef struct rv_dp_tls_s {
     rv_tls_t t;
     char *xfcc;                     /* verified client identity (x-forwarded-client-cert), malloc */
     int xfcc_len;                   /* -1 not computed yet, 0 no verified client certificate */
+    bool counted;                   /* handshake outcome counted in the stats */
 } rv_dp_tls_t;
 
 struct rv_dp_conn_s {

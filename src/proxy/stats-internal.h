@@ -44,6 +44,7 @@ typedef struct rv_wstats_s {
     uint32_t nclusters;
     _Atomic int64_t conns_active;
     _Atomic uint64_t conns_total, oom, log_dropped;
+    _Atomic uint64_t ds_tls_full, ds_tls_resumed, ds_tls_fail;  /* downstream TLS handshakes */
     struct rv_wstats_s *next;       /* global list */
 } rv_wstats_t;
 

@@ -309,7 +309,7 @@ int rv_stats_write_prometheus(FILE *f)
     uint64_t *cf = NULL, *cr = NULL, *ct = NULL, *tf = NULL, *tr = NULL, *tn = NULL;
     uint32_t ncl = 0;
     int64_t active = 0;
-    uint64_t total = 0, oom = 0, dropped = 0;
+    uint64_t total = 0, oom = 0, dropped = 0, dfull = 0, dres = 0, dfail = 0;
 
     pthread_mutex_lock(&reg_mu);
     ncl = reg_cluster.n;
@@ -357,6 +357,9 @@ int rv_stats_write_prometheus(FILE *f)
         total += atomic_load_explicit(&ws->conns_total, memory_order_relaxed);
         oom += atomic_load_explicit(&ws->oom, memory_order_relaxed);
         dropped += atomic_load_explicit(&ws->log_dropped, memory_order_relaxed);
+        dfull += atomic_load_explicit(&ws->ds_tls_full, memory_order_relaxed);
+        dres += atomic_load_explicit(&ws->ds_tls_resumed, memory_order_relaxed);
+        dfail += atomic_load_explicit(&ws->ds_tls_fail, memory_order_relaxed);
         pthread_mutex_unlock(&ws->mu);
     }
     pthread_mutex_unlock(&blocks_mu);
@@ -426,6 +429,16 @@ int rv_stats_write_prometheus(FILE *f)
             put_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
             fprintf(f, "\",resumed=\"%s\"} %llu\n", k ? "true" : "false", (unsigned long long)v);
         }
+    fprintf(f,
+            "# HELP rivet_downstream_tls_handshakes_total Client TLS handshakes completed, by whether a "
+            "session was resumed.\n# TYPE rivet_downstream_tls_handshakes_total counter\n"
+            "rivet_downstream_tls_handshakes_total{resumed=\"false\"} %llu\n"
+            "rivet_downstream_tls_handshakes_total{resumed=\"true\"} %llu\n"
+            "# HELP rivet_downstream_tls_handshake_failures_total Client TLS handshakes that failed "
+            "(no shared version or cipher, client certificate refused, reset...).\n"
+            "# TYPE rivet_downstream_tls_handshake_failures_total counter\n"
+            "rivet_downstream_tls_handshake_failures_total %llu\n",
+            (unsigned long long)dfull, (unsigned long long)dres, (unsigned long long)dfail);
     fprintf(f,
             "# HELP rivet_downstream_connections_active Open client connections.\n"
             "# TYPE rivet_downstream_connections_active gauge\n"

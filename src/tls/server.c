@@ -149,7 +149,6 @@ static const tkeys_t *tkeys(uint64_t epoch)
 
 static int64_t ticket_clock_offset;    /* tests only */
 
-void rv_tls_tickets_test_offset(int64_t seconds);
 void rv_tls_tickets_test_offset(int64_t seconds)
 {
     ticket_clock_offset = seconds;

@@ -106,4 +106,7 @@ int rv_tls_peer_xfcc(const rv_tls_t *t, char *out, size_t cap);
  * done lazily by rv_tls_server_new). */
 void rv_tls_tickets_init(void);
 
+/* Tests only: shift the ticket clock by seconds (epoch rotation without waiting an hour). */
+void rv_tls_tickets_test_offset(int64_t seconds);
+
 #endif

@@ -71,6 +71,11 @@ void rv_tls_free(rv_tls_t *t)
 {
     if (!t)
         return;
+    /* A session whose handshake completed and never failed stays resumable: without this,
+     * SSL_free of a connection closed without a close_notify exchange marks its session
+     * not resumable (OpenSSL's "bad session" rule), and a client could never resume. */
+    if (t->ssl && t->done && !t->failed)
+        SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(t->ssl);
     memset(t, 0, sizeof(*t));
 }

@@ -100,7 +100,9 @@ ssize_t rv_tls_writev(rv_tls_t *t, const struct iovec *iov, int n);
 int rv_tls_shutdown(rv_tls_t *t);
 
 /* Free the session (SSL_free drops its context reference); the fd is not closed. NULL and an
- * empty t are fine; t is left empty. */
+ * empty t are fine; t is left empty. A session that completed its handshake and never failed
+ * stays resumable (a session taken with SSL_get1_session can be offered again) even when the
+ * connection ends without close_notify. */
 void rv_tls_free(rv_tls_t *t);
 
 static inline int rv_tls_want(const rv_tls_t *t) { return t->want; }

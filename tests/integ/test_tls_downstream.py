@@ -490,13 +490,15 @@ def test_rotation_under_load(cfg, rivet, certs, tmp_path):
         t.start()
     try:
         wait_for(lambda: results["ok"] >= 20, timeout=20, msg="requests before the rotation")
-        # replace both files atomically (rename over), the key first: a build that sees the
-        # new key with the old certificate is refused and the old contexts keep serving
+        # replace both files atomically (rename over), the certificate first and the key more
+        # than a second later: the builds in between see the new certificate with the old key,
+        # refuse it, and keep serving the last working pair
         for src, dst in ((new[0], live_crt), (new[1], live_key)):
             tmp = dst + ".tmp"
             with open(src) as f, open(tmp, "w") as g:
                 g.write(f.read())
         os.rename(live_crt + ".tmp", live_crt)
+        time.sleep(1.5)
         os.rename(live_key + ".tmp", live_key)
         wait_for(lambda: tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "new.example.com", timeout=10,
                  msg="new connections to see the new certificate")
@@ -512,3 +514,139 @@ def test_rotation_under_load(cfg, rivet, certs, tmp_path):
     keep.request("GET", "/", headers={"Host": "a.example.com"})
     assert keep.getresponse().read() == b"vs-a"
     keep.close()
+
+
+# ---------------------------------------------------------------------------------------
+# secretRef (directory secret source: DIR/secrets/<ns>/<name>.yaml)
+
+
+def write_secret(cfg, name, crt, key, ca=None, ns=NS):
+    doc = {"metadata": {"name": name, "namespace": ns},
+           "tls": {"certChain": open(crt).read(), "privateKey": open(key).read()}}
+    if ca:
+        doc["tls"]["rootCa"] = open(ca).read()
+    d = cfg.root / "secrets" / ns
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / (".%s.tmp" % name)
+    tmp.write_text(json.dumps(doc))
+    os.rename(tmp, d / ("%s.yaml" % name))
+
+
+def test_secret_ref_served_missing_rejected_and_rotated(cfg, rivet, certs):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    a2 = certs.leaf("a2", "a2.example.com", ["DNS:a.example.com"], "ec")
+    write_secret(cfg, "a-tls", *a)
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], {"secretRef": {"name": "a-tls", "namespace": NS},
+                                                    "sniDomains": ["a.example.com"]})
+    direct_vs(cfg, "nosecret", "x", ["n.example.com"], {"secretRef": {"name": "nope", "namespace": NS},
+                                                        "sniDomains": ["n.example.com"]})
+    rv = rivet(cfg)
+    ctx = client_ctx(certs.ca_crt)
+    st, body, info = tls_get(port, "a.example.com", ctx=ctx)
+    assert (st, body, info["cn"]) == (200, b"vs-a", "a.example.com"), info
+    r = rv.wait_status("VirtualService", "nosecret", "Rejected")
+    assert "nope" in r["reason"] and "secret" in r["reason"], r
+    dump = json.dumps(rv.config_dump())
+    assert "secretRef %s/a-tls" % NS in dump and "PRIVATE KEY" not in dump
+    # the secret rotates: new connections get the new certificate
+    write_secret(cfg, "a-tls", *a2)
+    wait_for(lambda: tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "a2.example.com", timeout=10,
+             msg="the rotated secret to be served")
+
+
+def test_secret_ref_mtls_root_ca_from_secret(cfg, rivet, certs, backend):
+    be = backend("be")
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    client = certs.leaf("client", "client-two", ["URI:spiffe://test/two"], client=True)
+    write_secret(cfg, "m-tls", *a, ca=certs.ca_crt)
+    port = tls_gateway(cfg)
+    cfg.upstream("up", [be])
+    cfg.vs("m", [route(prefix="/", upstream="up")], domains=["*"],
+           sslConfig={"secretRef": {"name": "m-tls", "namespace": NS}})
+    rivet(cfg)
+    assert _handshake_refused(port, "a.example.com", client_ctx(certs.ca_crt))
+    st, body, _ = tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt, *client))
+    assert st == 200 and "URI=spiffe://test/two" in body.decode(), body
+
+
+# ---------------------------------------------------------------------------------------
+# access log and metrics
+
+
+def test_access_log_and_metrics_carry_tls(cfg, rivet, certs):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    client = certs.leaf("client", "client-log", ["URI:spiffe://test/log"], client=True)
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a, rootCa=certs.ca_crt, oneWayTls=True))
+    rv = rivet(cfg, args=["--access-log", "json"])
+    ctx = client_ctx(certs.ca_crt, *client)
+    st, _, first = tls_get(port, "a.example.com", ctx=ctx, headers={"X-Request-Id": "tls-log-1"})
+    assert st == 200
+    st, _, again = tls_get(port, "a.example.com", ctx=ctx, session=first["session"],
+                           headers={"X-Request-Id": "tls-log-2"})
+    assert st == 200 and again["reused"]
+    assert tls_get(port, None, host="x", ctx=client_ctx(certs.ca_crt), headers={"X-Request-Id": "tls-log-3"})[0] == 200
+
+    def recs():
+        out = []
+        for ln in rv.stdout().splitlines():
+            try:
+                r = json.loads(ln)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and r.get("x_request_id", "").startswith("tls-log-"):
+                out.append(r)
+        return out if len(out) >= 3 else None
+    by_id = {r["x_request_id"]: r for r in wait_for(recs, timeout=10, msg="3 access log records")}
+    r1 = by_id["tls-log-1"]
+    assert r1["downstream_tls_version"] == "TLSv1.3" and r1["requested_server_name"] == "a.example.com", r1
+    assert r1["downstream_peer_cert"].startswith("Hash=") and "URI=spiffe://test/log" in r1["downstream_peer_cert"]
+    assert 'Subject="CN=client-log"' in r1["downstream_peer_cert"], r1
+    # a resumed session still knows its client certificate
+    assert by_id["tls-log-2"]["downstream_peer_cert"] == r1["downstream_peer_cert"]
+    r3 = by_id["tls-log-3"]
+    assert r3["requested_server_name"] is None and r3["downstream_peer_cert"] is None, r3
+    # a client that cannot agree on a cipher fails its handshake and is counted (an RSA
+    # certificate, ECDSA suites only)
+    v12 = client_ctx(certs.ca_crt, maxver=ssl.TLSVersion.TLSv1_2)
+    v12.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert _handshake_refused(port, "a.example.com", v12)
+    m = rv.metrics()
+    from harness import metric_sum
+    assert metric_sum(m, "rivet_downstream_tls_handshakes_total", resumed="true") >= 1, m
+    assert metric_sum(m, "rivet_downstream_tls_handshakes_total", resumed="false") >= 2, m
+    wait_for(lambda: metric_sum(rv.metrics(), "rivet_downstream_tls_handshake_failures_total") >= 1, timeout=5,
+             msg="the failed handshake counted")
+
+
+def test_broken_file_keeps_last_working_material(cfg, rivet, certs, tmp_path):
+    live_crt = str(tmp_path / "live.crt")
+    a = certs.leaf("a", "first.example.com", ["DNS:a.example.com"])
+    with open(a[0]) as f, open(live_crt, "w") as g:
+        g.write(f.read())
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(live_crt, a[1]))
+    rv = rivet(cfg)
+    ctx = client_ctx(certs.ca_crt)
+    assert tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "first.example.com"
+    with open(live_crt + ".tmp", "w") as g:
+        g.write("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+    os.rename(live_crt + ".tmp", live_crt)
+    r = rv.wait_status("VirtualService", "a", "Rejected")
+    assert live_crt in r["reason"] and "last working" in r["reason"], r
+    st, body, info = tls_get(port, "a.example.com", ctx=ctx)
+    assert (st, body, info["cn"]) == (200, b"vs-a", "first.example.com")
+    b = certs.leaf("b", "second.example.com", ["DNS:a.example.com"])
+    os.unlink(live_crt)
+    with open(b[0]) as f, open(live_crt + ".tmp", "w") as g:
+        g.write(f.read())
+    # the old key with the new certificate: still refused, still serving the first pair
+    os.rename(live_crt + ".tmp", live_crt)
+    r = rv.wait_status("VirtualService", "a", "Rejected")
+    wait_for(lambda: "does not match" in (rv.resource_status("VirtualService", "a") or {}).get("reason", ""),
+             timeout=10, msg="the mismatch reported")
+    assert tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "first.example.com"
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(live_crt, b[1]))
+    rv.wait_status("VirtualService", "a", "Accepted", timeout=10)
+    assert tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "second.example.com"
