@@ -543,18 +543,24 @@ def consul_sections(meta, recs, w, separate=None):
           "to the first data-path answer that shows it: `live-b` turning passing, to the first "
           "answer from it; `live-a` turning critical, to the first of 4 answers in a row from "
           "`live-b` (round robin); then back. A change not seen within the time bound "
-          "(--consul-timeout) ends the series. One round: a fresh rivet.")
+          "(--consul-timeout) ends the series. *Random services*: one instance of a random "
+          "`svc-NNNNN` turns critical, then passing, each timed to that cluster's endpoints in "
+          "`/config_dump` (polled back to back; rendering the ~5 MB dump takes part of the "
+          "time). *Idle CPU*: rivet's CPU over --consul-idle-s with nothing changing (longer "
+          "than the 60 s wait, so every held query times out and is asked again once). One "
+          "round: a fresh rivet.")
         w("")
         w("| services × instances | endpoints | catalog registered in | rivet /ready | converged | "
           "first request through svc-live | rivet RSS (peak) | rivet CPU to converge | "
-          "RSS after the changes | health changes to traffic | blocking queries held |")
-        w("|---|---|---|---|---|---|---|---|---|---|---|")
+          "RSS after the changes | health changes to traffic | random services to /config_dump | "
+          "idle CPU | blocking queries held |")
+        w("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rs:
             if "converge_s" not in r:
                 w(f"| {r.get('services', '?'):,} × {r.get('instances', '?')} | "
                   f"{r.get('endpoints', 0):,} | {f1(r['register_s']) + ' s' if 'register_s' in r else '—'} | "
                   f"{f1(r['ready_s']) + ' s' if 'ready_s' in r else '—'} | **not converged**: "
-                  f"{r.get('failed_reason', '?')} | — | — | — | — | — | — |")
+                  f"{r.get('failed_reason', '?')} | — | — | — | — | — | — | — | — |")
                 continue
             hs = [float(x) for x in str(r.get("health_ms", "")).split(",") if x]
             hcell = ", ".join("**not seen**" if x != x else f"{x / 1000:.2f} s" for x in hs) or "—"
@@ -567,17 +573,22 @@ def consul_sections(meta, recs, w, separate=None):
                 f"{r['rss_kb'] / 1024:.0f} MiB ({r['hwm_kb'] / 1024:.0f} MiB)",
                 f"{r['cpu_converge_s']:.1f} s",
                 f"{r['rss_after_kb'] / 1024:.0f} MiB ({r['hwm_after_kb'] / 1024:.0f} MiB)",
-                hcell, str(r.get("blocking_open", "—"))]) + " |")
+                hcell,
+                ", ".join("**not seen**" if x != x else f"{x / 1000:.2f} s"
+                          for x in [float(v) for v in str(r.get("random_ms", "")).split(",") if v]) or "—",
+                f"{r['idle_cpu_pct']:.2f} % over {r['idle_s']:.0f} s" if "idle_cpu_pct" in r else "—",
+                str(r.get("blocking_open", "—"))]) + " |")
         w("")
         r = rs[-1]
         if "consul_health_blocking" in r:
             w(f"Consul requests rivet made (whole run): catalog/services {r.get('consul_services_plain', 0):,} "
               f"plain + {r.get('consul_services_blocking', 0):,} blocking; health/service "
               f"{r.get('consul_health_plain', 0):,} plain + {r.get('consul_health_blocking', 0):,} "
-              f"blocking. With more services than rivet holds blocking queries for (120), the "
-              f"services take turns (doc/internals/discovery.md), so a health change is seen "
-              f"when its service's turn comes: the health-change times depend on where that "
-              f"sweep is and vary from change to change."
+              f"blocking. rivet holds one blocking query per service (up to "
+              f"--consul-discovery-max-queries, default 8,192; doc/internals/discovery.md), so "
+              f"a change comes back on its own service's query; with more services than that "
+              f"cap (runs before 2026-11-27 02:40 held 120) the services take turns and a "
+              f"change waits for its service's turn."
               + (f" After convergence rivet made {r['health_blocking_per_s']:.0f} blocking "
                  f"health reads/s, one per service every "
                  f"{(r['services'] + 1) / max(r['health_blocking_per_s'], 1e-9):.0f} s on average; "
@@ -590,10 +601,14 @@ def consul_sections(meta, recs, w, separate=None):
                     f"{r['after_converge_s']:.0f} s after convergence**, so no change to it "
                     f"could reach traffic.")
                  if "live_first_read_s" in r else "")
-              + (f" Health reads per service in that time: median {r['reads_per_service_median']}, "
-                 f"max {r['reads_per_service_max']}; **{r['unread_services']} of "
-                 f"{r['services'] + 1:,} services were not read at all** (first: "
-                 f"{str(r.get('unread_names', '')).replace(',', ', ')})."
+              + (f" Health reads per service in that time (counted when a request arrives, so a "
+                 f"query held open since before convergence counts 0): median "
+                 f"{r['reads_per_service_median']}, max {r['reads_per_service_max']}; "
+                 f"{r['unread_services']} of {r['services'] + 1:,} services had no new request "
+                 f"(first: {str(r.get('unread_names', '')).replace(',', ', ')})"
+                 + (" - their queries were still held (see blocking queries held)."
+                    if r.get("blocking_open", 0) >= r["services"] else
+                    ": **not read at all**.")
                  if r.get("unread_services", 0) > 0 else
                  (f" Health reads per service in that time: median "
                   f"{r['reads_per_service_median']}, max {r['reads_per_service_max']}; every "

@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -662,7 +663,8 @@ static int parse_health(rv_disc_state_t *st, rv_arena_t *a, const char *dc, json
     if (!n)
         return 0;
     rv_disc_inst_t *v = RV_ARENA_NEWN(a, rv_disc_inst_t, n);
-    if (!v)
+    rv_str_t dcs = dupa(a, dc, &oom);   /* shared by the instances of dc (nearly all) */
+    if (!v || oom)
         return RV_ENOMEM;
     uint32_t k = 0;
     for (size_t i = 0; i < n && !oom; i++) {
@@ -675,7 +677,7 @@ static int parse_health(rv_disc_state_t *st, rv_arena_t *a, const char *dc, json
         const char *edc = jstr(node, "Datacenter");
         in->id = dupa(a, jstr(svc, "ID"), &oom);
         in->node = dupa(a, jstr(node, "Node"), &oom);
-        in->dc = dupa(a, edc[0] ? edc : dc, &oom);
+        in->dc = !edc[0] || !strcmp(edc, dc) ? dcs : dupa(a, edc, &oom);
         const char *host = jstr(svc, "Address");
         if (!host[0])
             host = jstr(node, "Address");
@@ -714,6 +716,37 @@ static int parse_health(rv_disc_state_t *st, rv_arena_t *a, const char *dc, json
     return 0;
 }
 
+static size_t al16(size_t n)
+{
+    return (n + 15) & ~(size_t)15;
+}
+
+static size_t jlen(json_t *o, const char *key)
+{
+    return strlen(jstr(o, key)) + 1;
+}
+
+/* What parse_health will take from the arena for root (IP literals: one address each; a
+ * host name with several addresses spills into a second chunk), so that a block is one
+ * malloc of the right size, not a default chunk a quarter empty. */
+static size_t block_size(json_t *root, const char *dc)
+{
+    size_t n = json_array_size(root), sz = al16(n * sizeof(rv_disc_inst_t)) + al16(strlen(dc) + 1);
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(root, i);
+        json_t *node = json_object_get(e, "Node"), *svc = json_object_get(e, "Service");
+        json_t *tags = json_object_get(svc, "Tags");
+        sz += al16(jlen(svc, "ID")) + al16(jlen(node, "Node")) + al16(jlen(node, "Datacenter"));
+        sz += al16(jlen(svc, "Address") > 1 ? jlen(svc, "Address") : jlen(node, "Address"));
+        sz += al16(json_array_size(tags) * sizeof(rv_str_t)) + al16(sizeof(rv_disc_addr_t));
+        for (size_t t = 0; t < json_array_size(tags); t++) {
+            const char *tv = json_string_value(json_array_get(tags, t));
+            sz += al16((tv ? strlen(tv) : 0) + 1);
+        }
+    }
+    return sz + 64;
+}
+
 static uint64_t fnv64(const char *p, size_t n)
 {
     uint64_t h = 14695981039346656037ull;
@@ -741,9 +774,7 @@ int rv_disc_set_health(rv_disc_state_t *st, const char *name, const char *dc, co
         json_decref(root);
         return 0;
     }
-    /* about what one instance takes (struct, five short strings, a tag, an address) */
-    size_t n0 = json_array_size(root);
-    iblk_t *b = iblk_new(512 + n0 * 288);
+    iblk_t *b = iblk_new(block_size(root, dc));
     if (!b) {
         json_decref(root);
         return RV_ENOMEM;
@@ -918,6 +949,7 @@ enum { WK_DCS = 0, WK_SERVICES, WK_HEALTH };
 #define PUBLISH_GAP_MS 20           /* coalesce a burst of answers into one view */
 #define PUBLISH_GAP_SYNCING_MS 250  /* while the first answers arrive */
 #define DCS_REFRESH_MS 60000
+#define TRIM_DELAY_MS 3000          /* after the first synced view: the snapshot built from it */
 #define MAX_BODY (64u << 20)
 
 typedef struct watch_s {
@@ -963,6 +995,8 @@ struct rv_disc_s {
     int wake_fd;                /* eventfd: rv_disc_stop wakes the loop */
     int64_t curl_timer_at;      /* CURLMOPT_TIMERFUNCTION's deadline (monotonic ms), -1: none */
     uint32_t nw_scanned;        /* watches at the last scan (a new one triggers a scan) */
+    int64_t trim_at;            /* when to hand the first sync's transient memory back, 0: not */
+    bool trimmed;
     uint32_t nhealth;           /* live health watches */
     uint32_t nfailing;
     bool was_healthy;
@@ -1343,6 +1377,8 @@ static void publish(rv_disc_t *d, int64_t now)
         rv_log_error("consul discovery: eventfd: %s", strerror(errno));
     d->dirty = false;
     d->last_pub = now;
+    if (v->synced && !d->trimmed && !d->trim_at)
+        d->trim_at = now + TRIM_DELAY_MS;
 }
 
 /* Token bucket per watch: burst RATE_BURST, refill one per RATE_REFILL_MS. */
@@ -1507,6 +1543,16 @@ static void *run(void *arg)
         }
         now = mono_ms();
         int64_t next = scan_at;
+        /* The first sync parses every service and the control thread builds its first big
+         * snapshot from it (JSON dumps included): freed memory that glibc keeps in its arenas
+         * unless asked. Once, a few seconds after the first synced view. */
+        if (d->trim_at && now >= d->trim_at) {
+            d->trim_at = 0;
+            d->trimmed = true;
+            malloc_trim(0);
+        } else if (d->trim_at && d->trim_at < next) {
+            next = d->trim_at;
+        }
         if (d->dirty) {
             bool syncing = !d->latest || !d->latest->synced;
             int64_t due = d->dirty_at + (syncing ? PUBLISH_GAP_SYNCING_MS : PUBLISH_GAP_MS);
