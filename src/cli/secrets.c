@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/vaultstore.h"
 #include "config/secret.h"
 #include "core/err.h"
 
@@ -215,7 +216,7 @@ typedef struct target_s {
 
 static const target_t targets[] = {
     { RV_SECRET_SRC_DIRECTORY, "directory", dir_put, dir_del, dir_load },
-    /* { RV_SECRET_SRC_VAULT, "vault", vault_put, vault_del, vault_load }: src/control/vault.c */
+    { RV_SECRET_SRC_VAULT, "vault", cli_vault_put, cli_vault_del, cli_vault_load },     /* vaultstore.c */
 };
 
 static const target_t *target_of(const rv_secret_src_t *src)

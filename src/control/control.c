@@ -49,6 +49,7 @@
 #include "control/discovery.h"
 #include "control/kvsource.h"
 #include "control/secretsrc.h"
+#include "control/vault.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "proxy/router.h"
@@ -86,6 +87,8 @@ typedef struct ctl_s {
     bool settings_moved;        /* the Settings status changed (refused, or fixed): rebuild */
     rv_secrets_t *secrets;      /* every secret source's secrets; attached to store */
     char *secrets_ident;        /* the secret sources it was made for (new table when they change) */
+    rv_vault_srcs_t *vault;     /* the Vault sources' watchers (vault.h), or NULL */
+    bool vault_moved;           /* a Vault source changed a secret: rebuild (PEM is not in config_json) */
 } ctl_t;
 
 /* The running watcher, for /ready and /metrics (admin thread): set before, cleared after its life. */
@@ -112,6 +115,7 @@ void rv_control_sources_prometheus(FILE *f)
 {
     rv_kvsource_prometheus(f);
     rv_secretsrc_prometheus(f);
+    rv_vault_prometheus(f);
     rv_disc_t *d = atomic_load(&disc_running);
     if (d) /* its own family: samples of one family must be contiguous in the exposition */
         fprintf(f,
@@ -349,6 +353,10 @@ static int reload(ctl_t *c, bool force)
     }
     if (sc > 0)
         changed = 1;
+    if (c->vault_moved) {
+        changed = 1;    /* a Vault source changed a secret (vault_event) */
+        c->vault_moved = false;
+    }
     if (c->view_changed && !changed && !c->settings_moved && !force && c->serving &&
         publish_view_endpoints(c) == 0) {
         c->view_changed = false;    /* only instances moved: no re-translation */
@@ -729,18 +737,13 @@ static int secrets_sync(ctl_t *c)
     rv_secretsrc_configure(&c->settings);
     for (uint32_t i = 0; i < c->settings.nsecret_srcs; i++) {
         const rv_secret_src_t *src = &c->settings.secret_srcs[i];
-        if (src->type == RV_SECRET_SRC_DIRECTORY) {
+        if (src->type == RV_SECRET_SRC_DIRECTORY)
             rv_log_info("secret source %u: directory %s", i, src->directory);
-        } else {
-            /* the Vault source lands with src/control/vault.c: until then say so, loudly */
-            const char *addr = src->vault.address ? src->vault.address : "(VAULT_ADDR)";
-            rv_log_error("secret source %u: vault %s is not available in this build; its secrets are missing", i,
-                         addr);
-            rv_secretsrc_health((int)i, false, "secrets vault %s: unavailable: the Vault source is not built in",
-                                addr);
-        }
     }
-    return 0;
+    /* one watcher per Vault source (vault.h), feeding the new table from its first poll */
+    rv_vault_srcs_stop(c->vault);
+    c->vault = rv_vault_srcs_start(&c->settings, c->ep);
+    return c->vault ? 0 : RV_ENOMEM;
 }
 
 /*
@@ -855,7 +858,7 @@ int rv_control_run(const rv_control_opts_t *o)
     /* a Gateway whose listener cannot be bound is Rejected by the build, the rest serves */
     rv_config_set_bind_check(rv_dataplane_check_listener);
     c.store = rv_store_new();
-    if (!c.store || secrets_sync(&c) != 0 || setup_fds(&c) != 0) {
+    if (!c.store || setup_fds(&c) != 0 || secrets_sync(&c) != 0) {
         rv_log_error("startup failed: %s", strerror(errno));
         goto out;
     }
@@ -913,7 +916,7 @@ int rv_control_run(const rv_control_opts_t *o)
         }
         bool stop = false;
         for (int i = 0; i < n; i++) {
-            int fd = evs[i].data.fd;
+            int fd = evs[i].data.fd, vc;
             if (fd == c.sfd) {
                 struct signalfd_siginfo si;
                 while (read(c.sfd, &si, sizeof si) == (ssize_t)sizeof si) {
@@ -974,6 +977,11 @@ int rv_control_run(const rv_control_opts_t *o)
                     rv_log_info("rivet serving config from consul kv %s/ (%d workers, admin %s)",
                                 c.settings.consul_root_key, o->workers, o->admin_addr);
                 }
+            } else if (c.vault && (vc = rv_vault_srcs_event(c.vault, fd, c.secrets)) >= 0) {
+                if (vc > 0) {
+                    c.vault_moved = true;
+                    reload(&c, false);
+                }
             } else if (c.disc && fd == c.disc_fd) {
                 if (disc_event(&c))
                     reload(&c, false);
@@ -986,6 +994,8 @@ int rv_control_run(const rv_control_opts_t *o)
     disc_stop(&c);
     rv_kvsource_stop(c.kv);
     c.kv = NULL;
+    rv_vault_srcs_stop(c.vault);
+    c.vault = NULL;
     if (c.serving)
         rv_dataplane_stop(o->drain_ms);
     rv_admin_stop();
@@ -997,6 +1007,7 @@ out:
     rv_disc_view_release(c.view);
     rv_kvsource_stop(c.kv);
     free(c.kv_ident);
+    rv_vault_srcs_stop(c.vault);
     pthread_mutex_lock(&cur_mu);
     rv_snapshot_t *s = cur;
     rv_endpoint_set_t *ses = cur_es;

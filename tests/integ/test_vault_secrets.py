@@ -1,0 +1,602 @@
+"""The Vault secret source (src/control/vault.c) against the Vault double (tests/doubles/vault.py),
+and against a live Vault when VAULT_ADDR and VAULT_TOKEN (a root token) are set - that variant
+is skipped otherwise, saying so. Tests of faults, token TTLs and AppRole need the double's
+switches and run only against it.
+
+What rivet holds is observed from outside: /ready's detail line of the source, the
+rivet_secret_source_* and rivet_vault_* metrics, the log lines of the secret table ("secret
+ns/name loaded|changed|removed ..."), the "config version N published" lines, and the double's
+request log (which paths rivet read, with which token).
+
+Each test uses its own rootKey, refreshRate 1s, and one worker.
+"""
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from harness import NS, atomic_write, metric_sum, wait_for  # noqa: E402
+from doubles.vault import VaultDouble, gloo_secret_document, gloo_secret_key, gloo_tls  # noqa: E402
+
+LIVE_ADDR = os.environ.get("VAULT_ADDR", "")
+LIVE_TOKEN = os.environ.get("VAULT_TOKEN", "")
+T = 10.0    # generous deadline for a change that needs a poll or two (refreshRate 1s)
+
+
+# ---------------------------------------------------------------------------------------------
+# a live Vault: the few calls the tests make
+
+
+class LiveVault:
+    live = True
+
+    def __init__(self, addr, token):
+        self.url = addr.rstrip("/")
+        self.token = token
+        self.root_token = token
+        hp = self.url.split("://", 1)[1]
+        self.host, self.port = hp.rsplit(":", 1)[0], int(hp.rsplit(":", 1)[1])
+
+    def _req(self, method, path, body=None):
+        c = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        hdrs = {"X-Vault-Token": self.token}
+        if os.environ.get("VAULT_NAMESPACE"):
+            hdrs["X-Vault-Namespace"] = os.environ["VAULT_NAMESPACE"]
+        c.request(method, path, body=json.dumps(body) if body is not None else None, headers=hdrs)
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        return r.status, data
+
+    def seed_gloo_secret(self, ns, name, kind_fields, root_key="gloo", path_prefix="secret"):
+        doc = gloo_secret_document(ns, name, kind_fields)
+        st, data = self._req("POST", "/v1/%s/data/%s" % (path_prefix, gloo_secret_key(ns, name, root_key)),
+                             {"data": doc})
+        assert st == 200, (st, data)
+        return json.loads(data)["data"]["version"]
+
+    def kv_delete(self, key, mount="secret"):
+        st, data = self._req("DELETE", "/v1/%s/data/%s" % (mount, key))
+        assert st in (200, 204), (st, data)
+
+    def kv_destroy(self, key, versions, mount="secret"):
+        st, data = self._req("PUT", "/v1/%s/destroy/%s" % (mount, key), {"versions": versions})
+        assert st in (200, 204), (st, data)
+
+    def cleanup(self, root_key, mount="secret"):
+        def walk(prefix):
+            st, data = self._req("LIST", "/v1/%s/metadata/%s" % (mount, prefix))
+            if st != 200:
+                return
+            for k in json.loads(data)["data"]["keys"]:
+                if k.endswith("/"):
+                    walk(prefix + "/" + k.rstrip("/"))
+                else:
+                    self._req("DELETE", "/v1/%s/metadata/%s/%s" % (mount, prefix, k))
+        walk(root_key)
+
+
+@pytest.fixture(params=["double", "live"])
+def vault(request):
+    """A Vault holding Gloo secrets: the double, and a live Vault when VAULT_ADDR is set."""
+    if request.param == "live":
+        if not LIVE_ADDR:
+            pytest.skip("live Vault: VAULT_ADDR is not set (these tests ran against the double)")
+        if not LIVE_TOKEN:
+            pytest.skip("live Vault: VAULT_TOKEN (a root token) is not set")
+        if LIVE_ADDR.startswith("https://"):
+            pytest.skip("live Vault: https VAULT_ADDR is not supported by these tests (use http)")
+        yield LiveVault(LIVE_ADDR, LIVE_TOKEN)
+        return
+    d = VaultDouble().start()
+    d.live = False
+    d.token = d.root_token
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def double(request):
+    d = VaultDouble().start()
+    d.live = False
+    d.token = d.root_token
+    yield d
+    d.stop()
+
+
+@pytest.fixture
+def root_key(vault):
+    rk = "rivet-test-%s" % uuid.uuid4().hex[:8]
+    yield rk
+    if getattr(vault, "live", False):
+        vault.cleanup(rk)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+_PEM = {}
+
+
+def pem_pair(cn):
+    """A self-signed certificate and its key (PEM text), made once per CN."""
+    if cn not in _PEM:
+        out = subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-keyout", "/dev/stdout", "-out", "/dev/stdout", "-days", "2", "-subj", "/CN=" + cn],
+            check=True, capture_output=True, text=True).stdout
+        key = out[out.index("-----BEGIN PRIVATE KEY-----"):out.index("-----END PRIVATE KEY-----") + 25] + "\n"
+        crt = out[out.index("-----BEGIN CERTIFICATE-----"):out.index("-----END CERTIFICATE-----") + 25] + "\n"
+        _PEM[cn] = (crt, key)
+    return _PEM[cn]
+
+
+def tls_secret(cn):
+    crt, key = pem_pair(cn)
+    return gloo_tls(crt, key)
+
+
+def settings(cfg, url, root_key, token=None, extra=""):
+    text = "refreshRate: 1s\nvaultSecretSource:\n  address: %s\n  rootKey: %s\n" % (url, root_key)
+    if token:
+        text += "  accessToken: %s\n" % token
+    atomic_write(cfg.root / NS / "default.yaml", text + extra)
+
+
+def start(rivet, cfg, vault, root_key, token="default", env=None, **kw):
+    """rivet with a Settings file naming the Vault source; token "default" = the Vault's root
+    token in accessToken, None = no accessToken (AppRole or VAULT_TOKEN from env)."""
+    settings(cfg, vault.url, root_key, vault.token if token == "default" else token)
+    e = {"VAULT_ADDR": "", "VAULT_TOKEN": "", "VAULT_ROLE_ID": "", "VAULT_SECRET_ID": "", "VAULT_NAMESPACE": ""}
+    e.update(env or {})
+    return rivet(cfg, workers=1, env=e, **kw)
+
+
+def ready_text(rv):
+    r = rv.admin_get("/ready")
+    return r.text
+
+
+def vault_line(rv):
+    """The Vault source's line of /ready."""
+    for line in ready_text(rv).splitlines():
+        if "vault" in line:
+            return line
+    return ""
+
+
+def metric(rv, name, **labels):
+    return metric_sum(rv.metrics(), name, **labels)
+
+
+def secrets_ok(rv):
+    return metric(rv, "rivet_secret_source_secrets", source="vault", state="ok")
+
+
+def wait_healthy(rv, n=None, timeout=T):
+    def check():
+        line = vault_line(rv)
+        if "healthy (" not in line or "unhealthy" in line:
+            return None
+        if n is not None and "(%d secrets" % n not in line:
+            return None
+        return line
+    return wait_for(check, timeout, msg="the Vault source healthy%s (/ready: %r)" % (
+        "" if n is None else " with %d secrets" % n, vault_line(rv)))
+
+
+def wait_unhealthy(rv, word, timeout=T):
+    return wait_for(lambda: ("unhealthy" in vault_line(rv) and word in vault_line(rv)) and vault_line(rv),
+                    timeout, msg="the Vault source unhealthy with %r (/ready: %r)" % (word, vault_line(rv)))
+
+
+def log_count(rv, pattern):
+    return len(re.findall(pattern, rv.stderr()))
+
+
+def config_versions(rv):
+    return [int(v) for v in re.findall(r"config version (\d+) published", rv.stderr())]
+
+
+def polls_ok(rv):
+    return metric(rv, "rivet_vault_polls_total", result="ok")
+
+
+def wait_polls(rv, more, timeout=T):
+    base = polls_ok(rv)
+    wait_for(lambda: polls_ok(rv) >= base + more, timeout, msg="%d more successful Vault polls" % more)
+
+
+def data_reads(vault, root_key, ns=NS):
+    """GETs of a secret's data under root_key seen by the double."""
+    return [r for r in vault.requests("/v1/secret/data/%s/" % root_key) if r["method"] == "GET"]
+
+
+def last_token(double):
+    for r in reversed(double.requests("/v1/secret/")):
+        for k, v in r["headers"]:
+            if k.lower() == "x-vault-token":
+                return v
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# reading Gloo's layout
+
+
+def test_reads_gloo_secrets_kv2(rivet, cfg, vault, root_key):
+    vault.seed_gloo_secret(NS, "web-tls", tls_secret("web.example"), root_key=root_key)
+    vault.seed_gloo_secret("team-a", "aws-creds", {"aws": {"accessKey": "AKIDEXAMPLE", "secretKey": "s3cr3t"}},
+                           root_key=root_key)
+    rv = start(rivet, cfg, vault, root_key)
+    line = wait_healthy(rv, 2)
+    assert "KV v2" in line
+    wait_for(lambda: secrets_ok(rv) == 2, T, msg="2 secrets in the table")
+    err = rv.stderr()
+    assert "secret %s/web-tls loaded" % NS in err
+    assert "secret team-a/aws-creds loaded" in err
+    # never key material in logs, /ready or /metrics
+    crt, key = pem_pair("web.example")
+    body = key.splitlines()[1]
+    assert body not in err and "s3cr3t" not in err
+    assert body not in ready_text(rv) and "s3cr3t" not in rv.admin_get("/metrics").text
+    assert body not in rv.admin_get("/config_dump").text
+
+
+def test_reads_kv1_mount(rivet, cfg, double):
+    double.unmount("secret")
+    double.mount("secret", version=1)
+    rk = "rivet-v1"
+    key = gloo_secret_key(NS, "v1-tls", rk)
+    double.kv_put(key, gloo_secret_document(NS, "v1-tls", tls_secret("v1.example")))
+    rv = start(rivet, cfg, double, rk)
+    line = wait_healthy(rv, 1)
+    assert "KV v1" in line
+    assert "secret %s/v1-tls loaded" % NS in rv.stderr()
+    # v1 paths: no data/ or metadata/ segment
+    assert double.requests("/v1/secret/%s/" % rk), "rivet did not read the KV v1 path"
+    assert not double.requests("/v1/secret/data/")
+
+
+def test_pathprefix_and_undecodable_secret(rivet, cfg, double):
+    double.mount("kv-team", version=2)
+    rk = "gloo"
+    double.seed_gloo_secret(NS, "good", tls_secret("good.example"), root_key=rk, path_prefix="kv-team")
+    double.seed_gloo_secret(NS, "odd", {"oauth": {"clientSecret": "x"}}, root_key=rk, path_prefix="kv-team")
+    settings(cfg, double.url, rk, double.token, extra="  pathPrefix: kv-team\n")
+    # settings() wrote rootKey/pathPrefix under vaultSecretSource
+    rv = rivet(cfg, workers=1, env={"VAULT_ADDR": "", "VAULT_TOKEN": ""})
+    wait_healthy(rv, 2)
+    wait_for(lambda: metric(rv, "rivet_secret_source_secrets", source="vault", state="failed") == 1, T,
+             msg="the oauth secret recorded as failed")
+    assert secrets_ok(rv) == 1
+    err = rv.stderr()
+    assert "secret %s/good loaded" % NS in err
+    m = re.search(r"secret %s/odd cannot be used: (.*)" % NS, err)
+    assert m and "oauth" in m.group(1), err[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# polling: unchanged, rotated, deleted
+
+
+def test_unchanged_secret_costs_no_read_and_no_rebuild(rivet, cfg, vault, root_key):
+    vault.seed_gloo_secret(NS, "steady", tls_secret("steady.example"), root_key=root_key)
+    rv = start(rivet, cfg, vault, root_key)
+    wait_healthy(rv, 1)
+    wait_polls(rv, 1)
+    reads = metric(rv, "rivet_vault_secret_reads_total")
+    versions = config_versions(rv)
+    assert reads == 1
+    wait_polls(rv, 3)
+    assert metric(rv, "rivet_vault_secret_reads_total") == reads
+    assert config_versions(rv) == versions, "an unchanged secret republished the config"
+    if not getattr(vault, "live", False):
+        assert len(data_reads(vault, root_key)) == 1
+        assert len(vault.requests("/v1/secret/metadata/%s/" % root_key)) >= 4
+    assert log_count(rv, r"secret %s/steady (loaded|changed)" % NS) == 1
+
+
+def test_rotated_secret_changes_the_table(rivet, cfg, vault, root_key):
+    vault.seed_gloo_secret(NS, "rot", tls_secret("one.example"), root_key=root_key)
+    rv = start(rivet, cfg, vault, root_key)
+    wait_healthy(rv, 1)
+    wait_for(lambda: "secret %s/rot loaded" % NS in rv.stderr(), T, msg="rot loaded")
+    before = max(config_versions(rv))
+    reads = metric(rv, "rivet_vault_secret_reads_total")
+    vault.seed_gloo_secret(NS, "rot", tls_secret("two.example"), root_key=root_key)
+    wait_for(lambda: "secret %s/rot changed" % NS in rv.stderr(), T, msg="rot changed in the table")
+    assert metric(rv, "rivet_vault_secret_reads_total") == reads + 1
+    wait_for(lambda: max(config_versions(rv)) > before, T, msg="a new config version after the rotation")
+    assert secrets_ok(rv) == 1
+
+
+def test_deleted_and_destroyed_versions_are_absent(rivet, cfg, vault, root_key):
+    vault.seed_gloo_secret(NS, "soft", tls_secret("soft.example"), root_key=root_key)
+    vault.seed_gloo_secret(NS, "gone", tls_secret("gone.example"), root_key=root_key)
+    vault.seed_gloo_secret(NS, "kept", tls_secret("kept.example"), root_key=root_key)
+    rv = start(rivet, cfg, vault, root_key)
+    wait_healthy(rv, 3)
+    vault.kv_delete(gloo_secret_key(NS, "soft", root_key))
+    vault.kv_destroy(gloo_secret_key(NS, "gone", root_key), versions=[1])
+    wait_for(lambda: "secret %s/soft removed" % NS in rv.stderr() and "secret %s/gone removed" % NS in rv.stderr(),
+             T, msg="soft-deleted and destroyed secrets removed")
+    wait_healthy(rv, 1)
+    assert secrets_ok(rv) == 1
+    assert "secret %s/kept removed" % NS not in rv.stderr()
+
+
+# ---------------------------------------------------------------------------------------------
+# tokens: renewal, AppRole
+
+
+GLOO_POLICY = {"secret/data/%s/*": ["read"], "secret/metadata/%s/*": ["list", "read"],
+               "secret/metadata/%s": ["list"]}
+
+
+def policy(rk):
+    return {k % rk: v for k, v in GLOO_POLICY.items()}
+
+
+def test_token_renewed_before_expiry(rivet, cfg, double):
+    rk = "renew"
+    double.seed_gloo_secret(NS, "r", tls_secret("r.example"), root_key=rk)
+    double.set_policy("gloo", policy(rk))
+    token = double.create_token(policies=["default", "gloo"], ttl=3, renewable=True)
+    rv = start(rivet, cfg, double, rk, token=token)
+    wait_healthy(rv, 1)
+    # without renewals the token would be gone 3 s after it was made; rivet renews it at about 2 s
+    wait_for(lambda: len(double.requests("/v1/auth/token/renew-self")) >= 3, 15,
+             msg="three renewals")
+    assert double.token_info(token) is not None, "the token expired despite the renewals"
+    assert metric(rv, "rivet_vault_token_renewals_total", result="ok") >= 3
+    wait_healthy(rv, 1)
+    assert "unhealthy" not in rv.stderr()
+
+
+def test_approle_login_and_relogin_after_revocation(rivet, cfg, double, tmp_path):
+    rk = "approle"
+    double.seed_gloo_secret(NS, "a", tls_secret("a.example"), root_key=rk)
+    double.set_policy("gloo", policy(rk))
+    role_id, secret_id = double.add_approle("rivet", policies=["default", "gloo"], token_ttl=600)
+    sid_file = tmp_path / "secret-id"
+    sid_file.write_text(secret_id + "\n")
+    rv = start(rivet, cfg, double, rk, token=None,
+               env={"VAULT_ROLE_ID": role_id, "VAULT_SECRET_ID_FILE": str(sid_file)})
+    wait_healthy(rv, 1)
+    assert metric(rv, "rivet_vault_logins_total") == 1
+    login = double.requests("/v1/auth/approle/login")
+    assert len(login) == 1 and json.loads(login[0]["body"]) == {"role_id": role_id, "secret_id": secret_id}
+    first = last_token(double)
+    assert first and first != double.root_token
+    double.revoke_token(first)
+    wait_for(lambda: metric(rv, "rivet_vault_logins_total") == 2, T, msg="a second AppRole login")
+    wait_for(lambda: last_token(double) not in (None, first), T, msg="polls with the new token")
+    wait_healthy(rv, 1)
+    assert secret_id not in rv.stderr() and role_id not in rv.stderr()
+
+
+def test_approle_relogin_when_renewal_stops(rivet, cfg, double):
+    rk = "maxttl"
+    double.seed_gloo_secret(NS, "m", tls_secret("m.example"), root_key=rk)
+    double.set_policy("gloo", policy(rk))
+    role_id, secret_id = double.add_approle("rivet", policies=["default", "gloo"], token_ttl=3, token_max_ttl=4)
+    rv = start(rivet, cfg, double, rk, token=None, env={"VAULT_ROLE_ID": role_id, "VAULT_SECRET_ID": secret_id})
+    wait_healthy(rv, 1)
+    # the token cannot outlive 4 s: rivet must log in again rather than lose access
+    wait_for(lambda: metric(rv, "rivet_vault_logins_total") >= 3, 20, msg="repeated AppRole logins")
+    wait_healthy(rv, 1)
+    assert secrets_ok(rv) == 1
+
+
+def test_no_way_to_authenticate_is_reported(rivet, cfg, double):
+    settings(cfg, double.url, "none")
+    rv = rivet(cfg, workers=1, env={"VAULT_ADDR": "", "VAULT_TOKEN": "", "VAULT_ROLE_ID": "",
+                                    "VAULT_ROLE_ID_FILE": ""})
+    wait_for(lambda: "authenticate" in vault_line(rv), T, msg="/ready says the Vault source cannot authenticate")
+    assert metric(rv, "rivet_secret_source_healthy", source="vault") == 0
+    assert "cannot start" in rv.stderr()
+
+
+def test_aws_auth_is_refused_by_name(rivet, cfg, double, tmp_path):
+    atomic_write(cfg.root / NS / "default.yaml",
+                 "vaultSecretSource:\n  address: %s\n  aws:\n    vaultRole: r\n" % double.url)
+    rv = rivet(cfg, workers=1, ready=False)
+    rc = rv.wait(15)
+    assert rc != 0
+    assert "aws" in rv.stderr() and "not supported" in rv.stderr()
+
+
+# ---------------------------------------------------------------------------------------------
+# faults while serving
+
+
+@pytest.mark.parametrize("fault,word", [
+    (("sealed", {}), "sealed"),
+    (("token_revoked", {}), "permission denied"),
+    (("down", {"mode": "refuse"}), "unreachable"),
+    (("error", {"status": 500, "message": "internal error"}), "HTTP 500"),
+])
+def test_fault_keeps_secrets_and_recovers(rivet, cfg, double, fault, word):
+    rk = "faults"
+    double.seed_gloo_secret(NS, "f", tls_secret("f.example"), root_key=rk)
+    rv = start(rivet, cfg, double, rk)
+    wait_healthy(rv, 1)
+    versions = config_versions(rv)
+    kind, params = fault
+    double.fault(kind, **params)
+    wait_unhealthy(rv, word)
+    assert metric(rv, "rivet_secret_source_healthy", source="vault") == 0
+    assert rv.admin_get("/ready").status == 200       # serving the last good secrets
+    assert secrets_ok(rv) == 1                          # and the table still holds them
+    n_err = log_count(rv, r"vault .*failed")
+    wait_for(lambda: metric(rv, "rivet_vault_polls_total", result="error") >= 3, T, msg="retries")
+    assert log_count(rv, r"vault .*failed") == n_err, "a failure state was logged more than once"
+    assert "secret %s/f removed" % NS not in rv.stderr()
+    double.clear_fault(kind)
+    wait_healthy(rv, 1)
+    assert metric(rv, "rivet_secret_source_healthy", source="vault") == 1
+    assert log_count(rv, r"vault .*healthy again") == 1
+    assert config_versions(rv) == versions, "the fault or the recovery republished the config"
+
+
+def test_changes_made_during_an_outage_arrive_after_it(rivet, cfg, double):
+    rk = "outage"
+    double.seed_gloo_secret(NS, "o", tls_secret("o1.example"), root_key=rk)
+    rv = start(rivet, cfg, double, rk)
+    wait_healthy(rv, 1)
+    double.fault("sealed")
+    wait_unhealthy(rv, "sealed")
+    double.seed_gloo_secret(NS, "o", tls_secret("o2.example"), root_key=rk)
+    double.seed_gloo_secret(NS, "new", tls_secret("n.example"), root_key=rk)
+    double.clear_fault("sealed")
+    wait_healthy(rv, 2)
+    wait_for(lambda: "secret %s/o changed" % NS in rv.stderr() and "secret %s/new loaded" % NS in rv.stderr(),
+             T, msg="the changes made while sealed")
+
+
+# ---------------------------------------------------------------------------------------------
+# what the table holds is what rivet serves with: an Upstream's TLS trust from Vault
+
+
+needs_nginx = pytest.mark.skipif(not os.path.exists("/usr/sbin/nginx"),
+                                 reason="needs nginx (scripts/deps.sh installs it)")
+
+
+@needs_nginx
+def test_rotated_upstream_ca_in_vault_is_used_and_survives_faults(rivet, cfg, double, tmp_path):
+    from harness import route
+    from tls_upstream_server import Pki, TlsNginx
+    pki = Pki(tmp_path / "pki")
+    srv = TlsNginx(tmp_path / "nginx", pki).start()
+    try:
+        rk = "uptls"
+        wrong = open(pki.selfsigned[0]).read()      # a CA that did not sign nginx's certificate
+        right = open(pki.ca).read()
+        double.seed_gloo_secret(NS, "up-ca", {"tls": {"rootCa": wrong}}, root_key=rk)
+        cfg.write("upstreams", "up", {"static": {"hosts": [{"addr": "127.0.0.1", "port": srv.ports["good"]}]},
+                                      "sslConfig": {"secretRef": {"name": "up-ca", "namespace": NS},
+                                                    "sni": "up.test"}})
+        cfg.gateway()
+        cfg.vs("vs", [route(prefix="/", upstream="up")])
+        rv = start(rivet, cfg, double, rk)
+        wait_healthy(rv, 1)
+        wait_for(lambda: rv.get("/a").status == 503, T, msg="503 while the Vault secret holds the wrong CA")
+
+        def context():
+            cl = [c for c in rv.config_dump()["clusters"] if c["name"] == "gloo-system.up"]
+            return cl and cl[0].get("tls", {}).get("context")
+        before = wait_for(context, T, msg="the upstream's TLS context in /config_dump")
+        double.seed_gloo_secret(NS, "up-ca", {"tls": {"rootCa": right}}, root_key=rk)
+        r = wait_for(lambda: (lambda x: x if x.status == 200 else None)(rv.get("/b")), T,
+                     msg="200 once the rotated CA arrived from Vault")
+        assert "proto=TLSv1." in r.text, r.text
+        assert context() != before, "the rotated CA did not change the upstream's TLS context"
+        # Vault faults never break serving with the secrets rivet holds
+        for kind, params, word in (("sealed", {}, "sealed"), ("token_revoked", {}, "permission denied"),
+                                   ("down", {"mode": "refuse"}, "unreachable")):
+            double.fault(kind, **params)
+            wait_unhealthy(rv, word)
+            for i in range(5):
+                assert rv.get("/c%d" % i).status == 200
+            double.clear_fault(kind)
+            wait_healthy(rv, 1)
+        assert "BEGIN" not in json.dumps(rv.config_dump())
+    finally:
+        srv.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI: rivet apply / get secret / delete secret with the Vault store
+
+
+KEYMARK = "KEYMATERIAL-must-never-be-printed"
+
+
+def cli_secret_docs(cn):
+    crt, _ = pem_pair(cn)
+    key = "-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n" % KEYMARK
+    return (json.dumps({"metadata": {"name": "web", "namespace": NS}, "tls": {"certChain": crt, "privateKey": key}})
+            + "\n---\nmetadata: {name: creds, namespace: team-a}\naws: {accessKey: AKIAEXAMPLE, secretKey: %s}\n"
+            % KEYMARK)
+
+
+@pytest.mark.parametrize("kv", [2, 1])
+def test_cli_apply_get_delete_with_vault(tmp_path, double, kv):
+    from harness import run_cli
+    if kv == 1:
+        double.unmount("secret")
+        double.mount("secret", version=1)
+    d = tmp_path / "dir"
+    (d / NS).mkdir(parents=True)
+    rk = "cli"
+    atomic_write(d / NS / "default.yaml", "vaultSecretSource:\n  address: %s\n  rootKey: %s\n" % (double.url, rk))
+    env = {"VAULT_TOKEN": double.root_token, "VAULT_ADDR": "", "VAULT_ROLE_ID": ""}
+    f = tmp_path / "secrets.yaml"
+    f.write_text(cli_secret_docs("cli1.example"))
+    r = run_cli("apply", "-f", f, "--dir", d, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "Secret %s/web created" % NS in r.stdout and "Secret team-a/creds created" in r.stdout, r.stdout
+    assert KEYMARK not in r.stdout + r.stderr
+    # stored where and how Gloo keeps it
+    key = gloo_secret_key(NS, "web", rk)
+    data = double.kv_get(key)
+    assert data["metadata"] == {"name": "web", "namespace": NS}, got
+    assert KEYMARK in data["tls"]["privateKey"]
+    if kv == 2:
+        writes = [q for q in double.requests("/v1/secret/data/%s/" % rk) if q["method"] in ("POST", "PUT")]
+        assert writes and all(json.loads(q["body"])["options"] == {"cas": 0} for q in writes), writes
+        assert not any(q["path"].startswith("/v1/secret/%s/" % rk) for q in double.requests())
+    else:
+        assert not double.requests("/v1/secret/data/")
+
+    r = run_cli("apply", "-f", f, "--dir", d, env=env)
+    assert r.returncode == 0 and r.stdout.count("unchanged") == 2, r.stdout + r.stderr
+
+    f.write_text(cli_secret_docs("cli2.example"))
+    r = run_cli("apply", "-f", f, "--dir", d, env=env)
+    assert r.returncode == 0 and "Secret %s/web configured" % NS in r.stdout, r.stdout + r.stderr
+    if kv == 2:
+        last = [q for q in double.requests("/v1/secret/data/%s/" % rk) if q["method"] in ("POST", "PUT")][-1]
+        assert json.loads(last["body"])["options"] == {"cas": 1}, last
+
+    for fmt in ("table", "json"):
+        r = run_cli("get", "secret", "--dir", d, "-o", fmt, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "web" in r.stdout and "creds" in r.stdout
+        assert KEYMARK not in r.stdout + r.stderr
+    rows = {x["metadata"]["name"]: x for x in json.loads(run_cli("get", "secret", "--dir", d, "-o", "json",
+                                                                 env=env).stdout)}
+    assert rows["web"]["kind"] == "tls" and rows["web"]["fields"] == ["certChain", "privateKey"]
+    assert rows["creds"]["metadata"]["namespace"] == "team-a"
+
+    r = run_cli("delete", "secret", "creds", "-n", "team-a", "--dir", d, env=env)
+    assert r.returncode == 0 and "deleted" in r.stdout, r.stdout + r.stderr
+    r = run_cli("delete", "secret", "creds", "-n", "team-a", "--dir", d, env=env)
+    assert r.returncode == 1 and "not found" in r.stderr
+    r = run_cli("get", "secret", "--dir", d, env=env)
+    assert "creds" not in r.stdout and "web" in r.stdout
+
+
+def test_cli_vault_unreachable_is_an_error(tmp_path, double):
+    from harness import run_cli
+    d = tmp_path / "dir"
+    (d / NS).mkdir(parents=True)
+    atomic_write(d / NS / "default.yaml", "vaultSecretSource:\n  address: %s\n" % double.url)
+    f = tmp_path / "secrets.yaml"
+    f.write_text(cli_secret_docs("cli3.example"))
+    double.fault("sealed")
+    r = run_cli("apply", "-f", f, "--dir", d, env={"VAULT_TOKEN": double.root_token, "VAULT_ADDR": ""})
+    assert r.returncode != 0
+    assert "Vault is sealed" in r.stderr and KEYMARK not in r.stderr + r.stdout
+    r = run_cli("get", "secret", "--dir", d, env={"VAULT_TOKEN": double.root_token, "VAULT_ADDR": ""})
+    assert r.returncode != 0 and "Vault is sealed" in r.stderr
