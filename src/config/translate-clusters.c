@@ -345,9 +345,11 @@ void cfg_free_tls(snap_priv_t *sp)
     sp->ntls = sp->captls = 0;
 }
 
-/* One file of sslFiles, read on the control thread. 0, or -1 with the reason in t's status. */
+/* One file of sslFiles, read on the control thread and recorded for the rotation watch. 0, or
+ * -1 with the reason in t's status. */
 static int read_pem(bctx_t *b, tres_t *t, const char *field, const char *path, char **buf, size_t *len)
 {
+    cfg_tls_note_file(b, path);     /* watched: a rotated file rebuilds within a second */
     int rc = cfg_read_file(path, buf, len);
     if (rc == 0)
         return 0;

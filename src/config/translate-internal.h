@@ -152,6 +152,9 @@ void cfg_free_dtls(rv_snapshot_t *snap);
 
 /* One cluster per usable Upstream (static hosts resolved, Consul-fed from the view). */
 void cfg_build_clusters(bctx_t *b);
+/* Record an sslFiles path the build reads (stat now), so that rv_snapshot_tls_files_changed
+ * notices it rotated (translate-tls.c; upstream sslFiles use it too). b->oom on failure. */
+void cfg_tls_note_file(bctx_t *b, const char *path);
 /* Free the snapshot's upstream TLS contexts (its free hook). */
 void cfg_free_tls(snap_priv_t *sp);
 /* Copy the clusters into the snapshot arena once every route made its own. */

@@ -32,7 +32,7 @@ typedef struct tmat_s {
     char bad_fp[17];                /* stale: digest of the unusable material (dump changes with it) */
 } tmat_t;
 
-static void note_file(bctx_t *b, const char *path)
+void cfg_tls_note_file(bctx_t *b, const char *path)
 {
     snap_priv_t *sp = b->sp;
     for (uint32_t i = 0; i < sp->ntls_files; i++)
@@ -70,7 +70,7 @@ static void note_file(bctx_t *b, const char *path)
 /* Read one sslFiles file: 0, or -1 with the VS rejected (reason names the field and path). */
 static int read_one(bctx_t *b, tres_t *t, const char *field, const char *path, char **out, size_t *len)
 {
-    note_file(b, path);
+    cfg_tls_note_file(b, path);
     int rc = cfg_read_file(path, out, len);
     if (rc == 0)
         return 0;
