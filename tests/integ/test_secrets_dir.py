@@ -254,3 +254,45 @@ def test_validate_and_get_resolve_secret_refs(tmp_path, cfg):
     assert r.returncode == 1
     line = [x for x in r.stdout.splitlines() if x.startswith("Upstream %s/tls-up" % NS)][0]
     assert "Rejected" in line and "up-ca" in line, line
+
+
+def test_secret_options_directory_watched_and_settings_switch(cfg, rivet, tmp_path):
+    """A secretOptions directory outside DIR is watched too; Settings switching the secret
+    sources at run time start from the new sources (the old directory no longer counts)."""
+    port = cfg.gateway()
+    cfg.vs("vs", [route(direct=(200, "x"))])
+    atomic_write(secret_path(cfg, "legacy"), gloo_tls("legacy"))
+    rv = rivet(cfg)
+    wait_for(lambda: "secret %s/legacy loaded" % NS in rv.stderr(), msg="DIR/secrets read without Settings")
+    ext = tmp_path / "ext-secrets"
+    atomic_write(ext / NS / "ext1.yaml", gloo_tls("ext1"))
+    atomic_write(cfg.root / NS / "default.yaml",
+                 "secretOptions:\n  sources:\n  - directory: {directory: %s}\n" % ext)
+    wait_for(lambda: "secret %s/ext1 loaded" % NS in rv.stderr(), msg="the new source read")
+    wait_for(lambda: "ext-secrets: healthy (1 secrets)" in rv.admin_get("/ready").text, msg="/ready names it")
+    assert "secrets directory %s" % (cfg.root / "secrets") not in rv.admin_get("/ready").text
+    # a secret added later to that directory is picked up by its watch
+    atomic_write(ext / NS / "ext2.yaml", gloo_tls("ext2"))
+    wait_for(lambda: "secret %s/ext2 loaded" % NS in rv.stderr(), msg="watched outside DIR")
+    assert rv.get("/", port=port).status == 200
+    no_key(rv.stderr())
+
+
+def test_refresh_rate_resync_sees_a_change_inotify_cannot(cfg, rivet, tmp_path):
+    """The secret file is a symlink to a file outside every watched directory (as with a
+    mounted volume): replacing the target raises no event in the watched tree, so only the
+    refreshRate resync (1 s here) picks the rotation up."""
+    cfg.gateway()
+    cfg.vs("vs", [route(direct=(200, "x"))])
+    atomic_write(cfg.root / NS / "default.yaml", "refreshRate: 1s\n")
+    outside = tmp_path / "outside"
+    atomic_write(outside / "s.yaml", gloo_tls("linked", key="one-" + KEY))
+    link = secret_path(cfg, "linked")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(outside / "s.yaml", link)
+    rv = rivet(cfg)
+    wait_for(lambda: "secret %s/linked loaded" % NS in rv.stderr(), msg="linked secret loaded")
+    v0 = status_version(rv)
+    atomic_write(outside / "s.yaml", gloo_tls("linked", key="two-" + KEY))
+    wait_for(lambda: "secret %s/linked changed" % NS in rv.stderr(), timeout=10, msg="resync saw the rotation")
+    wait_for(lambda: status_version(rv) > v0, msg="rebuilt")
