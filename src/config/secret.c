@@ -1011,6 +1011,15 @@ static int collect(const char *dir, fsig_t **out, size_t *nout)
             free(nsdir);
             goto oom;
         }
+        if (rc < 0 && rc != RV_ENOTFOUND) {
+            /* an unreadable namespace folder fails the scan: its secrets must not look deleted */
+            int e = errno;
+            free(nsdir);
+            strv_free(nss, nns);
+            files_free(v, n);
+            errno = e;
+            return RV_EIO;
+        }
         for (size_t j = 0; j < nfs; j++) {
             char *p = path2(nsdir, fs[j]);
             if (!p) {
