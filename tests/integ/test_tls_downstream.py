@@ -650,3 +650,49 @@ def test_broken_file_keeps_last_working_material(cfg, rivet, certs, tmp_path):
     direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(live_crt, b[1]))
     rv.wait_status("VirtualService", "a", "Accepted", timeout=10)
     assert tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "second.example.com"
+
+
+# ---------------------------------------------------------------------------------------
+# OCSP stapling
+
+
+def _ocsp_response(certs, crt, tmp_path):
+    """A DER OCSP response from the test CA saying crt is good (openssl ocsp, index file)."""
+    serial = _run("openssl", "x509", "-in", crt, "-noout", "-serial", cwd=certs.dir).stdout.strip().split("=")[1]
+    exp = time.strftime("%y%m%d%H%M%SZ", time.gmtime(time.time() + 30 * 86400))
+    index = tmp_path / "index.txt"
+    index.write_text("V\t%s\t\t%s\tunknown\t/CN=a.example.com\n" % (exp, serial))
+    out = str(tmp_path / "staple.der")
+    _run("openssl", "ocsp", "-index", str(index), "-rsigner", certs.ca_crt, "-rkey", certs.ca_key, "-CA",
+         certs.ca_crt, "-issuer", certs.ca_crt, "-cert", crt, "-respout", out, "-ndays", "1", cwd=certs.dir)
+    return out
+
+
+def _s_client_status(port, sni, ca):
+    p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-servername", sni,
+                        "-CAfile", ca, "-status"], input=b"", capture_output=True, timeout=20)
+    return p.stdout.decode("latin-1")
+
+
+def test_ocsp_staple_served(cfg, rivet, certs, tmp_path):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    b = certs.leaf("b", "b.example.com", ["DNS:b.example.com"])
+    staple = _ocsp_response(certs, a[0], tmp_path)
+    junk = tmp_path / "junk.der"
+    junk.write_bytes(b"not an ocsp response")
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"],
+              {"sslFiles": {"tlsCert": a[0], "tlsKey": a[1], "ocspStaple": staple}, "sniDomains": ["a.example.com"]})
+    direct_vs(cfg, "b", "vs-b", ["b.example.com"], ssl_cfg(*b, sni=["b.example.com"]))
+    direct_vs(cfg, "must", "x", ["m.example.com"], ssl_cfg(*b, sni=["m.example.com"], ocspStaplePolicy="MUST_STAPLE"))
+    direct_vs(cfg, "junk", "x", ["j.example.com"],
+              {"sslFiles": {"tlsCert": b[0], "tlsKey": b[1], "ocspStaple": str(junk)}, "sniDomains": ["j.example.com"]})
+    rv = rivet(cfg)
+    out = _s_client_status(port, "a.example.com", certs.ca_crt)
+    assert "OCSP Response Status: successful" in out and "Cert Status: good" in out, out
+    out = _s_client_status(port, "b.example.com", certs.ca_crt)
+    assert "OCSP response: no response sent" in out, out
+    r = rv.wait_status("VirtualService", "must", "Rejected")
+    assert "MUST_STAPLE" in r["reason"], r
+    r = rv.wait_status("VirtualService", "junk", "Rejected")
+    assert "junk.der" in r["reason"] and "OCSP" in r["reason"], r
