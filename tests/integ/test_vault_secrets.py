@@ -600,3 +600,121 @@ def test_cli_vault_unreachable_is_an_error(tmp_path, double):
     assert "Vault is sealed" in r.stderr and KEYMARK not in r.stderr + r.stdout
     r = run_cli("get", "secret", "--dir", d, env={"VAULT_TOKEN": double.root_token, "VAULT_ADDR": ""})
     assert r.returncode != 0 and "Vault is sealed" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# downstream TLS from a Vault secret: rotation under load, faults while serving TLS
+
+
+def test_downstream_cert_rotated_in_vault_under_load_and_faults(rivet, cfg, double, tmp_path):
+    import threading
+    from test_tls_downstream import Certs, client_ctx, direct_vs, tls_gateway, tls_get
+    certs = Certs(tmp_path / "certs")
+    old = certs.leaf("old", "old.example.com", ["DNS:a.example.com"])
+    new = certs.leaf("new", "new.example.com", ["DNS:a.example.com"], "ec")
+    rk = "down"
+
+    def put(pair):
+        return double.seed_gloo_secret(NS, "a-tls", gloo_tls(open(pair[0]).read(), open(pair[1]).read()),
+                                       root_key=rk)
+    put(old)
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], {"secretRef": {"name": "a-tls", "namespace": NS},
+                                                    "sniDomains": ["a.example.com"]})
+    rv = start(rivet, cfg, double, rk)
+    ctx = client_ctx(certs.ca_crt)
+    wait_for(lambda: tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "old.example.com", T,
+             msg="the Vault secret served")
+    keep = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+    keep.request("GET", "/", headers={"Host": "a.example.com"})
+    assert keep.getresponse().read() == b"vs-a"
+
+    stop = threading.Event()
+    res = {"ok": 0, "fail": [], "cns": set()}
+
+    def loop():
+        while not stop.is_set():
+            try:
+                st, body, info = tls_get(port, "a.example.com", ctx=ctx)
+                if st == 200 and body == b"vs-a":
+                    res["ok"] += 1
+                    res["cns"].add(info["cn"])
+                else:
+                    res["fail"].append((st, body))
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                res["fail"].append(repr(e))
+
+    threads = [threading.Thread(target=loop) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: res["ok"] >= 20, 20, msg="requests before the rotation")
+        t0 = time.monotonic()
+        put(new)        # certificate and key change in one Vault version: never a mismatched pair
+        wait_for(lambda: tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "new.example.com", T,
+                 msg="new connections to get the certificate rotated in Vault")
+        sys.stderr.write("rotation in Vault -> served to new connections: %.2f s (refreshRate 1s)\n"
+                         % (time.monotonic() - t0))
+        for kind, params, word in (("sealed", {}, "sealed"), ("token_revoked", {}, "permission denied"),
+                                   ("down", {"mode": "refuse"}, "unreachable")):
+            double.fault(kind, **params)
+            wait_unhealthy(rv, word)
+            n = res["ok"]
+            wait_for(lambda: res["ok"] >= n + 10, 20, msg="TLS requests while Vault is %s" % kind)
+            double.clear_fault(kind)
+            wait_healthy(rv, 1)
+        n = res["ok"]
+        wait_for(lambda: res["ok"] >= n + 10, 20, msg="requests after the faults")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert res["fail"] == [], res["fail"][:5]
+    assert {"old.example.com", "new.example.com"} <= res["cns"], res["cns"]
+    assert tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "new.example.com"
+    keep.request("GET", "/", headers={"Host": "a.example.com"})       # opened before the rotation
+    assert keep.getresponse().read() == b"vs-a"
+    keep.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# secretOptions.sources: two Vault sources and a directory, Gloo's precedence
+
+
+def test_secret_options_two_vaults_and_a_directory(rivet, cfg, double, tmp_path):
+    from harness import run_cli
+    double.seed_gloo_secret(NS, "shared", tls_secret("vault-a.example"), root_key="ra")
+    double.seed_gloo_secret(NS, "only-a", tls_secret("only-a.example"), root_key="ra")
+    double.seed_gloo_secret(NS, "only-b", tls_secret("only-b.example"), root_key="rb")
+    sdir = tmp_path / "sdir"
+    (sdir / NS).mkdir(parents=True)
+    crt, key = pem_pair("dir.example")
+    (sdir / NS / "shared.yaml").write_text(json.dumps(gloo_secret_document(NS, "shared", gloo_tls(crt, key))))
+    atomic_write(cfg.root / NS / "default.yaml",
+                 "refreshRate: 1s\nsecretOptions:\n  sources:\n"
+                 "  - vault: {address: '%s', rootKey: ra, accessToken: root}\n"
+                 "  - vault: {address: '%s', rootKey: rb, accessToken: root}\n"
+                 "  - directory: {directory: '%s'}\n" % (double.url, double.url, sdir))
+    env = {"VAULT_ADDR": "", "VAULT_TOKEN": "", "VAULT_ROLE_ID": ""}
+    rv = rivet(cfg, workers=1, env=env)
+    # the directory sorts first (index 0), then the Vault sources in written order (1, 2)
+    wait_for(lambda: ready_text(rv).count("healthy (") - ready_text(rv).count("unhealthy") >= 2 and
+             "(2 secrets, KV v2)" in ready_text(rv) and "(1 secrets, KV v2)" in ready_text(rv), T,
+             msg="both Vault sources healthy (/ready: %r)" % ready_text(rv))
+    m = rv.metrics()
+    assert metric_sum(m, "rivet_vault_polls_total", index="1", result="ok") >= 1
+    assert metric_sum(m, "rivet_vault_polls_total", index="2", result="ok") >= 1
+    r = run_cli("get", "secret", "--dir", cfg.root, "-o", "json", env=dict(env, VAULT_TOKEN="root"))
+    assert r.returncode == 0, r.stderr
+    rows = [(x["metadata"]["name"], x["sourceIndex"], x["status"]["state"]) for x in json.loads(r.stdout)]
+    assert ("shared", 0, "Accepted") in rows and ("shared", 1, "Shadowed") in rows, rows
+    assert ("only-a", 1, "Accepted") in rows and ("only-b", 2, "Accepted") in rows, rows
+    # one Vault source failing leaves the other and the directory healthy
+    double.fault("error", status=500, message="internal error", paths=["/v1/secret/metadata/rb"])
+    def vault_lines():
+        return [ln for ln in ready_text(rv).splitlines() if ln.startswith("secrets vault")]
+    wait_for(lambda: [("unhealthy" in ln) for ln in vault_lines()] == [False, True], T,
+             msg="only source 2 unhealthy (/ready: %r)" % ready_text(rv))
+    assert metric_sum(rv.metrics(), "rivet_secret_source_healthy", source="vault") == 1
+    double.clear_fault("error")
+    wait_for(lambda: not any("unhealthy" in ln for ln in vault_lines()), T, msg="all healthy again")
