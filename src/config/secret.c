@@ -1087,8 +1087,84 @@ static int place_of(const char *dir, const char *path, char **ns, char **name)
     return 0;
 }
 
+/* Deep copy of s (key material copied: wiped when the copy is freed). NULL on OOM. */
+static rv_secret_t *secret_dup(const rv_secret_t *s)
+{
+    bool oom = false;
+    rv_secret_t *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->kind = s->kind;
+    d->version = s->version;
+    d->ns = dup_mem(s->ns, strlen(s->ns), &oom);
+    d->name = dup_mem(s->name, strlen(s->name), &oom);
+    d->source = s->source ? dup_mem(s->source, strlen(s->source), &oom) : NULL;
+    d->cert_chain = dup_mem(s->cert_chain, s->cert_chain_len, &oom);
+    d->cert_chain_len = d->cert_chain ? s->cert_chain_len : 0;
+    d->private_key = dup_mem(s->private_key, s->private_key_len, &oom);
+    d->private_key_len = d->private_key ? s->private_key_len : 0;
+    d->root_ca = dup_mem(s->root_ca, s->root_ca_len, &oom);
+    d->root_ca_len = d->root_ca ? s->root_ca_len : 0;
+    d->ocsp_staple = (unsigned char *)dup_mem((const char *)s->ocsp_staple, s->ocsp_staple_len, &oom);
+    d->ocsp_staple_len = d->ocsp_staple ? s->ocsp_staple_len : 0;
+    d->access_key = s->access_key ? dup_mem(s->access_key, strlen(s->access_key), &oom) : NULL;
+    d->secret_key = s->secret_key ? dup_mem(s->secret_key, strlen(s->secret_key), &oom) : NULL;
+    d->session_token = s->session_token ? dup_mem(s->session_token, strlen(s->session_token), &oom) : NULL;
+    if (oom || !d->ns || !d->name) {
+        rv_secret_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static int cmp_fsig_path(const void *a, const void *b)
+{
+    return strcmp((*(const fsig_t *const *)a)->path, (*(const fsig_t *const *)b)->path);
+}
+
+static bool same_sig(const fsig_t *a, const fsig_t *b)
+{
+    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+           a->mtime.tv_nsec == b->mtime.tv_nsec && a->ctime.tv_sec == b->ctime.tv_sec &&
+           a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+/*
+ * What the last scan of e made of the file f, when f's stat has not moved since: 1 with a
+ * copy of its secret in *s, 2 with a copy of its failure in *b, 0 when it must be read (new,
+ * changed, or its result was not this file's: a duplicate name), RV_ENOMEM.
+ */
+static int reuse_result(const srcent_t *e, fsig_t *const *old, size_t nold, const fsig_t *f, const char *ns,
+                        const char *name, rv_secret_t **s, rv_secret_bad_t *b)
+{
+    const fsig_t key = *f, *kp = &key;
+    fsig_t *const *hit = nold ? bsearch(&kp, old, nold, sizeof(*old), cmp_fsig_path) : NULL;
+    if (!hit || !same_sig(*hit, f))
+        return 0;
+    long k = find_secret(e->v, e->n, ns, name);
+    if (k >= 0) {
+        if (!e->v[k]->source || strcmp(e->v[k]->source, f->path) != 0)
+            return 0;
+        return (*s = secret_dup(e->v[k])) ? 1 : RV_ENOMEM;
+    }
+    k = find_bad(e->bad, e->nbad, ns, name);
+    size_t pl = strlen(f->path);
+    if (k < 0 || !e->bad[k].reason || strncmp(e->bad[k].reason, f->path, pl) != 0 || e->bad[k].reason[pl] != ':')
+        return 0;
+    b->ns = strdup(ns);
+    b->name = strdup(name);
+    b->reason = strdup(e->bad[k].reason);
+    if (!b->ns || !b->name || !b->reason) {
+        bad_free(b, 1);
+        memset(b, 0, sizeof(*b));
+        return RV_ENOMEM;
+    }
+    return 2;
+}
+
 int rv_secrets_scan_dir(rv_secrets_t *t, int src, const char *dir)
 {
+    fsig_t **old = NULL;
     fsig_t *files = NULL;
     size_t nfiles = 0, n = 0, nbad = 0;
     rv_secret_t **list = NULL;
@@ -1107,12 +1183,34 @@ int rv_secrets_scan_dir(rv_secrets_t *t, int src, const char *dir)
     }
     if (nfiles && (!(list = calloc(nfiles, sizeof(*list))) || !(bad = calloc(nfiles, sizeof(*bad)))))
         goto oom;
+    /* files whose stat has not moved keep what the last scan made of them (a copy): only the
+     * changed ones are read and decoded again */
+    size_t nold = e->scanned ? e->nfiles : 0;
+    if (nold) {
+        if (!(old = malloc(nold * sizeof(*old))))
+            goto oom;
+        for (size_t i = 0; i < nold; i++)
+            old[i] = &e->files[i];
+        qsort(old, nold, sizeof(*old), cmp_fsig_path);
+    }
     for (size_t i = 0; i < nfiles; i++) {
         char *ns = NULL, *name = NULL, *buf = NULL, err[CFG_ERRLEN];
         size_t len = 0;
         rv_secret_t *s = NULL;
         if (place_of(dir, files[i].path, &ns, &name) != 0)
             goto oom;
+        int ru = reuse_result(e, old, nold, &files[i], ns, name, &s, &bad[nbad]);
+        if (ru != 0) {
+            free(ns);
+            free(name);
+            if (ru == RV_ENOMEM)
+                goto oom;
+            if (ru == 1)
+                list[n++] = s;
+            else
+                nbad++;
+            continue;
+        }
         int r = cfg_read_file(files[i].path, &buf, &len);
         if (r == RV_ENOMEM) {
             free(ns);
@@ -1161,6 +1259,8 @@ int rv_secrets_scan_dir(rv_secrets_t *t, int src, const char *dir)
             nbad++;
         }
     }
+    free(old);
+    old = NULL;
     rc = rv_secrets_replace(t, src, list, n, bad, nbad);
     free(list);
     free(bad);
@@ -1174,6 +1274,7 @@ int rv_secrets_scan_dir(rv_secrets_t *t, int src, const char *dir)
     e->scanned = true;
     return rc;
 oom:
+    free(old);
     for (size_t i = 0; i < n; i++)
         rv_secret_free(list[i]);
     bad_free(bad, nbad);

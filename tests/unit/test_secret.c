@@ -403,6 +403,28 @@ static void test_scan_dir(void)
     CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "deleted file: change");
     CHECK(!rv_secrets_get(t, "web", "aws", &why) && !why, "deleted secret gone");
 
+    /* two files of one name: the first (by file name) serves; when it goes, the other one's own
+     * content serves (its unchanged stat must not make the scan reuse the winner's copy) */
+    put("dup/x.yaml", "metadata: {name: x}\ntls: {certChain: c, privateKey: from-yaml}\n");
+    put("dup/x.yml", "metadata: {name: x}\ntls: {certChain: c, privateKey: from-yml}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "duplicate files scanned");
+    s = rv_secrets_get(t, "dup", "x", NULL);
+    CHECK(s && !strcmp(s->private_key, "from-yaml"), "x.yaml serves");
+    snprintf(p, sizeof(p), "%s/dup/x.yaml", tmp);
+    unlink(p);
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "winner removed: change");
+    s = rv_secrets_get(t, "dup", "x", NULL);
+    CHECK(s && !strcmp(s->private_key, "from-yml"), "x.yml's own content serves now");
+    /* a failure of an unchanged file is kept with its reason across a rescan of another change */
+    put("dup/y.yaml", "metadata: {name: y}\ntls: {certChain: c}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "bad file added");
+    put("dup/z.yaml", "metadata: {name: z}\ntls: {rootCa: ca}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "another file added");
+    CHECK(!rv_secrets_get(t, "dup", "y", &why) && why && strstr(why, "dup/y.yaml") &&
+              strstr(why, "privateKey is required"),
+          "unchanged bad file keeps its reason (%s)", why ? why : "");
+    CHECK(rv_secrets_get(t, "dup", "x", NULL) == s, "unchanged good file keeps its pointer");
+
     /* store attachment */
     rv_store_t *st = rv_store_new();
     CHECK(rv_store_secret(st, "gloo-system", "tls1", &why) == NULL && !why, "detached store: every ref missing");
