@@ -417,6 +417,12 @@ int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, 
             cfg_jb_kstr(b, "trust", c->tls->has_ca ? RV_STR("rootCa") : RV_STR("system"));
             cfg_jb_kstr(b, "verify", c->tls->check_san ? RV_STR("verifySubjectAltName") : RV_STR("hostname"));
             cfg_jb_kbool(b, "clientCertificate", c->tls->has_cert);
+            if (c->tls_stale) {
+                /* serving the last working material: the current one is unusable (status) */
+                snprintf(id, sizeof(id), "%016llx", (unsigned long long)c->tls_stale);
+                cfg_jb_kstr(b, "material", RV_STR("last working"));
+                cfg_jb_kstr(b, "unusable", rv_cstr(id));
+            }
             cfg_jb_close(b, '}');
         }
         cfg_jb_key(b, "endpoints");

@@ -217,6 +217,8 @@ typedef struct rv_cluster_s {
      * it); an endpoint set's copy of the cluster shares it */
     const struct rv_tls_client_s *tls;
     rv_str_t sni;               /* sslConfig.sni; len 0 = none unless the endpoint has one */
+    uint64_t tls_stale;         /* != 0: tls built from the last working material; a digest of why
+                                 * the current material is unusable (so the dump changes with it) */
 } rv_cluster_t;
 
 /* ---- status ------------------------------------------------------------------------ */

@@ -346,8 +346,9 @@ void cfg_free_tls(snap_priv_t *sp)
 }
 
 /* One file of sslFiles, read on the control thread and recorded for the rotation watch. 0, or
- * -1 with the reason in t's status. */
-static int read_pem(bctx_t *b, tres_t *t, const char *field, const char *path, char **buf, size_t *len)
+ * -1 with the reason in why (or b->oom). */
+static int read_pem(bctx_t *b, const char *field, const char *path, char **buf, size_t *len, char *why,
+                    size_t whylen)
 {
     cfg_tls_note_file(b, path);     /* watched: a rotated file rebuilds within a second */
     int rc = cfg_read_file(path, buf, len);
@@ -356,8 +357,8 @@ static int read_pem(bctx_t *b, tres_t *t, const char *field, const char *path, c
     if (rc == RV_ENOMEM)
         b->oom = true;
     else
-        cfg_addmsg(b, t, true, "sslConfig.sslFiles.%s: cannot read %s: %s", field, path,
-                   rc == RV_ENOTFOUND ? "no such file" : rc == RV_ETOOBIG ? "file is larger than 4 MiB" : strerror(errno));
+        snprintf(why, whylen, "sslFiles.%s: cannot read %s: %s", field, path,
+                 rc == RV_ENOTFOUND ? "no such file" : rc == RV_ETOOBIG ? "file is larger than 4 MiB" : strerror(errno));
     return -1;
 }
 
@@ -379,50 +380,150 @@ static const rv_secret_t *lookup_secret(bctx_t *b, const char *ns, const char *n
     return rv_store_secret(b->st, ns, name, why);
 }
 
+/* ---- last working material -----------------------------------------------------------
+ * Per Upstream (ns/name), the PEM its client context was last built from (control thread
+ * only). When the material becomes unusable - a rotation caught half way (new certificate,
+ * old key), a deleted file, a broken secret - the Upstream is Rejected with the reason and
+ * its last working material keeps serving (with the current parameters), rather than the
+ * upstream losing every endpoint. Entries live until the process ends; keys are wiped when
+ * replaced. The same policy as the downstream contexts (translate-tls.c). */
+
+typedef struct ulg_s {
+    char *us;                       /* "ns/name" */
+    char *cert, *key, *ca;
+    size_t cert_len, key_len, ca_len;
+} ulg_t;
+
+static ulg_t *ulg;
+static uint32_t nulg, capulg;
+
+static ulg_t *ulg_find(const tres_t *t, bool create)
+{
+    char k[600];
+    snprintf(k, sizeof(k), "%s/%s", t->ns, t->name);
+    for (uint32_t i = 0; i < nulg; i++)
+        if (!strcmp(ulg[i].us, k))
+            return &ulg[i];
+    if (!create)
+        return NULL;
+    if (nulg == capulg) {
+        uint32_t nc = capulg ? capulg * 2 : 8;
+        ulg_t *v = realloc(ulg, nc * sizeof(*v));
+        if (!v)
+            return NULL;
+        ulg = v;
+        capulg = nc;
+    }
+    ulg_t *e = &ulg[nulg];
+    memset(e, 0, sizeof(*e));
+    if (!(e->us = strdup(k)))
+        return NULL;
+    nulg++;
+    return e;
+}
+
+static char *dup_mem(const char *p, size_t n)
+{
+    char *d = p ? malloc(n + 1) : NULL;
+    if (d) {
+        memcpy(d, p, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+static void ulg_clear(ulg_t *e)
+{
+    wipe_free(e->cert, e->cert_len);
+    wipe_free(e->key, e->key_len);
+    wipe_free(e->ca, e->ca_len);
+    e->cert = e->key = e->ca = NULL;
+    e->cert_len = e->key_len = e->ca_len = 0;
+}
+
+/* Remember o's material as t's working one (best effort: nothing on OOM). */
+static void ulg_store(const tres_t *t, const rv_tls_client_opts_t *o)
+{
+    ulg_t *e = ulg_find(t, true);
+    if (!e)
+        return;
+    ulg_clear(e);
+    e->cert = dup_mem(o->cert, o->cert_len);
+    e->key = dup_mem(o->key, o->key_len);
+    e->ca = dup_mem(o->ca, o->ca_len);
+    e->cert_len = o->cert ? o->cert_len : 0;
+    e->key_len = o->key ? o->key_len : 0;
+    e->ca_len = o->ca ? o->ca_len : 0;
+    if ((o->cert && !e->cert) || (o->key && !e->key) || (o->ca && !e->ca))
+        ulg_clear(e);
+}
+
+/* Register c with the snapshot (freed by its hook). false (c freed, b->oom) on OOM. */
+static bool keep_ctx(bctx_t *b, rv_tls_client_t *c)
+{
+    snap_priv_t *sp = b->sp;
+    if (sp->ntls == sp->captls) {
+        uint32_t cap = sp->captls ? sp->captls * 2 : 8;
+        void *nv = realloc(sp->tls, cap * sizeof(*sp->tls));
+        if (!nv) {
+            rv_tls_client_free(c);
+            b->oom = true;
+            return false;
+        }
+        sp->tls = nv;
+        sp->captls = cap;
+    }
+    sp->tls[sp->ntls++] = c;
+    return true;
+}
+
 /*
  * The TLS client context of Upstream t (sslConfig, or static.useTls alone: system trust
  * store, no client certificate). Returns it (registered with the snapshot), or NULL with t
- * Rejected naming the secret or file and the problem (or b->oom).
+ * Rejected naming the secret or file and the problem (or b->oom). When the material is
+ * unusable but t had working material before, t is Rejected and the context is built from
+ * that material (*stale set to a digest of the reason, never 0).
  */
-static rv_tls_client_t *upstream_tls(bctx_t *b, tres_t *t, const us_t *u)
+static rv_tls_client_t *upstream_tls(bctx_t *b, tres_t *t, const us_t *u, uint64_t *stale)
 {
     const ussl_t *ss = &u->ssl;
     rv_tls_client_opts_t o = { 0 };
-    char *fcert = NULL, *fkey = NULL, *fca = NULL, src[3][600];
+    char *fcert = NULL, *fkey = NULL, *fca = NULL, src[3][600], why[1000];
     size_t lcert = 0, lkey = 0, lca = 0;
     rv_tls_client_t *c = NULL;
+    bool material = true;   /* the material could be read (the failure, if any, is the build's) */
+    *stale = 0;
+    why[0] = '\0';
     if (ss->secret.h.set) {
-        const char *ns = ss->secret.ns && ss->secret.ns[0] ? ss->secret.ns : t->ns, *why = NULL;
-        const rv_secret_t *sec = lookup_secret(b, ns, ss->secret.name, &why);
-        if (!sec) {
-            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s %s", ns, ss->secret.name,
-                       why ? why : "not found");
-            return NULL;
+        const char *ns = ss->secret.ns && ss->secret.ns[0] ? ss->secret.ns : t->ns, *sw = NULL;
+        const rv_secret_t *sec = lookup_secret(b, ns, ss->secret.name, &sw);
+        if (!sec)
+            snprintf(why, sizeof(why), "sslConfig.secretRef: secret %s/%s %s", ns, ss->secret.name,
+                     sw ? sw : "not found");
+        else if (sec->kind != RV_SECRET_TLS)
+            snprintf(why, sizeof(why), "sslConfig.secretRef: secret %s/%s is not a tls secret", ns, ss->secret.name);
+        else if (!sec->cert_chain != !sec->private_key)
+            snprintf(why, sizeof(why), "sslConfig.secretRef: secret %s/%s has a %s but no %s", ns, ss->secret.name,
+                     sec->cert_chain ? "certChain" : "privateKey", sec->cert_chain ? "privateKey" : "certChain");
+        if (why[0]) {
+            material = false;
+        } else {
+            o.cert = sec->cert_chain;
+            o.cert_len = sec->cert_chain_len;
+            o.key = sec->private_key;
+            o.key_len = sec->private_key_len;
+            o.ca = sec->root_ca;
+            o.ca_len = sec->root_ca_len;
         }
-        if (sec->kind != RV_SECRET_TLS) {
-            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s is not a tls secret", ns, ss->secret.name);
-            return NULL;
-        }
-        if (!sec->cert_chain != !sec->private_key) {
-            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s has a %s but no %s", ns, ss->secret.name,
-                       sec->cert_chain ? "certChain" : "privateKey", sec->cert_chain ? "privateKey" : "certChain");
-            return NULL;
-        }
-        o.cert = sec->cert_chain;
-        o.cert_len = sec->cert_chain_len;
-        o.key = sec->private_key;
-        o.key_len = sec->private_key_len;
-        o.ca = sec->root_ca;
-        o.ca_len = sec->root_ca_len;
         snprintf(src[0], sizeof(src[0]), "secret %s/%s certChain", ns, ss->secret.name);
         snprintf(src[1], sizeof(src[1]), "secret %s/%s privateKey", ns, ss->secret.name);
         snprintf(src[2], sizeof(src[2]), "secret %s/%s rootCa", ns, ss->secret.name);
     } else if (ss->files.h.set) {
         const usslfiles_t *f = &ss->files;
-        if ((f->cert && read_pem(b, t, "tlsCert", f->cert, &fcert, &lcert) < 0) ||
-            (f->key && read_pem(b, t, "tlsKey", f->key, &fkey, &lkey) < 0) ||
-            (f->root_ca && read_pem(b, t, "rootCa", f->root_ca, &fca, &lca) < 0))
-            goto out;
+        if ((f->cert && read_pem(b, "tlsCert", f->cert, &fcert, &lcert, why, sizeof(why)) < 0) ||
+            (f->key && read_pem(b, "tlsKey", f->key, &fkey, &lkey, why, sizeof(why)) < 0) ||
+            (f->root_ca && read_pem(b, "rootCa", f->root_ca, &fca, &lca, why, sizeof(why)) < 0))
+            material = false;
         o.cert = fcert;
         o.cert_len = lcert;
         o.key = fkey;
@@ -433,6 +534,8 @@ static rv_tls_client_t *upstream_tls(bctx_t *b, tres_t *t, const us_t *u)
         snprintf(src[1], sizeof(src[1]), "sslFiles.tlsKey %s", f->key ? f->key : "");
         snprintf(src[2], sizeof(src[2]), "sslFiles.rootCa %s", f->root_ca ? f->root_ca : "");
     }
+    if (b->oom)
+        goto out;
     o.cert_src = src[0];
     o.key_src = src[1];
     o.ca_src = src[2];
@@ -447,29 +550,53 @@ static rv_tls_client_t *upstream_tls(bctx_t *b, tres_t *t, const us_t *u)
     o.allow_reneg = ss->allow_reneg;
     o.one_way = ss->one_way;
     char err[800];
-    int rc = rv_tls_client_new(&o, &c, err, sizeof(err));
+    int rc = material ? rv_tls_client_new(&o, &c, err, sizeof(err)) : RV_EPARSE;
     if (rc == RV_ENOMEM) {
         b->oom = true;
         goto out;
     }
-    if (rc != 0) {
-        cfg_addmsg(b, t, true, "sslConfig: %s", err);
+    if (rc == 0) {
+        if (keep_ctx(b, c))
+            ulg_store(t, &o);
+        else
+            c = NULL;
         goto out;
     }
-    snap_priv_t *sp = b->sp;
-    if (sp->ntls == sp->captls) {
-        uint32_t cap = sp->captls ? sp->captls * 2 : 8;
-        void *nv = realloc(sp->tls, cap * sizeof(*sp->tls));
-        if (!nv) {
-            rv_tls_client_free(c);
-            c = NULL;
+    if (material)
+        snprintf(why, sizeof(why), "sslConfig: %s", err);
+    else if (strncmp(why, "sslConfig", 9) != 0) {
+        static const char pre[] = "sslConfig.";
+        size_t n = strnlen(why, sizeof(why) - sizeof(pre));
+        memmove(why + sizeof(pre) - 1, why, n);
+        memcpy(why, pre, sizeof(pre) - 1);
+        why[n + sizeof(pre) - 1] = '\0';
+    }
+    /* the last working material, with today's parameters */
+    const ulg_t *e = ulg_find(t, false);
+    if (e && (e->cert || e->ca)) {
+        rv_tls_client_opts_t lo = o;
+        lo.cert = e->cert;
+        lo.cert_len = e->cert_len;
+        lo.key = e->key;
+        lo.key_len = e->key_len;
+        lo.ca = e->ca;
+        lo.ca_len = e->ca_len;
+        rc = rv_tls_client_new(&lo, &c, err, sizeof(err));
+        if (rc == RV_ENOMEM) {
             b->oom = true;
             goto out;
         }
-        sp->tls = nv;
-        sp->captls = cap;
+        if (rc == 0 && keep_ctx(b, c)) {
+            uint64_t h = 0xcbf29ce484222325ull;
+            for (const char *p = why; *p; p++)
+                h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+            *stale = h ? h : 1;
+            cfg_addmsg(b, t, true, "%s; its last working certificate, key and CA keep serving", why);
+            goto out;
+        }
+        c = NULL;
     }
-    sp->tls[sp->ntls++] = c;
+    cfg_addmsg(b, t, true, "%s", why);
 out:
     wipe_free(fcert, lcert);
     wipe_free(fkey, lkey);
@@ -510,11 +637,13 @@ void cfg_build_clusters(bctx_t *b)
         t->cluster = idx;
         bool tls = u->ssl.h.set || (u->st.h.set && u->st.use_tls);
         if (tls) {
-            rv_tls_client_t *ctx = upstream_tls(b, t, u);
+            uint64_t stale = 0;
+            rv_tls_client_t *ctx = upstream_tls(b, t, u, &stale);
             c = (rv_cluster_t *)b->clusters.v + idx;
             if (!ctx)
                 continue;   /* Rejected: no endpoints (503), never plain text to a TLS upstream */
             c->tls = ctx;
+            c->tls_stale = stale;
             if (u->ssl.sni)
                 c->sni = cfg_astr(b, u->ssl.sni);
         }

@@ -307,3 +307,29 @@ def test_ssl_files_rotation_without_restart(cfg, rivet, pki, tls_server, tmp_pat
     shutil.copy(pki.selfsigned[0], tmp)
     os.replace(tmp, ca)
     wait_for(lambda: rv.get("/b").status == 200, timeout=10, msg="the rotated rootCa in use")
+
+
+def test_half_way_rotation_keeps_last_working_material(cfg, rivet, pki, tls_server, tmp_path):
+    # mTLS client certificate from files; the key is replaced by one that does not match (a
+    # rotation caught half way): the Upstream is Rejected saying so, and new connections keep
+    # using the last working certificate and key
+    cert, key = tmp_path / "client.crt", tmp_path / "client.key"
+    shutil.copy(pki.client[0], cert)
+    shutil.copy(pki.client[1], key)
+    tls_upstream(cfg, "up", tls_server.ports["mtls"],
+                 ssl={"sslFiles": {"tlsCert": str(cert), "tlsKey": str(key), "rootCa": pki.ca}, "sni": "up.test"})
+    gateway_vs(cfg, [("/", "up")])
+    rv = rivet(cfg, workers=1)
+    assert rv.get("/new").status == 200
+    tmp = tmp_path / "k.tmp"
+    shutil.copy(pki.wrong[1], tmp)
+    os.replace(tmp, key)
+    st = rv.wait_status("Upstream", "up", "Rejected", timeout=10)
+    assert "does not match" in st["reason"] and "last working" in st["reason"], st
+    for i in range(3):
+        r = rv.get("/new")      # a new upstream connection each: the last working material
+        assert r.status == 200 and "CN=rivet-client" in r.text, r
+    shutil.copy(pki.client[1], tmp)
+    os.replace(tmp, key)
+    rv.wait_status("Upstream", "up", "Accepted", timeout=10)
+    assert rv.get("/new").status == 200

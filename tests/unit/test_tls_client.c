@@ -407,6 +407,24 @@ static void test_secret_ref(void)
     CHECK(c && c->tls && c->tls->id != id0 && dump0 && strcmp(dump0, snap->config_json) != 0,
           "rotated secret: new context id, new dump");
     free(dump0);
+    /* a rotation caught half way (new certificate, old key): Rejected, the last working
+     * material keeps serving, and the dump says so (so the status is published) */
+    uint64_t id1 = c && c->tls ? c->tls->id : 0;
+    dump0 = snap ? strdup(snap->config_json) : NULL;
+    put_secret("mtls", a.cert, b.key, a.cert);
+    rv_snapshot_release(snap);
+    snap = NULL;
+    CHECK(rv_secrets_scan_dir(sec, 0, sdir) == 1 && rv_snapshot_build(st, &s, &snap) == 0 && snap, "rebuild half way");
+    c = cluster_of(snap, "u-mtls");
+    ss = status_of(snap, "u-mtls");
+    CHECK(ss && ss->state == RV_STATE_REJECTED && strstr(ss->reason.ptr, "does not match") &&
+              strstr(ss->reason.ptr, "last working certificate, key and CA keep serving"),
+          "half-way rotation: Rejected, saying the last working material serves (%s)", ss ? ss->reason.ptr : "-");
+    CHECK(c && c->tls && c->tls->id == id1 && c->tls_stale && c->neps == 1,
+          "half-way rotation: the last working context, endpoints kept");
+    CHECK(dump0 && snap && strcmp(dump0, snap->config_json) != 0 && strstr(snap->config_json, "\"material\":\"last working\""),
+          "half-way rotation: the dump changes");
+    free(dump0);
     rv_snapshot_release(snap);
     rv_store_free(st);
     rv_secrets_free(sec);
