@@ -359,6 +359,15 @@ int rv_secret_decode(const char *src, const char *doc, size_t len, const char *n
     rv_arena_init(&a, 0);
     ynode_t *root = cfg_yaml_parse(&a, doc, len, yerr, sizeof(yerr), &eline, &ecol);
     if (!root) {
+        /* a tag or alias name is document text, which in a secret may be key material:
+         * say what is wrong, not what was written */
+        static const char *const echo[] = { "tag '", "alias '*" };
+        for (size_t i = 0; i < RV_ARRAY_LEN(echo); i++) {
+            char *q = strstr(yerr, echo[i]);
+            if (q)
+                snprintf(q + strlen(echo[i]), sizeof(yerr) - (size_t)(q - yerr) - strlen(echo[i]), "...' (name "
+                         "not shown: secret file)");
+        }
         ynode_t at = { .line = eline, .col = ecol };
         cfg_derrp(&c, &at, "%s", yerr);
         goto out;

@@ -183,6 +183,9 @@ static void test_refusals(void)
     rej("metadata: {name: a}\ntls: {certChain: c, privateKey: \"" MARK "\"}\ntls: {rootCa: x}\n", "duplicate key",
         "duplicate key");
     rej("a: &x [*x]\n", "t.yaml", "self alias");
+    rej("metadata: {name: a}\ntls: {certChain: c, privateKey: *" MARK "}\n", "unknown alias", "alias name not echoed");
+    rej("metadata: {name: a}\ntls: {certChain: c, privateKey: !<tag:" MARK "> x}\n", "unsupported YAML tag",
+        "tag not echoed");
     char deep[400] = "";
     for (int i = 0; i < 60; i++)
         strcat(deep, "[");
