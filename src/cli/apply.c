@@ -369,6 +369,15 @@ static int apply_main(int argc, char **argv)
     if ((rc = cli_store_open(&cs, &so, "apply")) != 0)
         goto out;
     opened = true;
+    /* secrets need a secret store: refuse before writing anything rather than half-apply */
+    for (size_t i = 0; i < d.n && !cs.s.nsecret_srcs; i++)
+        if (d.v[i].kind == RV_KIND_SECRET) {
+            fprintf(stderr, "rivet apply: %s: Secret %s/%s: no secret store (give --dir DIR: DIR/secrets, or "
+                    "Settings directorySecretSource / vaultSecretSource / secretOptions); nothing written\n",
+                    d.v[i].src, d.v[i].ns, d.v[i].name);
+            rc = 2;
+            goto out;
+        }
     size_t failed = 0;
     for (size_t i = 0; i < d.n; i++) {
         doc_t *x = &d.v[i];

@@ -296,3 +296,29 @@ def test_refresh_rate_resync_sees_a_change_inotify_cannot(cfg, rivet, tmp_path):
     atomic_write(outside / "s.yaml", gloo_tls("linked", key="two-" + KEY))
     wait_for(lambda: "secret %s/linked changed" % NS in rv.stderr(), timeout=10, msg="resync saw the rotation")
     wait_for(lambda: status_version(rv) > v0, msg="rebuilt")
+
+
+def test_apply_with_consul_config_store(tmp_path, consul):
+    """With Consul KV holding the config, Secrets still go to the secret store: DIR/secrets
+    when --dir gives one (Settings consulKvSource), and none with --consul alone - refused
+    before anything is written."""
+    import uuid
+    from harness import KV_GROUPS
+    root = "rivet-sec-%s" % uuid.uuid4().hex[:8]
+    f = tmp_path / "both.yaml"
+    f.write_text("metadata: {name: web}\nvirtualHost: {domains: ['*'], routes: []}\n---\n" + gloo_tls("web-tls"))
+    vs_key = "%s/%s/%s/web" % (root, KV_GROUPS["virtualservices"], NS)
+    r = run_cli("apply", "-f", f, "--consul", consul.addr, "--consul-root-key", root)
+    assert r.returncode == 2 and "no secret store" in r.stderr and "nothing written" in r.stderr, r.stderr
+    assert consul.kv_get(vs_key) is None
+    boot = tmp_path / "boot"
+    atomic_write(boot / NS / "default.yaml", "consulKvSource: {rootKey: %s}\nconsul: {address: %s}\n"
+                 % (root, consul.addr))
+    r = run_cli("apply", "-f", f, "--dir", boot)
+    assert r.returncode == 0, r.stderr
+    no_key(r.stdout, r.stderr)
+    assert consul.kv_get(vs_key) is not None
+    assert (boot / "secrets" / NS / "web-tls.yaml").exists()
+    assert consul.kv_get("%s/gloo.solo.io/v1/Secret/%s/web-tls" % (root, NS)) is None
+    if getattr(consul, "live", False):
+        consul.kv_delete(root, recurse=True)
