@@ -795,8 +795,10 @@ static void reload_settings(ctl_t *c)
         if (!same_kv)
             kv_restart(c);  /* the current config keeps serving until the new source's first read */
     }
-    if (!same_rate)
+    if (!same_rate) {
         arm_timer(c->refresh_fd, c->settings.refresh_ms > 0 ? c->settings.refresh_ms : 60000, true);
+        rv_vault_srcs_set_refresh(c->vault, c->settings.refresh_ms);
+    }
     secrets_sync(c);
     watch_all(c);
 }

@@ -1064,13 +1064,14 @@ int rv_vault_read_all(rv_vault_client_t *c, rv_vault_set_t **out, rv_vault_resp_
 struct rv_vault_s {
     rv_vault_client_t *client;
     int source;                 /* index in the secret table, for messages and metrics */
-    int64_t refresh_ms;
+    _Atomic int64_t refresh_ms;    /* poll period; rv_vault_srcs_set_refresh may change it */
     int efd;
     pthread_t thread;
     bool started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stop;                  /* guarded by mu */
+    bool kick;                  /* guarded by mu: the period changed, wake and reschedule */
     rv_vault_set_t *latest;     /* guarded by mu: not yet taken */
     uint64_t rng;
     /* health, guarded by mu: 0 unhealthy (or not yet read), 1 healthy */
@@ -1166,7 +1167,7 @@ static bool nap(rv_vault_t *v, int64_t ms)
         ts.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&v->mu);
-    while (!v->stop && pthread_cond_timedwait(&v->cv, &v->mu, &ts) != ETIMEDOUT) {
+    while (!v->stop && !v->kick && pthread_cond_timedwait(&v->cv, &v->mu, &ts) != ETIMEDOUT) {
     }
     bool stop = v->stop;
     pthread_mutex_unlock(&v->mu);
@@ -1244,6 +1245,14 @@ static void *watch(void *arg)
     while (!stopping(v)) {
         rv_vault_resp_t r;
         memset(&r, 0, sizeof(r));
+        pthread_mutex_lock(&v->mu);
+        if (v->kick) {      /* a new period: the next poll comes no later than one new period */
+            v->kick = false;
+            int64_t np = now_ms() + atomic_load(&v->refresh_ms);
+            if (next_poll > np)
+                next_poll = np;
+        }
+        pthread_mutex_unlock(&v->mu);
         const char *step = "";
         int rc;
         if (!have_token) {
@@ -1351,7 +1360,7 @@ static void *watch(void *arg)
             } else {
                 wake_control(v);    /* a health change may need showing; nothing to take */
             }
-            next_poll = now_ms() + v->refresh_ms;
+            next_poll = now_ms() + atomic_load(&v->refresh_ms);
         }
         int64_t until = next_poll;
         if (renew_at && renew_at < until)
@@ -1382,8 +1391,8 @@ static void *watch(void *arg)
              * Vault is never asked more often than a healthy one, and is retried at least as
              * often as it would be polled */
             int64_t d = rv_consul_backoff_ms(failures, &v->rng);
-            if (d > v->refresh_ms)
-                d = v->refresh_ms;
+            if (d > atomic_load(&v->refresh_ms))
+                d = atomic_load(&v->refresh_ms);
             next_poll = now_ms() + d;
             if (nap(v, d))
                 break;
@@ -1407,7 +1416,7 @@ rv_vault_t *rv_vault_start(const rv_vault_opts_t *o, char *err, size_t errlen)
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&v->cv, &ca);
     pthread_condattr_destroy(&ca);
-    v->refresh_ms = o->refresh_ms > 0 ? o->refresh_ms : 60000;
+    atomic_init(&v->refresh_ms, o->refresh_ms > 0 ? o->refresh_ms : 60000);
     v->source = o->source;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -1567,7 +1576,7 @@ rv_vault_srcs_t *rv_vault_srcs_start(const rv_settings_t *st, int ep)
             continue;
         }
         rv_log_info("secret source %u: vault %s (polled every %lld ms)", i, rv_vault_client_address(w->client),
-                    (long long)w->refresh_ms);
+                    (long long)atomic_load(&w->refresh_ms));
         vs->s[vs->n].w = w;
         vs->s[vs->n].src = (int)i;
         vs->s[vs->n].healthy = -1;
@@ -1617,4 +1626,18 @@ int rv_vault_srcs_event(rv_vault_srcs_t *vs, int fd, rv_secrets_t *t)
         return changed;
     }
     return -1;
+}
+
+void rv_vault_srcs_set_refresh(rv_vault_srcs_t *vs, int64_t refresh_ms)
+{
+    if (!vs || refresh_ms <= 0)
+        return;
+    for (size_t i = 0; i < vs->n; i++) {
+        rv_vault_t *v = vs->s[i].w;
+        atomic_store(&v->refresh_ms, refresh_ms);
+        pthread_mutex_lock(&v->mu);
+        v->kick = true;
+        pthread_cond_broadcast(&v->cv);
+        pthread_mutex_unlock(&v->mu);
+    }
 }

@@ -184,6 +184,10 @@ rv_vault_srcs_t *rv_vault_srcs_start(const rv_settings_t *s, int ep);
  */
 int rv_vault_srcs_event(rv_vault_srcs_t *vs, int fd, rv_secrets_t *t);
 
+/* A new refreshRate: every watcher polls at the new period from now on (its next poll no later
+ * than one new period away). NULL is fine. */
+void rv_vault_srcs_set_refresh(rv_vault_srcs_t *vs, int64_t refresh_ms);
+
 /* Stop every watcher (their fds leave ep) and free. NULL is fine. */
 void rv_vault_srcs_stop(rv_vault_srcs_t *vs);
 

@@ -718,3 +718,139 @@ def test_secret_options_two_vaults_and_a_directory(rivet, cfg, double, tmp_path)
     assert metric_sum(rv.metrics(), "rivet_secret_source_healthy", source="vault") == 1
     double.clear_fault("error")
     wait_for(lambda: not any("unhealthy" in ln for ln in vault_lines()), T, msg="all healthy again")
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings and environment details
+
+
+def test_refresh_rate_change_applies_to_the_running_source(rivet, cfg, double):
+    rk = "rate"
+    double.seed_gloo_secret(NS, "r", tls_secret("rate1.example"), root_key=rk)
+    settings(cfg, double.url, rk, double.token)
+    atomic_write(cfg.root / NS / "default.yaml",
+                 (cfg.root / NS / "default.yaml").read_text().replace("refreshRate: 1s", "refreshRate: 10m"))
+    rv = rivet(cfg, workers=1, env={"VAULT_ADDR": "", "VAULT_TOKEN": ""})
+    wait_healthy(rv, 1)
+    double.seed_gloo_secret(NS, "r", tls_secret("rate2.example"), root_key=rk)
+    settings(cfg, double.url, rk, double.token)      # refreshRate 1s, same source
+    wait_for(lambda: "secret %s/r changed" % NS in rv.stderr(), T,
+             msg="the rotation seen at the new refreshRate, without a restart of the source")
+    assert log_count(rv, r"secret source \d+: vault") == 1, "the Vault source was restarted"
+
+
+def test_vault_namespace_header(rivet, cfg):
+    d = VaultDouble(namespaces=["team-ns"]).start()
+    try:
+        rk = "nsd"
+        d.seed_gloo_secret(NS, "in-ns", tls_secret("ns.example"), root_key=rk, vault_namespace="team-ns")
+        d.set_policy("gloo", policy(rk))
+        tok = d.create_token(policies=["default", "gloo"], ttl=3600, namespace="team-ns")
+        settings(cfg, d.url, rk, tok)
+        rv = rivet(cfg, workers=1, env={"VAULT_ADDR": "", "VAULT_TOKEN": "", "VAULT_NAMESPACE": "team-ns"})
+        wait_healthy(rv, 1)
+        hdrs = [dict((k.lower(), v) for k, v in q["headers"]) for q in d.requests("/v1/secret/")]
+        assert hdrs and all(h.get("x-vault-namespace") == "team-ns" for h in hdrs)
+        assert all(h.get("x-vault-request") == "true" for h in hdrs)
+    finally:
+        d.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS to Vault: tlsConfig / VAULT_CACERT / tlsServerName, through nginx terminating TLS in front
+# of the double (the double speaks plain HTTP only)
+
+
+class VaultTlsFront:
+    """nginx (master_process off: one PID) terminating TLS with cert and proxying to the double."""
+
+    def __init__(self, d, cert, upstream_port):
+        from harness import free_port
+        self.dir = str(d)
+        self.cert = cert
+        self.up = upstream_port
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        from harness import can_connect
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        conf = """daemon off;
+master_process off;
+worker_processes 1;
+pid %(d)s/nginx.pid;
+error_log %(d)s/error.log warn;
+events { worker_connections 64; }
+http {
+    access_log off;
+    client_body_temp_path %(d)s/tmp/body;
+    proxy_temp_path %(d)s/tmp/proxy;
+    fastcgi_temp_path %(d)s/tmp/fastcgi;
+    uwsgi_temp_path %(d)s/tmp/uwsgi;
+    scgi_temp_path %(d)s/tmp/scgi;
+    server {
+        listen 127.0.0.1:%(port)d ssl;
+        ssl_certificate %(crt)s;
+        ssl_certificate_key %(key)s;
+        location / { proxy_pass http://127.0.0.1:%(up)d; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+""" % {"d": self.dir, "port": self.port, "crt": self.cert[0], "key": self.cert[1], "up": self.up}
+        path = os.path.join(self.dir, "nginx.conf")
+        with open(path, "w") as f:
+            f.write(conf)
+        self.proc = subprocess.Popen(["/usr/sbin/nginx", "-e", os.path.join(self.dir, "error.log"), "-p", self.dir,
+                                      "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.proc.poll() is None and can_connect(self.port), 10, msg="nginx in front of Vault")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@needs_nginx
+def test_tls_to_vault(rivet, cfg, double, tmp_path):
+    from tls_upstream_server import Pki
+    pki = Pki(tmp_path / "pki")       # "good": SANs up.test, localhost, 127.0.0.1; signed by pki.ca
+    front = VaultTlsFront(tmp_path / "front", pki.good, double.port).start()
+    try:
+        rk = "tlsv"
+        double.seed_gloo_secret(NS, "t", tls_secret("t.example"), root_key=rk)
+        url = "https://127.0.0.1:%d" % front.port
+
+        def run(extra, env=None):
+            text = ("refreshRate: 1s\nvaultSecretSource:\n  address: %s\n  rootKey: %s\n  accessToken: %s\n%s"
+                    % (url, rk, double.token, extra))
+            atomic_write(cfg.root / NS / "default.yaml", text)
+            e = {"VAULT_ADDR": "", "VAULT_TOKEN": "", "VAULT_CACERT": "", "VAULT_TLS_SERVER_NAME": ""}
+            e.update(env or {})
+            return rivet(cfg, workers=1, env=e)
+
+        # tlsConfig.caCert: verified, healthy
+        rv = run("  tlsConfig:\n    caCert: %s\n" % pki.ca)
+        wait_healthy(rv, 1)
+        rv.stop()
+        # VAULT_CACERT does the same; tlsServerName names the certificate to expect
+        rv = run("  tlsConfig:\n    tlsServerName: up.test\n", env={"VAULT_CACERT": pki.ca})
+        wait_healthy(rv, 1)
+        rv.stop()
+        # the system store does not know the test CA: refused, named
+        rv = run("")
+        wait_unhealthy(rv, "unreachable")
+        assert "certificate" in vault_line(rv).lower() or "SSL" in vault_line(rv), vault_line(rv)
+        rv.stop()
+        # a name the certificate does not carry: refused
+        rv = run("  tlsConfig:\n    caCert: %s\n    tlsServerName: other.test\n" % pki.ca)
+        wait_unhealthy(rv, "unreachable")
+        rv.stop()
+        # insecure: no verification at all (Gloo's tlsConfig.insecure)
+        rv = run("  tlsConfig:\n    insecure: true\n")
+        wait_healthy(rv, 1)
+    finally:
+        front.stop()
