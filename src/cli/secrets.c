@@ -262,8 +262,9 @@ static rv_secrets_t *load_all(cli_store_t *cs, const char *cmd, bool *partial)
 {
     rv_secrets_t *t = rv_secrets_new();
     *partial = false;
-    if (!t) {
+    if (!t || rv_secrets_watch(t, cs->s.watch_ns, cs->s.nwatch_ns) < 0) {
         fprintf(stderr, "rivet %s: out of memory\n", cmd);
+        rv_secrets_free(t);
         return NULL;
     }
     for (uint32_t i = 0; i < cs->s.nsecret_srcs && i < RV_SECRETS_MAX_SOURCES; i++) {
@@ -431,7 +432,8 @@ int cli_secret_get(const cli_store_opts_t *so, const char *name, const char *ns,
             const char *why = NULL;
             const rv_secret_t *used = rv_secrets_get(t, r.ns, r.name, &why);
             bool first = r.s ? used == r.s : (!used && why == r.reason);
-            r.state = !first ? "Shadowed" : r.s ? "Accepted" : "Rejected";
+            r.state = !rv_secrets_watched(t, r.ns) ? "Unwatched" : !first ? "Shadowed" : r.s ? "Accepted"
+                                                                                            : "Rejected";
             print_row(&r, out, found++);
         }
     }

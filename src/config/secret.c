@@ -648,7 +648,11 @@ struct rv_secrets_s {
     srcent_t src[MAX_SOURCES];
     uint64_t gen;
     uint64_t counter;           /* content versions */
+    char **watch;               /* rv_secrets_watch: only these namespaces are looked up; NULL/0 = all */
+    size_t nwatch;
 };
+
+static const char not_watched[] = "its namespace is not watched (Settings watchNamespaces)";
 
 rv_secrets_t *rv_secrets_new(void)
 {
@@ -684,7 +688,46 @@ void rv_secrets_free(rv_secrets_t *t)
         free(e->bad);
         files_free(e->files, e->nfiles);
     }
+    for (size_t i = 0; i < t->nwatch; i++)
+        free(t->watch[i]);
+    free(t->watch);
     free(t);
+}
+
+bool rv_secrets_watched(const rv_secrets_t *t, const char *ns)
+{
+    if (!t || !t->nwatch)
+        return true;
+    for (size_t i = 0; i < t->nwatch; i++)
+        if (ns && !strcmp(t->watch[i], ns))
+            return true;
+    return false;
+}
+
+int rv_secrets_watch(rv_secrets_t *t, char *const *ns, size_t n)
+{
+    bool same = t->nwatch == n;
+    for (size_t i = 0; same && i < n; i++)
+        same = !strcmp(t->watch[i], ns[i]);
+    if (same)
+        return 0;
+    char **w = n ? calloc(n, sizeof(*w)) : NULL;
+    if (n && !w)
+        return RV_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (!(w[i] = strdup(ns[i]))) {
+            for (size_t j = 0; j < i; j++)
+                free(w[j]);
+            free(w);
+            return RV_ENOMEM;
+        }
+    for (size_t i = 0; i < t->nwatch; i++)
+        free(t->watch[i]);
+    free(t->watch);
+    t->watch = w;
+    t->nwatch = n;
+    t->gen++;
+    return 1;
 }
 
 static int cmp_nn(const char *ans, const char *aname, const char *bns, const char *bname)
@@ -875,6 +918,12 @@ const rv_secret_t *rv_secrets_get(const rv_secrets_t *t, const char *ns, const c
         *why = NULL;
     if (!t || !ns || !name)
         return NULL;
+    if (!rv_secrets_watched(t, ns)) {
+        /* Gloo watches secrets in watchNamespaces only: elsewhere they do not exist for it */
+        if (why)
+            *why = not_watched;
+        return NULL;
+    }
     for (int i = 0; i < MAX_SOURCES; i++) {
         const srcent_t *e = &t->src[i];
         long k = find_secret(e->v, e->n, ns, name);
@@ -1305,7 +1354,9 @@ void rv_secrets_forget_files(rv_secrets_t *t, int src)
 
 int rv_secrets_scan_settings(rv_secrets_t *t, const rv_settings_t *s)
 {
-    int out = 0;
+    int out = s ? rv_secrets_watch(t, s->watch_ns, s->nwatch_ns) : 0;
+    if (out < 0)
+        return out;
     for (uint32_t i = 0; s && i < s->nsecret_srcs && i < MAX_SOURCES; i++) {
         if (s->secret_srcs[i].type != RV_SECRET_SRC_DIRECTORY)
             continue;

@@ -114,6 +114,15 @@ int rv_secrets_scan_dir(rv_secrets_t *t, int src, const char *dir);
  */
 const rv_secret_t *rv_secrets_get(const rv_secrets_t *t, const char *ns, const char *name, const char **why);
 
+/*
+ * Restrict lookups to the namespaces ns[0..n) (Settings watchNamespaces, which already holds
+ * the discovery namespace; n 0 = every namespace), as Gloo watches secrets only there: a
+ * lookup elsewhere is NULL with a reason saying so. Sources still hold what they read.
+ * Returns 1 when the set changed (the generation bumps: rebuild), 0 when not, RV_ENOMEM.
+ */
+int rv_secrets_watch(rv_secrets_t *t, char *const *ns, size_t n);
+bool rv_secrets_watched(const rv_secrets_t *t, const char *ns);
+
 /* Generation: bumps whenever replace/scan_dir returned 1. */
 uint64_t rv_secrets_generation(const rv_secrets_t *t);
 
@@ -123,8 +132,9 @@ size_t rv_secrets_list(const rv_secrets_t *t, int src, const rv_secret_t *const 
 size_t rv_secrets_bad(const rv_secrets_t *t, int src, const rv_secret_bad_t **out);
 
 /*
- * Scan every directory source of settings s into t at its index (the CLI's one-shot load:
- * rivet validate and get see the secrets rivet run would). Vault sources are left empty.
+ * Scan every directory source of settings s into t at its index, and apply its
+ * watchNamespaces (rv_secrets_watch) - the CLI's one-shot load: rivet validate and get see the
+ * secrets rivet run would. Vault sources are left empty.
  * Returns 1/0 as rv_secrets_replace, or the first error of a scan (the others still scanned).
  */
 struct rv_settings_s;

@@ -721,10 +721,15 @@ static int secrets_sync(ctl_t *c)
         return RV_ENOMEM;
     if (c->secrets && c->secrets_ident && !strcmp(ident, c->secrets_ident)) {
         free(ident);
-        return 0;
+        /* same sources; the watched namespaces may have moved (a rebuild when they did) */
+        int w = rv_secrets_watch(c->secrets, c->settings.watch_ns, c->settings.nwatch_ns);
+        if (w > 0)
+            c->settings_moved = true;
+        return w < 0 ? w : 0;
     }
     rv_secrets_t *t = rv_secrets_new();
-    if (!t) {
+    if (!t || rv_secrets_watch(t, c->settings.watch_ns, c->settings.nwatch_ns) < 0) {
+        rv_secrets_free(t);
         free(ident);
         return RV_ENOMEM;
     }

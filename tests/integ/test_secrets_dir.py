@@ -322,3 +322,17 @@ def test_apply_with_consul_config_store(tmp_path, consul):
     assert consul.kv_get("%s/gloo.solo.io/v1/Secret/%s/web-tls" % (root, NS)) is None
     if getattr(consul, "live", False):
         consul.kv_delete(root, recurse=True)
+
+
+def test_watch_namespaces_limit_secret_lookups(tmp_path):
+    """As Gloo watches secrets only in watchNamespaces (plus the discovery namespace), a
+    secret elsewhere does not exist for a secretRef; `rivet get secret` marks it Unwatched."""
+    d = tmp_path / "dir"
+    atomic_write(d / NS / "default.yaml", "watchNamespaces: [web]\n")
+    atomic_write(d / "secrets" / "web" / "w.yaml", gloo_tls("w", ns="web"))
+    atomic_write(d / "secrets" / "other" / "o.yaml", gloo_tls("o", ns="other"))
+    atomic_write(d / "secrets" / NS / "g.yaml", gloo_tls("g"))
+    r = run_cli("get", "secret", "--dir", d, "-o", "json")
+    assert r.returncode == 0, r.stderr
+    state = {x["metadata"]["name"]: x["status"]["state"] for x in json.loads(r.stdout)}
+    assert state == {"w": "Accepted", "o": "Unwatched", "g": "Accepted"}, state   # g: discovery namespace

@@ -292,6 +292,17 @@ static void test_table(void)
     rv_secret_bad_t bd3[] = { mkbad("ns", "b", "b.yaml: other reason") };
     CHECK_INT(rv_secrets_replace(t, 0, NULL, 0, bd3, 1), 1, "new reason: change");
 
+    /* watchNamespaces: lookups elsewhere fail, saying why; the source keeps what it holds */
+    char *wl[] = { "other" };
+    uint64_t g0 = rv_secrets_generation(t);
+    CHECK_INT(rv_secrets_watch(t, wl, 1), 1, "watch set");
+    CHECK(rv_secrets_generation(t) > g0, "a new watch set bumps the generation");
+    CHECK(!rv_secrets_get(t, "ns", "a", &why) && why && strstr(why, "not watched"), "unwatched namespace refused");
+    CHECK(!rv_secrets_watched(t, "ns") && rv_secrets_watched(t, "other"), "watched()");
+    CHECK_INT(rv_secrets_watch(t, wl, 1), 0, "same watch set: no change");
+    CHECK_INT(rv_secrets_watch(t, NULL, 0), 1, "watch everything again");
+    CHECK(rv_secrets_get(t, "ns", "a", NULL) != NULL, "visible again");
+
     /* listing */
     const rv_secret_t *const *lv;
     size_t n = rv_secrets_list(t, 1, &lv);
