@@ -29,7 +29,7 @@
 
 #define MAX_BODY (32u << 20)        /* Vault's own request limit; answers are far smaller */
 #define CONNECT_TIMEOUT_MS 3000
-#define REQUEST_TIMEOUT_MS 15000
+#define REQUEST_TIMEOUT_MS 15000    /* default; VAULT_CLIENT_TIMEOUT overrides */
 #define DEFAULT_ADDR "https://127.0.0.1:8200"
 #define GLOO_SECRET_DIR "gloo.solo.io/v1/Secret"
 #define MIN_RENEW_MS 200
@@ -49,6 +49,7 @@ struct rv_vault_client_s {
     char *rel;                  /* path under the mount of the Secret folder, "gloo/gloo.solo.io/v1/Secret" */
     int64_t ttl_s;              /* token TTL as last learnt (login, lookup, renew); 0 = no expiry */
     bool renewable;
+    long timeout_ms;            /* per request: VAULT_CLIENT_TIMEOUT, else REQUEST_TIMEOUT_MS */
     CURL *easy;
     CURLM *multi;
     _Atomic bool cancelled;
@@ -104,6 +105,45 @@ static int go_bool(const char *s)
             return 0;
     }
     return -1;
+}
+
+/*
+ * VAULT_CLIENT_TIMEOUT as Vault's client reads it: a Go duration ("30s", "1m30s", "500ms") or
+ * a number of seconds. Milliseconds (> 0), or -1 when malformed.
+ */
+static long parse_timeout(const char *s)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (!errno && end != s && !*end)
+        return v > 0 && v <= 86400 ? (long)v * 1000 : -1;
+    double total = 0;
+    const char *p = s;
+    while (*p) {
+        double x = strtod(p, &end);
+        if (end == p || x < 0)
+            return -1;
+        p = end;
+        double unit;
+        if (!strncmp(p, "ms", 2)) {
+            unit = 1;
+            p += 2;
+        } else if (*p == 's') {
+            unit = 1000;
+            p++;
+        } else if (*p == 'm') {
+            unit = 60000;
+            p++;
+        } else if (*p == 'h') {
+            unit = 3600000;
+            p++;
+        } else {
+            return -1;
+        }
+        total += x * unit;
+    }
+    return total >= 1 && total <= 86400000 ? (long)total : -1;
 }
 
 /* The first of a or b that is set (copied), else NULL; *oom on failure. */
@@ -207,6 +247,13 @@ int rv_vault_client_new(const rv_vault_cfg_t *cfg, rv_vault_client_t **out, char
     if (oom)
         goto oom;
     c->insecure = cfg->insecure;
+    c->timeout_ms = REQUEST_TIMEOUT_MS;
+    if ((v = env("VAULT_CLIENT_TIMEOUT")) && (c->timeout_ms = parse_timeout(v)) < 0) {
+        snprintf(err, errlen, "could not parse VAULT_CLIENT_TIMEOUT '%s' (a duration such as 30s, or seconds)", v);
+        free(addr);
+        free(tls_name);
+        goto fail;
+    }
     if ((v = env("VAULT_SKIP_VERIFY"))) {
         int b = go_bool(v);
         if (b < 0) {
@@ -414,7 +461,7 @@ int rv_vault_request(rv_vault_client_t *c, const char *method, const char *path,
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);

@@ -45,7 +45,8 @@ void rv_vault_resp_free(rv_vault_resp_t *r);
  * A client for cfg (copied) with Vault's environment variables filling what Settings leave
  * unset, as Vault's Go client does: VAULT_ADDR (default https://127.0.0.1:8200), VAULT_TOKEN,
  * VAULT_CACERT, VAULT_CAPATH, VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME,
- * VAULT_SKIP_VERIFY, VAULT_NAMESPACE (sent as X-Vault-Namespace); and rivet's AppRole variables
+ * VAULT_SKIP_VERIFY, VAULT_NAMESPACE (sent as X-Vault-Namespace), VAULT_CLIENT_TIMEOUT (per
+ * request; default 15 s here, 60 s in Vault's client); and rivet's AppRole variables
  * VAULT_ROLE_ID / VAULT_ROLE_ID_FILE, VAULT_SECRET_ID / VAULT_SECRET_ID_FILE, VAULT_APPROLE_MOUNT
  * (default approle). Returns 0 with
  * *out, RV_EINVAL with a message in err (no way to authenticate, bad variable), RV_ENOMEM.

@@ -854,3 +854,25 @@ def test_tls_to_vault(rivet, cfg, double, tmp_path):
         wait_healthy(rv, 1)
     finally:
         front.stop()
+
+
+def test_hung_vault_times_out_and_never_delays_shutdown(rivet, cfg, double):
+    rk = "hang"
+    double.seed_gloo_secret(NS, "h", tls_secret("h.example"), root_key=rk)
+    rv = start(rivet, cfg, double, rk, env={"VAULT_CLIENT_TIMEOUT": "1s"})
+    wait_healthy(rv, 1)
+    double.fault("down", mode="hang")
+    wait_unhealthy(rv, "unreachable")
+    assert "Timeout" in vault_line(rv) or "timed out" in vault_line(rv), vault_line(rv)
+    assert secrets_ok(rv) == 1
+    double.clear_fault("down")
+    wait_healthy(rv, 1)
+    # a request in flight to a hung Vault (default 15 s timeout) is cancelled at shutdown
+    rv2 = start(rivet, cfg, double, rk)
+    wait_healthy(rv2, 1)
+    double.fault("down", mode="hang")
+    time.sleep(2.5)     # refreshRate 1s: a poll is now waiting on the hung Vault (15 s timeout)
+    assert "unhealthy" not in vault_line(rv2)   # ...and has not timed out yet
+    rc, killed = rv2.stop()
+    assert not killed and rc == 0, (rc, killed)
+    double.clear_fault("down")

@@ -15,7 +15,8 @@
 static void clear_env(void)
 {
     const char *v[] = { "VAULT_ADDR", "VAULT_TOKEN", "VAULT_ROLE_ID", "VAULT_ROLE_ID_FILE", "VAULT_SECRET_ID",
-                        "VAULT_SECRET_ID_FILE", "VAULT_SKIP_VERIFY", "VAULT_NAMESPACE", "VAULT_TLS_SERVER_NAME" };
+                        "VAULT_SECRET_ID_FILE", "VAULT_SKIP_VERIFY", "VAULT_NAMESPACE", "VAULT_TLS_SERVER_NAME",
+                        "VAULT_CLIENT_TIMEOUT" };
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
         unsetenv(v[i]);
 }
@@ -57,6 +58,19 @@ static void test_client_config(void)
     rc = rv_vault_client_new(&cfg, &c, err, sizeof err);
     CHECK(rc == RV_EINVAL && strstr(err, "VAULT_SKIP_VERIFY"), "a bad VAULT_SKIP_VERIFY is named (%s)", err);
     unsetenv("VAULT_SKIP_VERIFY");
+
+    setenv("VAULT_CLIENT_TIMEOUT", "1m30s", 1);
+    rc = rv_vault_client_new(&cfg, &c, err, sizeof err);
+    CHECK(rc == 0, "VAULT_CLIENT_TIMEOUT as a Go duration");
+    rv_vault_client_free(c);
+    setenv("VAULT_CLIENT_TIMEOUT", "20", 1);
+    rc = rv_vault_client_new(&cfg, &c, err, sizeof err);
+    CHECK(rc == 0, "VAULT_CLIENT_TIMEOUT in seconds");
+    rv_vault_client_free(c);
+    setenv("VAULT_CLIENT_TIMEOUT", "soon", 1);
+    rc = rv_vault_client_new(&cfg, &c, err, sizeof err);
+    CHECK(rc == RV_EINVAL && strstr(err, "VAULT_CLIENT_TIMEOUT"), "a bad VAULT_CLIENT_TIMEOUT is named (%s)", err);
+    unsetenv("VAULT_CLIENT_TIMEOUT");
 
     unsetenv("VAULT_TOKEN");
     setenv("VAULT_ROLE_ID", "role", 1);
