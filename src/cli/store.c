@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/vaultstore.h"
 #include "config/secret.h"
 #include "control/consul.h"
 #include "control/kvsource.h"
@@ -238,6 +239,7 @@ int cli_store_load(cli_store_t *cs, rv_store_t **st, rv_snapshot_t **snap, struc
         goto oom;
     if (rv_secrets_scan_settings(cs->secrets, &cs->s) == RV_ENOMEM)
         goto oom;
+    cli_vault_load_settings(&cs->s, cs->secrets, cmd);         /* and the Vault sources */
     rv_store_attach_secrets(*st, cs->secrets);
     if (rv_snapshot_build(*st, &cs->s, snap) != 0)
         goto oom;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/vaultstore.h"
 #include "config/config.h"
 #include "config/secret.h"
 #include "core/err.h"
@@ -110,6 +111,8 @@ static int validate_main(int argc, char **argv)
     /* secretRefs resolve as in rivet run: the directory secret sources */
     if (r >= 0 && (!(secrets = rv_secrets_new()) || rv_secrets_scan_settings(secrets, &s) == RV_ENOMEM))
         r = RV_ENOMEM;
+    if (r >= 0)
+        cli_vault_load_settings(&s, secrets, "validate");      /* and the Vault sources */
     rv_store_attach_secrets(st, secrets);
     if (r < 0 || rv_snapshot_build(st, &s, &snap) != 0) {
         fprintf(stderr, "rivet validate: %s\n", rv_strerror(r < 0 ? r : RV_ENOMEM));

@@ -209,3 +209,16 @@ int cli_vault_load(struct cli_store_s *cs, const rv_secret_src_t *src, rv_secret
     rv_vault_client_free(c);
     return out;
 }
+
+int cli_vault_load_settings(const rv_settings_t *s, rv_secrets_t *t, const char *cmd)
+{
+    for (uint32_t i = 0; i < s->nsecret_srcs && i < RV_SECRETS_MAX_SOURCES; i++) {
+        const rv_secret_src_t *src = &s->secret_srcs[i];
+        if (src->type != RV_SECRET_SRC_VAULT)
+            continue;
+        if (cli_vault_load(NULL, src, t, (int)i, cmd) != 0)
+            fprintf(stderr, "rivet %s: secret source %u (vault) could not be read: its secrets count as missing\n",
+                    cmd, i);
+    }
+    return 0;
+}

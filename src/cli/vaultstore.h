@@ -27,4 +27,8 @@ int cli_vault_del(struct cli_store_s *cs, const rv_secret_src_t *src, const char
 /* Read every secret of src into source idx of t. 0, or -1 after printing why. */
 int cli_vault_load(struct cli_store_s *cs, const rv_secret_src_t *src, rv_secrets_t *t, int idx, const char *cmd);
 
+/* Read every Vault source of s into t at its index (rivet validate / get: secretRefs resolve as
+ * in rivet run). A source that cannot be read is printed and left empty. Returns 0. */
+int cli_vault_load_settings(const rv_settings_t *s, rv_secrets_t *t, const char *cmd);
+
 #endif

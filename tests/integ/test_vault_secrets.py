@@ -876,3 +876,30 @@ def test_hung_vault_times_out_and_never_delays_shutdown(rivet, cfg, double):
     rc, killed = rv2.stop()
     assert not killed and rc == 0, (rc, killed)
     double.clear_fault("down")
+
+
+def test_validate_and_get_resolve_secret_refs_from_vault(cfg, double, tmp_path):
+    """`rivet validate` and `rivet get` read the Vault sources too, so an Upstream whose rootCa is
+    in Vault is Accepted as rivet run would decide; with Vault sealed it is Rejected naming the
+    secret, and the CLI says which source could not be read."""
+    from harness import route, run_cli
+    rk = "val"
+    crt, _ = pem_pair("val-ca.example")
+    double.seed_gloo_secret(NS, "up-ca", {"tls": {"rootCa": crt}}, root_key=rk)
+    settings(cfg, double.url, rk, double.token)
+    cfg.gateway()
+    cfg.write("upstreams", "tls-up", {"static": {"hosts": [{"addr": "127.0.0.1", "port": 8443}]},
+                                      "sslConfig": {"secretRef": {"name": "up-ca", "namespace": NS}}})
+    cfg.vs("vs", [route(prefix="/", upstream="tls-up")])
+    env = {"VAULT_ADDR": "", "VAULT_TOKEN": "", "VAULT_ROLE_ID": ""}
+    r = run_cli("validate", "--dir", cfg.root, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Upstream %s/tls-up Accepted" % NS in r.stdout
+    r = run_cli("get", "us", "tls-up", "--dir", cfg.root, env=env)
+    assert r.returncode == 0 and "Accepted" in r.stdout, r.stdout + r.stderr
+    double.fault("sealed")
+    r = run_cli("validate", "--dir", cfg.root, env=env)
+    assert r.returncode == 1
+    line = [x for x in r.stdout.splitlines() if x.startswith("Upstream %s/tls-up" % NS)][0]
+    assert "Rejected" in line and "up-ca" in line, line
+    assert "Vault is sealed" in r.stderr and "secret source 0 (vault) could not be read" in r.stderr, r.stderr
