@@ -60,8 +60,7 @@ void rv_consul_cfg_free(rv_consul_cfg_t *c)
     c->insecure_skip_verify = c->stale = false;
 }
 
-/* strconv.ParseBool: 1 t T TRUE true True / 0 f F FALSE false False. 0/1, or -1 invalid. */
-static int go_bool(const char *s)
+int rv_go_bool(const char *s)
 {
     static const char *const t[] = { "1", "t", "T", "TRUE", "true", "True" };
     static const char *const f[] = { "0", "f", "F", "FALSE", "false", "False" };
@@ -112,14 +111,14 @@ int rv_consul_cfg_from_env(rv_consul_cfg_t *c, char *err, size_t errlen)
             goto oom;
     }
     if ((v = env("CONSUL_HTTP_SSL"))) {
-        int b = go_bool(v);
+        int b = rv_go_bool(v);
         if (b < 0)
             rv_log_warn("consul: could not parse CONSUL_HTTP_SSL '%s' (ignored)", v);
         else if (b == 1 && !c->scheme && !(c->scheme = strdup("https")))
             goto oom;
     }
     if ((v = env("CONSUL_HTTP_SSL_VERIFY"))) {
-        int b = go_bool(v);
+        int b = rv_go_bool(v);
         if (b < 0)
             rv_log_warn("consul: could not parse CONSUL_HTTP_SSL_VERIFY '%s' (ignored)", v);
         else if (b == 0)

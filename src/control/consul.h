@@ -92,4 +92,8 @@ uint64_t rv_consul_next_index(uint64_t prev, uint64_t got);
  */
 int64_t rv_consul_backoff_ms(unsigned failures, uint64_t *rng);
 
+/* Go's strconv.ParseBool (1 t T TRUE true True / 0 f F FALSE false False), for the
+ * environment variables of the Consul and Vault clients: 0/1, or -1 when invalid. */
+int rv_go_bool(const char *s);
+
 #endif

@@ -93,20 +93,6 @@ static const char *env(const char *name)
     return v && v[0] ? v : NULL;
 }
 
-/* strconv.ParseBool. 0/1, or -1 invalid. */
-static int go_bool(const char *s)
-{
-    static const char *const t[] = { "1", "t", "T", "TRUE", "true", "True" };
-    static const char *const f[] = { "0", "f", "F", "FALSE", "false", "False" };
-    for (size_t i = 0; i < RV_ARRAY_LEN(t); i++) {
-        if (!strcmp(s, t[i]))
-            return 1;
-        if (!strcmp(s, f[i]))
-            return 0;
-    }
-    return -1;
-}
-
 /*
  * VAULT_CLIENT_TIMEOUT as Vault's client reads it: a Go duration ("30s", "1m30s", "500ms") or
  * a number of seconds. Milliseconds (> 0), or -1 when malformed.
@@ -255,7 +241,7 @@ int rv_vault_client_new(const rv_vault_cfg_t *cfg, rv_vault_client_t **out, char
         goto fail;
     }
     if ((v = env("VAULT_SKIP_VERIFY"))) {
-        int b = go_bool(v);
+        int b = rv_go_bool(v);
         if (b < 0) {
             snprintf(err, errlen, "could not parse VAULT_SKIP_VERIFY '%s'", v);
             free(addr);
