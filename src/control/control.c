@@ -27,6 +27,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <openssl/evp.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -690,23 +691,30 @@ static bool disc_event(ctl_t *c)
 /* What the secret table depends on: the list of sources (type, directory, Vault client). */
 static char *secrets_ident(const rv_settings_t *s)
 {
-    char *p = NULL;
-    size_t n = 0;
-    FILE *f = open_memstream(&p, &n);
-    if (!f)
-        return NULL;
+    /* a digest, not the text: the Vault token is part of it and must not linger in memory */
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    unsigned char h[EVP_MAX_MD_SIZE];
+    unsigned int hl = 0;
+    char *out = NULL;
+    if (!md || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
+        goto done;
     for (uint32_t i = 0; i < s->nsecret_srcs; i++) {
         const rv_secret_src_t *src = &s->secret_srcs[i];
         const rv_vault_cfg_t *v = &src->vault;
         const char *fields[] = { src->directory, v->address, v->path_prefix, v->root_key, v->ca_cert, v->ca_path,
                                  v->client_cert, v->client_key, v->tls_server_name, v->access_token };
-        fprintf(f, "%d", src->type);
+        unsigned char head[3] = { (unsigned char)src->type, (unsigned char)v->insecure, 0xff };
+        EVP_DigestUpdate(md, head, sizeof(head));
         for (size_t k = 0; k < RV_ARRAY_LEN(fields); k++)
-            fprintf(f, "\t%s", fields[k] ? fields[k] : "");
-        fprintf(f, "\t%d\n", v->insecure);
+            EVP_DigestUpdate(md, fields[k] ? fields[k] : "", fields[k] ? strlen(fields[k]) + 1 : 1);
     }
-    fclose(f);
-    return p;
+    if (EVP_DigestFinal_ex(md, h, &hl) != 1 || !(out = malloc(2 * hl + 1)))
+        goto done;
+    for (unsigned int i = 0; i < hl; i++)
+        snprintf(out + 2 * i, 3, "%02x", h[i]);
+done:
+    EVP_MD_CTX_free(md);
+    return out;
 }
 
 /*
