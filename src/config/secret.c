@@ -632,6 +632,7 @@ typedef struct fsig_s {
     ino_t ino;
     off_t size;
     struct timespec mtime, ctime;
+    int err;                    /* 0, or why the name cannot be read (errno; EISDIR: not a regular file) */
 } fsig_t;
 
 typedef struct srcent_s {
@@ -1084,9 +1085,14 @@ static int collect(const char *dir, fsig_t **out, size_t *nout)
                 free(nsdir);
                 goto oom;
             }
-            if (stat(p, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-                free(p);
-                continue;
+            /* a name that cannot be read (a dangling link, a directory, a FIFO) is kept, to be
+             * reported: its secret must not just vanish */
+            int ferr = 0;
+            if (stat(p, &sb) != 0) {
+                ferr = errno ? errno : EIO;
+                memset(&sb, 0, sizeof(sb));
+            } else if (!S_ISREG(sb.st_mode)) {
+                ferr = EISDIR;
             }
             if (n == cap) {
                 size_t nc = cap ? cap * 2 : 16;
@@ -1099,7 +1105,7 @@ static int collect(const char *dir, fsig_t **out, size_t *nout)
                 v = nvv;
                 cap = nc;
             }
-            v[n++] = (fsig_t){ p, sb.st_dev, sb.st_ino, sb.st_size, sb.st_mtim, sb.st_ctim };
+            v[n++] = (fsig_t){ p, sb.st_dev, sb.st_ino, sb.st_size, sb.st_mtim, sb.st_ctim, ferr };
         }
         strv_free(fs, nfs);
         fs = NULL;
@@ -1125,7 +1131,7 @@ static bool same_files(const fsig_t *a, size_t na, const fsig_t *b, size_t nb)
         if (strcmp(a[i].path, b[i].path) || a[i].dev != b[i].dev || a[i].ino != b[i].ino ||
             a[i].size != b[i].size || a[i].mtime.tv_sec != b[i].mtime.tv_sec ||
             a[i].mtime.tv_nsec != b[i].mtime.tv_nsec || a[i].ctime.tv_sec != b[i].ctime.tv_sec ||
-            a[i].ctime.tv_nsec != b[i].ctime.tv_nsec)
+            a[i].ctime.tv_nsec != b[i].ctime.tv_nsec || a[i].err != b[i].err)
             return false;
     return true;
 }
@@ -1182,7 +1188,8 @@ static int cmp_fsig_path(const void *a, const void *b)
 
 static bool same_sig(const fsig_t *a, const fsig_t *b)
 {
-    return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime.tv_sec == b->mtime.tv_sec &&
+    return !a->err && !b->err && a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+           a->mtime.tv_sec == b->mtime.tv_sec &&
            a->mtime.tv_nsec == b->mtime.tv_nsec && a->ctime.tv_sec == b->ctime.tv_sec &&
            a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
@@ -1269,20 +1276,24 @@ int rv_secrets_scan_dir(rv_secrets_t *t, int src, const char *dir)
                 nbad++;
             continue;
         }
-        int r = cfg_read_file(files[i].path, &buf, &len);
+        int r = files[i].err ? RV_EIO : cfg_read_file(files[i].path, &buf, &len);
+        if (files[i].err)
+            errno = files[i].err;
         if (r == RV_ENOMEM) {
             free(ns);
             free(name);
             goto oom;
         }
-        if (r == RV_ENOTFOUND) {    /* removed since the listing: the next scan sees it */
+        if (r == RV_ENOTFOUND && !files[i].err) {    /* removed since the listing: the next scan sees it */
             free(ns);
             free(name);
             continue;
         }
         if (r < 0) {
             snprintf(err, sizeof(err), "%s: cannot read: %s", files[i].path,
-                     r == RV_ETOOBIG ? "file is larger than 4 MiB" : strerror(errno));
+                     r == RV_ETOOBIG        ? "file is larger than 4 MiB"
+                     : files[i].err == EISDIR ? "not a regular file"
+                                              : strerror(errno));
         } else {
             r = rv_secret_decode(files[i].path, buf, len, ns, name, &s, err, sizeof(err));
             wipe_free(buf, len + 1);

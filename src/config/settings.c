@@ -253,7 +253,8 @@ static char *join(const char *dir, const char *rel)
 
 int cfg_read_file(const char *path, char **buf, size_t *len)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO swapped in after a stat must not block the control thread */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
     char *p = NULL;
     size_t got = 0;

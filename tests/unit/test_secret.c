@@ -411,7 +411,25 @@ static void test_scan_dir(void)
     CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "fixed file: change");
     CHECK(rv_secrets_get(t, "web", "broken", NULL) != NULL, "fixed secret served");
 
-    char p[400];
+    char p[400], q[400];
+    /* a name that cannot be read is reported, not dropped */
+    snprintf(p, sizeof(p), "%s/web/dangling.yaml", tmp);
+    snprintf(q, sizeof(q), "%s/web/nowhere", tmp);
+    CHECK(symlink(q, p) == 0, "dangling link made");
+    snprintf(p, sizeof(p), "%s/web/dir.yaml", tmp);
+    mkdir(p, 0755);
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "unreadable names: change");
+    CHECK(!rv_secrets_get(t, "web", "dangling", &why) && why && strstr(why, "dangling.yaml: cannot read"),
+          "dangling link reported (%s)", why ? why : "");
+    CHECK(!rv_secrets_get(t, "web", "dir", &why) && why && strstr(why, "not a regular file"),
+          "directory named like a secret reported (%s)", why ? why : "");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 0, "unchanged unreadable names: no change");
+    snprintf(p, sizeof(p), "%s/web/dangling.yaml", tmp);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/web/dir.yaml", tmp);
+    rmdir(p);
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "gone again: change");
+
     snprintf(p, sizeof(p), "%s/web/aws.json", tmp);
     unlink(p);
     CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "deleted file: change");
