@@ -27,6 +27,7 @@ in tests/integ/): the conformance double tests/doubles/consul.py re-sorts its wh
 every read, which is right for conformance and too slow at 75,000 instances.
 """
 import argparse
+import asyncio
 import json
 import signal
 import sys
@@ -40,13 +41,18 @@ LIVE = "svc-live"
 
 class FastCatalog:
     """/v1/catalog/services and /v1/health/service/<name> with per-service X-Consul-Index and
-    blocking (?index=&wait=), answers precomputed as JSON."""
+    blocking (?index=&wait=), answers precomputed as JSON.
+
+    One asyncio event loop serves every connection (stdlib only): a blocked query is a future
+    in its service's waiter set, so 5,000 and more held at once cost a few KB each, a change
+    wakes only its service's queries, and the timeouts of thousands of queries are timers, not
+    threads contending for the GIL (a thread per connection answered timed-out queries seconds
+    late when 5,000 expired together)."""
 
     def __init__(self, port):
-        # one lock; a condition per service (and one for the list), so that a change wakes
-        # only the queries blocked on what changed, not every one of thousands
-        self.cond = threading.Condition()
-        self.svc_conds = {}
+        self.port = port
+        self.addr = None
+        self.loop = None
         self.raft = 1
         self.nodes = {}
         self.svcs = {}          # name -> {sid: instance dict}
@@ -55,111 +61,125 @@ class FastCatalog:
         self.list_index = 1
         self.list_cache = None
         self.blocking_queries = 0
+        self.waiters = {}       # service name (None: the service list) -> set of futures
         self.requests = {}      # "services" | "health" | "health_blocking" | ... -> count
         self.sid_service = {}   # service id -> service name
         self.live_reads = []    # (time.monotonic() on arrival, ?index) of svc-live's health reads
         self.reads = {}         # service -> arrival times of its health reads
-        fc = self
+        self.ready = threading.Event()
+        self.stopping = None
 
-        class H(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *a):
-                pass
-
-            def reply(self, status, body, idx=None):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                if idx is not None:
-                    self.send_header("X-Consul-Index", str(max(1, idx)))
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):
-                u = urlparse(self.path)
-                q = parse_qs(u.query, keep_blank_values=True)
-                index = int(q.get("index", ["0"])[0] or 0)
-                wait = q.get("wait", ["0ms"])[0]
-                wait_s = float(wait[:-2]) / 1000 if wait.endswith("ms") else float(wait.rstrip("s") or 0)
-                kind = "blocking" if index else "plain"
-                if u.path == "/v1/catalog/services":
-                    fc.count("services_" + kind)
-                    idx, body = fc.block(index, wait_s, lambda: (fc.list_index, fc.services_json()))
-                elif u.path.startswith("/v1/health/service/"):
-                    fc.count("health_" + kind)
-                    name = unquote(u.path[len("/v1/health/service/"):])
-                    with fc.cond:
-                        now = time.monotonic()
-                        fc.reads.setdefault(name, []).append(now)
-                        if name == LIVE:
-                            fc.live_reads.append((now, index))
-                    idx, body = fc.block(index, wait_s, lambda: (fc.svc_index.get(name, fc.list_index),
-                                                                 fc.health_json(name)), name)
-                elif u.path == "/v1/catalog/datacenters":
-                    fc.count("datacenters")
-                    idx, body = fc.raft, b'["dc1"]'
-                elif u.path == "/_bench/stats":
-                    since = float(q.get("since", ["0"])[0] or 0)
-                    with fc.cond:
-                        unread = sorted(n for n in fc.svcs
-                                        if not any(t >= since for t in fc.reads.get(n, ())))
-                        per = sorted(sum(1 for t in fc.reads.get(n, ()) if t >= since) for n in fc.svcs)
-                        body = json.dumps({"unread_since": len(unread), "unread_names": unread[:10],
-                                           "reads_since_median": per[len(per) // 2] if per else 0,
-                                           "reads_since_max": per[-1] if per else 0,"requests": fc.requests, "blocking_now": fc.blocking_queries,
-                                           "registered": sum(len(v) for v in fc.svcs.values()),
-                                           "live_reads": fc.live_reads[-500:]}).encode()
-                    idx = None
-                else:
-                    fc.count("other")
-                    self.reply(404, b"")
+    # -- HTTP ----------------------------------------------------------------------------------
+    async def _conn(self, reader, writer):
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
-                self.reply(200, body, idx)
-
-            def do_PUT(self):
-                u = urlparse(self.path)
-                n = int(self.headers.get("Content-Length") or 0)
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split(" ")
+                if len(parts) < 3:
+                    return
+                method, target = parts[0], parts[1]
+                hdrs = {}
+                for ln in lines[1:]:
+                    k, sep, v = ln.partition(":")
+                    if sep:
+                        hdrs[k.strip().lower()] = v.strip()
+                n = int(hdrs.get("content-length") or 0)
                 if n:
-                    self.rfile.read(n)
-                if not u.path.startswith("/_bench/check/"):
-                    self.reply(404, b"")
+                    await reader.readexactly(n)
+                status, body, idx = await self._handle(method, target)
+                out = ["HTTP/1.1 %d %s" % (status, "OK" if status == 200 else "Not Found"),
+                       "Content-Type: application/json", "Content-Length: %d" % len(body)]
+                if idx is not None:
+                    out.append("X-Consul-Index: %d" % max(1, idx))
+                writer.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + body)
+                await writer.drain()
+                if hdrs.get("connection", "").lower() == "close":
                     return
-                sid = unquote(u.path[len("/_bench/check/"):])
-                status = parse_qs(u.query).get("status", ["passing"])[0]
-                ok = fc.set_check_status(sid, status)
-                self.reply(200 if ok else 404, b"true" if ok else b"false")
+        except (ConnectionError, OSError):
+            return
+        finally:
+            writer.close()
 
-        # a thread per connection: one per blocking query held (5,000 and more), so small stacks
-        threading.stack_size(256 * 1024)
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), H)
-        self.server.daemon_threads = True
-        self.server.request_queue_size = 1024
-        self.addr = "127.0.0.1:%d" % self.server.server_address[1]
-
-    def serve(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    async def _handle(self, method, target):
+        u = urlparse(target)
+        q = parse_qs(u.query, keep_blank_values=True)
+        if method == "PUT":
+            if not u.path.startswith("/_bench/check/"):
+                return 404, b"", None
+            sid = unquote(u.path[len("/_bench/check/"):])
+            ok = self.set_check_status(sid, q.get("status", ["passing"])[0])
+            return (200 if ok else 404), (b"true" if ok else b"false"), None
+        index = int(q.get("index", ["0"])[0] or 0)
+        wait = q.get("wait", ["0ms"])[0]
+        wait_s = float(wait[:-2]) / 1000 if wait.endswith("ms") else float(wait.rstrip("s") or 0)
+        kind = "blocking" if index else "plain"
+        if u.path == "/v1/catalog/services":
+            self.count("services_" + kind)
+            idx, body = await self.block(index, wait_s, lambda: (self.list_index, self.services_json()), None)
+            return 200, body, idx
+        if u.path.startswith("/v1/health/service/"):
+            self.count("health_" + kind)
+            name = unquote(u.path[len("/v1/health/service/"):])
+            now = time.monotonic()
+            self.reads.setdefault(name, []).append(now)
+            if name == LIVE:
+                self.live_reads.append((now, index))
+            idx, body = await self.block(index, wait_s, lambda: (self.svc_index.get(name, self.list_index),
+                                                                 self.health_json(name)), name)
+            return 200, body, idx
+        if u.path == "/v1/catalog/datacenters":
+            self.count("datacenters")
+            return 200, b'["dc1"]', self.raft
+        if u.path == "/_bench/stats":
+            since = float(q.get("since", ["0"])[0] or 0)
+            unread = sorted(n for n in self.svcs if not any(t >= since for t in self.reads.get(n, ())))
+            per = sorted(sum(1 for t in self.reads.get(n, ()) if t >= since) for n in self.svcs)
+            body = json.dumps({"unread_since": len(unread), "unread_names": unread[:10],
+                               "reads_since_median": per[len(per) // 2] if per else 0,
+                               "reads_since_max": per[-1] if per else 0, "requests": self.requests,
+                               "blocking_now": self.blocking_queries,
+                               "registered": sum(len(v) for v in self.svcs.values()),
+                               "live_reads": self.live_reads[-500:]}).encode()
+            return 200, body, None
+        self.count("other")
+        return 404, b"", None
 
     def count(self, kind):
-        with self.cond:
-            self.requests[kind] = self.requests.get(kind, 0) + 1
+        self.requests[kind] = self.requests.get(kind, 0) + 1
 
-    def block(self, index, wait_s, compute, name=None):
-        with self.cond:
-            idx = compute()[0]
-            if index and idx <= index:
-                cond = self.cond
-                if name is not None:
-                    cond = self.svc_conds.get(name)
-                    if cond is None:
-                        cond = self.svc_conds[name] = threading.Condition(self.cond)
-                self.blocking_queries += 1
-                end = time.monotonic() + (wait_s or 300)
-                while compute()[0] <= index and time.monotonic() < end:
-                    cond.wait(max(0.0, end - time.monotonic()))
+    async def block(self, index, wait_s, compute, name):
+        idx = compute()[0]
+        if index and idx <= index:
+            self.blocking_queries += 1
+            end = time.monotonic() + (wait_s or 300)
+            try:
+                while compute()[0] <= index:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    fut = self.loop.create_future()
+                    ws = self.waiters.setdefault(name, set())
+                    ws.add(fut)
+                    try:
+                        await asyncio.wait_for(fut, left)
+                    except asyncio.TimeoutError:
+                        pass
+                    finally:
+                        ws.discard(fut)
+            finally:
                 self.blocking_queries -= 1
-            return compute()
+        return compute()
 
+    def _wake(self, name):
+        for f in self.waiters.pop(name, ()):
+            if not f.done():
+                f.set_result(None)
+
+    # -- data ----------------------------------------------------------------------------------
     def services_json(self):
         if self.list_cache is None:
             out = {}
@@ -182,41 +202,61 @@ class FastCatalog:
         if list_changed:
             self.list_index = self.raft
             self.list_cache = None
-            self.cond.notify_all()
-            for c in self.svc_conds.values():  # an unknown service's index is the list's
-                c.notify_all()
+            for key in list(self.waiters):  # an unknown service's index is the list's
+                self._wake(key)
         else:
-            c = self.svc_conds.get(name)
-            if c is not None:
-                c.notify_all()
+            self._wake(name)
 
     def register_node(self, node, address):
         self.nodes[node] = address
 
     def register_service(self, name, service_id, port, tags=(), node=None, address="", health="passing"):
+        """Before serve(), or on the loop."""
         node = node or "agent"
-        with self.cond:
-            new = name not in self.svcs
-            self.svcs.setdefault(name, {})[service_id] = {
-                "Node": {"Node": node, "Address": self.nodes.get(node, "127.0.0.1"), "Datacenter": "dc1"},
-                "Service": {"ID": service_id, "Service": name, "Tags": list(tags), "Address": address,
-                            "Port": port},
-                "Checks": [{"CheckID": "serfHealth", "Status": "passing", "ServiceID": ""},
-                           {"CheckID": "service:" + service_id, "Status": health, "ServiceID": service_id}]}
-            self.sid_service[service_id] = name
-            self._bump(name, new)
+        new = name not in self.svcs
+        self.svcs.setdefault(name, {})[service_id] = {
+            "Node": {"Node": node, "Address": self.nodes.get(node, "127.0.0.1"), "Datacenter": "dc1"},
+            "Service": {"ID": service_id, "Service": name, "Tags": list(tags), "Address": address,
+                        "Port": port},
+            "Checks": [{"CheckID": "serfHealth", "Status": "passing", "ServiceID": ""},
+                       {"CheckID": "service:" + service_id, "Status": health, "ServiceID": service_id}]}
+        self.sid_service[service_id] = name
+        self._bump(name, new)
 
     def set_check_status(self, service_id, status):
-        with self.cond:
-            name = self.sid_service.get(service_id)
-            if name is None:
-                return False
-            self.svcs[name][service_id]["Checks"][1]["Status"] = status
-            self._bump(name, False)
-            return True
+        """On the loop (PUT /_bench/check/<id>)."""
+        name = self.sid_service.get(service_id)
+        if name is None:
+            return False
+        self.svcs[name][service_id]["Checks"][1]["Status"] = status
+        self._bump(name, False)
+        return True
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def serve(self):
+        """Start the loop on its own thread; returns once the port listens."""
+        def run():
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            self.stopping = self.loop.create_future()
+
+            async def main():
+                srv = await asyncio.start_server(self._conn, "127.0.0.1", self.port, backlog=4096,
+                                                 limit=1 << 20)
+                self.addr = "127.0.0.1:%d" % srv.sockets[0].getsockname()[1]
+                self.ready.set()
+                await self.stopping
+                srv.close()
+            try:
+                self.loop.run_until_complete(main())
+            finally:
+                self.ready.set()
+        threading.Thread(target=run, daemon=True).start()
+        self.ready.wait(30)
 
     def stop(self):
-        self.server.shutdown()
+        if self.loop is not None and self.stopping is not None:
+            self.loop.call_soon_threadsafe(lambda: self.stopping.done() or self.stopping.set_result(None))
 
 
 class Backend:

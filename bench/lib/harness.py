@@ -965,8 +965,8 @@ def parse_args(argv):
                     help="consul-scale: instances per service (default 15)")
     ap.add_argument("--consul-random-changes", type=int, default=3,
                     help="consul-scale: random services whose instance goes critical and back, timed to /config_dump")
-    ap.add_argument("--consul-idle-s", type=float, default=70.0,
-                    help="consul-scale: seconds of idle over which rivet's CPU is measured (longer than the 60 s wait: one round of timed-out queries)")
+    ap.add_argument("--consul-idle-s", type=float, default=320.0,
+                    help="consul-scale: seconds of idle over which rivet's CPU is measured (longer than the 300 s wait: one round of timed-out queries)")
     ap.add_argument("--consul-health-changes", type=int,
                     help="consul-scale: health-check changes timed to traffic (default 4, quick 2)")
     ap.add_argument("--consul-timeout", type=float, default=120.0,

@@ -547,7 +547,7 @@ def consul_sections(meta, recs, w, separate=None):
           "`svc-NNNNN` turns critical, then passing, each timed to that cluster's endpoints in "
           "`/config_dump` (polled back to back; rendering the ~5 MB dump takes part of the "
           "time). *Idle CPU*: rivet's CPU over --consul-idle-s with nothing changing (longer "
-          "than the 60 s wait, so every held query times out and is asked again once). One "
+          "than the 300 s wait, so every held query times out and is asked again once). One "
           "round: a fresh rivet.")
         w("")
         w("| services × instances | endpoints | catalog registered in | rivet /ready | converged | "
@@ -595,7 +595,10 @@ def consul_sections(meta, recs, w, separate=None):
                  + (f"the catalog logged its reads of `svc-live`: {r['live_reads']} in the "
                     f"{r['after_converge_s']:.0f} s after convergence, the first "
                     f"{r['live_first_read_s']:.1f} s after it, and the longest stretch without "
-                    f"a read {r['live_read_gap_max_s']:.1f} s (a change made then waits that long)."
+                    f"a new request {r['live_read_gap_max_s']:.1f} s"
+                    + (" (its query was held open meanwhile: a change is answered on it at once)."
+                       if r.get("blocking_open", 0) >= r["services"] else
+                       " (a change made then waits that long).")
                     if r["live_reads"] else
                     f"**rivet did not read `svc-live`'s health at all in the "
                     f"{r['after_converge_s']:.0f} s after convergence**, so no change to it "

@@ -939,7 +939,9 @@ bool rv_disc_override_enabled(bool *catalog_only)
 
 enum { WK_DCS = 0, WK_SERVICES, WK_HEALTH };
 
-#define DEFAULT_WAIT_MS 60000
+#define DEFAULT_WAIT_MS 300000      /* Consul's own default; changes do not wait for it */
+#define KEEPALIVE_IDLE_S 30         /* TCP keepalive: a vanished Consul host is noticed in ~2 min */
+#define KEEPALIVE_INTVL_S 10
 #define PLAIN_INFLIGHT 128          /* plain reads (first reads, reads after errors) at once */
 #define FD_RESERVE 1024             /* descriptors kept for the rest of the process */
 #define BUFFER_SIZE 4096            /* curl's receive buffer per handle (default 16 KiB) */
@@ -1227,6 +1229,9 @@ static int start_watch(rv_disc_t *d, watch_t *w)
     curl_easy_setopt(h, CURLOPT_PRIVATE, w);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)BUFFER_SIZE);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPIDLE, (long)KEEPALIVE_IDLE_S);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPINTVL, (long)KEEPALIVE_INTVL_S);
     if (d->hdrs)
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, d->hdrs);
     if (d->basic_auth)

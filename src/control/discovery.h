@@ -147,7 +147,7 @@ typedef struct rv_disc_opts_s {
     bool stale;                 /* ?stale on discovery reads */
     char **tags_allow;          /* serviceTagsAllowlist (copied); NULL/0 = every service */
     uint32_t ntags_allow;
-    int wait_ms;                /* blocking wait (Settings consul.waitTime); 0 = 60 000 */
+    int wait_ms;                /* blocking wait (Settings consul.waitTime); 0 = 300 000 */
     uint32_t max_queries;       /* blocking queries held at once; 0 = rv_disc_max_queries() */
 } rv_disc_opts_t;
 

@@ -7,7 +7,10 @@ health check fails stops receiving traffic; a deregistered one too; Consul going
 back (with its index reset) under load fails no request to the instances that stayed healthy,
 and changes made after it returns are applied; the discovered Upstream is in /status and
 /config_dump; explicit consul Upstreams and route consul destinations select by tag and DC;
---consul-discovery=catalog sends traffic to failing instances too (Gloo's behaviour).
+--consul-discovery=catalog sends traffic to failing instances too (Gloo's behaviour). At a
+few hundred services: one blocking query held per service, a change converging while every
+other service's query stays blocked (the double's counters), the query cap flag respected, and
+the soft open-files limit raised for the queries.
 """
 import json
 import os
@@ -408,3 +411,60 @@ def test_health_change_converges_while_other_watches_stay_blocked(cfg, backend, 
     assert after.get(tpath, 0) > before.get(tpath, 0), "the change came through the target's own query"
     count, fails = hits(rv, bs, 20)
     assert fails == 0 and count == {"b0": 20, "b1": 0}, count
+
+
+def _fleet(consul, n, prefix):
+    names = ["%s-%03d" % (prefix, i) for i in range(n)]
+    for i, name in enumerate(names):
+        consul.register_service(name, service_id=name + "-0", address="127.0.0.1", port=1 + i, health="passing")
+    return names
+
+
+def test_max_queries_flag_caps_the_blocking_queries_held(cfg, backend, rivet, consul):
+    """--consul-discovery-max-queries 40 with 120 services: every service is still discovered
+    (the watches take turns), and the double never sees more than 40 blocking queries from
+    rivet at once."""
+    need_double(consul)
+    fleet = unique("capped")
+    names = _fleet(consul, 120, fleet)
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=names[0])])
+    rv = rivet(cfg, args=["--consul-discovery", "--consul-discovery-max-queries", "40"],
+               env={"CONSUL_HTTP_ADDR": consul.addr})
+    want = {"%s.%s" % (NS, n) for n in names}
+
+    def discovered():
+        got = {c["name"] for c in rv.config_dump()["clusters"] if c["endpoints"]}
+        return want <= got
+    wait_for(discovered, timeout=30, msg="all 120 services discovered")
+    # the cap counts every blocking query: the service list's and 39 services'
+    wait_for(lambda: sum(consul.blocked_now("/v1/").values()) == 40, timeout=15, msg="40 blocking queries held")
+    most = 0
+    for _ in range(40):
+        most = max(most, sum(consul.blocked_now("/v1/").values()))
+        time.sleep(0.01)
+    assert most == 40, most
+    assert len(consul.blocked_now("/v1/health/service/" + fleet)) <= 39
+
+
+def test_soft_open_files_limit_is_raised_for_the_queries(cfg, backend, rivet, consul):
+    """rivet started with a soft RLIMIT_NOFILE of 256 (hard limit unchanged) raises it for its
+    queries and holds one per service for 300 services (more than 256 descriptors)."""
+    need_double(consul)
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 8192 + 128 + 1024 + 256:
+        pytest.skip("hard open-files limit %d too low for this test" % hard)
+    fleet = unique("nofile")
+    names = _fleet(consul, 300, fleet)
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=names[0])])
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        rv = rivet(cfg, ready=False, args=["--consul-discovery"], env={"CONSUL_HTTP_ADDR": consul.addr})
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    rv.wait_ready()
+    wait_for(lambda: len(consul.blocked_now("/v1/health/service/" + fleet)) == 300, timeout=30,
+             msg="300 blocking health queries held")
+    assert "open files limit raised from 256 to" in rv.stderr(), rv.stderr()[-2000:]
