@@ -114,6 +114,13 @@ struct rv_vault_doc_s {
 struct rv_vault_set_s {
     rv_vault_doc_t *docs;
     size_t n;
+    /* decoded (the watcher decodes a set before handing it over): rv_vault_apply gives them to
+     * the table; rv_vault_set_free frees what was not given */
+    bool decoded;
+    rv_secret_t **list;
+    size_t nlist;
+    rv_secret_bad_t *bad;
+    size_t nbad;
 };
 
 void rv_vault_set_free(rv_vault_set_t *s);
@@ -139,12 +146,13 @@ int rv_vault_fd(const rv_vault_t *v);
 int rv_vault_take(rv_vault_t *v, rv_vault_set_t **out);
 
 /*
- * Decode every document of set (rv_secret_decode; a document whose metadata names another
- * secret than its path is refused) and make source src of t hold exactly them, the ones that
- * failed as bad entries with their reasons (logged, never with content). Returns what
- * rv_secrets_replace returns: 1 changed, 0 unchanged, RV_ENOMEM. Control thread.
+ * Make source src of t hold exactly the secrets of set: decoded ones (the watcher decodes
+ * before handing a set over; otherwise rv_secret_decode runs here; a document whose metadata
+ * names another secret than its path is refused), the ones that failed as bad entries with
+ * their reasons. The decoded secrets move to the table (set keeps its documents). Returns
+ * what rv_secrets_replace returns: 1 changed, 0 unchanged, RV_ENOMEM. Control thread, CLI.
  */
-int rv_vault_apply(rv_secrets_t *t, int src, const rv_vault_set_t *set);
+int rv_vault_apply(rv_secrets_t *t, int src, rv_vault_set_t *set);
 
 /* Stop (cancels a request in flight), join and free. NULL is fine. Control thread. */
 void rv_vault_stop(rv_vault_t *v);
