@@ -145,6 +145,10 @@ int cfg_disc_cmp(const void *x, const void *y);
  */
 void cfg_build_tls(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, tres_t **vs, uint32_t n, bool *drop,
                    uint32_t *chain_of, rv_str_t *src_of);
+/* Record a file a TLS context of this build was read from (path, inode, size, times): the
+ * control thread rebuilds within a second when it changes (rv_snapshot_tls_files_changed).
+ * Any build step reading TLS files may call it. */
+void cfg_tls_note_file(bctx_t *b, const char *path);
 /* Free hook part: the listeners' TLS and the watched file list. */
 void cfg_free_dtls(rv_snapshot_t *snap);
 

@@ -381,6 +381,55 @@ static int build_group(bctx_t *b, rv_tls_server_t *srv, tmat_t *m, uint32_t n, c
 
 #define KEEP_NOTE "; its last working certificate and key keep serving"
 
+typedef struct sname_s {
+    const char *name;
+    uint32_t group;
+} sname_t;
+
+static int sname_cmp(const void *x, const void *y)
+{
+    const sname_t *a = x, *c = y;
+    int r = strcmp(a->name, c->name);
+    return r ? r : (a->group > c->group) - (a->group < c->group);
+}
+
+/* A server name in the sniDomains of two chains is served by the first one (Envoy would refuse
+ * the listener): every service of a later chain listing it gets a Warning saying so. */
+static void warn_shared_names(bctx_t *b, tres_t **vs, const tmat_t *m, uint32_t n, const bool *drop)
+{
+    vec_t v = { 0 };
+    for (uint32_t i = 0; i < n; i++) {
+        if (drop[i] || m[i].group < 0)
+            continue;
+        for (uint32_t k = 0; k < m[i].sc->sni.n; k++) {
+            sname_t *e = cfg_vec_push(b, &v, sizeof(sname_t));
+            if (!e)
+                goto out;
+            *e = (sname_t){ m[i].sc->sni.v[k], (uint32_t)m[i].group };
+        }
+    }
+    if (v.n > 1)
+        qsort(v.v, v.n, sizeof(sname_t), sname_cmp);
+    sname_t *e = v.v;
+    for (uint32_t k = 1; k < v.n; k++) {
+        if (strcmp(e[k].name, e[k - 1].name) || e[k].group == e[k - 1].group)
+            continue;
+        uint32_t first = k - 1;
+        while (first > 0 && !strcmp(e[first - 1].name, e[k].name))
+            first--;
+        if (e[first].group == e[k].group)
+            continue;
+        tres_t *owner = vs[e[first].group];
+        for (uint32_t j = 0; j < n; j++)
+            if (!drop[j] && m[j].group == (int)e[k].group && cfg_in_list(&m[j].sc->sni, e[k].name))
+                cfg_addmsg(b, vs[j], false,
+                           "sslConfig.sniDomains: '%s' is already served by the certificate of VirtualService %s/%s "
+                           "on this Gateway: connections naming it get that one", e[k].name, owner->ns, owner->name);
+    }
+out:
+    free(v.v);
+}
+
 void cfg_build_tls(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, tres_t **vs, uint32_t n, bool *drop,
                    uint32_t *chain_of, rv_str_t *src_of)
 {
@@ -416,6 +465,7 @@ void cfg_build_tls(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, tres_t **vs, uin
         if (m[i].group < 0)
             m[i].group = (int)i;
     }
+    warn_shared_names(b, vs, m, n, drop);
     /* one chain per group, in the order of their first service (ns/name order) */
     for (uint32_t i = 0; i < n && !b->oom; i++) {
         if (drop[i] || m[i].group != (int)i)

@@ -696,3 +696,35 @@ def test_ocsp_staple_served(cfg, rivet, certs, tmp_path):
     assert "MUST_STAPLE" in r["reason"], r
     r = rv.wait_status("VirtualService", "junk", "Rejected")
     assert "junk.der" in r["reason"] and "OCSP" in r["reason"], r
+
+
+def test_shared_server_name_warns_first_chain_wins(cfg, rivet, certs):
+    a = certs.leaf("a", "a-first", ["DNS:a.example.com"])
+    b = certs.leaf("b", "b-second", ["DNS:a.example.com", "DNS:b.example.com"], "ec")
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], ssl_cfg(*a, sni=["a.example.com"]))
+    direct_vs(cfg, "b", "vs-b", ["b.example.com"], ssl_cfg(*b, sni=["a.example.com", "b.example.com"]))
+    rv = rivet(cfg)
+    r = rv.wait_status("VirtualService", "b", "Warning")
+    assert "'a.example.com'" in r["reason"] and "%s/a" % NS in r["reason"], r
+    ctx = client_ctx(certs.ca_crt)
+    assert tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "a-first"
+    assert tls_get(port, "b.example.com", ctx=ctx)[2]["cn"] == "b-second"
+
+
+def test_stalled_handshake_is_closed(cfg, rivet, certs):
+    """A client that connects and never finishes its ClientHello is closed by the request
+    header timeout (10 s); rivet keeps serving others meanwhile."""
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a))
+    rivet(cfg)
+    s = socket.create_connection((HOST, port), timeout=30)
+    s.sendall(b"\x16\x03\x01\x02\x00\x01")      # the start of a ClientHello, then silence
+    assert tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))[:2] == (200, b"vs-a")
+    try:
+        data = s.recv(4096)     # socket timeout 30 s: a connection never closed fails here
+    except ConnectionResetError:
+        data = b""
+    s.close()
+    assert data == b"" or data[:1] == b"\x15", data     # closed (possibly after an alert)
