@@ -734,6 +734,10 @@ int rv_vault_detect_kv(rv_vault_client_t *c, rv_vault_resp_t *out)
         kv = 1;     /* a server without the endpoint (before Vault 0.10): KV v1, as the CLI decides */
     } else if (out->status == 200) {
         json_t *root = parse_body(out);
+        if (!root) {
+            rc = RV_EIO;    /* an answer that is not JSON decides nothing (not "v1") */
+            goto done;
+        }
         json_t *d = json_object_get(root, "data");
         const char *mp = json_string_value(json_object_get(d, "path"));
         const char *ver = json_string_value(json_object_get(json_object_get(d, "options"), "version"));
@@ -1024,7 +1028,14 @@ static int read_secret(rv_vault_client_t *c, const rv_vault_set_t *old, rv_vault
         }
         json_t *d = json_object_get(root, "data");
         json_t *cvj = json_object_get(d, "current_version");
-        uint64_t cv = json_is_integer(cvj) ? (uint64_t)json_integer_value(cvj) : 0;
+        if (!json_is_integer(cvj) || json_integer_value(cvj) < 0) {
+            /* not Vault's metadata answer: an error, never a silently missing secret */
+            snprintf(r->err, sizeof(r->err), "HTTP %d: the metadata of %s/%s has no current_version", r->status, ns,
+                     name);
+            rc = RV_EIO;
+            goto done;
+        }
+        uint64_t cv = (uint64_t)json_integer_value(cvj);
         char vk[32];
         snprintf(vk, sizeof(vk), "%llu", (unsigned long long)cv);
         json_t *ver = json_object_get(json_object_get(d, "versions"), vk);

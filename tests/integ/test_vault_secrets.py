@@ -903,3 +903,96 @@ def test_validate_and_get_resolve_secret_refs_from_vault(cfg, double, tmp_path):
     line = [x for x in r.stdout.splitlines() if x.startswith("Upstream %s/tls-up" % NS)][0]
     assert "Rejected" in line and "up-ca" in line, line
     assert "Vault is sealed" in r.stderr and "secret source 0 (vault) could not be read" in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# a Vault that answers nonsense: reported, never a crash, never silently taken as "no secrets"
+
+
+class OddVault:
+    """A tiny HTTP server answering Vault's paths with what answers[] says: path -> (status, body)
+    (a key ending in / also answers every path below it)."""
+
+    def __init__(self, answers):
+        import http.server
+        import threading
+        outer = self
+        self.answers = answers
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                body = b'{"errors":[]}'
+                status = 404
+                path = self.path.split("?", 1)[0].rstrip("/")
+                for prefix, (st, b) in outer.answers.items():
+                    if path == prefix.rstrip("/") or (prefix.endswith("/") and path.startswith(prefix)):
+                        status, body = st, b.encode() if isinstance(b, str) else b
+                        break
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            do_GET = do_POST = do_PUT = do_LIST = _any
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.srv.server_address[1]
+        self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.t.start()
+        self.token = "t"
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+LOOKUP = (200, '{"data":{"ttl":0,"renewable":false}}')
+MOUNTS_V2 = (200, '{"data":{"path":"secret/","options":{"version":"2"}}}')
+BASE = "/v1/secret/metadata/odd/gloo.solo.io/v1/Secret"
+
+
+@pytest.mark.parametrize("answers,step,words", [
+    ({"/v1/auth/token/lookup-self": (200, "not json")}, "token lookup", "not a JSON object"),
+    ({"/v1/auth/token/lookup-self": LOOKUP, "/v1/sys/internal/ui/mounts/": (200, "<html>")},
+     "KV mount detection", "not a JSON object"),
+    ({"/v1/auth/token/lookup-self": LOOKUP, "/v1/sys/internal/ui/mounts/": MOUNTS_V2,
+      BASE + "/ns/x": (200, '{"data":{}}'), BASE + "/ns": (200, '{"data":{"keys":["x"]}}'),
+      BASE: (200, '{"data":{"keys":["ns/"]}}')}, "poll", "no current_version"),
+    ({"/v1/auth/token/lookup-self": LOOKUP, "/v1/sys/internal/ui/mounts/": MOUNTS_V2,
+      BASE: (200, '{"data":{"keys":"ns/"}}')}, "poll", "no data.keys"),
+])
+def test_nonsense_answers_are_reported(rivet, cfg, answers, step, words):
+    odd = OddVault(answers)
+    try:
+        rv = start(rivet, cfg, odd, "odd")
+        line = wait_unhealthy(rv, words)
+        assert step in line, line
+        assert rv.alive()
+    finally:
+        odd.stop()
+
+
+def test_undecodable_data_is_a_named_bad_secret(rivet, cfg):
+    odd = OddVault({"/v1/auth/token/lookup-self": LOOKUP, "/v1/sys/internal/ui/mounts/": MOUNTS_V2,
+                    BASE + "/ns/x": (200, '{"data":{"current_version":1,"versions":{"1":{"deletion_time":"",'
+                                          '"destroyed":false}}}}'),
+                    BASE + "/ns": (200, '{"data":{"keys":["x"]}}'),
+                    BASE: (200, '{"data":{"keys":["ns/"]}}'),
+                    "/v1/secret/data/odd/gloo.solo.io/v1/Secret/ns/x":
+                        (200, '{"data":{"data":"a string","metadata":{"version":1}}}')})
+    try:
+        rv = start(rivet, cfg, odd, "odd")
+        wait_healthy(rv, 1)
+        wait_for(lambda: re.search(r"secret ns/x cannot be used: .+", rv.stderr()), T, msg="ns/x named as bad")
+        assert metric(rv, "rivet_secret_source_secrets", source="vault", state="failed") == 1
+    finally:
+        odd.stop()
