@@ -996,3 +996,19 @@ def test_undecodable_data_is_a_named_bad_secret(rivet, cfg):
         assert metric(rv, "rivet_secret_source_secrets", source="vault", state="failed") == 1
     finally:
         odd.stop()
+
+
+def test_version_deleted_by_time_becomes_absent(rivet, cfg, double):
+    """KV v2 delete_version_after: the current version carries a future deletion_time and expires
+    without a version change; rivet re-reads such a secret each poll and drops it once Vault
+    says it is deleted (the double's clock moves past the deletion time)."""
+    double.unmount("secret")
+    double.mount("secret", version=2, delete_version_after=3600)
+    rk = "dva"
+    double.seed_gloo_secret(NS, "ttl", tls_secret("ttl.example"), root_key=rk)
+    rv = start(rivet, cfg, double, rk)
+    wait_healthy(rv, 1)
+    assert "secret %s/ttl loaded" % NS in rv.stderr()
+    double.advance(3601)
+    wait_for(lambda: "secret %s/ttl removed" % NS in rv.stderr(), T, msg="the time-deleted version dropped")
+    wait_healthy(rv, 0)
