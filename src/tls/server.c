@@ -716,7 +716,15 @@ int rv_tls_peer_xfcc(const rv_tls_t *t, char *out, size_t cap)
         return RV_ENOMEM;
     size_t o = 0;
     int rc = 0;
-#define PUT(str, n) do { if (o + (n) >= cap) { rc = RV_ETOOBIG; goto out; } memcpy(out + o, (str), (n)); o += (n); } while (0)
+#define PUT(str, n)                                                                                \
+    do {                                                                                           \
+        if (o + (n) >= cap) {                                                                      \
+            rc = RV_ETOOBIG;                                                                       \
+            goto out;                                                                              \
+        }                                                                                          \
+        memcpy(out + o, (str), (n));                                                               \
+        o += (n);                                                                                  \
+    } while (0)
     static const char hex[] = "0123456789abcdef";
     BIO *b = NULL;
     GENERAL_NAMES *gens = NULL;

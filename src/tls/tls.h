@@ -51,10 +51,11 @@ typedef struct rv_tls_s {
  * SSL_MODE_ENABLE_PARTIAL_WRITE and SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER (rv_tls_writev gathers
  * into a stack buffer, so a retried write comes from another address), SSL_MODE_AUTO_RETRY
  * (on a nonblocking socket: keep processing records already received after a non-data one;
- * rv_tls_new sets these three on every session whatever the context says), TLS >= 1.2, no compression; for a server also SSL_OP_NO_RENEGOTIATION
- * (client-initiated renegotiation refused), SSL_OP_CIPHER_SERVER_PREFERENCE and
- * SSL_OP_IGNORE_UNEXPECTED_EOF (a client that closes without close_notify is an ordinary EOF
- * for HTTP/1.1, whose framing detects truncation). Returns 0 or RV_EINVAL.
+ * rv_tls_new sets these three on every session whatever the context says), TLS >= 1.2, no
+ * compression; for a server also SSL_OP_NO_RENEGOTIATION (client-initiated renegotiation
+ * refused), SSL_OP_CIPHER_SERVER_PREFERENCE and SSL_OP_IGNORE_UNEXPECTED_EOF (a client that
+ * closes without close_notify is an ordinary EOF for HTTP/1.1, whose framing detects
+ * truncation). Returns 0 or RV_EINVAL.
  */
 int rv_tls_ctx_defaults(SSL_CTX *ctx, bool server);
 

@@ -728,3 +728,55 @@ def test_stalled_handshake_is_closed(cfg, rivet, certs):
         data = b""
     s.close()
     assert data == b"" or data[:1] == b"\x15", data     # closed (possibly after an alert)
+
+
+# ---------------------------------------------------------------------------------------
+# bodies larger than the buffers, both ways, keep-alive and pipelining over TLS
+
+
+def test_large_bodies_keepalive_and_pipelining(cfg, rivet, certs, backend):
+    import hashlib
+    from backend import pattern_chunks, pattern_digest
+    be = backend("be")
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    port = tls_gateway(cfg)
+    cfg.upstream("up", [be])
+    cfg.vs("a", [route(prefix="/", upstream="up")], domains=["*"], sslConfig=ssl_cfg(*a))
+    rivet(cfg)
+    ctx = client_ctx(certs.ca_crt)
+    c = http.client.HTTPSConnection(HOST, port, context=ctx, timeout=60)
+    n = 3 * 1024 * 1024 + 17
+    c.request("GET", "/bytes/%d" % n, headers={"Host": "a.example.com"})
+    r = c.getresponse()
+    body = r.read()
+    assert r.status == 200 and len(body) == n and hashlib.sha256(body).hexdigest() == pattern_digest(n)
+    up = b"".join(bytes(x) for x in pattern_chunks(2 * 1024 * 1024 + 5))
+    c.request("POST", "/echo", body=up, headers={"Host": "a.example.com"})
+    r = c.getresponse()
+    got = json.loads(r.read())
+    assert r.status == 200 and got["body_len"] == len(up) and got["body_sha256"] == hashlib.sha256(up).hexdigest()
+    assert got["conn_id"] == json.loads(_get_json(c))["conn_id"]    # same upstream conn: keep-alive both sides
+    c.close()
+    # three pipelined requests in one TLS write, three answers in order
+    raw = socket.create_connection((HOST, port), timeout=30)
+    s = ctx.wrap_socket(raw, server_hostname="a.example.com")
+    s.sendall(b"".join(b"GET /p%d HTTP/1.1\r\nHost: a.example.com\r\n\r\n" % i for i in range(3)) +
+              b"GET /last HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ssl.SSLZeroReturnError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    assert data.count(b"HTTP/1.1 200") == 4, data[:500]
+    order = [data.find(b'"/p0"'), data.find(b'"/p1"'), data.find(b'"/p2"'), data.find(b'"/last"')]
+    assert all(x >= 0 for x in order) and order == sorted(order), order
+
+
+def _get_json(c):
+    c.request("GET", "/again", headers={"Host": "a.example.com"})
+    return c.getresponse().read()
