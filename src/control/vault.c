@@ -230,8 +230,11 @@ int rv_vault_client_new(const rv_vault_cfg_t *cfg, rv_vault_client_t **out, char
     c->root_key = first(cfg->root_key, "gloo", &oom);
     c->approle_mount = first(env("VAULT_APPROLE_MOUNT"), "approle", &oom);
     char *tls_name = first(cfg->tls_server_name, env("VAULT_TLS_SERVER_NAME"), &oom);
-    if (oom)
+    if (oom) {
+        free(addr);
+        free(tls_name);
         goto oom;
+    }
     c->insecure = cfg->insecure;
     c->timeout_ms = REQUEST_TIMEOUT_MS;
     if ((v = env("VAULT_CLIENT_TIMEOUT")) && (c->timeout_ms = parse_timeout(v)) < 0) {
@@ -578,6 +581,7 @@ static int approle_login(rv_vault_client_t *c, rv_vault_resp_t *out)
         rc = (secret = strdup(c->secret_id)) ? 0 : RV_ENOMEM;
     if (rc != 0) {
         snprintf(out->err, sizeof(out->err), "%.200s", rc == RV_ENOMEM ? "out of memory" : err);
+        out->status = -1;   /* a local problem, not an unreachable Vault (classify) */
         goto done;
     }
     json_t *req = json_object();
@@ -1329,6 +1333,10 @@ static int64_t renew_time(rv_vault_t *v)
 /* A failure's class (for log-once) and its description for /ready. */
 static const char *classify(const rv_vault_resp_t *r, char *what, size_t n)
 {
+    if (r->status < 0) {
+        snprintf(what, n, "%s", r->err);
+        return "local";
+    }
     if (r->status == 0) {
         snprintf(what, n, "unreachable: %s", r->err[0] ? r->err : "no answer");
         return "unreachable";

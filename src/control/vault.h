@@ -33,7 +33,8 @@
 typedef struct rv_vault_client_s rv_vault_client_t;
 
 typedef struct rv_vault_resp_s {
-    int status;             /* HTTP status; 0 when no response (connection error, timeout) */
+    int status;             /* HTTP status; 0 when no response (connection error, timeout); -1 for a
+                             * local problem before any request (an unreadable credential file) */
     char *body;             /* NUL-terminated (malloc'd; rv_vault_resp_free wipes and frees it) */
     size_t len;
     char err[256];          /* transport error, or the first of Vault's "errors", for logs */

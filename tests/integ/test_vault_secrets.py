@@ -1012,3 +1012,18 @@ def test_version_deleted_by_time_becomes_absent(rivet, cfg, double):
     double.advance(3601)
     wait_for(lambda: "secret %s/ttl removed" % NS in rv.stderr(), T, msg="the time-deleted version dropped")
     wait_healthy(rv, 0)
+
+
+def test_approle_secret_id_file_read_at_each_login(rivet, cfg, double, tmp_path):
+    rk = "sidfile"
+    double.seed_gloo_secret(NS, "s", tls_secret("s.example"), root_key=rk)
+    double.set_policy("gloo", policy(rk))
+    role_id, secret_id = double.add_approle("rivet", policies=["default", "gloo"], token_ttl=600)
+    sid = tmp_path / "sid"
+    rv = start(rivet, cfg, double, rk, token=None, env={"VAULT_ROLE_ID": role_id, "VAULT_SECRET_ID_FILE": str(sid)})
+    line = wait_unhealthy(rv, "secret id file")
+    assert "AppRole login" in line and "unreachable" not in line, line
+    assert not double.requests("/v1/auth/approle/login")
+    sid.write_text(secret_id)
+    wait_healthy(rv, 1)
+    assert secret_id not in rv.stderr()
