@@ -472,8 +472,16 @@ void rv_dp_on_try_timer(rv_loop_t *loop, rv_timer_t *t)
         return;
     if (s->up_state == UP_WAIT)
         start_try(d, TRY_RETRY);   /* backoff elapsed */
-    else if (s->up_state == UP_CONNECTING && rv_loop_now(loop) >= s->try_start + DP_CONNECT_TIMEOUT_MS)
-        fail(d, F_CONNECT);
+    else if (s->up_state == UP_CONNECTING && rv_loop_now(loop) >= s->try_start + DP_CONNECT_TIMEOUT_MS) {
+        rv_dp_upconn_t *u = s->u;
+        if (u && u->connected && u->tls.ssl && !rv_tls_handshake_done(&u->tls)) {
+            /* TCP is up, the TLS handshake is not: say so (the server may not speak TLS) */
+            s->up_fail = s->arena ? rv_arena_str(s->arena, RV_STR("handshake timed out")) : RV_STR_NULL;
+            fail(d, F_TLS);
+        } else {
+            fail(d, F_CONNECT);
+        }
+    }
     else
         fail(d, F_TRY_TIMEOUT);
     rv_dp_pump(d);

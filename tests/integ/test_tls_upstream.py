@@ -11,6 +11,8 @@ cache are per worker, so with one worker what a request finds is determined.
 import hashlib
 import os
 import shutil
+import socket
+import threading
 
 import pytest
 
@@ -333,3 +335,62 @@ def test_half_way_rotation_keeps_last_working_material(cfg, rivet, pki, tls_serv
     os.replace(tmp, key)
     rv.wait_status("Upstream", "up", "Accepted", timeout=10)
     assert rv.get("/new").status == 200
+
+
+def _answer_400_server():
+    """A plain HTTP server that answers 400 at once to whatever arrives (the port, a stop)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            with c:
+                try:
+                    c.settimeout(2)
+                    c.recv(4096)
+                    c.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+        srv.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv.getsockname()[1], stop
+
+
+def test_plain_http_server_behind_use_tls(cfg, rivet):
+    # useTls towards a server that answers in plain HTTP: the reply is not a TLS record, the
+    # handshake fails at once: 503 UF with OpenSSL's reason in the body and the access log
+    port, stop = _answer_400_server()
+    try:
+        cfg.write("upstreams", "up", {"static": {"hosts": [{"addr": "127.0.0.1", "port": port}], "useTls": True}})
+        gateway_vs(cfg, [("/", "up")])
+        rv = rivet(cfg)
+        r = rv.get("/p")
+        assert r.status == 503 and "TLS error: " in r.text, r
+        reason = r.text.split("TLS error: ", 1)[1].strip()
+        assert reason and "certificate" not in reason, r.text
+        line = wait_for(lambda: log_lines_with(rv.stdout(), "/p", "503"), msg="access log line")
+        assert " UF " in line[0] and ('"%s"' % reason) in line[0], line
+    finally:
+        stop.set()
+
+
+def test_handshake_that_never_completes_times_out(cfg, rivet, hang_server):
+    # a server that accepts and never answers the ClientHello: the connect timeout (5 s) covers
+    # the handshake, then 503 UF with "handshake timed out" - never a hung request
+    hs = hang_server()
+    cfg.write("upstreams", "up", {"static": {"hosts": [{"addr": "127.0.0.1", "port": hs.port}], "useTls": True}})
+    gateway_vs(cfg, [("/", "up")])
+    rv = rivet(cfg)
+    r = rv.get("/h", timeout=30)
+    assert r.status == 503 and "TLS error: handshake timed out" in r.text, r
+    line = wait_for(lambda: log_lines_with(rv.stdout(), "/h", "503"), msg="access log line")
+    assert " UF " in line[0] and '"handshake timed out"' in line[0], line
+    assert bytes(hs.received[:3]) == b"\x16\x03\x01", bytes(hs.received[:8])    # a TLS ClientHello, not HTTP
