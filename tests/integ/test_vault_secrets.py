@@ -1027,3 +1027,43 @@ def test_approle_secret_id_file_read_at_each_login(rivet, cfg, double, tmp_path)
     sid.write_text(secret_id)
     wait_healthy(rv, 1)
     assert secret_id not in rv.stderr()
+
+
+# ---------------------------------------------------------------------------------------------
+# Gloo's docker-compose layout: config in Consul KV, secrets in Vault
+
+
+def test_config_in_consul_secrets_in_vault(rivet, tmp_path, double):
+    """The setup of gloo's install/docker-compose-consul: Settings (in --dir) with consulKvSource
+    via `rivet run --consul` and vaultSecretSource; a TLS VirtualService in Consul KV whose
+    secretRef lives in Vault is served, and a rotation in Vault reaches new connections."""
+    from harness import KVConfig
+    from doubles.consul import ConsulDouble
+    from test_tls_downstream import Certs, client_ctx, tls_get
+    certs = Certs(tmp_path / "certs")
+    one = certs.leaf("one", "one.example.com", ["DNS:a.example.com"])
+    two = certs.leaf("two", "two.example.com", ["DNS:a.example.com"], "ec")
+    rk = "compose"
+    double.seed_gloo_secret(NS, "a-tls", gloo_tls(open(one[0]).read(), open(one[1]).read()), root_key=rk)
+    consul = ConsulDouble(jitter=False).start()
+    try:
+        kv = KVConfig(tmp_path / "boot", consul, "gloo-" + uuid.uuid4().hex[:6])
+        kv.settings("refreshRate: 1s\nvaultSecretSource:\n  address: %s\n  rootKey: %s\n  accessToken: %s\n"
+                    % (double.url, rk, double.token))
+        port = kv.gateway(ssl=True)
+        kv.vs("a", [{"matchers": [{"prefix": "/"}], "directResponseAction": {"status": 200, "body": "vs-a"}}],
+              domains=["a.example.com"], sslConfig={"secretRef": {"name": "a-tls", "namespace": NS},
+                                                    "sniDomains": ["a.example.com"]})
+        rv = rivet(kv, workers=1, args=["--consul", consul.addr, "--consul-root-key", kv.root_key],
+                   env={"VAULT_ADDR": "", "VAULT_TOKEN": ""})
+        ctx = client_ctx(certs.ca_crt)
+        st, body, info = wait_for(lambda: (lambda x: x if x[0] == 200 else None)(
+            tls_get(port, "a.example.com", ctx=ctx)), T, msg="the Vault secret served for the Consul VS")
+        assert body == b"vs-a" and info["cn"] == "one.example.com", info
+        double.seed_gloo_secret(NS, "a-tls", gloo_tls(open(two[0]).read(), open(two[1]).read()), root_key=rk)
+        wait_for(lambda: tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "two.example.com", T,
+                 msg="the rotation in Vault served")
+        lines = [ln for ln in ready_text(rv).splitlines() if "consul" in ln or "vault" in ln]
+        assert any("vault" in ln and "healthy (" in ln for ln in lines), lines
+    finally:
+        consul.stop()
