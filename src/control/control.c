@@ -881,6 +881,8 @@ int rv_control_run(const rv_control_opts_t *o)
                                   .access_log_json = o->access_log_json };
     disc_sync(&c);
     disc_warm(&c, DISC_WARM_MS);
+    /* the first config resolves Vault secretRefs: wait (bounded) for the first Vault polls */
+    rv_vault_srcs_warm(c.vault, c.secrets, DISC_WARM_MS);
     if (c.settings.consul_kv) {
         /* admin first (/ready says what we wait for); serving starts with the first read */
         if (kv_restart(&c) != 0)

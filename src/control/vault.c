@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
@@ -1194,6 +1195,7 @@ struct rv_vault_s {
     uint64_t rng;
     /* health, guarded by mu: 0 unhealthy (or not yet read), 1 healthy */
     int hstate;
+    bool tried;                 /* a first poll (or login) succeeded or failed */
     char hdetail[400];
     size_t nsecrets;
     _Atomic uint64_t polls_ok, polls_err, data_reads, logins, renew_ok, renew_err;
@@ -1210,6 +1212,7 @@ static void set_health(rv_vault_t *v, int state, const char *fmt, ...)
     va_list ap;
     pthread_mutex_lock(&v->mu);
     v->hstate = state;
+    v->tried = true;
     va_start(ap, fmt);
     vsnprintf(v->hdetail, sizeof(v->hdetail), fmt, ap);
     va_end(ap);
@@ -1553,6 +1556,7 @@ rv_vault_t *rv_vault_start(const rv_vault_opts_t *o, char *err, size_t errlen)
         goto fail;
     }
     set_health(v, 0, "vault %s: waiting for the first read", rv_vault_client_address(v->client));
+    v->tried = false;       /* not started yet: nothing tried */
     if (pthread_create(&v->thread, NULL, watch, v) != 0) {
         snprintf(err, errlen, "cannot start the Vault watcher thread");
         goto fail;
@@ -1740,4 +1744,39 @@ void rv_vault_srcs_set_refresh(rv_vault_srcs_t *vs, int64_t refresh_ms)
         pthread_cond_broadcast(&v->cv);
         pthread_mutex_unlock(&v->mu);
     }
+}
+
+void rv_vault_srcs_warm(rv_vault_srcs_t *vs, rv_secrets_t *t, int ms)
+{
+    if (!vs || !vs->n)
+        return;
+    int64_t end = now_ms() + ms;
+    for (;;) {
+        size_t waiting = 0;
+        struct pollfd p[RV_SECRETS_MAX_SOURCES];
+        for (size_t i = 0; i < vs->n; i++) {
+            rv_vault_t *v = vs->s[i].w;
+            pthread_mutex_lock(&v->mu);
+            bool tried = v->tried;
+            pthread_mutex_unlock(&v->mu);
+            if (!tried)
+                waiting++;
+            p[i].fd = rv_vault_fd(v);
+            p[i].events = POLLIN;
+            p[i].revents = 0;
+        }
+        int64_t left = end - now_ms();
+        if (!waiting || left <= 0) {
+            if (waiting)
+                rv_log_warn("vault: %zu source(s) not read within %d ms; starting without their secrets", waiting, ms);
+            break;
+        }
+        if (poll(p, vs->n, (int)left) > 0)
+            for (size_t i = 0; i < vs->n; i++)
+                if (p[i].revents)
+                    rv_vault_srcs_event(vs, p[i].fd, t);
+    }
+    /* what arrived meanwhile (a set handed over with the first health) */
+    for (size_t i = 0; i < vs->n; i++)
+        rv_vault_srcs_event(vs, rv_vault_fd(vs->s[i].w), t);
 }

@@ -194,6 +194,13 @@ rv_vault_srcs_t *rv_vault_srcs_start(const rv_settings_t *s, int ep);
  */
 int rv_vault_srcs_event(rv_vault_srcs_t *vs, int fd, rv_secrets_t *t);
 
+/*
+ * At startup, before the first build: wait up to ms for every watcher's first poll (or its
+ * first failure), putting what arrives into t, so the first config already resolves the Vault
+ * secretRefs (as disc_warm does for the Consul catalog). Logs the sources still unread.
+ */
+void rv_vault_srcs_warm(rv_vault_srcs_t *vs, rv_secrets_t *t, int ms);
+
 /* A new refreshRate: every watcher polls at the new period from now on (its next poll no later
  * than one new period away). NULL is fine. */
 void rv_vault_srcs_set_refresh(rv_vault_srcs_t *vs, int64_t refresh_ms);

@@ -1067,3 +1067,47 @@ def test_config_in_consul_secrets_in_vault(rivet, tmp_path, double):
         assert any("vault" in ln and "healthy (" in ln for ln in lines), lines
     finally:
         consul.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# startup: the first config already has the Vault secrets; Vault down at start
+
+
+def test_first_config_resolves_vault_secrets(rivet, cfg, double, tmp_path):
+    from test_tls_downstream import Certs, client_ctx, direct_vs, tls_gateway, tls_get
+    certs = Certs(tmp_path / "certs")
+    one = certs.leaf("one", "one.example.com", ["DNS:a.example.com"])
+    rk = "first"
+    double.seed_gloo_secret(NS, "a-tls", gloo_tls(open(one[0]).read(), open(one[1]).read()), root_key=rk)
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], {"secretRef": {"name": "a-tls", "namespace": NS},
+                                                    "sniDomains": ["a.example.com"]})
+    rv = start(rivet, cfg, double, rk)
+    # no wait: ready means the first config was built with the Vault secret
+    st, body, info = tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))
+    assert (st, body, info["cn"]) == (200, b"vs-a", "one.example.com")
+    first = re.search(r"config version 1 published \(.*?(\d+) rejected", rv.stderr())
+    assert first and first.group(1) == "0", rv.stderr()[-2000:]
+
+
+def test_vault_down_at_start_then_up(rivet, cfg, double, tmp_path):
+    from test_tls_downstream import Certs, client_ctx, direct_vs, tls_gateway, tls_get
+    certs = Certs(tmp_path / "certs")
+    one = certs.leaf("one", "one.example.com", ["DNS:a.example.com"])
+    rk = "late"
+    double.seed_gloo_secret(NS, "a-tls", gloo_tls(open(one[0]).read(), open(one[1]).read()), root_key=rk)
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], {"secretRef": {"name": "a-tls", "namespace": NS},
+                                                    "sniDomains": ["a.example.com"]})
+    direct_vs(cfg, "plain", "other", ["b.example.com"], {"sslFiles": {"tlsCert": one[0], "tlsKey": one[1]},
+                                                         "sniDomains": ["b.example.com"]})
+    double.fault("down", mode="refuse")
+    rv = start(rivet, cfg, double, rk)      # serves what it can; says what is missing
+    r = rv.wait_status("VirtualService", "a", "Rejected")
+    assert "a-tls" in r["reason"], r
+    assert tls_get(port, "b.example.com", ctx=client_ctx(certs.ca_crt))[0] == 200
+    assert "unreachable" in vault_line(rv)
+    double.clear_fault("down")
+    rv.wait_status("VirtualService", "a", "Accepted", timeout=T)
+    st, body, info = tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))
+    assert (st, body) == (200, b"vs-a")
