@@ -780,3 +780,43 @@ def test_large_bodies_keepalive_and_pipelining(cfg, rivet, certs, backend):
 def _get_json(c):
     c.request("GET", "/again", headers={"Host": "a.example.com"})
     return c.getresponse().read()
+
+
+def test_garbage_and_plain_http_on_tls_port(cfg, rivet, certs):
+    """Plain HTTP, random bytes, a truncated handshake and an abrupt reset on the TLS port:
+    each connection is closed (an alert at most), nothing crashes, real clients still served."""
+    import random
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a))
+    rv = rivet(cfg)
+    payloads = [b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n",
+                bytes(random.Random(7).randrange(256) for _ in range(4096)),
+                b"\x16\x03\x01\xff\xff" + b"\x01" * 300,          # a record length beyond the data
+                b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00"]      # a tiny bogus ClientHello
+    for p in payloads:
+        s = socket.create_connection((HOST, port), timeout=30)
+        try:
+            s.sendall(p)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass        # rivet may already have answered with an alert and closed
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except ConnectionResetError:
+            pass
+        s.close()
+        assert b"HTTP/1.1" not in data, (p[:20], data[:100])
+        assert data == b"" or data[:1] == b"\x15", (p[:20], data[:100])   # at most a TLS alert
+    # a client that resets in the middle of its handshake
+    s = socket.create_connection((HOST, port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.sendall(b"\x16\x03\x01\x02\x00")
+    s.close()
+    assert rv.alive()
+    assert tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))[:2] == (200, b"vs-a")
