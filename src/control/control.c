@@ -756,6 +756,9 @@ static int secrets_sync(ctl_t *c)
     /* one watcher per Vault source (vault.h), feeding the new table from its first poll */
     rv_vault_srcs_stop(c->vault);
     c->vault = rv_vault_srcs_start(&c->settings, c->ep);
+    /* the next build resolves Vault secretRefs (the first config, or the one after a change of
+     * sources): wait, bounded, for the first polls rather than reject what needs them */
+    rv_vault_srcs_warm(c->vault, c->secrets, DISC_WARM_MS);
     return c->vault ? 0 : RV_ENOMEM;
 }
 
@@ -881,8 +884,6 @@ int rv_control_run(const rv_control_opts_t *o)
                                   .access_log_json = o->access_log_json };
     disc_sync(&c);
     disc_warm(&c, DISC_WARM_MS);
-    /* the first config resolves Vault secretRefs: wait (bounded) for the first Vault polls */
-    rv_vault_srcs_warm(c.vault, c.secrets, DISC_WARM_MS);
     if (c.settings.consul_kv) {
         /* admin first (/ready says what we wait for); serving starts with the first read */
         if (kv_restart(&c) != 0)

@@ -1111,3 +1111,24 @@ def test_vault_down_at_start_then_up(rivet, cfg, double, tmp_path):
     rv.wait_status("VirtualService", "a", "Accepted", timeout=T)
     st, body, info = tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))
     assert (st, body) == (200, b"vs-a")
+
+
+def test_switching_vault_sources_never_rejects_what_both_hold(rivet, cfg, double, tmp_path):
+    """Settings move the Vault source to another rootKey holding the same secret name: the new
+    source is read before the next build, so the VirtualService is never Rejected meanwhile."""
+    from test_tls_downstream import Certs, client_ctx, direct_vs, tls_gateway, tls_get
+    certs = Certs(tmp_path / "certs")
+    one = certs.leaf("one", "one.example.com", ["DNS:a.example.com"])
+    two = certs.leaf("two", "two.example.com", ["DNS:a.example.com"], "ec")
+    double.seed_gloo_secret(NS, "a-tls", gloo_tls(open(one[0]).read(), open(one[1]).read()), root_key="old")
+    double.seed_gloo_secret(NS, "a-tls", gloo_tls(open(two[0]).read(), open(two[1]).read()), root_key="new")
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], {"secretRef": {"name": "a-tls", "namespace": NS},
+                                                    "sniDomains": ["a.example.com"]})
+    rv = start(rivet, cfg, double, "old")
+    ctx = client_ctx(certs.ca_crt)
+    assert tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "one.example.com"
+    settings(cfg, double.url, "new", double.token)
+    wait_for(lambda: tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "two.example.com", T,
+             msg="the secret of the new source served")
+    assert "VirtualService %s/a rejected" % NS not in rv.stderr(), rv.stderr()[-3000:]
