@@ -41,12 +41,13 @@ WRK_SCENARIOS = {          # name: (connections, path)
 TLS_SCENARIOS = {          # name: (connections, path, request headers); the proxies terminate TLS
     "https": (50, "/", ()),
     "tls-handshake": (50, "/", ("Connection: close",)),     # a new connection (full handshake) per request
+    "upstream-tls": (50, "/", ()),      # plain clients; the proxies speak TLS to a TLS origin
 }
 TLS_TARGETS = ["nginx", "haproxy", "rivet"]
 ALL_SCENARIOS = ["idle", "c50", "c256", "16k", "routes", "propagation", "consul-kv", "consul-scale",
-                 "https", "tls-handshake"]
+                 "https", "tls-handshake", "upstream-tls"]
 DEFAULT_SCENARIOS = ["idle", "c50", "c256", "16k", "routes", "propagation", "consul-kv"]
-OPT_IN = {"consul-scale", "https", "tls-handshake"}
+OPT_IN = {"consul-scale", "https", "tls-handshake", "upstream-tls"}
 BURST_GAP_MS = 20.0        # consul-kv's short back-to-back series (shows the watch-loop limiter)
 RIVET_ONLY = {"routes", "propagation", "consul-kv", "consul-scale"}
 
@@ -110,8 +111,15 @@ class Run:
             self.skipped[name] = why
             log(f"SKIP {name}: {why}")
 
-    def make_tls_target(self, name):
+    def make_tls_target(self, name, upstream=False):
         a = self.a
+        if upstream:
+            port = self.origin_tls.port
+            if name == "nginx":
+                return T.NginxUpTls(self.tmp, a.proxy_cpu, port, self.pki)
+            if name == "haproxy":
+                return T.HAProxyUpTls(self.tmp, a.proxy_cpu, port, self.pki)
+            return T.RivetUpTls(self.tmp, a.proxy_cpu, port, self.rivet_bin, self.pki)
         if name == "nginx":
             return T.NginxTls(self.tmp, a.proxy_cpu, self.origin.port, self.pki)
         if name == "haproxy":
@@ -120,18 +128,22 @@ class Run:
             return T.RivetTls(self.tmp, a.proxy_cpu, self.origin.port, self.rivet_bin, self.pki)
         raise ValueError(name)
 
-    def start_target(self, name, tag=None, tls=False):
+    def start_target(self, name, tag=None, tls=False, upstream_tls=False):
         """Started and checked target, or None (and the target is skipped with a reason).
-        tls: the target terminating TLS (skipped as "<name> (TLS)" when it cannot)."""
+        tls: the target terminating TLS (skipped as "<name> (TLS)" when it cannot);
+        upstream_tls: the target speaking TLS to the TLS origin ("<name> (upstream TLS)")."""
         if name == "rivet" and not self.rivet_usable():
             return None
-        t = self.make_tls_target(name) if tls else self.make_target(name, tag)
+        if tls or upstream_tls:
+            t = self.make_tls_target(name, upstream=upstream_tls)
+        else:
+            t = self.make_target(name, tag)
         t.start()
         ok, why = t.check(self.a.ready_timeout)
         if not ok:
             tail = t.proc.log_tail() if t.proc else ""
             t.stop()
-            self.skip(name + (" (TLS)" if tls else ""),
+            self.skip(name + (" (TLS)" if tls else " (upstream TLS)" if upstream_tls else ""),
                       f"did not become ready: {why}" + (f"\n--- its log:\n{tail}" if tail else ""))
             return None
         return t
@@ -294,14 +306,16 @@ class Run:
         handshakes/s and CPU µs/req is the proxy's CPU per handshake + request."""
         conns, path, headers = TLS_SCENARIOS[scenario]
         names = [n for n in TLS_TARGETS if n in live]
-        log(f"{scenario}: {conns} connections over TLS, GET {path}"
+        over = "plain HTTP, TLS from the proxy to the origin" if scenario == "upstream-tls" else "over TLS"
+        log(f"{scenario}: {conns} connections {over}, GET {path}"
             f"{' (Connection: close: a full handshake per request)' if headers else ''}, "
             f"{self.a.duration}s x {self.a.rounds} rounds, targets {' '.join(names)}")
         for n in names:
             self.warm(live[n], conns, path, headers)
         for rnd in range(1, self.a.rounds + 1):
             for pos, name in enumerate(self.order(names, rnd - 1), 1):
-                if name in live and name + " (TLS)" not in self.skipped:
+                if name in live and name + " (TLS)" not in self.skipped and \
+                        name + " (upstream TLS)" not in self.skipped:
                     self.wrk_round(scenario, rnd, pos, live[name], conns, path, headers=headers)
 
     def tls_scenarios(self):
@@ -314,18 +328,51 @@ class Run:
                 self.skip_scenario(s, "the openssl CLI is missing (apt-get install openssl)")
             return
         self.pki = T.Pki(os.path.join(self.tmp, "pki"))
+        down = [s for s in sc if s != "upstream-tls"]
+        if down:
+            live = {}
+            for n in TLS_TARGETS:
+                if n in self.target_names:
+                    t = self.start_target(n, tls=True)
+                    if t is not None:
+                        live[n] = t
+            try:
+                for s in down:
+                    self.scenario_tls(live, s)
+            finally:
+                for t in live.values():
+                    t.stop()
+        if "upstream-tls" in sc:
+            self.scenario_upstream_tls()
+
+    def scenario_upstream_tls(self):
+        """upstream-tls: wrk in plain HTTP, the proxies speak TLS (verified, SNI bench.test) to
+        an origin nginx serving TLS; pooled upstream connections, so this is the steady cost
+        of encrypting towards the upstream. The origin's stub_status counts its accepts (the
+        upstream handshakes) during each run."""
+        a = self.a
+        self.origin_tls = T.OriginTls(self.tmp, a.load_cpu, self.pki)
+        self.origin_tls.start()
+        plain_origin = self.origin
         live = {}
-        for n in TLS_TARGETS:
-            if n in self.target_names:
-                t = self.start_target(n, tls=True)
-                if t is not None:
-                    live[n] = t
         try:
-            for s in sc:
-                self.scenario_tls(live, s)
+            ok, why = self.origin_tls.check(a.ready_timeout)
+            if not ok:
+                self.skip_scenario("upstream-tls", f"the TLS origin did not start: {why}\n"
+                                   + self.origin_tls.proc.log_tail())
+                return
+            for n in TLS_TARGETS:
+                if n in self.target_names:
+                    t = self.start_target(n, upstream_tls=True)
+                    if t is not None:
+                        live[n] = t
+            self.origin = self.origin_tls   # wrk_round counts this origin's accepts and CPU
+            self.scenario_tls(live, "upstream-tls")
         finally:
+            self.origin = plain_origin
             for t in live.values():
                 t.stop()
+            self.origin_tls.stop()
 
     # -----------------------------------------------------------------------------------------
     def poll_until(self, port, path, host, want_body, timeout):

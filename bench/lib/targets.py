@@ -211,9 +211,13 @@ class Origin(Target):
                          self.dir, cpu=self.cpu)
 
 
+TLS_ORIGIN_PORTS = set()     # origins answering over TLS (scenario upstream-tls)
+
+
 def origin_accepts(port):
     """Connections the origin accepted so far (nginx stub_status), minus this query's own."""
-    st, body = http_get(port, "/_origin_status", timeout=2.0)
+    get = https_get if port in TLS_ORIGIN_PORTS else http_get
+    st, body = get(port, "/_origin_status", timeout=2.0)
     if st != 200:
         return None
     m = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)", body)
@@ -280,12 +284,13 @@ class Rivet(Target):
         self.admin_port = free_port()
         self.custom = False     # True once write_base() was called by the caller
 
-    def write_base(self, vs_template="rivet/vs.yaml", gw_template="rivet/gw.yaml", **vals):
+    def write_base(self, vs_template="rivet/vs.yaml", gw_template="rivet/gw.yaml",
+                   origin_template="rivet/origin.yaml", **vals):
         self.custom = True
         gs = os.path.join(self.cfg, "{}", "gloo-system")
         render(gw_template, os.path.join(gs.format("gateways"), "gw.yaml"), PORT=self.port)
-        render("rivet/origin.yaml", os.path.join(gs.format("upstreams"), "origin.yaml"),
-               ORIGIN_PORT=self.origin_port)
+        render(origin_template, os.path.join(gs.format("upstreams"), "origin.yaml"),
+               ORIGIN_PORT=self.origin_port, **vals)
         if vs_template:
             render(vs_template, os.path.join(gs.format("virtualservices"), "vs.yaml"), **vals)
 
@@ -417,6 +422,77 @@ class RivetTls(TlsTarget, Rivet):
         if not ok:
             return False, "admin /ready: " + why
         return TlsTarget.check(self, timeout)
+
+
+# upstream-tls: plain HTTP clients, the proxies speak TLS to an origin that serves TLS
+
+
+class OriginTls(Target):
+    name = "origin-tls"
+
+    def __init__(self, tmp, cpu, pki):
+        self.dir = os.path.join(tmp, "origin-tls")
+        self.cpu, self.pki = cpu, pki
+        self.port = free_port()
+        TLS_ORIGIN_PORTS.add(self.port)
+
+    def start(self):
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        conf = render("origin-nginx-tls.conf", os.path.join(self.dir, "nginx.conf"), DIR=self.dir,
+                      PORT=self.port, CERT=self.pki.cert, KEY=self.pki.key)
+        self.proc = Proc("origin-tls", ["nginx", "-e", os.path.join(self.dir, "error.log"),
+                                        "-p", self.dir, "-c", conf], self.dir, cpu=self.cpu)
+
+    def check(self, timeout=10.0):
+        return TlsTarget.check(self, timeout)
+
+
+class UpTlsCheck:
+    """Mixin: plain front, TLS origin without /16k: check / only."""
+
+    def check(self, timeout=10.0):
+        if hasattr(self, "ready"):
+            ok, why = self.ready(timeout)
+            if not ok:
+                return False, "admin /ready: " + why
+        return wait_http(self.port, "/", 200, BODY_13, timeout, self.proc)
+
+
+class NginxUpTls(UpTlsCheck, NginxProxy):
+    def __init__(self, tmp, cpu, origin_port, pki, tag="nginx-up-tls"):
+        NginxProxy.__init__(self, tmp, cpu, origin_port, tag=tag)
+        self.pki = pki
+
+    def start(self):
+        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
+        mask = "1" + "0" * self.cpu
+        conf = render("proxy-nginx-upstream-tls.conf", os.path.join(self.dir, "nginx.conf"), DIR=self.dir,
+                      PORT=self.port, ORIGIN_PORT=self.origin_port, CPUMASK=mask, CERT=self.pki.cert)
+        self.proc = Proc("nginx-up-tls", ["nginx", "-e", os.path.join(self.dir, "error.log"),
+                                          "-p", self.dir, "-c", conf], self.dir, cpu=self.cpu)
+
+
+class HAProxyUpTls(UpTlsCheck, HAProxy):
+    def __init__(self, tmp, cpu, origin_port, pki, tag="haproxy-up-tls"):
+        HAProxy.__init__(self, tmp, cpu, origin_port, tag=tag)
+        self.pki = pki
+
+    def start(self):
+        conf = render("haproxy-upstream-tls.cfg", os.path.join(self.dir, "haproxy.cfg"), DIR=self.dir,
+                      PORT=self.port, ORIGIN_PORT=self.origin_port, CERT=self.pki.cert)
+        self.proc = Proc("haproxy-up-tls", ["haproxy", "-db", "-f", conf], self.dir, cpu=self.cpu)
+
+
+class RivetUpTls(UpTlsCheck, Rivet):
+    """rivet with the origin as a TLS Upstream (useTls, rootCa = the bench certificate)."""
+
+    def __init__(self, tmp, cpu, origin_port, binary, pki, tag="rivet-up-tls"):
+        Rivet.__init__(self, tmp, cpu, origin_port, binary, tag=tag)
+        self.pki = pki
+
+    def start(self):
+        self.write_base(origin_template="rivet/origin-tls.yaml", CERT=self.pki.cert)
+        Rivet.start(self)
 
 
 # ---------------------------------------------------------------------------------------------
