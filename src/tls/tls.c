@@ -15,7 +15,10 @@
 #include "tls/tls.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/x509.h>
@@ -37,14 +40,103 @@ int rv_tls_ctx_defaults(SSL_CTX *ctx, bool server)
     return 0;
 }
 
+/* ---- the socket BIO ----------------------------------------------------------------------
+ * OpenSSL's socket BIO with one addition: a read that returns less than asked (or EAGAIN)
+ * sets t->drained, so rv_tls_read can stop without a read that returns EAGAIN. Records are
+ * read ahead (SSL_set_read_ahead), so one read(2) takes everything the socket holds, up to
+ * OpenSSL's buffer. Writes use send(MSG_NOSIGNAL). The BIO never closes the fd. */
+
+static BIO_METHOD *sock_method;
+static pthread_once_t sock_once = PTHREAD_ONCE_INIT;
+
+static int sock_read(BIO *b, char *buf, size_t len, size_t *got)
+{
+    rv_tls_t *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = read(t->fd, buf, len);
+    if (n > 0) {
+        *got = (size_t)n;
+        if ((size_t)n < len)
+            t->drained = true;
+        return 1;
+    }
+    *got = 0;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+        t->drained = true;
+        BIO_set_retry_read(b);
+    } else if (n == 0) {
+        errno = 0;      /* end of stream: BIO_eof() says so (SSL_OP_IGNORE_UNEXPECTED_EOF needs it) */
+        BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+    }
+    return 0;
+}
+
+static int sock_write(BIO *b, const char *buf, size_t len, size_t *put)
+{
+    rv_tls_t *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = send(t->fd, buf, len, MSG_NOSIGNAL);
+    if (n >= 0) {
+        *put = (size_t)n;
+        return 1;
+    }
+    *put = 0;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        BIO_set_retry_write(b);
+    return 0;
+}
+
+static long sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    rv_tls_t *t = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_EOF:
+        return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    case BIO_C_GET_FD:
+        if (ptr)
+            *(int *)ptr = t ? t->fd : -1;
+        return t ? t->fd : -1;
+    case BIO_CTRL_GET_CLOSE:
+        return BIO_NOCLOSE;
+    case BIO_CTRL_SET_CLOSE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int sock_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static void sock_method_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR, "rivet socket");
+    if (m && BIO_meth_set_read_ex(m, sock_read) && BIO_meth_set_write_ex(m, sock_write) &&
+        BIO_meth_set_ctrl(m, sock_ctrl) && BIO_meth_set_create(m, sock_create))
+        sock_method = m;
+    else
+        BIO_meth_free(m);
+}
+
 int rv_tls_new(rv_tls_t *t, SSL_CTX *ctx, int fd, bool server, const char *sni)
 {
     memset(t, 0, sizeof(*t));
+    pthread_once(&sock_once, sock_method_init);
+    t->fd = fd;
     SSL *ssl = SSL_new(ctx);
-    if (!ssl)
+    BIO *bio = sock_method ? BIO_new(sock_method) : NULL;
+    if (!ssl || !bio) {
+        BIO_free(bio);
         goto fail;
-    if (!SSL_set_fd(ssl, fd))
-        goto fail;
+    }
+    BIO_set_data(bio, t);
+    SSL_set_bio(ssl, bio, bio);     /* the SSL owns the BIO (one reference for both ends) */
+    SSL_set_read_ahead(ssl, 1);
     /* Without AUTO_RETRY, SSL_read returns WANT_READ after a non-data record (a TLS 1.3
      * session ticket, a key update) even when more records wait in the socket: with
      * edge-triggered epoll that would stall the connection. On a nonblocking socket
@@ -64,6 +156,7 @@ int rv_tls_new(rv_tls_t *t, SSL_CTX *ctx, int fd, bool server, const char *sni)
 fail:
     SSL_free(ssl);
     ERR_clear_error();
+    memset(t, 0, sizeof(*t));
     return RV_ENOMEM;
 }
 
@@ -166,6 +259,7 @@ ssize_t rv_tls_read(rv_tls_t *t, void *buf, size_t len)
     if (t->closed)
         return 0;
     t->want = RV_TLS_WANT_NONE;
+    t->drained = false;
     size_t got = 0;
     while (got < len) {
         ERR_clear_error();
@@ -175,6 +269,11 @@ ssize_t rv_tls_read(rv_tls_t *t, void *buf, size_t len)
         int r = SSL_read(t->ssl, (char *)buf + got, want);
         if (r > 0) {
             got += (size_t)r;
+            if (t->drained && !SSL_has_pending(t->ssl)) {
+                /* the socket had no more and no record is buffered: as if EAGAIN */
+                t->want = RV_TLS_WANT_READ;
+                break;
+            }
             continue;
         }
         int c = classify(t, r);

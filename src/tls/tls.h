@@ -43,6 +43,8 @@ typedef struct rv_tls_s {
     unsigned long err;          /* first OpenSSL error code of the failure (0 none) */
     unsigned char want;         /* RV_TLS_WANT_* of the last RV_EAGAIN */
     bool server, done, failed, closed, shut;
+    bool drained;               /* the last socket read of this rv_tls_read was short or EAGAIN */
+    int fd;
 } rv_tls_t;
 
 /*
@@ -75,8 +77,10 @@ int rv_tls_new(rv_tls_t *t, SSL_CTX *ctx, int fd, bool server, const char *sni);
 int rv_tls_handshake(rv_tls_t *t);
 
 /*
- * Read decrypted bytes into buf[0..len) until it is full or the socket would block (so an
- * edge-triggered socket is drained; len > 0). Completes the handshake first when needed.
+ * Read decrypted bytes into buf[0..len) until it is full or the socket is drained (so an
+ * edge-triggered socket needs no further read before its next event; len > 0). Drained is
+ * known without an extra read: records are read ahead into OpenSSL's buffer through rivet's
+ * own socket BIO, which notes a short read - the plain path's signal. Completes the handshake first when needed.
  * Returns the bytes read (> 0; when fewer than len, rv_tls_want() tells whether the socket
  * was drained), 0 at the peer's end of stream (close_notify, or a plain EOF on a server
  * context with SSL_OP_IGNORE_UNEXPECTED_EOF), RV_EAGAIN with nothing read, RV_EIO error
