@@ -332,7 +332,16 @@ struct dctx_s {
     size_t errlen;
     bool failed;
     const char *who;            /* when set, messages read "<who>: <msg> (<file>:<line>:<col>)" */
+    bool redact_keys;           /* a secret: unknown keys are named only when they look like field names */
 };
+
+/*
+ * The name of mapping key k as messages may quote it: k->s, or, when c->redact_keys and k does
+ * not look like a field name (at most 32 of [A-Za-z._-]; a base64 line of a PEM body nearly
+ * always has a digit, '+' or '/'), a placeholder - so a key pasted where a field belongs is
+ * never echoed into logs or /status.
+ */
+const char *cfg_key_name(const dctx_t *c, const ynode_t *k);
 
 /* Decode mapping n into msg (desc->size bytes, zeroed by the caller). 0 or -1 (c->err set). */
 int cfg_decode_msg(dctx_t *c, const msgdesc_t *desc, const ynode_t *n, void *msg);

@@ -97,6 +97,18 @@ static int vderr(dctx_t *c, const ynode_t *n, const char *what, const char *fmt,
     return -1;
 }
 
+const char *cfg_key_name(const dctx_t *c, const ynode_t *k)
+{
+    if (!c->redact_keys)
+        return k->s;
+    bool ok = k->len > 0 && k->len <= 32;
+    for (size_t i = 0; ok && i < k->len; i++) {
+        unsigned char ch = (unsigned char)k->s[i];
+        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '.' || ch == '_' || ch == '-';
+    }
+    return ok ? k->s : "(a key whose name is not shown: it is not a field name and may be key material)";
+}
+
 int cfg_derr(dctx_t *c, const ynode_t *n, const char *sub, const char *fmt, ...)
 {
     char what[600];
@@ -544,8 +556,9 @@ int cfg_decode_msg(dctx_t *c, const msgdesc_t *desc, const ynode_t *n, void *msg
             if (k->len == 2 && !memcmp(k->s, "<<", 2))
                 return cfg_derr(c, k, NULL, "YAML merge keys (<<) are not supported");
             if (desc->open_unsup)
-                return cfg_derrp(c, k, "%s%s%s is not supported yet", c->path, c->plen ? "." : "", k->s);
-            return cfg_derr(c, k, k->s, "unknown field");
+                return cfg_derrp(c, k, "%s%s%s is not supported yet", c->path, c->plen ? "." : "",
+                                 cfg_key_name(c, k));
+            return cfg_derr(c, k, cfg_key_name(c, k), "unknown field");
         }
         if (seen[fi])
             return cfg_derr(c, k, k->s, "duplicate field (%s is also set under its other spelling)",

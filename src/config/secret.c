@@ -257,7 +257,7 @@ static int decode_kube(dctx_t *c, const ynode_t *root, meta_t *meta, vals_t *v)
             if (val->type != YN_SCALAR)
                 return cfg_derr(c, val, "immutable", "expected a boolean");
         } else {
-            return cfg_derr(c, k, k->s, "unknown field (a Kubernetes Secret has apiVersion, kind, metadata, "
+            return cfg_derr(c, k, cfg_key_name(c, k), "unknown field (a Kubernetes Secret has apiVersion, kind, metadata, "
                                         "type, data, stringData and immutable)");
         }
     }
@@ -297,7 +297,7 @@ static int decode_kube(dctx_t *c, const ynode_t *root, meta_t *meta, vals_t *v)
             size_t old = cfg_path_push(c, mname[m]);
             int rc = 0;
             if (ki == RV_ARRAY_LEN(keys))
-                rc = cfg_derr(c, k, k->s, "is not a key rivet reads (tls.crt, tls.key, ca.crt for kubernetes.io/tls; "
+                rc = cfg_derr(c, k, cfg_key_name(c, k), "is not a key rivet reads (tls.crt, tls.key, ca.crt for kubernetes.io/tls; "
                                           "aws_access_key_id, aws_secret_access_key, aws_session_token for Opaque)");
             else if (keys[ki].tls != tls)
                 rc = cfg_derr(c, k, k->s, "does not belong in a secret of type %s", t);
@@ -351,7 +351,7 @@ int rv_secret_decode(const char *src, const char *doc, size_t len, const char *n
     vals_t v = { 0 };
     meta_t meta = { 0 };
     rv_secret_t *s = NULL;
-    dctx_t c = { .a = &a, .file = src, .err = err, .errlen = errlen };
+    dctx_t c = { .a = &a, .file = src, .err = err, .errlen = errlen, .redact_keys = true };
 
     *out = NULL;
     if (errlen)

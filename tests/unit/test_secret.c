@@ -41,6 +41,26 @@ static void rej(const char *doc, const char *want, const char *what)
     rv_secret_free(s);
 }
 
+/* A key pasted where a field name belongs (a PEM body line as a map key) is never echoed;
+ * a misspelt field name still is. */
+static void test_key_as_field_name(void)
+{
+    const char *line = "MIIEvgIBADANBgkqhkiG9w0BAQEFAASCBKgwggSk";
+    char doc[512];
+    snprintf(doc, sizeof(doc),
+             "apiVersion: v1\nkind: Secret\nmetadata: {name: k}\ntype: kubernetes.io/tls\n"
+             "data:\n  %s: eA==\n", line);
+    rej(doc, "is not a key rivet reads", "a PEM line as a data key");
+    CHECK(!strstr(err, line), "the PEM line is not in the message (%s)", err);
+    snprintf(doc, sizeof(doc), "metadata: {name: k}\ntls:\n  certChain: a\n  privateKey: b\n  %s: c\n", line);
+    rej(doc, "unknown field", "a PEM line as a stored-form field");
+    CHECK(!strstr(err, line), "the PEM line is not in the stored-form message (%s)", err);
+    snprintf(doc, sizeof(doc), "metadata: {name: k}\n%s: c\n", "MIIEvg+IBAD/ANBg");
+    rej(doc, "unknown field", "a short base64 key at the top");
+    CHECK(!strstr(err, "MIIEvg"), "a short base64 key is not echoed (%s)", err);
+    rej("metadata: {name: k}\ntls:\n  certChian: a\n  privateKey: b\n", "certChian", "a misspelt field is named");
+}
+
 static void test_gloo_form(void)
 {
     rv_secret_t *s = dec("metadata: {name: tls1, namespace: web}\n"
@@ -575,6 +595,7 @@ static void test_settings(void)
 
 int main(void)
 {
+    test_key_as_field_name();
     test_gloo_form();
     test_kube_form();
     test_refusals();
