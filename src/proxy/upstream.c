@@ -190,7 +190,10 @@ static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t)
 static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
 {
     u->owner = NULL;
-    if (w->stopping) {
+    /* TLS: bytes the server sent past the response may sit inside the SSL (read-ahead), where
+     * no readiness event reports them: such a connection is never parked (they would be taken
+     * for the next request's response) */
+    if (w->stopping || (u->tls.ssl && SSL_has_pending(u->tls.ssl))) {
         up_close(u);
         return;
     }

@@ -394,3 +394,61 @@ def test_handshake_that_never_completes_times_out(cfg, rivet, hang_server):
     line = wait_for(lambda: log_lines_with(rv.stdout(), "/h", "503"), msg="access log line")
     assert " UF " in line[0] and '"handshake timed out"' in line[0], line
     assert bytes(hs.received[:3]) == b"\x16\x03\x01", bytes(hs.received[:8])    # a TLS ClientHello, not HTTP
+
+
+def _tls_extra_bytes_server(pki):
+    """A TLS server (the good certificate) that answers every request with a 5-byte response
+    immediately followed, in the same write, by a complete second response ("smuggled"), and
+    keeps the connection open. Returns (port, stop)."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(pki.good[0], pki.good[1])
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve(c):
+        try:
+            with ctx.wrap_socket(c, server_side=True) as t:
+                t.settimeout(5)
+                buf = b""
+                while not stop.is_set():
+                    d = t.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                    while b"\r\n\r\n" in buf:
+                        buf = buf.split(b"\r\n\r\n", 1)[1]
+                        t.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"
+                                  b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled")
+        except (OSError, ssl.SSLError):
+            pass
+
+    def loop():
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=serve, args=(c,), daemon=True).start()
+        srv.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv.getsockname()[1], stop
+
+
+def test_bytes_after_the_response_never_reach_the_next_request(cfg, rivet, pki):
+    # an upstream that sends more than the response: the surplus (here a whole forged response)
+    # must never be taken as the answer to the next request on a pooled TLS connection
+    port, stop = _tls_extra_bytes_server(pki)
+    try:
+        tls_upstream(cfg, "up", port, ssl=dict(files(pki), sni="up.test"))
+        gateway_vs(cfg, [("/", "up")])
+        rv = rivet(cfg, workers=1)
+        for i in range(4):
+            r = rv.get("/x%d" % i)
+            assert r.status == 200 and r.body == b"first", r
+    finally:
+        stop.set()
