@@ -638,7 +638,6 @@ static void reply_unparsed(rv_dp_conn_t *d, int status, rv_str_t body, uint32_t 
 
 /* ---- request start ------------------------------------------------------------------- */
 
-/* A head was parsed from conn->in: set up the stream, route it, and act. */
 /*
  * A request on a TLS connection whose Host's virtual host is not served by the chain the
  * connection's SNI selects (in the listener config of this request's snapshot, so a reload
@@ -656,6 +655,7 @@ static bool misdirected(rv_dp_conn_t *d, const rv_listener_cfg_t *l, const rv_vh
     return rv_tls_server_chain_mtls(l->tls, chain) && rv_dp_client_identity(d).len == 0;
 }
 
+/* A head was parsed from conn->in: set up the stream, route it, and act. */
 static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
 {
     rv_dp_worker_t *w = d->w;
@@ -1012,9 +1012,9 @@ static bool linger_step(rv_dp_conn_t *d)
     for (int i = 0; i < 16 && d->can_read; i++) {
         if (d->tls) {
             ssize_t r = rv_tls_read(&d->tls->t, tmp, sizeof(tmp));
-            if (r > 0)
+            if (r > 0 && rv_tls_want(&d->tls->t) != RV_TLS_WANT_READ)
                 continue;
-            if (r == RV_EAGAIN) {
+            if (r > 0 || r == RV_EAGAIN) {
                 tls_blocked(d);
                 return false;
             }
