@@ -235,8 +235,8 @@ static void fingerprint(const tmat_t *m, char out[17]);
  * (control thread only). When its material becomes unusable - a file half-way through a
  * rotation (new certificate, old key), a deleted file, a broken secret - the service is
  * Rejected with the reason, and its last working material keeps serving instead of the
- * service dropping out of TLS. Entries live until the process ends (keys wiped on
- * replacement and never logged). */
+ * service dropping out of TLS. Entries are wiped when replaced, and dropped (wiped) by the
+ * next ssl listener build once the service is gone or has no sslConfig; never logged. */
 
 typedef struct lastgood_s {
     char *vs;                       /* "ns/name" */
@@ -309,6 +309,35 @@ static void lg_store(const tres_t *t, const tmat_t *m)
     }
     if (!e->cert || !e->key || (m->ca && !e->ca) || (m->ocsp && !e->ocsp))
         lg_clear(e);
+}
+
+/* Forget (and wipe) the last working material of services that no longer exist or no longer
+ * have an sslConfig, so keys of a deleted VirtualService do not linger in memory. */
+static void lg_prune(bctx_t *b)
+{
+    uint32_t w = 0;
+    for (uint32_t i = 0; i < nlg; i++) {
+        char ns[300];
+        const char *slash = strchr(lg[i].vs, '/');
+        size_t nl = slash ? (size_t)(slash - lg[i].vs) : 0;
+        bool keep = false;
+        if (slash && nl < sizeof(ns)) {
+            memcpy(ns, lg[i].vs, nl);
+            ns[nl] = 0;
+            tres_t key = { .ns = ns, .name = slash + 1 };
+            tres_t *kp = &key;
+            tres_t **hit = b->nby[RK_VS] ? bsearch(&kp, b->by[RK_VS], b->nby[RK_VS], sizeof(tres_t *), cfg_tres_cmp)
+                                         : NULL;
+            keep = hit && ((const vs_t *)(*hit)->obj)->ssl.h.set;
+        }
+        if (keep) {
+            lg[w++] = lg[i];
+        } else {
+            lg_clear(&lg[i]);
+            free(lg[i].vs);
+        }
+    }
+    nlg = w;
 }
 
 /* Replace m's material by t's last working one; false when there is none. */
@@ -434,6 +463,7 @@ void cfg_build_tls(bctx_t *b, tres_t *gt, rv_listener_cfg_t *l, tres_t **vs, uin
                    uint32_t *chain_of, rv_str_t *src_of)
 {
     l->ssl = true;
+    lg_prune(b);
     tmat_t *m = n ? calloc(n, sizeof(tmat_t)) : NULL;
     int *chain_idx = n ? malloc(n * sizeof(int)) : NULL;
     rv_tls_server_t *srv = rv_tls_server_new();

@@ -820,3 +820,21 @@ def test_garbage_and_plain_http_on_tls_port(cfg, rivet, certs):
     s.close()
     assert rv.alive()
     assert tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))[:2] == (200, b"vs-a")
+
+
+def test_deleted_vs_forgets_its_last_working_material(cfg, rivet, certs, tmp_path):
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    bad = tmp_path / "bad.crt"
+    bad.write_text("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a))
+    rv = rivet(cfg)
+    ctx = client_ctx(certs.ca_crt)
+    assert tls_get(port, "a.example.com", ctx=ctx)[:2] == (200, b"vs-a")
+    cfg.remove("virtualservices", "a")
+    rv.wait_status("Gateway", "tls", "Warning", timeout=10)
+    # re-created with an unusable certificate: no last working material any more
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(str(bad), a[1]))
+    r = rv.wait_status("VirtualService", "a", "Rejected", timeout=10)
+    assert "last working" not in r["reason"] and str(bad) in r["reason"], r
+    assert _handshake_refused(port, "a.example.com", ctx)
