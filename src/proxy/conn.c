@@ -753,6 +753,15 @@ static void start_request(rv_dp_conn_t *d, const rv_h1_request_t *req)
                           DP_F_NR);
         return;
     }
+    if (RV_UNLIKELY(!d->tls != !s->lcfg->ssl)) {
+        /* the Gateway switched between plain and ssl since this connection was accepted: a
+         * plain connection must not reach services that now require TLS (or client
+         * certificates), nor a TLS one services now served in plain text */
+        s->route = NULL;
+        d->close_after = true;
+        rv_dp_local_reply(d, 421, RV_STR("misdirected request"), RV_STR_NULL, DP_F_NR);
+        return;
+    }
     if (d->tls && s->vh && misdirected(d, s->lcfg, s->vh)) {
         /* RFC 9110 15.5.20: this connection's certificate (and client certificate check) is
          * not the one for the host asked for */

@@ -838,3 +838,40 @@ def test_deleted_vs_forgets_its_last_working_material(cfg, rivet, certs, tmp_pat
     r = rv.wait_status("VirtualService", "a", "Rejected", timeout=10)
     assert "last working" not in r["reason"] and str(bad) in r["reason"], r
     assert _handshake_refused(port, "a.example.com", ctx)
+
+
+def test_gateway_switched_to_ssl_refuses_old_plain_connections(cfg, rivet, certs):
+    """A keep-alive plain connection accepted before its Gateway became `ssl: true` must not
+    reach the (now TLS-only, here mTLS) services: 421 and the connection closes."""
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    client = certs.leaf("client", "client-sw", ["URI:spiffe://test/sw"], client=True)
+    port = cfg.gateway("gw")
+    cfg.vs("a", [route(direct=(200, "vs-a"))], domains=["*"])
+    rv = rivet(cfg)
+    c = http.client.HTTPConnection(HOST, port, timeout=10)
+    c.request("GET", "/", headers={"Host": "a.example.com"})
+    assert c.getresponse().read() == b"vs-a"
+    cfg.gateway("gw", port=port, ssl=True)
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a, rootCa=certs.ca_crt))
+    ctx = client_ctx(certs.ca_crt, *client)
+
+    def switched():
+        ls = rv.config_dump()["listeners"]
+        return ls and ls[0].get("ssl") and ls[0]["virtualHosts"] and "sslConfig" in ls[0]["virtualHosts"][0]
+    wait_for(switched, timeout=10, msg="the ssl config published")
+    # (a TLS client accepted by a worker still on the plain config would wait for its own
+    # timeout: each try is short)
+    wait_for(lambda: _safe_tls_status(port, ctx) == 200, timeout=20, msg="the Gateway to serve TLS")
+    c.request("GET", "/", headers={"Host": "a.example.com"})
+    r = c.getresponse()
+    assert r.status == 421 and r.getheader("connection", "").lower() == "close", (r.status, r.getheaders())
+    r.read()
+    c.close()
+    assert rv.alive()
+
+
+def _safe_tls_status(port, ctx):
+    try:
+        return tls_get(port, "a.example.com", ctx=ctx, timeout=2)[0]
+    except (OSError, ssl.SSLError):
+        return None
