@@ -949,6 +949,9 @@ enum { WK_DCS = 0, WK_SERVICES, WK_HEALTH };
 #define PUBLISH_GAP_MS 20           /* coalesce a burst of answers into one view */
 #define PUBLISH_GAP_SYNCING_MS 250  /* while the first answers arrive */
 #define DCS_REFRESH_MS 60000
+#define SWEEP_MS 60000              /* more watches than the cap: each is read about this often */
+#define PUSHBACK_MIN 16              /* the cap never goes below this after 429s */
+#define PUSHBACK_RECOVER_MS 600000  /* 10 min without a 429: the cap doubles (up to its value) */
 #define TRIM_DELAY_MS 3000          /* after the first synced view: the snapshot built from it */
 #define MAX_BODY (64u << 20)
 
@@ -1008,7 +1011,10 @@ struct rv_disc_s {
     uint32_t nw, capw;
     uint32_t inflight, cursor;
     uint32_t inflight_blocking;
-    uint32_t max_blocking;      /* effective cap on blocking queries (opts, fd limit) */
+    uint32_t max_blocking;      /* effective cap on blocking queries (opts, fd limit, 429s) */
+    uint32_t cap_blocking;      /* what opts and the fd limit allow (max_blocking goes back to it) */
+    uint32_t max_plain;         /* plain reads at once: PLAIN_INFLIGHT, less after a 429 */
+    int64_t pushed_back_at;     /* last 429 that lowered the cap (monotonic ms), 0: none */
     int ep;                     /* epoll: curl's sockets and wake_fd */
     int wake_fd;                /* eventfd: rv_disc_stop wakes the loop */
     shard_t *sh;                /* multi handles; a watch stays in one (w->shard) */
@@ -1189,7 +1195,8 @@ static int wait_for(const rv_disc_t *d, const watch_t *w)
     if (n + d->ndcs <= slots)
         return wait;
     /* more watches than slots: shorter waits so every service gets its turn */
-    int64_t shared = (int64_t)wait * slots / (n + d->ndcs);
+    /* a sweep of every watch takes about min(wait, 60 s) */
+    int64_t shared = (int64_t)(wait < SWEEP_MS ? wait : SWEEP_MS) * slots / (n + d->ndcs);
     return (int)(shared < MIN_SHARED_WAIT_MS ? MIN_SHARED_WAIT_MS : shared);
 }
 
@@ -1317,6 +1324,42 @@ static void apply_dcs(rv_disc_t *d, const char *body, size_t len)
     json_decref(root);
 }
 
+/*
+ * Consul answered 429 Too Many Requests: its RPC rate limit (protocols.md 1), or, on the
+ * agents that answer it so, its per-client connection limit (limits.http_max_conns_per_client,
+ * 200 by default) - each held query is a connection. Hold fewer: the cap becomes 3/4 of the
+ * queries open now (at least PUSHBACK_MIN) and plain reads a quarter of that, so the services
+ * take turns (wait_for) instead of failing; logged. 10 min without a 429 doubles it back
+ * (recover_cap), up to the configured cap.
+ */
+static void push_back(rv_disc_t *d, int64_t now)
+{
+    uint32_t open = d->inflight + 1;
+    uint32_t cap = open * 3 / 4;
+    if (cap < PUSHBACK_MIN)
+        cap = PUSHBACK_MIN;
+    d->pushed_back_at = now;
+    if (cap >= d->max_blocking)
+        return;
+    rv_log_warn("consul discovery: Consul answered 429 Too Many Requests with %u queries open (rate limit, or "
+                "limits.http_max_conns_per_client); holding at most %u blocking queries, services take turns",
+                open, cap);
+    d->max_blocking = cap;
+    d->max_plain = cap / 4 < PLAIN_INFLIGHT ? (cap / 4 ? cap / 4 : 1) : PLAIN_INFLIGHT;
+}
+
+static void recover_cap(rv_disc_t *d, int64_t now)
+{
+    if (!d->pushed_back_at || now - d->pushed_back_at < PUSHBACK_RECOVER_MS)
+        return;
+    uint32_t cap = d->max_blocking * 2;
+    d->max_blocking = cap > d->cap_blocking ? d->cap_blocking : cap;
+    d->max_plain = d->max_blocking / 4 < PLAIN_INFLIGHT ? d->max_blocking / 4 + 1 : PLAIN_INFLIGHT;
+    d->pushed_back_at = d->max_blocking < d->cap_blocking ? now : 0;
+    rv_log_info("consul discovery: no 429 from Consul for %d min; holding up to %u blocking queries",
+                PUSHBACK_RECOVER_MS / 60000, d->max_blocking);
+}
+
 static void finish(rv_disc_t *d, watch_t *w, CURLcode cc, int64_t now)
 {
     long status = 0;
@@ -1329,6 +1372,8 @@ static void finish(rv_disc_t *d, watch_t *w, CURLcode cc, int64_t now)
     if (w->dead)
         return;
     int rc = 0;
+    if (cc == CURLE_OK && status == 429)
+        push_back(d, now);
     if (cc != CURLE_OK || status != 200) {
         rc = RV_EIO;
         if (w->failures == 0 || rv_log_level >= RV_LOG_DEBUG) {
@@ -1467,14 +1512,14 @@ static int64_t start_due(rv_disc_t *d, int64_t now)
     uint32_t last_started = 0;
     uint32_t inflight_plain = d->inflight - d->inflight_blocking;
     for (uint32_t k = 0; k < nw; k++) {
-        if (inflight_plain >= PLAIN_INFLIGHT && d->inflight_blocking >= d->max_blocking)
+        if (inflight_plain >= d->max_plain && d->inflight_blocking >= d->max_blocking)
             break;
         uint32_t i = (d->cursor + k) % nw;
         watch_t *w = d->w[i];
         bool plain = w->kind == WK_DCS || w->index == 0;
         if (w->inflight || w->dead)
             continue;
-        if (plain ? inflight_plain >= PLAIN_INFLIGHT : d->inflight_blocking >= d->max_blocking)
+        if (plain ? inflight_plain >= d->max_plain : d->inflight_blocking >= d->max_blocking)
             continue;
         if (w->not_before > now) {
             if (w->not_before < next)
@@ -1568,6 +1613,7 @@ static void *run(void *arg)
         }
         now = mono_ms();
         int64_t next = scan_at;
+        recover_cap(d, now);
         /* The first sync parses every service and the control thread builds its first big
          * snapshot from it (JSON dumps included): freed memory that glibc keeps in its arenas
          * unless asked. Once, a few seconds after the first synced view. */
@@ -1779,7 +1825,8 @@ rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd)
         goto fail;
     d->o.tags_allow = NULL;
     d->o.ntags_allow = 0;
-    d->max_blocking = fd_cap(o->max_queries ? o->max_queries : rv_disc_max_queries());
+    d->max_blocking = d->cap_blocking = fd_cap(o->max_queries ? o->max_queries : rv_disc_max_queries());
+    d->max_plain = PLAIN_INFLIGHT;
     uint32_t nsh = (d->max_blocking + PLAIN_INFLIGHT + SHARD_WATCHES - 1) / SHARD_WATCHES;
     d->sh = calloc(nsh, sizeof(*d->sh));
     bool multis = d->sh != NULL;

@@ -468,3 +468,46 @@ def test_soft_open_files_limit_is_raised_for_the_queries(cfg, backend, rivet, co
     wait_for(lambda: len(consul.blocked_now("/v1/health/service/" + fleet)) == 300, timeout=30,
              msg="300 blocking health queries held")
     assert "open files limit raised from 256 to" in rv.stderr(), rv.stderr()[-2000:]
+
+
+def test_429_lowers_the_number_of_queries_held(cfg, backend, rivet, consul):
+    """Consul answering 429 Too Many Requests (its rate limit; some agents also answer it to
+    connections over limits.http_max_conns_per_client) makes rivet hold fewer blocking queries
+    (3/4 of those open, logged); the services then take turns, and every one stays discovered
+    and a health change still reaches traffic."""
+    need_double(consul)
+    fleet = unique("pushback")
+    names = ["%s-%03d" % (fleet, i) for i in range(120)]
+    target = names[0]
+    bs = [named(backend, "b%d" % i) for i in range(2)]
+    for i, b in enumerate(bs):
+        consul.register_service(target, service_id="%s-%d" % (target, i), address="127.0.0.1", port=b.port,
+                                health="passing")
+    for i, name in enumerate(names[1:]):
+        consul.register_service(name, service_id=name + "-0", address="127.0.0.1", port=1 + i, health="passing")
+    (cfg.root / NS).mkdir(parents=True, exist_ok=True)
+    # short waits, so that queries held before the 429 come back soon and are not held again
+    (cfg.root / NS / "default.yaml").write_text("consul: {waitTime: 2s, serviceDiscovery: {}}\n")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=target)])
+    rv = rivet(cfg, env={"CONSUL_HTTP_ADDR": consul.addr})
+    paths = {"/v1/health/service/" + n for n in names}
+    wait_for(lambda: set(consul.blocked_now("/v1/health/service/" + fleet)) == paths, timeout=30,
+             msg="a blocking query held for each of the 120 services")
+    consul.fault("error", status=429, body="rate limit exceeded", count=3, paths=["/v1/health/service/"])
+    wait_for(lambda: "Consul answered 429 Too Many Requests" in rv.stderr(), timeout=15, msg="the 429 logged")
+    line = [ln for ln in rv.stderr().splitlines() if "Consul answered 429" in ln][-1]
+    cap = int(line.split("holding at most ")[1].split()[0])
+    assert 16 <= cap < 121, line
+    # the queries held before the 429 come back within a wait; then no more than the cap
+    time.sleep(4)
+    most = 0
+    for _ in range(30):
+        most = max(most, sum(consul.blocked_now("/v1/").values()))
+        time.sleep(0.05)
+    assert most <= cap, (most, cap)
+    want = {"%s.%s" % (NS, n) for n in names}
+    wait_for(lambda: want <= {c["name"] for c in rv.config_dump()["clusters"] if c["endpoints"]}, timeout=15,
+             msg="every service still discovered")
+    consul.set_check_status("service:%s-1" % target, "critical")
+    wait_for(lambda: hits(rv, bs, 8)[0]["b1"] == 0, timeout=15, msg="b1 out of rotation while taking turns")
