@@ -65,7 +65,7 @@ rv_str_t rv_dp_client_identity(rv_dp_conn_t *d)
     if (!t)
         return RV_STR_NULL;
     if (t->xfcc_len < 0) {
-        char buf[4096];
+        char buf[RV_DP_XFCC_MAX];  /* a longer identity keeps a prefix of its SANs (server.h) */
         int n = rv_tls_peer_xfcc(&t->t, buf, sizeof(buf));
         t->xfcc_len = 0;
         if (n > 0 && (t->xfcc = malloc((size_t)n))) {
@@ -652,7 +652,7 @@ static bool misdirected(rv_dp_conn_t *d, const rv_listener_cfg_t *l, const rv_vh
     uint32_t chain = rv_tls_server_select(l->tls, sni, sni ? strlen(sni) : 0);
     if (vh->tls_chain != chain)
         return true;
-    return rv_tls_server_chain_mtls(l->tls, chain) && rv_dp_client_identity(d).len == 0;
+    return rv_tls_server_chain_mtls(l->tls, chain) && !rv_tls_peer_verified(&d->tls->t);
 }
 
 /* A head was parsed from conn->in: set up the stream, route it, and act. */

@@ -323,8 +323,12 @@ int rv_dp_local_reply(rv_dp_conn_t *d, int status, rv_str_t body, rv_str_t locat
 void rv_dp_abort(rv_dp_conn_t *d, uint32_t flag);
 void rv_dp_touch(rv_dp_conn_t *d);
 void rv_dp_compact_in(rv_dp_conn_t *d);
+/* Longest x-forwarded-client-cert value rivet sends and logs (Hash and Subject always fit;
+ * SANs past it are left out, see rv_tls_peer_xfcc). */
+#define RV_DP_XFCC_MAX 4096
 /* The verified client certificate as an x-forwarded-client-cert value (computed once per
- * connection); len 0 when none. */
+ * connection); len 0 when none, or on OOM (whether the client verified is
+ * rv_tls_peer_verified's answer, never this length). */
 rv_str_t rv_dp_client_identity(rv_dp_conn_t *d);
 
 /* ---- upstream.c ---------------------------------------------------------------------- */

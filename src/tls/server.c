@@ -703,13 +703,16 @@ uint32_t rv_tls_server_select(const rv_tls_server_t *s, const char *sni, size_t 
 
 /* ---- identity ---------------------------------------------------------------------------- */
 
+bool rv_tls_peer_verified(const rv_tls_t *t)
+{
+    return t->ssl && SSL_get0_peer_certificate(t->ssl) && SSL_get_verify_result(t->ssl) == X509_V_OK;
+}
+
 int rv_tls_peer_xfcc(const rv_tls_t *t, char *out, size_t cap)
 {
-    if (!t->ssl || cap < 2)
+    if (!rv_tls_peer_verified(t) || cap < 80)
         return 0;
     X509 *c = SSL_get0_peer_certificate(t->ssl);
-    if (!c || SSL_get_verify_result(t->ssl) != X509_V_OK)
-        return 0;
     unsigned char md[32];
     unsigned int mdlen = 0;
     if (!X509_digest(c, EVP_sha256(), md, &mdlen))
@@ -741,13 +744,18 @@ int rv_tls_peer_xfcc(const rv_tls_t *t, char *out, size_t cap)
     X509_NAME_print_ex(b, X509_get_subject_name(c), 0, XN_FLAG_RFC2253);
     char *subj;
     long sl = BIO_get_mem_data(b, &subj);
-    PUT(";Subject=\"", 10);
-    for (long i = 0; i < sl; i++) {
-        if (subj[i] == '"' || subj[i] == '\\')
-            PUT("\\", 1);
-        PUT(&subj[i], 1);
+    size_t esc = 0;
+    for (long i = 0; i < sl; i++)
+        esc += (subj[i] == '"' || subj[i] == '\\') ? 2 : 1;
+    if (o + 11 + esc < cap) {   /* the whole Subject or none of it */
+        PUT(";Subject=\"", 10);
+        for (long i = 0; i < sl; i++) {
+            if (subj[i] == '"' || subj[i] == '\\')
+                PUT("\\", 1);
+            PUT(&subj[i], 1);
+        }
+        PUT("\"", 1);
     }
-    PUT("\"", 1);
     gens = X509_get_ext_d2i(c, NID_subject_alt_name, NULL, NULL);
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens); i++) {
@@ -762,9 +770,12 @@ int rv_tls_peer_xfcc(const rv_tls_t *t, char *out, size_t cap)
                     clean = false;
             if (!clean)
                 continue;       /* never forward a value that could forge another element */
+            if (o + 5 + (size_t)l >= cap)
+                goto done;      /* this SAN and every later one left out (a prefix is kept) */
             PUT(pass == 0 ? ";URI=" : ";DNS=", 5);
             PUT(p, (size_t)l);
         }
+done:
     out[o] = 0;
     rc = (int)o;
 out:

@@ -94,11 +94,18 @@ uint32_t rv_tls_server_select(const rv_tls_server_t *s, const char *sni, size_t 
 /* Whether chain i requires a verified client certificate (rootCa given, not oneWayTls). */
 bool rv_tls_server_chain_mtls(const rv_tls_server_t *s, uint32_t i);
 
+/* Whether session t carries a client certificate that verified (present, verify result OK).
+ * This, not the formatted identity below, decides whether a request has a verified client. */
+bool rv_tls_peer_verified(const rv_tls_t *t);
+
 /*
  * The verified client certificate of session t as Envoy's x-forwarded-client-cert element
  * (`Hash=<sha256 hex>;Subject="<RFC 2253>";URI=<uri>;DNS=<dns>...`, with `"` and `\`
- * escaped in Subject) into out (cap bytes, NUL-terminated). Returns its length, 0 when the
- * session has no verified peer certificate, or RV_ETOOBIG/RV_ENOMEM.
+ * escaped in Subject) into out (cap bytes, NUL-terminated). Bounded by cap, never cut inside
+ * an element: Hash always; Subject whole or left out when it does not fit; then the URI SANs
+ * and the DNS SANs in certificate order up to the first one that does not fit, which and all
+ * later ones are left out. Returns its length, 0 when the session has no verified peer
+ * certificate or cap < 80, or RV_ENOMEM.
  */
 int rv_tls_peer_xfcc(const rv_tls_t *t, char *out, size_t cap);
 

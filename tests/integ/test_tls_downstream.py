@@ -875,3 +875,60 @@ def _safe_tls_status(port, ctx):
         return tls_get(port, "a.example.com", ctx=ctx, timeout=2)[0]
     except (OSError, ssl.SSLError):
         return None
+
+
+def _big_san_client(certs, name, n):
+    sans = ["URI:spiffe://test/%s" % name] + ["DNS:host%03d.a-rather-long-subdomain.example.com" % i
+                                              for i in range(n)]
+    return certs.leaf(name, name, sans, client=True)
+
+
+def test_client_cert_with_many_sans_keeps_identity(cfg, rivet, certs, backend):
+    """A verified client certificate whose identity is longer than the header cap (120 DNS
+    SANs, about 5.5 KB) is served on an mTLS service (was 421: the formatted identity came out
+    empty and was taken for "no certificate"), and its identity is forwarded and logged with
+    Hash, Subject and a prefix of the SANs (was: none at all with oneWayTls)."""
+    be = backend("be")
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    big = _big_san_client(certs, "bigsan", 120)
+    port = tls_gateway(cfg)
+    cfg.upstream("up", [be])
+    cfg.vs("m", [route(prefix="/", upstream="up")], domains=["m.example.com"],
+           sslConfig=ssl_cfg(*a, sni=["m.example.com"], rootCa=certs.ca_crt))
+    cfg.vs("ow", [route(prefix="/", upstream="up")], domains=["ow.example.com"],
+           sslConfig=ssl_cfg(*a, sni=["ow.example.com"], rootCa=certs.ca_crt, oneWayTls=True))
+    rv = rivet(cfg, args=["--access-log", "json"])
+    ctx = client_ctx(certs.ca_crt, *big)
+    import hashlib
+    want_hash = "Hash=" + hashlib.sha256(ssl.PEM_cert_to_DER_cert(open(big[0]).read())).hexdigest()
+    for i, sni in enumerate(["m.example.com", "ow.example.com"]):
+        st, body, _ = tls_get(port, sni, ctx=ctx, headers={"X-Request-Id": "bigsan-%d" % i})
+        assert st == 200, (sni, st, body[:200])
+        hdrs = [(k.lower(), v) for k, v in json.loads(body)["headers"]]
+        xfcc = [v for k, v in hdrs if k == "x-forwarded-client-cert"]
+        assert len(xfcc) == 1, (sni, [k for k, _ in hdrs])
+        v = xfcc[0]
+        parts = v.split(";")
+        assert parts[0] == want_hash and parts[1] == 'Subject="CN=bigsan"', v[:300]
+        assert parts[2] == "URI=spiffe://test/bigsan", v[:300]
+        dns = [p[4:] for p in parts[3:]]
+        assert all(p.startswith("DNS=") for p in parts[3:]), v
+        # a prefix of the certificate's DNS names, each whole, within the documented 4096 bytes
+        assert 0 < len(dns) < 120 and len(v) <= 4096, (len(dns), len(v))
+        assert dns == ["host%03d.a-rather-long-subdomain.example.com" % k for k in range(len(dns))], dns[-3:]
+
+    def recs():
+        out = {}
+        for ln in rv.stdout().splitlines():
+            try:
+                r = json.loads(ln)
+            except ValueError:
+                continue
+            if isinstance(r, dict) and str(r.get("x_request_id", "")).startswith("bigsan-"):
+                out[r["x_request_id"]] = r
+        return out if len(out) == 2 else None
+    by_id = wait_for(recs, timeout=10, msg="2 access log records")
+    for r in by_id.values():
+        assert r["response_code"] == 200, r
+        assert (r["downstream_peer_cert"] or "").startswith(want_hash + ';Subject="CN=bigsan";URI='), r
+    assert len(be.requests) == 2
