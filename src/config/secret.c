@@ -643,6 +643,7 @@ typedef struct srcent_s {
     fsig_t *files;              /* directory sources: what the last scan read */
     size_t nfiles;
     bool scanned;
+    char *unread;               /* rv_secrets_set_unread: why this source is not read yet, or NULL */
 } srcent_t;
 
 struct rv_secrets_s {
@@ -651,6 +652,7 @@ struct rv_secrets_s {
     uint64_t counter;           /* content versions */
     char **watch;               /* rv_secrets_watch: only these namespaces are looked up; NULL/0 = all */
     size_t nwatch;
+    char *unread;               /* the sources' unread notes joined by "; ", or NULL */
 };
 
 static const char not_watched[] = "its namespace is not watched (Settings watchNamespaces)";
@@ -688,11 +690,56 @@ void rv_secrets_free(rv_secrets_t *t)
         bad_free(e->bad, e->nbad);
         free(e->bad);
         files_free(e->files, e->nfiles);
+        free(e->unread);
     }
     for (size_t i = 0; i < t->nwatch; i++)
         free(t->watch[i]);
     free(t->watch);
+    free(t->unread);
     free(t);
+}
+
+int rv_secrets_set_unread(rv_secrets_t *t, int src, const char *note)
+{
+    if (!t || src < 0 || src >= MAX_SOURCES)
+        return RV_EINVAL;
+    srcent_t *e = &t->src[src];
+    if (!note == !e->unread && (!note || !strcmp(note, e->unread)))
+        return 0;
+    char *n = note ? strdup(note) : NULL;
+    if (note && !n)
+        return RV_ENOMEM;
+    bool cleared = e->unread && !note;
+    free(e->unread);
+    e->unread = n;
+    /* the joined text, rebuilt here so a lookup only reads it */
+    size_t len = 0;
+    for (int i = 0; i < MAX_SOURCES; i++)
+        if (t->src[i].unread)
+            len += strlen(t->src[i].unread) + 2;
+    free(t->unread);
+    t->unread = NULL;
+    if (len && (t->unread = malloc(len + 1))) {
+        size_t o = 0;
+        for (int i = 0; i < MAX_SOURCES; i++) {
+            const char *u = t->src[i].unread;
+            if (!u)
+                continue;
+            if (o) {
+                memcpy(t->unread + o, "; ", 2);
+                o += 2;
+            }
+            memcpy(t->unread + o, u, strlen(u));
+            o += strlen(u);
+        }
+        t->unread[o] = '\0';
+    }
+    return cleared ? 1 : 0;
+}
+
+const char *rv_secrets_unread(const rv_secrets_t *t)
+{
+    return t ? t->unread : NULL;
 }
 
 bool rv_secrets_watched(const rv_secrets_t *t, const char *ns)

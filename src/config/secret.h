@@ -115,6 +115,20 @@ int rv_secrets_scan_dir(rv_secrets_t *t, int src, const char *dir);
 const rv_secret_t *rv_secrets_get(const rv_secrets_t *t, const char *ns, const char *name, const char **why);
 
 /*
+ * Mark source src as not read successfully yet (a Vault source before its first poll
+ * succeeded), note saying so for messages ("Vault source <addr>: not read yet: <reason>"; no
+ * key material); NULL clears it (the source has been read). A missing secret may then be one
+ * this source holds: rv_secrets_unread names every such source, and the build appends it to
+ * its "not found". Returns 1 when the mark was cleared (rebuild: a "not found" may now be
+ * stale), 0 otherwise, RV_ENOMEM, RV_EINVAL.
+ */
+int rv_secrets_set_unread(rv_secrets_t *t, int src, const char *note);
+
+/* The notes of every source marked unread, in source order, joined by "; "; NULL when none
+ * (or on OOM building it). Valid until the next rv_secrets_set_unread. */
+const char *rv_secrets_unread(const rv_secrets_t *t);
+
+/*
  * Restrict lookups to the namespaces ns[0..n) (Settings watchNamespaces, which already holds
  * the discovery namespace; n 0 = every namespace), as Gloo watches secrets only there: a
  * lookup elsewhere is NULL with a reason saying so. Sources still hold what they read.
@@ -155,5 +169,7 @@ struct rv_store_s;
  */
 void rv_store_attach_secrets(struct rv_store_s *st, const rv_secrets_t *t);
 const rv_secret_t *rv_store_secret(const struct rv_store_s *st, const char *ns, const char *name, const char **why);
+/* rv_secrets_unread of the attached table (NULL when none): to say why a secret is missing. */
+const char *rv_store_secrets_unread(const struct rv_store_s *st);
 
 #endif

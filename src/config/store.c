@@ -801,3 +801,8 @@ const rv_secret_t *rv_store_secret(const rv_store_t *st, const char *ns, const c
         return NULL;
     return rv_secrets_get(st->secrets, ns, name, why);
 }
+
+const char *rv_store_secrets_unread(const rv_store_t *st)
+{
+    return st ? rv_secrets_unread(st->secrets) : NULL;
+}

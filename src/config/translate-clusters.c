@@ -497,9 +497,10 @@ static rv_tls_client_t *upstream_tls(bctx_t *b, tres_t *t, const us_t *u, uint64
     if (ss->secret.h.set) {
         const char *ns = ss->secret.ns && ss->secret.ns[0] ? ss->secret.ns : t->ns, *sw = NULL;
         const rv_secret_t *sec = lookup_secret(b, ns, ss->secret.name, &sw);
+        const char *unread = sec || sw || !b->st ? NULL : rv_store_secrets_unread(b->st);
         if (!sec)
-            snprintf(why, sizeof(why), "sslConfig.secretRef: secret %s/%s %s", ns, ss->secret.name,
-                     sw ? sw : "not found");
+            snprintf(why, sizeof(why), "sslConfig.secretRef: secret %s/%s %s%s%s%s", ns, ss->secret.name,
+                     sw ? sw : "not found", unread ? " (" : "", unread ? unread : "", unread ? ")" : "");
         else if (sec->kind != RV_SECRET_TLS)
             snprintf(why, sizeof(why), "sslConfig.secretRef: secret %s/%s is not a tls secret", ns, ss->secret.name);
         else if (!sec->cert_chain != !sec->private_key)

@@ -104,8 +104,10 @@ static bool load_material(bctx_t *b, tres_t *t, tmat_t *m)
         memcpy(m->ca_src, m->cert_src, sizeof(m->ca_src));
         memcpy(m->ocsp_src, m->cert_src, sizeof(m->ocsp_src));
         if (!sec) {
-            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s %s%s", ns, sc->secret.name,
-                       why ? "is unusable: " : "not found", why ? why : "");
+            const char *unread = why ? NULL : rv_store_secrets_unread(b->st);
+            cfg_addmsg(b, t, true, "sslConfig.secretRef: secret %s/%s %s%s%s%s%s", ns, sc->secret.name,
+                       why ? "is unusable: " : "not found", why ? why : "", unread ? " (" : "",
+                       unread ? unread : "", unread ? ")" : "");
             return false;
         }
         if (sec->kind != RV_SECRET_TLS) {

@@ -755,7 +755,7 @@ static int secrets_sync(ctl_t *c)
     }
     /* one watcher per Vault source (vault.h), feeding the new table from its first poll */
     rv_vault_srcs_stop(c->vault);
-    c->vault = rv_vault_srcs_start(&c->settings, c->ep);
+    c->vault = rv_vault_srcs_start(&c->settings, c->ep, c->secrets);
     /* the next build resolves Vault secretRefs (the first config, or the one after a change of
      * sources): wait, bounded, for the first polls rather than reject what needs them */
     rv_vault_srcs_warm(c->vault, c->secrets, DISC_WARM_MS);

@@ -1555,7 +1555,8 @@ rv_vault_t *rv_vault_start(const rv_vault_opts_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto fail;
     }
-    set_health(v, 0, "vault %s: waiting for the first read", rv_vault_client_address(v->client));
+    set_health(v, 0, "vault %s: unhealthy: not read yet (waiting for the first poll)",
+               rv_vault_client_address(v->client));
     v->tried = false;       /* not started yet: nothing tried */
     if (pthread_create(&v->thread, NULL, watch, v) != 0) {
         snprintf(err, errlen, "cannot start the Vault watcher thread");
@@ -1645,11 +1646,21 @@ struct rv_vault_srcs_s {
         rv_vault_t *w;
         int src;
         int healthy;            /* as last reported to secretsrc: -1 not yet */
+        bool read;              /* a first set of secrets went into the table */
         char detail[400];
     } s[RV_SECRETS_MAX_SOURCES];
 };
 
-rv_vault_srcs_t *rv_vault_srcs_start(const rv_settings_t *st, int ep)
+/* Mark source src unread in t with why (NULL: no reason known yet), for "not found" messages. */
+static void mark_unread(rv_secrets_t *t, int src, const char *addr, const char *why)
+{
+    char note[600];
+    snprintf(note, sizeof(note), "Vault source %s: not read yet%s%s", addr, why ? ": " : "", why ? why : "");
+    if (rv_secrets_set_unread(t, src, note) == RV_ENOMEM)
+        rv_log_error("secret source %d: out of memory noting it is not read yet", src);
+}
+
+rv_vault_srcs_t *rv_vault_srcs_start(const rv_settings_t *st, int ep, rv_secrets_t *t)
 {
     rv_vault_srcs_t *vs = calloc(1, sizeof(*vs));
     if (!vs)
@@ -1671,8 +1682,13 @@ rv_vault_srcs_t *rv_vault_srcs_start(const rv_settings_t *st, int ep)
             const char *addr = st->secret_srcs[i].vault.address ? st->secret_srcs[i].vault.address : "(VAULT_ADDR)";
             rv_log_error("secret source %u: vault %s cannot start: %s; its secrets are missing", i, addr, err);
             rv_secretsrc_health((int)i, false, "secrets vault %s: unavailable: %s", addr, err);
+            mark_unread(t, (int)i, addr, err);
             continue;
         }
+        /* unhealthy until its first read: /ready shows it (and is not ready) in that window */
+        rv_secretsrc_health((int)i, false, "secrets vault %s: unhealthy: not read yet (waiting for the first poll)",
+                            rv_vault_client_address(w->client));
+        mark_unread(t, (int)i, rv_vault_client_address(w->client), NULL);
         rv_log_info("secret source %u: vault %s (polled every %lld ms)", i, rv_vault_client_address(w->client),
                     (long long)atomic_load(&w->refresh_ms));
         vs->s[vs->n].w = w;
@@ -1719,9 +1735,21 @@ int rv_vault_srcs_event(rv_vault_srcs_t *vs, int fd, rv_secrets_t *t)
                 rv_secretsrc_changed(t, vs->s[i].src);  /* logs what changed, once */
                 changed = 1;
             }
+            if (rc >= 0 && !vs->s[i].read) {
+                vs->s[i].read = true;
+                if (rv_secrets_set_unread(t, vs->s[i].src, NULL) == 1)
+                    changed = 1;    /* a "not found ... not read yet" may be answered now */
+            }
         }
         char d[400];
         bool h = rv_vault_health(vs->s[i].w, d, sizeof(d));
+        if (!vs->s[i].read) {
+            /* "vault <addr>: unhealthy: <step>: <what>" -> the part after "unhealthy: " */
+            const char *u = strstr(d, ": unhealthy: ");
+            if (u && !strncmp(u + 13, "not read yet", 12))
+                u = NULL;   /* no failure yet: only waiting */
+            mark_unread(t, vs->s[i].src, rv_vault_client_address(vs->s[i].w->client), u ? u + 13 : NULL);
+        }
         if (vs->s[i].healthy != (int)h || strcmp(d, vs->s[i].detail) != 0) {
             vs->s[i].healthy = h;
             snprintf(vs->s[i].detail, sizeof(vs->s[i].detail), "%s", d);

@@ -182,15 +182,19 @@ typedef struct rv_vault_srcs_s rv_vault_srcs_t;
 /*
  * Start one watcher per Vault source of s (secret table index = its index in s->secret_srcs),
  * each fd added to the epoll set ep. A source that cannot start (no way to authenticate, ...)
- * is logged and reported unhealthy through secretsrc.h. NULL on OOM.
+ * is logged and reported unhealthy through secretsrc.h. Every source is reported unhealthy
+ * ("not read yet") until its first poll, and marked unread in t (rv_secrets_set_unread) until
+ * its first secrets went into t, so a secretRef it might hold is "not found (Vault source
+ * <addr>: not read yet: <reason>)" meanwhile. NULL on OOM.
  */
-rv_vault_srcs_t *rv_vault_srcs_start(const rv_settings_t *s, int ep);
+rv_vault_srcs_t *rv_vault_srcs_start(const rv_settings_t *s, int ep, rv_secrets_t *t);
 
 /*
  * fd became readable: when it is one of the watchers', put its latest secrets into t
  * (rv_vault_apply, then rv_secretsrc_changed logs what changed) and report its health
- * (rv_secretsrc_health) when that changed. Returns 1 when a secret changed (rebuild), 0 when
- * not, -1 when fd is none of the watchers'.
+ * (rv_secretsrc_health) when that changed; the first secrets clear the source's unread mark
+ * in t (until then its note carries the latest failure). Returns 1 when a secret changed or
+ * the unread mark was cleared (rebuild), 0 when not, -1 when fd is none of the watchers'.
  */
 int rv_vault_srcs_event(rv_vault_srcs_t *vs, int fd, rv_secrets_t *t);
 

@@ -1132,3 +1132,60 @@ def test_switching_vault_sources_never_rejects_what_both_hold(rivet, cfg, double
     wait_for(lambda: tls_get(port, "a.example.com", ctx=ctx)[2]["cn"] == "two.example.com", T,
              msg="the secret of the new source served")
     assert "VirtualService %s/a rejected" % NS not in rv.stderr(), rv.stderr()[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# a secret missing because its Vault source has not been read yet says so
+
+
+def _vault_tls_vs(cfg, certs, rk, double):
+    from test_tls_downstream import direct_vs, tls_gateway
+    one = certs.leaf("one", "one.example.com", ["DNS:a.example.com"])
+    double.seed_gloo_secret(NS, "a-tls", gloo_tls(open(one[0]).read(), open(one[1]).read()), root_key=rk)
+    port = tls_gateway(cfg)
+    direct_vs(cfg, "a", "vs-a", ["a.example.com"], {"secretRef": {"name": "a-tls", "namespace": NS},
+                                                    "sniDomains": ["a.example.com"]})
+    direct_vs(cfg, "miss", "vs-miss", ["m.example.com"], {"secretRef": {"name": "nowhere", "namespace": NS},
+                                                          "sniDomains": ["m.example.com"]})
+    return port
+
+
+def test_vault_sealed_at_start_rejection_names_the_unread_source(rivet, cfg, double, tmp_path):
+    """Sealed at start: the VirtualService whose secret is in Vault is Rejected with a reason
+    saying the secret is missing because that Vault source has not been read yet (and why);
+    once Vault is unsealed it is Accepted, and a secret Vault really lacks is a plain
+    "not found" again."""
+    from test_tls_downstream import Certs, client_ctx, tls_get
+    certs = Certs(tmp_path / "certs")
+    port = _vault_tls_vs(cfg, certs, "sealedstart", double)
+    double.fault("sealed")
+    rv = start(rivet, cfg, double, "sealedstart")
+    r = rv.wait_status("VirtualService", "a", "Rejected")
+    want = "secret %s/a-tls not found (Vault source %s: not read yet: " % (NS, double.url)
+    assert want in r["reason"] and "sealed" in r["reason"].split(want, 1)[1], r
+    assert "unhealthy" in vault_line(rv) and "sealed" in vault_line(rv), ready_text(rv)
+    double.clear_fault("sealed")
+    rv.wait_status("VirtualService", "a", "Accepted", timeout=T)
+    assert tls_get(port, "a.example.com", ctx=client_ctx(certs.ca_crt))[:2] == (200, b"vs-a")
+    r = rv.wait_status("VirtualService", "miss", "Rejected")
+    assert "secret %s/nowhere not found" % NS in r["reason"] and "not read yet" not in r["reason"], r
+    wait_healthy(rv, 1)
+
+
+def test_vault_unanswered_at_start_is_not_read_yet_in_reason_and_ready(rivet, cfg, double, tmp_path):
+    """Vault accepts but never answers at start: after the bounded startup wait the first
+    config rejects the VirtualService with "not read yet" naming the source, and /ready
+    lists that source as unhealthy, not read yet (before: no line for it at all)."""
+    from test_tls_downstream import Certs
+    certs = Certs(tmp_path / "certs")
+    _vault_tls_vs(cfg, certs, "hungstart", double)
+    double.fault("down", mode="hang")
+    try:
+        rv = start(rivet, cfg, double, "hungstart")
+        r = rv.wait_status("VirtualService", "a", "Rejected")
+        assert "secret %s/a-tls not found (Vault source %s: not read yet" % (NS, double.url) in r["reason"], r
+        line = vault_line(rv)
+        assert double.url in line and "unhealthy" in line and "not read yet" in line, ready_text(rv)
+        assert metric(rv, "rivet_secret_source_healthy", source="vault") == 0
+    finally:
+        double.clear_fault("down")

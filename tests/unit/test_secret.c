@@ -347,7 +347,22 @@ static void test_table(void)
     CHECK_INT(rv_secrets_replace(t, RV_SECRETS_MAX_SOURCES, l6, 1, bd4, 1), RV_EINVAL, "source out of range");
     CHECK_INT(rv_secrets_replace(t, -1, NULL, 0, NULL, 0), RV_EINVAL, "negative source");
 
-    rv_secrets_free(t);
+    /* sources not read yet: named for "not found" messages, joined in source order */
+    CHECK(rv_secrets_unread(t) == NULL, "no unread source");
+    CHECK_INT(rv_secrets_set_unread(t, 5, "Vault source B: not read yet"), 0, "mark: no rebuild");
+    CHECK_INT(rv_secrets_set_unread(t, 3, "Vault source A: not read yet: sealed"), 0, "mark another");
+    const char *u = rv_secrets_unread(t);
+    CHECK(u && !strcmp(u, "Vault source A: not read yet: sealed; Vault source B: not read yet"),
+          "joined in source order: %s", u ? u : "(null)");
+    CHECK_INT(rv_secrets_set_unread(t, 3, "Vault source A: not read yet: sealed"), 0, "same note: no change");
+    CHECK_INT(rv_secrets_set_unread(t, 3, NULL), 1, "cleared: rebuild");
+    u = rv_secrets_unread(t);
+    CHECK(u && !strcmp(u, "Vault source B: not read yet"), "the other left: %s", u ? u : "(null)");
+    CHECK_INT(rv_secrets_set_unread(t, 3, NULL), 0, "clearing again: nothing");
+    CHECK_INT(rv_secrets_set_unread(t, RV_SECRETS_MAX_SOURCES, "x"), RV_EINVAL, "source out of range");
+    CHECK(rv_secrets_get(t, "ns", "zz", &why) == NULL && !why, "a missing secret still has no decode reason");
+
+    rv_secrets_free(t);     /* frees the remaining note (ASan) */
     rv_secrets_free(NULL);
     rv_secret_free(NULL);
 }
