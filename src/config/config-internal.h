@@ -258,7 +258,7 @@ typedef struct cus_s {
     strs_t instance_tags;   /* an instance must carry every one */
     strs_t blacklist;       /* an instance must carry none */
     strs_t dcs;             /* only these datacenters; empty = every one */
-    uint32_t consistency;   /* consistencyMode: accepted; the watcher's setting applies */
+    uint32_t consistency;   /* consistencyMode: DefaultMode only (cus_check refuses the others) */
     mhdr_t qopts;           /* queryOptions: accepted, nothing to keep */
 } cus_t;
 typedef struct us_s { mhdr_t h; meta_t meta; static_t st; lbcfg_t lb; cus_t consul; ussl_t ssl; } us_t;

@@ -1089,6 +1089,13 @@ static int cus_check(dctx_t *c, void *msg, const ynode_t *n)
         check_names(c, n, "instanceBlacklistTags", &u->blacklist) < 0 ||
         check_names(c, n, "dataCenters", &u->dcs) < 0)
         return -1;
+    /* rivet holds one watch per service for every Upstream and route that names it, read with
+     * Settings consulDiscovery.consistencyMode; a per-Upstream mode would be silently ignored */
+    if (u->consistency != 0)
+        return cfg_derr(c, fnode(n, "consistencyMode"), "consistencyMode",
+                        "%s on an Upstream is not supported yet (every service is read with Settings "
+                        "consulDiscovery.consistencyMode; set it there, or use DefaultMode here)",
+                        u->consistency == 1 ? "StaleMode" : "ConsistentMode");
     return 0;
 }
 
@@ -1105,7 +1112,7 @@ static const field_t cus_fields[] = {
     FLD("instanceBlacklistTags", F_STRS, OFF(cus_t, blacklist)),
     FLD("dataCenters", F_STRS, OFF(cus_t, dcs)),
     FLD("connectEnabled", F_FALSE_ONLY, .note = "(Consul Connect is not supported)"),
-    /* per-upstream read consistency: the watcher's (Settings consulDiscovery) applies */
+    /* DefaultMode only (cus_check): the watcher reads with Settings consulDiscovery's mode */
     FLD("consistencyMode", F_ENUM, OFF(cus_t, consistency), .enums = consistency_modes),
     FLD("queryOptions", F_MSG, OFF(cus_t, qopts), .sub = &cqopts_desc),
     UNSUP("serviceSpec"),

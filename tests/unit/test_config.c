@@ -588,6 +588,12 @@ static void test_upstreams(void)
         "consul upstream needs serviceName");
     REJ(RK_US, "metadata: {name: x}\nconsul: {serviceName: s, connectEnabled: true}\n",
         "consul.connectEnabled", "consul connectEnabled refused");
+    REJ(RK_US, "metadata: {name: x}\nconsul: {serviceName: s, consistencyMode: StaleMode}\n",
+        "consul.consistencyMode: StaleMode on an Upstream is not supported yet", "per-upstream StaleMode refused");
+    REJ(RK_US, "metadata: {name: x}\nconsul: {serviceName: s, consistencyMode: ConsistentMode}\n",
+        "ConsistentMode on an Upstream is not supported yet", "per-upstream ConsistentMode refused");
+    ACC(RK_US, "metadata: {name: x}\nconsul: {serviceName: s, consistencyMode: DefaultMode}\n",
+        "per-upstream DefaultMode accepted");
     REJ(RK_US, "metadata: {name: x}\nkube: {serviceName: s}\n", "upstream type kube is not supported yet",
         "kube upstream refused");
     REJ(RK_US, "metadata: {name: x}\nawsEc2: {region: r}\n", "upstream type awsEc2 is not supported yet",
