@@ -669,6 +669,8 @@ int rv_h1_chunked_scan(rv_h1_chunked_t *c, const char *in, size_t len, size_t *c
         } else if (c->state >= CS_TR0 && c->state <= CS_END_LF) {
             if (++c->trailer_bytes > RV_H1_TRAILERS_MAX)
                 goto bad;
+            if (c->state != CS_END_LF && !(c->state == CS_TR0 && ch == '\r'))
+                c->trailer_fields++;
             if (c->state == CS_TR_NAME || c->state == CS_TR_VALUE) {
                 if (++c->line_len > RV_H1_CHUNK_LINE_MAX)
                     goto bad;

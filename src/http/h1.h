@@ -98,12 +98,15 @@ typedef struct rv_h1_chunked_s {
     uint64_t remaining;         /* bytes left in the current chunk's data */
     uint32_t line_len;          /* bytes seen on the current size/trailer line (limit) */
     uint32_t trailer_bytes;     /* total trailer bytes (limit) */
+    uint32_t trailer_fields;    /* of those, the bytes of trailer field lines (all but the final
+                                 * CRLF): what a proxy dropping trailers cuts */
     uint32_t digits;
 } rv_h1_chunked_t;
 
 /*
  * Scan in[0..len) as the continuation of a chunked body. The scanner never copies: the caller
- * forwards the consumed bytes verbatim. *consumed is set to the bytes accepted; *payload (may
+ * forwards the consumed bytes verbatim (the proxy cuts the trailer field bytes out first,
+ * counted in trailer_fields). *consumed is set to the bytes accepted; *payload (may
  * be NULL) to the data bytes among them.
  * Returns 0: all input accepted, message not finished; 1: message finished after *consumed
  * bytes (the rest belongs to the next message); RV_EPARSE: bad framing (overflowing or

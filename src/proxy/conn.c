@@ -495,6 +495,28 @@ static void settle_body(rv_dp_conn_t *d)
         d->close_after = true;
 }
 
+/*
+ * Request trailers are dropped, as Envoy's HTTP/1 codec does unless enable_trailers is set
+ * (so no client-sent field, x-forwarded-client-cert included, reaches the upstream after the
+ * body): the trailer field bytes the last scan of take bytes at body_scan accepted are cut
+ * from conn->in before anything forwards them, leaving the last chunk and the final CRLF.
+ * Returns the bytes cut. Only runs for a body that has trailers.
+ */
+static uint32_t cut_trailers(rv_dp_conn_t *d, size_t take)
+{
+    rv_dp_stream_t *s = d->s;
+    uint32_t nf = s->req_ck.trailer_fields - s->tr_cut;
+    uint32_t fin = s->req_ck.trailer_bytes - s->req_ck.trailer_fields;
+    uint32_t nfin = fin - s->tr_fin;
+    /* this scan's bytes: [body, last chunk] [nf field bytes] [nfin final-CRLF bytes] */
+    uint32_t end = s->body_scan + (uint32_t)take - nfin, start = end - nf;
+    memmove(d->in + start, d->in + end, d->in_len - end);
+    d->in_len -= nf;
+    s->tr_cut += nf;
+    s->tr_fin = (uint8_t)fin;
+    return nf;
+}
+
 /* Classify newly read bytes as request body (Content-Length countdown or chunked scan).
  * Returns true on progress. May end the request (bad chunked framing). */
 static bool req_scan(rv_dp_conn_t *d)
@@ -521,6 +543,8 @@ static bool req_scan(rv_dp_conn_t *d)
             rv_dp_local_reply(d, 400, RV_STR("invalid chunked request body"), RV_STR_NULL, DP_F_DPE);
             return true;
         }
+        if (s->req_ck.trailer_fields != s->tr_cut)
+            take -= cut_trailers(d, take);
         if (r == 1)
             s->req_done = true;
     } else {

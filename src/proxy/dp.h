@@ -147,6 +147,8 @@ typedef struct rv_dp_stream_s {
     int req_body;                   /* enum rv_h1_body */
     uint64_t req_remaining;         /* LENGTH: bytes still to receive */
     rv_h1_chunked_t req_ck;
+    uint32_t tr_cut;                /* CHUNKED: trailer field bytes cut from conn->in so far */
+    uint8_t tr_fin;                 /* CHUNKED: bytes of the final CRLF scanned so far */
     uint32_t head_len;              /* request head is conn->in[0..head_len) */
     uint32_t body_scan;             /* conn->in offset: bytes before it are known body */
     uint32_t body_fwd;              /* conn->in offset: first body byte not yet sent/discarded */

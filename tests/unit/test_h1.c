@@ -684,6 +684,18 @@ static void test_chunked(void)
     CHECK_INT(r.payload, 11, "payload 10 + 1");
     CHECK_INT(r.consumed, sizeof b3 - 1, "all consumed");
     CHECK_INT(split_disagreements(b3, sizeof b3 - 1), 0, "b3: identical under every split");
+    {
+        /* trailer_fields: the field lines' bytes, not the final CRLF (what the proxy cuts) */
+        rv_h1_chunked_t ck;
+        size_t used = 0;
+        rv_h1_chunked_init(&ck);
+        CHECK_INT(rv_h1_chunked_scan(&ck, b3, sizeof b3 - 1, &used, NULL), 1, "b3 again");
+        CHECK_INT(ck.trailer_fields, strlen("Trailer-A: 1\r\nx-b:\r\n"), "trailer field bytes counted");
+        CHECK_INT(ck.trailer_bytes - ck.trailer_fields, 2, "the final CRLF is not a field byte");
+        rv_h1_chunked_init(&ck);
+        CHECK_INT(rv_h1_chunked_scan(&ck, b1, sizeof b1 - 1, &used, NULL), 1, "b1 again");
+        CHECK_INT(ck.trailer_fields, 0, "no trailers: no field bytes");
+    }
 
     static const char b4[] = "7fffffffffffffff\r\nabc";
     r = SCAN(b4);
