@@ -6,6 +6,7 @@
  * caller decides what a failure means (the KV watcher logs once per state change).
  */
 #include "control/consul.h"
+#include "control/httpc.h"
 
 #include <curl/curl.h>
 #include <ctype.h>
@@ -34,13 +35,6 @@ struct rv_consul_s {
     struct curl_slist *connect_to;  /* CONSUL_TLS_SERVER_NAME: "name:port:host:port", or NULL */
     _Atomic bool cancelled;
 };
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init_once(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
 
 static char *xdup(const char *s)
 {
@@ -226,7 +220,7 @@ int rv_consul_tls_target(const char *base, const char *server_name, char **url_b
 
 rv_consul_t *rv_consul_new(const rv_consul_cfg_t *cfg)
 {
-    pthread_once(&curl_once, curl_init_once);
+    rv_httpc_global_init();
     rv_consul_t *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
@@ -317,37 +311,6 @@ void rv_consul_resp_free(rv_consul_resp_t *r)
     r->len = 0;
 }
 
-typedef struct xfer_s {
-    rv_consul_resp_t *out;
-    size_t cap;
-    bool too_big;
-} xfer_t;
-
-static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
-{
-    xfer_t *x = ud;
-    size_t n = sz * nm;
-    rv_consul_resp_t *o = x->out;
-    if (o->len + n > MAX_BODY) {
-        x->too_big = true;
-        return 0;
-    }
-    if (o->len + n + 1 > x->cap) {
-        size_t ncap = x->cap ? x->cap : 4096;
-        while (ncap < o->len + n + 1)
-            ncap *= 2;
-        char *b = realloc(o->body, ncap);
-        if (!b)
-            return 0;
-        o->body = b;
-        x->cap = ncap;
-    }
-    memcpy(o->body + o->len, p, n);
-    o->len += n;
-    o->body[o->len] = '\0';
-    return n;
-}
-
 /* Header value of name (case-insensitive) in line, trimmed, into v; false when another header. */
 static bool header_is(const char *line, size_t n, const char *name, char *v, size_t vn)
 {
@@ -367,22 +330,22 @@ static bool header_is(const char *line, size_t n, const char *name, char *v, siz
 
 static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
 {
-    xfer_t *x = ud;
+    rv_consul_resp_t *out = ud;
     size_t n = sz * nm;
     char v[64];
     if (n >= 5 && !strncmp(p, "HTTP/", 5)) {
         /* a new response (after a 100 Continue or a redirect): forget the previous headers */
-        x->out->index = 0;
-        x->out->known_leader = false;
-        x->out->has_known_leader = false;
+        out->index = 0;
+        out->known_leader = false;
+        out->has_known_leader = false;
     } else if (header_is(p, n, "X-Consul-Index", v, sizeof(v))) {
         char *end;
         errno = 0;
         unsigned long long i = strtoull(v, &end, 10);
-        x->out->index = (!errno && end != v && !*end) ? (uint64_t)i : 0;
+        out->index = (!errno && end != v && !*end) ? (uint64_t)i : 0;
     } else if (header_is(p, n, "X-Consul-KnownLeader", v, sizeof(v))) {
-        x->out->known_leader = !strcasecmp(v, "true");
-        x->out->has_known_leader = true;
+        out->known_leader = !strcasecmp(v, "true");
+        out->has_known_leader = true;
     }
     return n;
 }
@@ -433,7 +396,7 @@ static int perform(rv_consul_t *c, const char *method, const char *path, uint64_
         timeout_ms = (long)wait_ms + wait_ms / 16 + 5000;
     }
 
-    xfer_t x = { .out = out };
+    rv_httpc_body_t x = { .max = MAX_BODY };
     CURL *e = c->easy;
     curl_easy_reset(e);
     curl_easy_setopt(e, CURLOPT_URL, url);
@@ -441,10 +404,10 @@ static int perform(rv_consul_t *c, const char *method, const char *path, uint64_
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, rv_httpc_on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, &x);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, out);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     if (c->unix_path)
@@ -453,22 +416,9 @@ static int perform(rv_consul_t *c, const char *method, const char *path, uint64_
         curl_easy_setopt(e, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
         curl_easy_setopt(e, CURLOPT_USERPWD, c->cfg.basic_auth);
     }
-    if (c->cfg.ca_file)
-        curl_easy_setopt(e, CURLOPT_CAINFO, c->cfg.ca_file);
-    if (c->cfg.ca_path)
-        curl_easy_setopt(e, CURLOPT_CAPATH, c->cfg.ca_path);
-    if (c->cfg.cert_file)
-        curl_easy_setopt(e, CURLOPT_SSLCERT, c->cfg.cert_file);
-    if (c->cfg.key_file)
-        curl_easy_setopt(e, CURLOPT_SSLKEY, c->cfg.key_file);
-    if (c->cfg.insecure_skip_verify) {
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    /* CONSUL_TLS_SERVER_NAME: the URL names the server name (SNI, certificate check) and
-     * CURLOPT_CONNECT_TO sends the connection to the configured address (rv_consul_tls_target) */
-    if (c->connect_to)
-        curl_easy_setopt(e, CURLOPT_CONNECT_TO, c->connect_to);
+    /* CONSUL_TLS_SERVER_NAME: connect_to (rv_consul_tls_target) */
+    rv_httpc_tls(e, c->cfg.ca_file, c->cfg.ca_path, c->cfg.cert_file, c->cfg.key_file, c->cfg.insecure_skip_verify,
+                 c->connect_to);
     if (!get) {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
         if (body || !strcmp(method, "PUT")) {
@@ -477,55 +427,11 @@ static int perform(rv_consul_t *c, const char *method, const char *path, uint64_
         }
     }
 
-    int rc = 0;
-    CURLcode res = CURLE_OK;
-    curl_multi_add_handle(c->multi, e);
-    for (;;) {
-        int running = 0;
-        CURLMcode mc = curl_multi_perform(c->multi, &running);
-        if (mc != CURLM_OK) {
-            res = CURLE_FAILED_INIT;
-            snprintf(out->err, sizeof(out->err), "%s", curl_multi_strerror(mc));
-            break;
-        }
-        if (!running) {
-            int q;
-            CURLMsg *m;
-            while ((m = curl_multi_info_read(c->multi, &q)))
-                if (m->msg == CURLMSG_DONE)
-                    res = m->data.result;
-            break;
-        }
-        if (atomic_load(&c->cancelled)) {
-            res = CURLE_ABORTED_BY_CALLBACK;
-            snprintf(out->err, sizeof(out->err), "cancelled");
-            break;
-        }
-        curl_multi_poll(c->multi, NULL, 0, 1000, NULL);
-    }
-    curl_multi_remove_handle(c->multi, e);
-    if (res != CURLE_OK) {
-        if (x.too_big) {
-            snprintf(out->err, sizeof(out->err), "response body larger than %u MiB", MAX_BODY >> 20);
-            rc = RV_ETOOBIG;
-        } else {
-            if (!out->err[0])
-                snprintf(out->err, sizeof(out->err), "%s", curl_easy_strerror(res));
-            rc = res == CURLE_OUT_OF_MEMORY ? RV_ENOMEM : RV_EIO;
-        }
-        free(out->body);
-        out->body = NULL;
-        out->len = 0;
-        out->status = 0;
+    int rc = rv_httpc_run(c->multi, e, &c->cancelled, &x, &out->status, out->err, sizeof(out->err));
+    out->body = x.body;
+    out->len = x.len;
+    if (rc != 0)
         goto done;
-    }
-    long code = 0;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    out->status = (int)code;
-    if (!out->body && !(out->body = calloc(1, 1))) {
-        rc = RV_ENOMEM;
-        goto done;
-    }
     if (out->status >= 300) {
         /* Consul's errors are plain text: keep the first line for logs */
         size_t l = strcspn(out->body, "\r\n");

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "control/consul.h"
+#include "control/httpc.h"
 #include "control/secretsrc.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -56,13 +57,6 @@ struct rv_vault_client_s {
     _Atomic bool cancelled;
 };
 
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-
-static void curl_init_once(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -70,21 +64,10 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Overwrite and free (key material, tokens). */
-static void wipe_free(char *p, size_t n)
-{
-    if (!p)
-        return;
-    volatile char *v = p;
-    while (n--)
-        *v++ = 0;
-    free(p);
-}
-
 static void wipe_str(char **p)
 {
     if (*p)
-        wipe_free(*p, strlen(*p));
+        rv_httpc_wipe_free(*p, strlen(*p));
     *p = NULL;
 }
 
@@ -178,7 +161,7 @@ void rv_vault_resp_free(rv_vault_resp_t *r)
 {
     if (!r)
         return;
-    wipe_free(r->body, r->len);
+    rv_httpc_wipe_free(r->body, r->len);
     r->body = NULL;
     r->len = 0;
 }
@@ -214,7 +197,7 @@ int rv_vault_client_new(const rv_vault_cfg_t *cfg, rv_vault_client_t **out, char
     *out = NULL;
     if (err && errlen)
         err[0] = '\0';
-    pthread_once(&curl_once, curl_init_once);
+    rv_httpc_global_init();
     rv_vault_client_t *c = calloc(1, sizeof(*c));
     if (!c)
         return RV_ENOMEM;
@@ -343,42 +326,6 @@ fail:
 
 /* ---- one request ----------------------------------------------------------------------------- */
 
-typedef struct xfer_s {
-    rv_vault_resp_t *out;
-    size_t cap;
-    bool too_big;
-} xfer_t;
-
-static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
-{
-    xfer_t *x = ud;
-    size_t n = sz * nm;
-    rv_vault_resp_t *o = x->out;
-    if (o->len + n > MAX_BODY) {
-        x->too_big = true;
-        return 0;
-    }
-    if (o->len + n + 1 > x->cap) {
-        size_t ncap = x->cap ? x->cap : 4096;
-        while (ncap < o->len + n + 1)
-            ncap *= 2;
-        /* not realloc: the old buffer may hold key material and must be wiped */
-        char *b = malloc(ncap);
-        if (!b)
-            return 0;
-        if (o->body) {
-            memcpy(b, o->body, o->len);
-            wipe_free(o->body, o->len);
-        }
-        o->body = b;
-        x->cap = ncap;
-    }
-    memcpy(o->body + o->len, p, n);
-    o->len += n;
-    o->body[o->len] = '\0';
-    return n;
-}
-
 /* The first message of Vault's {"errors": [...]} on one line, into out->err. */
 static void error_text(rv_vault_resp_t *out)
 {
@@ -444,7 +391,7 @@ int rv_vault_request(rv_vault_client_t *c, const char *method, const char *path,
     }
 #undef HDR
 
-    xfer_t x = { .out = out };
+    rv_httpc_body_t x = { .max = MAX_BODY, .wipe = true };
     CURL *e = c->easy;
     curl_easy_reset(e);
     curl_easy_setopt(e, CURLOPT_URL, url);
@@ -452,24 +399,11 @@ int rv_vault_request(rv_vault_client_t *c, const char *method, const char *path,
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, rv_httpc_on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);   /* Vault's client minimum */
-    if (c->ca_cert)
-        curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_cert);
-    if (c->ca_path)
-        curl_easy_setopt(e, CURLOPT_CAPATH, c->ca_path);
-    if (c->client_cert)
-        curl_easy_setopt(e, CURLOPT_SSLCERT, c->client_cert);
-    if (c->client_key)
-        curl_easy_setopt(e, CURLOPT_SSLKEY, c->client_key);
-    if (c->insecure) {
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    if (c->connect_to)
-        curl_easy_setopt(e, CURLOPT_CONNECT_TO, c->connect_to);
+    rv_httpc_tls(e, c->ca_cert, c->ca_path, c->client_cert, c->client_key, c->insecure, c->connect_to);
     if (strcmp(method, "GET") != 0) {
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
         if (body) {
@@ -478,53 +412,11 @@ int rv_vault_request(rv_vault_client_t *c, const char *method, const char *path,
         }
     }
 
-    CURLcode res = CURLE_OK;
-    rc = 0;
-    curl_multi_add_handle(c->multi, e);
-    for (;;) {
-        int running = 0;
-        CURLMcode mc = curl_multi_perform(c->multi, &running);
-        if (mc != CURLM_OK) {
-            res = CURLE_FAILED_INIT;
-            snprintf(out->err, sizeof(out->err), "%s", curl_multi_strerror(mc));
-            break;
-        }
-        if (!running) {
-            int q;
-            CURLMsg *m;
-            while ((m = curl_multi_info_read(c->multi, &q)))
-                if (m->msg == CURLMSG_DONE)
-                    res = m->data.result;
-            break;
-        }
-        if (atomic_load(&c->cancelled)) {
-            res = CURLE_ABORTED_BY_CALLBACK;
-            snprintf(out->err, sizeof(out->err), "cancelled");
-            break;
-        }
-        curl_multi_poll(c->multi, NULL, 0, 1000, NULL);
-    }
-    curl_multi_remove_handle(c->multi, e);
-    if (res != CURLE_OK) {
-        if (x.too_big) {
-            snprintf(out->err, sizeof(out->err), "response body larger than %u MiB", MAX_BODY >> 20);
-            rc = RV_ETOOBIG;
-        } else {
-            if (!out->err[0])
-                snprintf(out->err, sizeof(out->err), "%s", curl_easy_strerror(res));
-            rc = res == CURLE_OUT_OF_MEMORY ? RV_ENOMEM : RV_EIO;
-        }
-        rv_vault_resp_free(out);
-        out->status = 0;
+    rc = rv_httpc_run(c->multi, e, &c->cancelled, &x, &out->status, out->err, sizeof(out->err));
+    out->body = x.body;
+    out->len = x.len;
+    if (rc != 0)
         goto done;
-    }
-    long code = 0;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    out->status = (int)code;
-    if (!out->body && !(out->body = calloc(1, 1))) {
-        rc = RV_ENOMEM;
-        goto done;
-    }
     if (out->status >= 300)
         error_text(out);
 done:
@@ -792,7 +684,7 @@ static void doc_clear(rv_vault_doc_t *d)
     free(d->ns);
     free(d->name);
     free(d->path);
-    wipe_free(d->json, d->len);
+    rv_httpc_wipe_free(d->json, d->len);
     memset(d, 0, sizeof(*d));
 }
 
@@ -974,7 +866,7 @@ static int set_add(rv_vault_set_t *s, size_t *cap, const char *ns, const char *n
         size_t nc = *cap ? *cap * 2 : 16;
         rv_vault_doc_t *d = realloc(s->docs, nc * sizeof(*d));
         if (!d) {
-            wipe_free(json, len);
+            rv_httpc_wipe_free(json, len);
             return RV_ENOMEM;
         }
         s->docs = d;

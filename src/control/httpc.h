@@ -1,0 +1,56 @@
+/*
+ * httpc.h - the blocking, cancellable HTTP request loop shared by the Consul client (consul.c)
+ * and the Vault client (vault.c): one libcurl easy handle run on a multi handle until it is done
+ * or another thread cancels it, its body collected under a size cap.
+ *
+ * Each client keeps its own URL, headers, timeouts and the meaning of an error status; this file
+ * holds only what both do the same way. Nothing here logs.
+ */
+#ifndef RV_CONTROL_HTTPC_H
+#define RV_CONTROL_HTTPC_H
+
+#include <curl/curl.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* A response body being collected (rv_httpc_on_body). Zero it, then set max (and wipe). */
+typedef struct rv_httpc_body_s {
+    char *body;         /* NUL-terminated once anything arrived */
+    size_t len, cap;
+    size_t max;         /* more than max bytes stops the transfer with too_big */
+    bool wipe;          /* the body may hold key material: grow by copy and wipe, never realloc */
+    bool too_big;
+} rv_httpc_body_t;
+
+/* curl_global_init once per process (thread-safe). */
+void rv_httpc_global_init(void);
+
+/* Overwrite n bytes of p and free it (NULL is fine). */
+void rv_httpc_wipe_free(char *p, size_t n);
+
+/* CURLOPT_WRITEFUNCTION appending to the rv_httpc_body_t in the WRITEDATA pointer. */
+size_t rv_httpc_on_body(char *p, size_t sz, size_t nm, void *ud);
+
+/*
+ * Set the TLS options of e: CA file / path, client certificate and key (each when non-NULL),
+ * no peer or host verification when insecure, and CURLOPT_CONNECT_TO (rv_consul_tls_target)
+ * when connect_to is non-NULL.
+ */
+void rv_httpc_tls(CURL *e, const char *ca_file, const char *ca_path, const char *cert, const char *key,
+                  bool insecure, struct curl_slist *connect_to);
+
+/*
+ * Run e (options set, its WRITEDATA being b) on multi until it completes or *cancelled is set
+ * (checked between polls of at most 1 s; curl_multi_wakeup ends a poll early). e is removed
+ * from multi before returning.
+ *
+ * 0: *status is the HTTP status and b->body is non-NULL (an empty string when there was no body).
+ * Else *status is 0, b->body is freed (wiped when b->wipe) and err says why: RV_ETOOBIG (body
+ * over b->max; "response body larger than N MiB"), RV_ENOMEM, RV_EIO ("cancelled", curl's
+ * error). RV_ENOMEM with *status set when the empty body could not be allocated.
+ */
+int rv_httpc_run(CURLM *multi, CURL *e, _Atomic bool *cancelled, rv_httpc_body_t *b, int *status, char *err,
+                 size_t errlen);
+
+#endif
