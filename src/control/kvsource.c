@@ -3,6 +3,7 @@
  * <root>/, listing handed to the control thread, health kept for /ready and /metrics.
  */
 #include "control/kvsource.h"
+#include "control/watcher.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -26,13 +27,7 @@ struct rv_kvsource_s {
     char *root;
     char *path;                 /* "kv/<root>/?recurse" */
     int wait_ms;
-    int efd;
-    pthread_t thread;
-    bool started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;          /* wakes a sleeping watcher on stop */
-    bool stop;                  /* guarded by mu */
-    rv_kv_listing_t *latest;    /* guarded by mu: not yet taken by the control thread */
+    rv_watcher_t w;             /* thread, eventfd, stop flag, latest rv_kv_listing_t not yet taken */
     uint64_t rng;
 };
 
@@ -227,48 +222,14 @@ void rv_kvsource_prometheus(FILE *f)
 
 /* ---- watcher thread ------------------------------------------------------------------------ */
 
-/* Sleep up to ms, or until stop. Returns true when stopping. */
-static bool nap(rv_kvsource_t *k, int64_t ms)
+static void free_listing(void *l)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_mutex_lock(&k->mu);
-    while (!k->stop && pthread_cond_timedwait(&k->cv, &k->mu, &ts) != ETIMEDOUT) {
-    }
-    bool stop = k->stop;
-    pthread_mutex_unlock(&k->mu);
-    return stop;
+    rv_kv_listing_free(l);
 }
 
-static bool stopping(rv_kvsource_t *k)
+static void cancel_client(void *c)
 {
-    pthread_mutex_lock(&k->mu);
-    bool s = k->stop;
-    pthread_mutex_unlock(&k->mu);
-    return s;
-}
-
-static void wake_control(rv_kvsource_t *k)
-{
-    uint64_t one = 1;
-    ssize_t w = write(k->efd, &one, sizeof(one));
-    (void)w;    /* EAGAIN: the counter is already non-zero, the control thread will wake */
-}
-
-static void hand_over(rv_kvsource_t *k, rv_kv_listing_t *l)
-{
-    pthread_mutex_lock(&k->mu);
-    rv_kv_listing_t *old = k->latest;
-    k->latest = l;
-    pthread_mutex_unlock(&k->mu);
-    rv_kv_listing_free(old);
-    wake_control(k);
+    rv_consul_cancel(c);
 }
 
 static void *watch(void *arg)
@@ -284,7 +245,7 @@ static void *watch(void *arg)
     int64_t down_since = 0;
     bool was_leaderless = false;    /* for log-once on the degraded state */
 
-    while (!stopping(k)) {
+    while (!rv_watcher_stopping(&k->w)) {
         /* token bucket: the loop never runs faster than BUCKET_RATE, whatever Consul does */
         int64_t t = now_ms();
         tokens += (double)(t - last) * BUCKET_RATE / 1000.0;
@@ -292,7 +253,7 @@ static void *watch(void *arg)
             tokens = BUCKET_BURST;
         last = t;
         if (tokens < 1.0) {
-            if (nap(k, (int64_t)((1.0 - tokens) * 1000.0 / BUCKET_RATE) + 1))
+            if (rv_watcher_nap(&k->w, (int64_t)((1.0 - tokens) * 1000.0 / BUCKET_RATE) + 1))
                 break;
             continue;
         }
@@ -300,7 +261,7 @@ static void *watch(void *arg)
 
         rv_consul_resp_t r;
         int rc = rv_consul_get(k->client, k->path, index, k->wait_ms, &r);
-        if (stopping(k)) {
+        if (rv_watcher_stopping(&k->w)) {
             rv_consul_resp_free(&r);
             break;
         }
@@ -334,7 +295,7 @@ static void *watch(void *arg)
                     prevlen = r.len;
                     r.body = NULL;
                 }
-                hand_over(k, l);
+                rv_watcher_hand_over(&k->w, l);
             }
             uint64_t next = rv_consul_next_index(index, r.index);
             if (next == 0 && index != 0)
@@ -380,14 +341,14 @@ static void *watch(void *arg)
             down_since = now_ms();
             state = 0;
             set_health(0, "consul kv %s/: unhealthy: %s", k->root, why);
-            wake_control(k);
+            rv_watcher_wake(&k->w);
         } else {
             set_health(0, "consul kv %s/: unhealthy for %.0f s: %s", k->root,
                        (double)(now_ms() - down_since) / 1000.0, why);
         }
         rv_consul_resp_free(&r);
         int64_t d = rv_consul_backoff_ms(failures, &k->rng);
-        if (nap(k, d))
+        if (rv_watcher_nap(&k->w, d))
             break;
     }
     free(prev);
@@ -417,29 +378,20 @@ rv_kvsource_t *rv_kvsource_start(const rv_kvsource_opts_t *o)
     rv_kvsource_t *k = calloc(1, sizeof(*k));
     if (!k)
         return NULL;
-    k->efd = -1;
-    pthread_mutex_init(&k->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&k->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    rv_watcher_init(&k->w, free_listing);
     k->wait_ms = o->wait_ms > 0 ? o->wait_ms : 300000;
     if (k->wait_ms > 300000)
         k->wait_ms = 300000;
     k->root = strdup(o->root);
     k->path = k->root ? kv_path(k->root) : NULL;
     k->client = rv_consul_new(o->consul);
-    k->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    k->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^ (uintptr_t)k;
-    if (!k->root || !k->path || !k->client || k->efd < 0)
+    k->w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    k->rng = rv_watcher_seed(k);
+    if (!k->root || !k->path || !k->client || k->w.efd < 0)
         goto fail;
     set_health(0, "consul kv %s/: waiting for the first read", k->root);
-    if (pthread_create(&k->thread, NULL, watch, k) != 0)
+    if (rv_watcher_run(&k->w, watch, k) != 0)
         goto fail;
-    k->started = true;
     return k;
 fail:
     rv_kvsource_stop(k);
@@ -448,41 +400,26 @@ fail:
 
 int rv_kvsource_fd(const rv_kvsource_t *k)
 {
-    return k->efd;
+    return k->w.efd;
 }
 
 int rv_kvsource_take(rv_kvsource_t *k, rv_kv_listing_t **out)
 {
-    uint64_t v;
-    ssize_t r = read(k->efd, &v, sizeof(v));
-    (void)r;
-    pthread_mutex_lock(&k->mu);
-    *out = k->latest;
-    k->latest = NULL;
-    pthread_mutex_unlock(&k->mu);
-    return *out ? 1 : 0;
+    void *l;
+    int r = rv_watcher_take(&k->w, &l);
+    *out = l;
+    return r;
 }
 
 void rv_kvsource_stop(rv_kvsource_t *k)
 {
     if (!k)
         return;
-    if (k->started) {
-        pthread_mutex_lock(&k->mu);
-        k->stop = true;
-        pthread_cond_broadcast(&k->cv);
-        pthread_mutex_unlock(&k->mu);
-        rv_consul_cancel(k->client);
-        pthread_join(k->thread, NULL);
-    }
+    rv_watcher_stop(&k->w, cancel_client, k->client);
     set_health(-1, "%s", "");
     rv_consul_free(k->client);
-    rv_kv_listing_free(k->latest);
-    if (k->efd >= 0)
-        close(k->efd);
+    rv_watcher_destroy(&k->w);
     free(k->root);
     free(k->path);
-    pthread_cond_destroy(&k->cv);
-    pthread_mutex_destroy(&k->mu);
     free(k);
 }

@@ -26,6 +26,7 @@
 #include "control/consul.h"
 #include "control/httpc.h"
 #include "control/secretsrc.h"
+#include "control/watcher.h"
 #include "core/err.h"
 #include "core/log.h"
 
@@ -1076,16 +1077,10 @@ struct rv_vault_s {
     rv_vault_client_t *client;
     int source;                 /* index in the secret table, for messages and metrics */
     _Atomic int64_t refresh_ms;    /* poll period; rv_vault_srcs_set_refresh may change it */
-    int efd;
-    pthread_t thread;
-    bool started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool stop;                  /* guarded by mu */
-    bool kick;                  /* guarded by mu: the period changed, wake and reschedule */
-    rv_vault_set_t *latest;     /* guarded by mu: not yet taken */
+    rv_watcher_t w;             /* thread, eventfd, stop flag, latest rv_vault_set_t not yet taken;
+                                 * w.kick: the period changed, wake and reschedule */
     uint64_t rng;
-    /* health, guarded by mu: 0 unhealthy (or not yet read), 1 healthy */
+    /* health, guarded by w.mu: 0 unhealthy (or not yet read), 1 healthy */
     int hstate;
     bool tried;                 /* a first poll (or login) succeeded or failed */
     char hdetail[400];
@@ -1102,22 +1097,22 @@ static void set_health(rv_vault_t *v, int state, const char *fmt, ...) __attribu
 static void set_health(rv_vault_t *v, int state, const char *fmt, ...)
 {
     va_list ap;
-    pthread_mutex_lock(&v->mu);
+    pthread_mutex_lock(&v->w.mu);
     v->hstate = state;
     v->tried = true;
     va_start(ap, fmt);
     vsnprintf(v->hdetail, sizeof(v->hdetail), fmt, ap);
     va_end(ap);
-    pthread_mutex_unlock(&v->mu);
+    pthread_mutex_unlock(&v->w.mu);
 }
 
 bool rv_vault_health(rv_vault_t *v, char *detail, size_t n)
 {
-    pthread_mutex_lock(&v->mu);
+    pthread_mutex_lock(&v->w.mu);
     int st = v->hstate;
     if (detail && n)
         snprintf(detail, n, "%s", v->hdetail);
-    pthread_mutex_unlock(&v->mu);
+    pthread_mutex_unlock(&v->w.mu);
     return st == 1;
 }
 
@@ -1167,51 +1162,6 @@ void rv_vault_prometheus(FILE *f)
     pthread_mutex_unlock(&reg_mu);
 }
 
-static bool nap(rv_vault_t *v, int64_t ms)
-{
-    if (ms < 0)
-        ms = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
-    pthread_mutex_lock(&v->mu);
-    while (!v->stop && !v->kick && pthread_cond_timedwait(&v->cv, &v->mu, &ts) != ETIMEDOUT) {
-    }
-    bool stop = v->stop;
-    pthread_mutex_unlock(&v->mu);
-    return stop;
-}
-
-static bool stopping(rv_vault_t *v)
-{
-    pthread_mutex_lock(&v->mu);
-    bool s = v->stop;
-    pthread_mutex_unlock(&v->mu);
-    return s;
-}
-
-static void wake_control(rv_vault_t *v)
-{
-    uint64_t one = 1;
-    ssize_t w = write(v->efd, &one, sizeof(one));
-    (void)w;
-}
-
-static void hand_over(rv_vault_t *v, rv_vault_set_t *s)
-{
-    pthread_mutex_lock(&v->mu);
-    rv_vault_set_t *old = v->latest;
-    v->latest = s;
-    pthread_mutex_unlock(&v->mu);
-    rv_vault_set_free(old);
-    wake_control(v);
-}
-
 /* When to renew (or, for an AppRole token that cannot be renewed, log in again): about two
  * thirds of the TTL, minus up to a tenth of it of jitter. 0 = never (no TTL). */
 static int64_t renew_time(rv_vault_t *v)
@@ -1248,6 +1198,19 @@ static const char *classify(const rv_vault_resp_t *r, char *what, size_t n)
     return "error";
 }
 
+static void free_set(void *s)
+{
+    rv_vault_set_free(s);
+}
+
+/* rv_watcher_stop: end the request in flight at once */
+static void cancel_client(void *arg)
+{
+    rv_vault_client_t *c = arg;
+    atomic_store(&c->cancelled, true);
+    curl_multi_wakeup(c->multi);
+}
+
 static void *watch(void *arg)
 {
     rv_vault_t *v = arg;
@@ -1259,23 +1222,23 @@ static void *watch(void *arg)
     char state[32] = "";            /* "" never polled, "ok", or a failure class */
     const char *addr = rv_vault_client_address(c);
 
-    while (!stopping(v)) {
+    while (!rv_watcher_stopping(&v->w)) {
         rv_vault_resp_t r;
         memset(&r, 0, sizeof(r));
-        pthread_mutex_lock(&v->mu);
-        if (v->kick) {      /* a new period: the next poll comes no later than one new period */
-            v->kick = false;
+        pthread_mutex_lock(&v->w.mu);
+        if (v->w.kick) {    /* a new period: the next poll comes no later than one new period */
+            v->w.kick = false;
             int64_t np = now_ms() + atomic_load(&v->refresh_ms);
             if (next_poll > np)
                 next_poll = np;
         }
-        pthread_mutex_unlock(&v->mu);
+        pthread_mutex_unlock(&v->w.mu);
         const char *step = "";
         int rc;
         if (!have_token) {
             step = c->approle ? "AppRole login" : "token lookup";
             rc = rv_vault_authenticate(c, c->approle, &r);
-            if (stopping(v))
+            if (rv_watcher_stopping(&v->w))
                 break;
             if (rc != 0)
                 goto failed;
@@ -1293,7 +1256,7 @@ static void *watch(void *arg)
             if (c->renewable) {
                 step = "token renewal";
                 rc = renew_self(c, &r);
-                if (stopping(v))
+                if (rv_watcher_stopping(&v->w))
                     break;
                 if (rc == 0) {
                     atomic_fetch_add(&v->renew_ok, 1);
@@ -1339,7 +1302,7 @@ static void *watch(void *arg)
             poll_stats_t st = { 0 };
             rc = poll_once(c, cache ? cache : &(rv_vault_set_t){ 0 }, &s, &r, &st);
             atomic_fetch_add(&v->data_reads, st.data_reads);
-            if (stopping(v)) {
+            if (rv_watcher_stopping(&v->w)) {
                 rv_vault_set_free(s);
                 break;
             }
@@ -1373,18 +1336,18 @@ static void *watch(void *arg)
                 if (cp)
                     set_decode(cp);     /* off the control thread; on OOM it decodes there */
                 if (cp)
-                    hand_over(v, cp);
+                    rv_watcher_hand_over(&v->w, cp);
                 else
                     rv_log_error("vault %s: out of memory handing the secrets over", addr);
             } else {
-                wake_control(v);    /* a health change may need showing; nothing to take */
+                rv_watcher_wake(&v->w);     /* a health change may need showing; nothing to take */
             }
             next_poll = now_ms() + atomic_load(&v->refresh_ms);
         }
         int64_t until = next_poll;
         if (renew_at && renew_at < until)
             until = renew_at;
-        if (nap(v, until - now_ms()))
+        if (rv_watcher_nap(&v->w, until - now_ms()))
             break;
         continue;
 
@@ -1403,7 +1366,7 @@ static void *watch(void *arg)
                              what);
                 snprintf(state, sizeof(state), "%s", cls);
                 set_health(v, 0, "vault %s: unhealthy: %s: %s", addr, step, what);
-                wake_control(v);
+                rv_watcher_wake(&v->w);
             }
             rv_vault_resp_free(&r);
             /* exponential with full jitter (consul.h), capped at the poll period: a failing
@@ -1413,7 +1376,7 @@ static void *watch(void *arg)
             if (d > atomic_load(&v->refresh_ms))
                 d = atomic_load(&v->refresh_ms);
             next_poll = now_ms() + d;
-            if (nap(v, d))
+            if (rv_watcher_nap(&v->w, d))
                 break;
         }
     }
@@ -1428,33 +1391,24 @@ rv_vault_t *rv_vault_start(const rv_vault_opts_t *o, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    v->efd = -1;
-    pthread_mutex_init(&v->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&v->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    rv_watcher_init(&v->w, free_set);
     atomic_init(&v->refresh_ms, o->refresh_ms > 0 ? o->refresh_ms : 60000);
     v->source = o->source;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    v->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 40) ^ (uintptr_t)v;
+    v->rng = rv_watcher_seed(v);
     if (rv_vault_client_new(o->cfg, &v->client, err, errlen) != 0)
         goto fail;
-    v->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (v->efd < 0) {
+    v->w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (v->w.efd < 0) {
         snprintf(err, errlen, "eventfd: %s", strerror(errno));
         goto fail;
     }
     set_health(v, 0, "vault %s: unhealthy: not read yet (waiting for the first poll)",
                rv_vault_client_address(v->client));
     v->tried = false;       /* not started yet: nothing tried */
-    if (pthread_create(&v->thread, NULL, watch, v) != 0) {
+    if (rv_watcher_run(&v->w, watch, v) != 0) {
         snprintf(err, errlen, "cannot start the Vault watcher thread");
         goto fail;
     }
-    v->started = true;
     pthread_mutex_lock(&reg_mu);
     for (size_t i = 0; i < RV_ARRAY_LEN(reg); i++)
         if (!reg[i]) {
@@ -1470,19 +1424,15 @@ fail:
 
 int rv_vault_fd(const rv_vault_t *v)
 {
-    return v->efd;
+    return v->w.efd;
 }
 
 int rv_vault_take(rv_vault_t *v, rv_vault_set_t **out)
 {
-    uint64_t x;
-    ssize_t r = read(v->efd, &x, sizeof(x));
-    (void)r;
-    pthread_mutex_lock(&v->mu);
-    *out = v->latest;
-    v->latest = NULL;
-    pthread_mutex_unlock(&v->mu);
-    return *out ? 1 : 0;
+    void *s;
+    int r = rv_watcher_take(&v->w, &s);
+    *out = s;
+    return r;
 }
 
 void rv_vault_stop(rv_vault_t *v)
@@ -1494,21 +1444,9 @@ void rv_vault_stop(rv_vault_t *v)
         if (reg[i] == v)
             reg[i] = NULL;
     pthread_mutex_unlock(&reg_mu);
-    if (v->started) {
-        pthread_mutex_lock(&v->mu);
-        v->stop = true;
-        pthread_cond_broadcast(&v->cv);
-        pthread_mutex_unlock(&v->mu);
-        atomic_store(&v->client->cancelled, true);
-        curl_multi_wakeup(v->client->multi);
-        pthread_join(v->thread, NULL);
-    }
+    rv_watcher_stop(&v->w, cancel_client, v->client);
     rv_vault_client_free(v->client);
-    rv_vault_set_free(v->latest);
-    if (v->efd >= 0)
-        close(v->efd);
-    pthread_cond_destroy(&v->cv);
-    pthread_mutex_destroy(&v->mu);
+    rv_watcher_destroy(&v->w);
     free(v);
 }
 
@@ -1659,10 +1597,10 @@ void rv_vault_srcs_set_refresh(rv_vault_srcs_t *vs, int64_t refresh_ms)
     for (size_t i = 0; i < vs->n; i++) {
         rv_vault_t *v = vs->s[i].w;
         atomic_store(&v->refresh_ms, refresh_ms);
-        pthread_mutex_lock(&v->mu);
-        v->kick = true;
-        pthread_cond_broadcast(&v->cv);
-        pthread_mutex_unlock(&v->mu);
+        pthread_mutex_lock(&v->w.mu);
+        v->w.kick = true;
+        pthread_cond_broadcast(&v->w.cv);
+        pthread_mutex_unlock(&v->w.mu);
     }
 }
 
@@ -1676,9 +1614,9 @@ void rv_vault_srcs_warm(rv_vault_srcs_t *vs, rv_secrets_t *t, int ms)
         struct pollfd p[RV_SECRETS_MAX_SOURCES];
         for (size_t i = 0; i < vs->n; i++) {
             rv_vault_t *v = vs->s[i].w;
-            pthread_mutex_lock(&v->mu);
+            pthread_mutex_lock(&v->w.mu);
             bool tried = v->tried;
-            pthread_mutex_unlock(&v->mu);
+            pthread_mutex_unlock(&v->w.mu);
             if (!tried)
                 waiting++;
             p[i].fd = rv_vault_fd(v);
