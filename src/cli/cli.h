@@ -65,6 +65,16 @@ char *cli_dir_path(const cli_store_t *cs, int kind, const char *ns, const char *
 int cli_dir_cas(const char *path, const char *old, size_t oldlen, bool oldexists, const char *val, size_t len,
                 bool del, const char *cmd);
 
+/*
+ * The write step of cli_dir_cas (and of the secrets directory target): val into a temp file in
+ * path's directory (which must exist) + fsync, then, unless path no longer holds (old, oldlen,
+ * oldexists), rename over it (link for a new file: fails when someone created it meanwhile).
+ * secret: the temp file is 0600 and never followed through a symlink, and the re-read content
+ * is wiped (else 0644). 1 written, 0 concurrent change, -1 error printed.
+ */
+int cli_write_swap(const char *path, const char *old, size_t oldlen, bool oldexists, const char *val, size_t len,
+                   bool secret, const char *cmd);
+
 /* Value of "--name VALUE" / "--name=VALUE" (or short -x VALUE when sname) at argv[*i]. */
 const char *cli_flag(int argc, char **argv, int *i, const char *name, const char *sname, bool *missing);
 

@@ -83,42 +83,7 @@ static int write_checked(const char *path, const char *old, size_t oldlen, bool 
         fprintf(stderr, "rivet %s: cannot create the directory of %s: %s\n", cmd, path, strerror(errno));
         return -1;
     }
-    size_t tn = strlen(path) + 40;
-    char *tmp = malloc(tn);
-    if (!tmp)
-        return -1;
-    const char *slash = strrchr(path, '/');
-    snprintf(tmp, tn, "%.*s/.rivet-apply.%ld.tmp", (int)(slash - path), path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-    int out = -1;
-    if (fd < 0 || write(fd, val, len) != (ssize_t)len || fsync(fd) != 0) {
-        fprintf(stderr, "rivet %s: writing %s: %s\n", cmd, tmp, strerror(errno));
-        goto done;
-    }
-    size_t cl;
-    bool ex;
-    char *cur = slurp(path, &cl, &ex);
-    bool same = ex == oldexists && (!ex || (cur && cl == oldlen && !memcmp(cur, old, cl)));
-    wipe_free(cur, cl);
-    if (!same) {
-        out = 0;
-        goto done;
-    }
-    if (oldexists ? rename(tmp, path) != 0 : link(tmp, path) != 0) {
-        if (errno == EEXIST) {
-            out = 0;
-            goto done;
-        }
-        fprintf(stderr, "rivet %s: writing %s: %s\n", cmd, path, strerror(errno));
-        goto done;
-    }
-    out = 1;
-done:
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    free(tmp);
-    return out;
+    return cli_write_swap(path, old, oldlen, oldexists, val, len, true, cmd);
 }
 
 /* 1 created, 2 configured, 3 unchanged, 0 conflict, -1 error (printed). */

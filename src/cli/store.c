@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -348,21 +349,32 @@ int cli_dir_cas(const char *path, const char *old, size_t oldlen, bool oldexists
         fprintf(stderr, "rivet %s: cannot create the directory of %s: %s\n", cmd, path, strerror(errno));
         return -1;
     }
-    size_t tn = strlen(path) + 32;
+    return cli_write_swap(path, old, oldlen, oldexists, val, len, false, cmd);
+}
+
+int cli_write_swap(const char *path, const char *old, size_t oldlen, bool oldexists, const char *val, size_t len,
+                   bool secret, const char *cmd)
+{
+    size_t tn = strlen(path) + 40;
     char *tmp = malloc(tn);
     if (!tmp)
         return -1;
     const char *slash = strrchr(path, '/');
     snprintf(tmp, tn, "%.*s/.rivet-apply.%ld.tmp", (int)(slash - path), path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = secret ? open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600)
+                    : open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     int out = -1;
     if (fd < 0 || write(fd, val, len) != (ssize_t)len || fsync(fd) != 0) {
         fprintf(stderr, "rivet %s: writing %s: %s\n", cmd, tmp, strerror(errno));
         goto done;
     }
     /* last check right before the switch: a change in between is reported, not overwritten */
-    cur = cli_slurp(path, &cl, &ex, NULL);
+    size_t cl;
+    bool ex;
+    char *cur = cli_slurp(path, &cl, &ex, NULL);
     bool same = ex == oldexists && (!ex || (cur && cl == oldlen && !memcmp(cur, old, cl)));
+    if (cur && secret)
+        OPENSSL_cleanse(cur, cl);
     free(cur);
     if (!same) {
         out = 0;
