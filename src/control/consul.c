@@ -172,14 +172,7 @@ static int make_base(rv_consul_t *c)
         a += 7;
         scheme = "http";
     }
-    size_t n = strlen(scheme) + strlen(a) + 4;
-    if (!(c->base = malloc(n)))
-        return RV_ENOMEM;
-    snprintf(c->base, n, "%s://%s", scheme, a);
-    size_t bl = strlen(c->base);
-    while (bl > strlen(scheme) + 3 && c->base[bl - 1] == '/')
-        c->base[--bl] = '\0';
-    return 0;
+    return (c->base = rv_httpc_base(scheme, a)) ? 0 : RV_ENOMEM;
 }
 
 int rv_consul_tls_target(const char *base, const char *server_name, char **url_base, char **connect_to)
@@ -240,19 +233,9 @@ rv_consul_t *rv_consul_new(const rv_consul_cfg_t *cfg)
     atomic_init(&c->cancelled, false);
     if (make_base(c) != 0)
         goto fail;
-    if (!c->unix_path && c->cfg.tls_server_name) {
-        char *nb, *ct;
-        if (rv_consul_tls_target(c->base, c->cfg.tls_server_name, &nb, &ct) != 0)
-            goto fail;
-        if (nb) {
-            free(c->base);
-            c->base = nb;
-            c->connect_to = curl_slist_append(NULL, ct);
-            free(ct);
-            if (!c->connect_to)
-                goto fail;
-        }
-    }
+    if (!c->unix_path && c->cfg.tls_server_name &&
+        rv_httpc_server_name(&c->base, c->cfg.tls_server_name, &c->connect_to) != 0)
+        goto fail;
     c->easy = curl_easy_init();
     c->multi = curl_multi_init();
     if (!c->easy || !c->multi)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "control/consul.h"
 #include "core/err.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -30,6 +31,32 @@ void rv_httpc_wipe_free(char *p, size_t n)
     while (n--)
         *v++ = 0;
     free(p);
+}
+
+char *rv_httpc_base(const char *scheme, const char *hostport)
+{
+    size_t n = strlen(scheme) + strlen(hostport) + 4;
+    char *b = malloc(n);
+    if (!b)
+        return NULL;
+    snprintf(b, n, "%s://%s", scheme, hostport);
+    size_t bl = strlen(b);
+    while (bl > strlen(scheme) + 3 && b[bl - 1] == '/')
+        b[--bl] = '\0';
+    return b;
+}
+
+int rv_httpc_server_name(char **base, const char *server_name, struct curl_slist **connect_to)
+{
+    char *nb, *ct;
+    int rc = rv_consul_tls_target(*base, server_name, &nb, &ct);
+    if (rc != 0 || !nb)
+        return rc;
+    free(*base);
+    *base = nb;
+    *connect_to = curl_slist_append(NULL, ct);
+    free(ct);
+    return *connect_to ? 0 : RV_ENOMEM;
 }
 
 size_t rv_httpc_on_body(char *p, size_t sz, size_t nm, void *ud)

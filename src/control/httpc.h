@@ -29,6 +29,17 @@ void rv_httpc_global_init(void);
 /* Overwrite n bytes of p and free it (NULL is fine). */
 void rv_httpc_wipe_free(char *p, size_t n);
 
+/* "scheme://hostport" without trailing slashes (malloc'd), or NULL when out of memory. */
+char *rv_httpc_base(const char *scheme, const char *hostport);
+
+/*
+ * Point a client at a TLS server name (rv_consul_tls_target): when *base is an https:// URL,
+ * *base becomes the URL naming server_name (SNI, certificate check) and *connect_to the
+ * CURLOPT_CONNECT_TO entry to the configured address; nothing changes otherwise. 0, RV_EINVAL
+ * (no host in *base) or RV_ENOMEM.
+ */
+int rv_httpc_server_name(char **base, const char *server_name, struct curl_slist **connect_to);
+
 /* CURLOPT_WRITEFUNCTION appending to the rv_httpc_body_t in the WRITEDATA pointer. */
 size_t rv_httpc_on_body(char *p, size_t sz, size_t nm, void *ud);
 

@@ -253,35 +253,21 @@ int rv_vault_client_new(const rv_vault_cfg_t *cfg, rv_vault_client_t **out, char
             free(tls_name);
             goto fail;
         }
-        size_t n = strlen(scheme) + strlen(a) + 4;
-        if (!(c->base = malloc(n))) {
+        if (!(c->base = rv_httpc_base(scheme, a))) {
             free(addr);
             free(tls_name);
             goto oom;
         }
-        snprintf(c->base, n, "%s://%s", scheme, a);
-        size_t bl = strlen(c->base);
-        while (bl > strlen(scheme) + 3 && c->base[bl - 1] == '/')
-            c->base[--bl] = '\0';
         free(addr);
     }
     if (tls_name) {
-        char *nb, *ct;
-        int r = rv_consul_tls_target(c->base, tls_name, &nb, &ct);
+        int r = rv_httpc_server_name(&c->base, tls_name, &c->connect_to);
         free(tls_name);
         if (r == RV_ENOMEM)
             goto oom;
         if (r != 0) {
             snprintf(err, errlen, "Vault address %s has no host for tlsServerName", c->base);
             goto fail;
-        }
-        if (nb) {
-            free(c->base);
-            c->base = nb;
-            c->connect_to = curl_slist_append(NULL, ct);
-            free(ct);
-            if (!c->connect_to)
-                goto oom;
         }
     }
     /* authentication: accessToken, else AppRole, else VAULT_TOKEN */
