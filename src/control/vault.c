@@ -435,6 +435,27 @@ static int not_ok(rv_vault_resp_t *r)
     return RV_EIO;
 }
 
+/*
+ * method path (body may be NULL) whose answer must be 200 with a JSON object: *root (caller
+ * decrefs). absent_ok: a 404 is 0 with *root NULL (r freed). Anything else is an error with r
+ * describing it.
+ */
+static int request_object(rv_vault_client_t *c, const char *method, const char *path, const char *body,
+                          bool absent_ok, rv_vault_resp_t *r, json_t **root)
+{
+    *root = NULL;
+    int rc = rv_vault_request(c, method, path, body, r);
+    if (rc != 0)
+        return rc;
+    if (absent_ok && r->status == 404) {
+        rv_vault_resp_free(r);
+        return 0;
+    }
+    if (r->status != 200)
+        return not_ok(r);
+    return (*root = parse_body(r)) ? 0 : RV_EIO;
+}
+
 /* ---- authentication --------------------------------------------------------------------------- */
 
 /* Learn ttl and renewable from an "auth" block. */
@@ -514,14 +535,10 @@ done:
 
 static int lookup_self(rv_vault_client_t *c, rv_vault_resp_t *out)
 {
-    int rc = rv_vault_request(c, "GET", "auth/token/lookup-self", NULL, out);
+    json_t *root;
+    int rc = request_object(c, "GET", "auth/token/lookup-self", NULL, false, out, &root);
     if (rc != 0)
         return rc;
-    if (out->status != 200)
-        return not_ok(out);
-    json_t *root = parse_body(out);
-    if (!root)
-        return RV_EIO;
     json_t *d = json_object_get(root, "data");
     json_t *ttl = json_object_get(d, "ttl");
     c->ttl_s = json_is_integer(ttl) ? (int64_t)json_integer_value(ttl) : 0;
@@ -541,14 +558,10 @@ int rv_vault_authenticate(rv_vault_client_t *c, bool force, rv_vault_resp_t *out
 /* POST auth/token/renew-self: the token's own increment. */
 static int renew_self(rv_vault_client_t *c, rv_vault_resp_t *out)
 {
-    int rc = rv_vault_request(c, "POST", "auth/token/renew-self", "{}", out);
+    json_t *root;
+    int rc = request_object(c, "POST", "auth/token/renew-self", "{}", false, out, &root);
     if (rc != 0)
         return rc;
-    if (out->status != 200)
-        return not_ok(out);
-    json_t *root = parse_body(out);
-    if (!root)
-        return RV_EIO;
     take_auth(c, json_object_get(root, "auth"));
     json_decref(root);
     return 0;
@@ -821,18 +834,12 @@ static const rv_vault_doc_t *set_find(const rv_vault_set_t *s, const char *ns, c
 static int list_keys(rv_vault_client_t *c, const char *path, json_t **keys, rv_vault_resp_t *r)
 {
     *keys = NULL;
-    int rc = rv_vault_request(c, "LIST", path, NULL, r);
+    json_t *root;
+    int rc = request_object(c, "LIST", path, NULL, true, r, &root);
     if (rc != 0)
         return rc;
-    if (r->status == 404) {
-        rv_vault_resp_free(r);
+    if (!root)      /* 404 */
         return (*keys = json_array()) ? 0 : RV_ENOMEM;
-    }
-    if (r->status != 200)
-        return not_ok(r);
-    json_t *root = parse_body(r);
-    if (!root)
-        return RV_EIO;
     json_t *k = json_object_get(json_object_get(root, "data"), "keys");
     if (!json_is_array(k)) {
         json_decref(root);
@@ -895,21 +902,9 @@ static int read_secret(rv_vault_client_t *c, const rv_vault_set_t *old, rv_vault
     if (c->kv == 2) {
         if (!(mpath = rv_vault_secret_path(c, "metadata", ns, name)))
             goto done;
-        rc = rv_vault_request(c, "GET", mpath, NULL, r);
-        if (rc != 0)
+        rc = request_object(c, "GET", mpath, NULL, true, r, &root);
+        if (rc != 0 || !root)       /* !root: 404, deleted since the LIST */
             goto done;
-        if (r->status == 404) {     /* deleted since the LIST */
-            rv_vault_resp_free(r);
-            goto done;
-        }
-        if (r->status != 200) {
-            rc = not_ok(r);
-            goto done;
-        }
-        if (!(root = parse_body(r))) {
-            rc = RV_EIO;
-            goto done;
-        }
         json_t *d = json_object_get(root, "data");
         json_t *cvj = json_object_get(d, "current_version");
         if (!json_is_integer(cvj) || json_integer_value(cvj) < 0) {
@@ -943,21 +938,9 @@ static int read_secret(rv_vault_client_t *c, const rv_vault_set_t *old, rv_vault
         root = NULL;
     }
     st->data_reads++;
-    rc = rv_vault_request(c, "GET", dpath, NULL, r);
-    if (rc != 0)
+    rc = request_object(c, "GET", dpath, NULL, true, r, &root);
+    if (rc != 0 || !root)       /* !root: 404, never existed, deleted or destroyed: absent */
         goto done;
-    if (r->status == 404) {     /* never existed, deleted or destroyed: absent */
-        rv_vault_resp_free(r);
-        goto done;
-    }
-    if (r->status != 200) {
-        rc = not_ok(r);
-        goto done;
-    }
-    if (!(root = parse_body(r))) {
-        rc = RV_EIO;
-        goto done;
-    }
     json_t *d = json_object_get(root, "data");
     uint64_t version = 0;
     json_t *secret = d;
