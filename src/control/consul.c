@@ -381,14 +381,7 @@ static int perform(rv_consul_t *c, const char *method, const char *path, uint64_
 
     rv_httpc_body_t x = { .max = MAX_BODY };
     CURL *e = c->easy;
-    curl_easy_reset(e);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, rv_httpc_on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
+    rv_httpc_prepare(e, url, CONNECT_TIMEOUT_MS, timeout_ms, &x);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, out);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->hdrs);

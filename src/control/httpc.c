@@ -92,6 +92,18 @@ size_t rv_httpc_on_body(char *p, size_t sz, size_t nm, void *ud)
     return n;
 }
 
+void rv_httpc_prepare(CURL *e, const char *url, long connect_timeout_ms, long timeout_ms, rv_httpc_body_t *b)
+{
+    curl_easy_reset(e);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, rv_httpc_on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, b);
+}
+
 void rv_httpc_tls(CURL *e, const char *ca_file, const char *ca_path, const char *cert, const char *key,
                   bool insecure, struct curl_slist *connect_to)
 {

@@ -44,6 +44,13 @@ int rv_httpc_server_name(char **base, const char *server_name, struct curl_slist
 size_t rv_httpc_on_body(char *p, size_t sz, size_t nm, void *ud);
 
 /*
+ * Reset e and set what every request of both clients sets: url (http and https only), no
+ * signals, the connect and whole-request timeouts (ms), and the body collected into b
+ * (rv_httpc_on_body).
+ */
+void rv_httpc_prepare(CURL *e, const char *url, long connect_timeout_ms, long timeout_ms, rv_httpc_body_t *b);
+
+/*
  * Set the TLS options of e: CA file / path, client certificate and key (each when non-NULL),
  * no peer or host verification when insecure, and CURLOPT_CONNECT_TO (rv_consul_tls_target)
  * when connect_to is non-NULL.

@@ -380,14 +380,7 @@ int rv_vault_request(rv_vault_client_t *c, const char *method, const char *path,
 
     rv_httpc_body_t x = { .max = MAX_BODY, .wipe = true };
     CURL *e = c->easy;
-    curl_easy_reset(e);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, rv_httpc_on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &x);
+    rv_httpc_prepare(e, url, CONNECT_TIMEOUT_MS, c->timeout_ms, &x);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);   /* Vault's client minimum */
     rv_httpc_tls(e, c->ca_cert, c->ca_path, c->client_cert, c->client_key, c->insecure, c->connect_to);
