@@ -51,6 +51,11 @@ def render(template, dest, **vals):
     return dest
 
 
+def nginx_proc(name, d, conf, cpu):
+    """An nginx master in the foreground with its prefix, error log and config in d."""
+    return Proc(name, ["nginx", "-e", os.path.join(d, "error.log"), "-p", d, "-c", conf], d, cpu=cpu)
+
+
 class Proc:
     """One started process, stopped by its PID (SIGTERM, then SIGKILL after a grace period)."""
 
@@ -206,9 +211,7 @@ class Origin(Target):
         os.chmod(os.path.join(self.dir, "www", "16k"), 0o644)
         conf = render("origin-nginx.conf", os.path.join(self.dir, "nginx.conf"),
                       DIR=self.dir, PORT=self.port)
-        self.proc = Proc("origin-nginx", ["nginx", "-e", os.path.join(self.dir, "error.log"),
-                                          "-p", self.dir, "-c", conf],
-                         self.dir, cpu=self.cpu)
+        self.proc = nginx_proc("origin-nginx", self.dir, conf, self.cpu)
 
 
 TLS_ORIGIN_PORTS = set()     # origins answering over TLS (scenario upstream-tls)
@@ -240,35 +243,45 @@ class Direct(Target):
 
 
 class NginxProxy(Target):
+    """nginx as a reverse proxy; variants change the template, the process name and the
+    template values (conf_vals)."""
     name = "nginx"
+    template, proc_name = "proxy-nginx.conf", "nginx-proxy"
 
     def __init__(self, tmp, cpu, origin_port, tag="nginx-proxy"):
         self.dir = os.path.join(tmp, tag)
         self.cpu, self.origin_port = cpu, origin_port
         self.port = free_port()
 
+    def conf_vals(self):
+        return {}
+
     def start(self):
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         mask = "1" + "0" * self.cpu
-        conf = render("proxy-nginx.conf", os.path.join(self.dir, "nginx.conf"), DIR=self.dir,
-                      PORT=self.port, ORIGIN_PORT=self.origin_port, CPUMASK=mask)
-        self.proc = Proc("nginx-proxy", ["nginx", "-e", os.path.join(self.dir, "error.log"),
-                                         "-p", self.dir, "-c", conf],
-                         self.dir, cpu=self.cpu)
+        conf = render(self.template, os.path.join(self.dir, "nginx.conf"), DIR=self.dir,
+                      PORT=self.port, ORIGIN_PORT=self.origin_port, CPUMASK=mask, **self.conf_vals())
+        self.proc = nginx_proc(self.proc_name, self.dir, conf, self.cpu)
 
 
 class HAProxy(Target):
+    """HAProxy in http mode; variants change the template, the process name and the template
+    values (conf_vals)."""
     name = "haproxy"
+    template, proc_name = "haproxy.cfg", "haproxy"
 
     def __init__(self, tmp, cpu, origin_port, tag="haproxy"):
         self.dir = os.path.join(tmp, tag)
         self.cpu, self.origin_port = cpu, origin_port
         self.port = free_port()
 
+    def conf_vals(self):
+        return {}
+
     def start(self):
-        conf = render("haproxy.cfg", os.path.join(self.dir, "haproxy.cfg"), DIR=self.dir,
-                      PORT=self.port, ORIGIN_PORT=self.origin_port)
-        self.proc = Proc("haproxy", ["haproxy", "-db", "-f", conf], self.dir, cpu=self.cpu)
+        conf = render(self.template, os.path.join(self.dir, "haproxy.cfg"), DIR=self.dir,
+                      PORT=self.port, ORIGIN_PORT=self.origin_port, **self.conf_vals())
+        self.proc = Proc(self.proc_name, ["haproxy", "-db", "-f", conf], self.dir, cpu=self.cpu)
 
 
 class Rivet(Target):
@@ -384,14 +397,10 @@ class NginxTls(TlsTarget, NginxProxy):
         NginxProxy.__init__(self, tmp, cpu, origin_port, tag=tag)
         self.pki = pki
 
-    def start(self):
-        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
-        mask = "1" + "0" * self.cpu
-        conf = render("proxy-nginx-tls.conf", os.path.join(self.dir, "nginx.conf"), DIR=self.dir,
-                      PORT=self.port, ORIGIN_PORT=self.origin_port, CPUMASK=mask, CERT=self.pki.cert,
-                      KEY=self.pki.key)
-        self.proc = Proc("nginx-tls", ["nginx", "-e", os.path.join(self.dir, "error.log"),
-                                       "-p", self.dir, "-c", conf], self.dir, cpu=self.cpu)
+    template, proc_name = "proxy-nginx-tls.conf", "nginx-tls"
+
+    def conf_vals(self):
+        return {"CERT": self.pki.cert, "KEY": self.pki.key}
 
 
 class HAProxyTls(TlsTarget, HAProxy):
@@ -399,10 +408,10 @@ class HAProxyTls(TlsTarget, HAProxy):
         HAProxy.__init__(self, tmp, cpu, origin_port, tag=tag)
         self.pki = pki
 
-    def start(self):
-        conf = render("haproxy-tls.cfg", os.path.join(self.dir, "haproxy.cfg"), DIR=self.dir,
-                      PORT=self.port, ORIGIN_PORT=self.origin_port, PEM=self.pki.pem)
-        self.proc = Proc("haproxy-tls", ["haproxy", "-db", "-f", conf], self.dir, cpu=self.cpu)
+    template, proc_name = "haproxy-tls.cfg", "haproxy-tls"
+
+    def conf_vals(self):
+        return {"PEM": self.pki.pem}
 
 
 class RivetTls(TlsTarget, Rivet):
@@ -440,8 +449,7 @@ class OriginTls(Target):
         os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         conf = render("origin-nginx-tls.conf", os.path.join(self.dir, "nginx.conf"), DIR=self.dir,
                       PORT=self.port, CERT=self.pki.cert, KEY=self.pki.key)
-        self.proc = Proc("origin-tls", ["nginx", "-e", os.path.join(self.dir, "error.log"),
-                                        "-p", self.dir, "-c", conf], self.dir, cpu=self.cpu)
+        self.proc = nginx_proc("origin-tls", self.dir, conf, self.cpu)
 
     def check(self, timeout=10.0):
         return TlsTarget.check(self, timeout)
@@ -463,13 +471,10 @@ class NginxUpTls(UpTlsCheck, NginxProxy):
         NginxProxy.__init__(self, tmp, cpu, origin_port, tag=tag)
         self.pki = pki
 
-    def start(self):
-        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
-        mask = "1" + "0" * self.cpu
-        conf = render("proxy-nginx-upstream-tls.conf", os.path.join(self.dir, "nginx.conf"), DIR=self.dir,
-                      PORT=self.port, ORIGIN_PORT=self.origin_port, CPUMASK=mask, CERT=self.pki.cert)
-        self.proc = Proc("nginx-up-tls", ["nginx", "-e", os.path.join(self.dir, "error.log"),
-                                          "-p", self.dir, "-c", conf], self.dir, cpu=self.cpu)
+    template, proc_name = "proxy-nginx-upstream-tls.conf", "nginx-up-tls"
+
+    def conf_vals(self):
+        return {"CERT": self.pki.cert}
 
 
 class HAProxyUpTls(UpTlsCheck, HAProxy):
@@ -477,10 +482,10 @@ class HAProxyUpTls(UpTlsCheck, HAProxy):
         HAProxy.__init__(self, tmp, cpu, origin_port, tag=tag)
         self.pki = pki
 
-    def start(self):
-        conf = render("haproxy-upstream-tls.cfg", os.path.join(self.dir, "haproxy.cfg"), DIR=self.dir,
-                      PORT=self.port, ORIGIN_PORT=self.origin_port, CERT=self.pki.cert)
-        self.proc = Proc("haproxy-up-tls", ["haproxy", "-db", "-f", conf], self.dir, cpu=self.cpu)
+    template, proc_name = "haproxy-upstream-tls.cfg", "haproxy-up-tls"
+
+    def conf_vals(self):
+        return {"CERT": self.pki.cert}
 
 
 class RivetUpTls(UpTlsCheck, Rivet):
