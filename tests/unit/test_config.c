@@ -4,14 +4,13 @@
  * Directory-level behaviour (store, translation, statuses) is in test_config_build.c.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config-internal.h"
 #include "core/err.h"
+#include "tdir.h"
 #include "test.h"
 
 static char err[CFG_ERRLEN];
@@ -710,68 +709,32 @@ static void test_durations(void)
 
 /* ---- Settings ---------------------------------------------------------------------- */
 
-static char tmp[256];
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    RV_UNUSED(sb);
-    RV_UNUSED(flag);
-    RV_UNUSED(f);
-    return remove(p);
-}
-
-static void put(const char *rel, const char *content)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", tmp, rel);
-    for (char *p = path + strlen(tmp) + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(path, 0755);
-            *p = '/';
-        }
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(content, f);
-        fclose(f);
-    }
-}
-
-static void fresh_dir(void)
-{
-    if (tmp[0])
-        nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    snprintf(tmp, sizeof(tmp), "/tmp/rivet-test-config-XXXXXX");
-    if (!mkdtemp(tmp))
-        tmp[0] = '\0';
-}
-
 static void test_settings(void)
 {
     rv_settings_t s;
     char e[1024], want[600];
 
-    fresh_dir();
-    CHECK(rv_settings_load(tmp, NULL, &s, e, sizeof(e)) == 0, "settings: none present");
-    CHECK(!s.settings_file && !strcmp(s.config_dir, tmp) && !strcmp(s.discovery_ns, "gloo-system") &&
+    tdir_new("config");
+    CHECK(rv_settings_load(tdir, NULL, &s, e, sizeof(e)) == 0, "settings: none present");
+    CHECK(!s.settings_file && !strcmp(s.config_dir, tdir) && !strcmp(s.discovery_ns, "gloo-system") &&
               s.refresh_ms == 60000 && s.nwatch_ns == 0,
           "settings: defaults without a Settings file");
-    snprintf(want, sizeof(want), "%s/secrets", tmp);
+    snprintf(want, sizeof(want), "%s/secrets", tdir);
     CHECK(!strcmp(s.secret_dir, want), "settings: secret dir defaults to DIR/secrets");
     rv_settings_free(&s);
-    CHECK(rv_settings_load(tmp, "team-a", &s, e, sizeof(e)) == 0 && !strcmp(s.discovery_ns, "team-a"),
+    CHECK(rv_settings_load(tdir, "team-a", &s, e, sizeof(e)) == 0 && !strcmp(s.discovery_ns, "team-a"),
           "settings: without a file the namespace flag is the discovery namespace");
     rv_settings_free(&s);
     CHECK(rv_settings_load("/nonexistent/rivet", NULL, &s, e, sizeof(e)) == RV_ENOTFOUND && strstr(e, "cannot read"),
           "settings: missing directory is RV_ENOTFOUND");
 
     /* Gloo's shipped files-only example, verbatim */
-    put("gloo-system/default.yaml", "gloo: {xdsBindAddr: 0.0.0.0:9977}\nmetadata: {name: default, namespace: gloo-system}\n"
+    tdir_put("gloo-system/default.yaml", "gloo: {xdsBindAddr: 0.0.0.0:9977}\nmetadata: {name: default, namespace: gloo-system}\n"
                                     "devMode: true\ndiscoveryNamespace: gloo-system\ndirectoryArtifactSource: {directory: "
                                     "/data/artifact}\ndirectoryConfigSource:   {directory: /data/config}\n"
                                     "directorySecretSource:   {directory: /data/secret}\nrefreshRate: 5s\n"
                                     "watchNamespaces: [gloo-system]\ngateway: {persistProxySpec: true}\n");
-    int rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    int rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == 0, "settings: Gloo's shipped example loads (%s)", e);
     if (rc == 0) {
         CHECK(s.settings_file && strstr(s.settings_file, "gloo-system/default.yaml"), "settings: file recorded");
@@ -781,10 +744,10 @@ static void test_settings(void)
               "settings: refreshRate and watchNamespaces");
         rv_settings_free(&s);
     }
-    put("gloo-system/default.yaml", "metadata: {name: default}\ndirectoryConfigSource: {directory: config}\n"
+    tdir_put("gloo-system/default.yaml", "metadata: {name: default}\ndirectoryConfigSource: {directory: config}\n"
                                     "discovery_namespace: edge\nrefresh_rate: 500ms\nwatchNamespaces: [apps]\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
-    snprintf(want, sizeof(want), "%s/config", tmp);
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
+    snprintf(want, sizeof(want), "%s/config", tdir);
     CHECK(rc == 0 && !strcmp(s.config_dir, want), "settings: relative directory is relative to DIR (%s)", e);
     CHECK(rc == 0 && s.refresh_ms == 500 && !strcmp(s.discovery_ns, "edge"), "settings: snake_case, 500ms");
     CHECK(rc == 0 && s.nwatch_ns == 2 && !strcmp(s.watch_ns[1], "edge"),
@@ -792,62 +755,62 @@ static void test_settings(void)
     if (rc == 0)
         rv_settings_free(&s);
 
-    put("gloo-system/default.yaml", "metadata: {name: default, namespace: gloo-system}\nconsulKvSource: {}\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "metadata: {name: default, namespace: gloo-system}\nconsulKvSource: {}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == 0 && s.consul_kv && !strcmp(s.consul_root_key, "gloo"),
           "settings: consulKvSource selects Consul KV, root key gloo (%s)", e);
     if (rc == 0)
         rv_settings_free(&s);
-    put("gloo-system/default.yaml", "vaultSecretSource: {address: http://vault:8200}\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "vaultSecretSource: {address: http://vault:8200}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == 0 && s.nsecret_srcs == 1 && s.secret_srcs[0].type == RV_SECRET_SRC_VAULT &&
               !strcmp(s.secret_srcs[0].vault.address, "http://vault:8200"),
           "settings: vaultSecretSource read (%s)", e);
     if (rc == 0)
         rv_settings_free(&s);
-    put("gloo-system/default.yaml", "vaultSecretSource: {address: http://vault:8200, aws: {}}\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "vaultSecretSource: {address: http://vault:8200, aws: {}}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "vaultSecretSource.aws is not supported yet"), "settings: vault aws refused");
-    put("gloo-system/default.yaml", "kubernetesConfigSource: {}\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "kubernetesConfigSource: {}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "kubernetesConfigSource is not supported yet"), "settings: kubernetes refused");
-    put("gloo-system/default.yaml", "gloo: {xdsBindAddr: x, invalidConfigPolicy: {}}\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "gloo: {xdsBindAddr: x, invalidConfigPolicy: {}}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "gloo.invalidConfigPolicy is not supported yet"),
           "settings: other gloo options refused (%s)", e);
-    put("gloo-system/default.yaml", "refreshRate: soon\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "refreshRate: soon\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "refreshRate: invalid duration") && strstr(e, "default.yaml:1:"),
           "settings: bad refreshRate names field, file and line (%s)", e);
-    put("gloo-system/default.yaml", "refreshRate: 0s\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "refreshRate: 0s\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "refreshRate must be greater than 0"), "settings: refreshRate 0 refused");
-    put("gloo-system/default.yaml", "bogus: 1\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "bogus: 1\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "bogus: unknown field"), "settings: unknown field");
-    put("gloo-system/default.yaml", "metadata: {name: other}\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "metadata: {name: other}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "metadata.name 'other'"), "settings: metadata.name must be default");
-    put("gloo-system/default.yaml", "directoryConfigSource: {directory: a}\nconsulKvSource: {}\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "directoryConfigSource: {directory: a}\nconsulKvSource: {}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE, "settings: two config sources refused");
-    put("gloo-system/default.yaml", "a: [\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    tdir_put("gloo-system/default.yaml", "a: [\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "invalid YAML"), "settings: bad YAML (%s)", e);
-    put("gloo-system/default.yaml", "apiVersion: gloo.solo.io/v1\nkind: Settings\nmetadata: {name: default}\nspec: "
+    tdir_put("gloo-system/default.yaml", "apiVersion: gloo.solo.io/v1\nkind: Settings\nmetadata: {name: default}\nspec: "
                                     "{discoveryNamespace: k8s-form}\n");
-    rc = rv_settings_load(tmp, NULL, &s, e, sizeof(e));
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == 0 && !strcmp(s.discovery_ns, "k8s-form"), "settings: Kubernetes form (%s)", e);
     if (rc == 0)
         rv_settings_free(&s);
-    put("other/default.yml", "discoveryNamespace: from-other\n");
-    rc = rv_settings_load(tmp, "other", &s, e, sizeof(e));
+    tdir_put("other/default.yml", "discoveryNamespace: from-other\n");
+    rc = rv_settings_load(tdir, "other", &s, e, sizeof(e));
     CHECK(rc == 0 && !strcmp(s.discovery_ns, "from-other") && !strcmp(s.settings_ns, "other"),
           "settings: --namespace picks DIR/<ns>/default.yml");
     if (rc == 0)
         rv_settings_free(&s);
     rv_settings_free(NULL);
-    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tdir_remove();
 }
 
 /* Audit findings: an absent spec is checked like a written one; config cannot inject bytes

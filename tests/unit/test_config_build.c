@@ -7,61 +7,17 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config-internal.h"
 #include "core/err.h"
 #include "core/regex.h"
+#include "tdir.h"
 #include "test.h"
 
 /* ---- helpers ----------------------------------------------------------------------- */
-
-static char tmp[256];
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    RV_UNUSED(sb);
-    RV_UNUSED(flag);
-    RV_UNUSED(f);
-    return remove(p);
-}
-
-static void fresh_dir(void)
-{
-    if (tmp[0])
-        nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    snprintf(tmp, sizeof(tmp), "/tmp/rivet-test-build-XXXXXX");
-    if (!mkdtemp(tmp))
-        tmp[0] = '\0';
-}
-
-static void put(const char *rel, const char *content)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", tmp, rel);
-    for (char *p = path + strlen(tmp) + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(path, 0755);
-            *p = '/';
-        }
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(content, f);
-        fclose(f);
-    }
-}
-
-static void del(const char *rel)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", tmp, rel);
-    unlink(path);
-}
 
 typedef struct env_s {
     rv_settings_t s;
@@ -381,10 +337,10 @@ static void test_fixture(void)
 static void test_gateways(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("upstreams/gloo-system/up.yaml", US("up"));
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "[]", R_UP("/", "up")));
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("upstreams/gloo-system/up.yaml", US("up"));
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "[]", R_UP("/", "up")));
+    rv_snapshot_t *snap = load(&e, tdir);
     const rv_listener_cfg_t *l = listener(snap, "gloo-system.gateway-proxy");
     CHECK(snap && snap->nlisteners == 1 && l && l->port == 8080 && streq(l->bind_address, "::") &&
               l->addr.ss_family == AF_INET6,
@@ -396,32 +352,32 @@ static void test_gateways(void)
     CHECK(e.scan_rc == 1 && rv_store_scan_dir(e.st, &e.s) == 0, "scan: 1 on the first scan, 0 when nothing changed");
     env_free(&e);
 
-    fresh_dir();
-    put("gloo-system/default.yaml", "discoveryNamespace: edge\n");
-    put("virtualservices/apps/vs.yaml", VS("vs", "[a.com]", "  - directResponseAction: {status: 200}\n"));
-    snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("gloo-system/default.yaml", "discoveryNamespace: edge\n");
+    tdir_put("virtualservices/apps/vs.yaml", VS("vs", "[a.com]", "  - directResponseAction: {status: 200}\n"));
+    snap = load(&e, tdir);
     CHECK(listener(snap, "edge.gateway-proxy") != NULL, "default gateway lives in the discovery namespace");
     env_free(&e);
 
-    fresh_dir();
-    put("upstreams/gloo-system/up.yaml", US("up"));
-    put("gateways/gloo-system/a.yaml", GW("a", 8081));
-    put("gateways/gloo-system/b.yaml", GW("b", 8081));
-    put("gateways/gloo-system/c.yaml", "metadata: {name: c}\nbindAddress: 0.0.0.0\nbindPort: 8082\n");
-    put("gateways/gloo-system/d.yaml", "metadata: {name: d}\nbindAddress: 127.0.0.1\nbindPort: 8082\n");
-    put("gateways/gloo-system/e.yaml", "metadata: {name: e}\nbindAddress: 127.0.0.1\nbindPort: 8083\n");
-    put("gateways/gloo-system/f.yaml", "metadata: {name: f}\nbindAddress: 127.0.0.2\nbindPort: 8083\n");
-    put("gateways/gloo-system/g.yaml", "metadata: {name: g}\nbindPort: 8084\nhttpGateway: {virtualServices: [{name: "
+    tdir_new("build");
+    tdir_put("upstreams/gloo-system/up.yaml", US("up"));
+    tdir_put("gateways/gloo-system/a.yaml", GW("a", 8081));
+    tdir_put("gateways/gloo-system/b.yaml", GW("b", 8081));
+    tdir_put("gateways/gloo-system/c.yaml", "metadata: {name: c}\nbindAddress: 0.0.0.0\nbindPort: 8082\n");
+    tdir_put("gateways/gloo-system/d.yaml", "metadata: {name: d}\nbindAddress: 127.0.0.1\nbindPort: 8082\n");
+    tdir_put("gateways/gloo-system/e.yaml", "metadata: {name: e}\nbindAddress: 127.0.0.1\nbindPort: 8083\n");
+    tdir_put("gateways/gloo-system/f.yaml", "metadata: {name: f}\nbindAddress: 127.0.0.2\nbindPort: 8083\n");
+    tdir_put("gateways/gloo-system/g.yaml", "metadata: {name: g}\nbindPort: 8084\nhttpGateway: {virtualServices: [{name: "
                                        "v1}, {name: nope}, {name: v1}]}\n");
-    put("gateways/gloo-system/h.yaml", "metadata: {name: h}\nbindPort: 8085\nhttpGateway: {virtualServiceNamespaces: "
+    tdir_put("gateways/gloo-system/h.yaml", "metadata: {name: h}\nbindPort: 8085\nhttpGateway: {virtualServiceNamespaces: "
                                        "[other]}\n");
-    put("gateways/gloo-system/i.yaml", "metadata: {name: i}\nbindPort: 8086\nhttpGateway: {virtualServiceNamespaces: "
+    tdir_put("gateways/gloo-system/i.yaml", "metadata: {name: i}\nbindPort: 8086\nhttpGateway: {virtualServiceNamespaces: "
                                        "['*'], virtualServiceSelector: {tier: gold}}\n");
-    put("virtualservices/gloo-system/v1.yaml", VS("v1", "[v1.com]", R_UP("/", "up")));
-    put("virtualservices/gloo-system/v2.yaml", "metadata: {name: v2, labels: {tier: gold}}\nvirtualHost: {domains: "
+    tdir_put("virtualservices/gloo-system/v1.yaml", VS("v1", "[v1.com]", R_UP("/", "up")));
+    tdir_put("virtualservices/gloo-system/v2.yaml", "metadata: {name: v2, labels: {tier: gold}}\nvirtualHost: {domains: "
                                                "[v2.com], routes: [{directResponseAction: {status: 204}}]}\n");
-    put("virtualservices/other/v3.yaml", VS("v3", "[v3.com]", R_UP("/", "up")));
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/other/v3.yaml", VS("v3", "[v3.com]", R_UP("/", "up")));
+    snap = load(&e, tdir);
     CHECK(snap && state(snap, "Gateway", "a") == RV_STATE_ACCEPTED && state(snap, "Gateway", "b") == RV_STATE_REJECTED,
           "gateways: the later of two on one address and port is rejected");
     CHECK(reason_has(snap, "Gateway", "b", "bindAddress :: port 8081 conflicts with Gateway gloo-system/a"),
@@ -449,18 +405,18 @@ static void test_gateways(void)
 static void test_domains(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("upstreams/gloo-system/up.yaml", US("up"));
-    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
-    put("gateways/gloo-system/gw2.yaml", "metadata: {name: gw2}\nbindPort: 8090\nhttpGateway: {virtualServices: "
+    tdir_new("build");
+    tdir_put("upstreams/gloo-system/up.yaml", US("up"));
+    tdir_put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    tdir_put("gateways/gloo-system/gw2.yaml", "metadata: {name: gw2}\nbindPort: 8090\nhttpGateway: {virtualServices: "
                                          "[{name: a}]}\n");
-    put("virtualservices/gloo-system/a.yaml", VS("a", "[x.com, shared.com]", R_UP("/", "up")));
-    put("virtualservices/gloo-system/b.yaml", VS("b", "[Shared.com]", R_UP("/", "up")));
-    put("virtualservices/gloo-system/c.yaml", VS("c", "[c.com]", R_UP("/", "up")));
-    put("virtualservices/gloo-system/d.yaml", VS("d", "[]", R_UP("/", "up")));
-    put("virtualservices/gloo-system/e.yaml", VS("e", "['*']", R_UP("/", "up")));
-    put("virtualservices/gloo-system/f.yaml", "metadata: {name: f}\nvirtualHost: {domains: [f.com]}\n");
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/a.yaml", VS("a", "[x.com, shared.com]", R_UP("/", "up")));
+    tdir_put("virtualservices/gloo-system/b.yaml", VS("b", "[Shared.com]", R_UP("/", "up")));
+    tdir_put("virtualservices/gloo-system/c.yaml", VS("c", "[c.com]", R_UP("/", "up")));
+    tdir_put("virtualservices/gloo-system/d.yaml", VS("d", "[]", R_UP("/", "up")));
+    tdir_put("virtualservices/gloo-system/e.yaml", VS("e", "['*']", R_UP("/", "up")));
+    tdir_put("virtualservices/gloo-system/f.yaml", "metadata: {name: f}\nvirtualHost: {domains: [f.com]}\n");
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "a") == RV_STATE_REJECTED && state(snap, "VirtualService", "b") == RV_STATE_REJECTED,
           "domains: both VirtualServices claiming one domain are rejected");
     CHECK(reason_has(snap, "VirtualService", "a", "domain 'shared.com' is also claimed by VirtualService gloo-system/b"),
@@ -484,20 +440,20 @@ static void test_domains(void)
 static void test_refs(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("upstreams/gloo-system/up.yaml", US("up"));
-    put("upstreams/gloo-system/bad.yaml", "metadata: {name: bad}\nkube: {serviceName: x}\n");
-    put("upstreams/gloo-system/dns.yaml", "metadata: {name: dns}\nstatic: {hosts: [{addr: localhost, port: 80}, {addr: "
+    tdir_new("build");
+    tdir_put("upstreams/gloo-system/up.yaml", US("up"));
+    tdir_put("upstreams/gloo-system/bad.yaml", "metadata: {name: bad}\nkube: {serviceName: x}\n");
+    tdir_put("upstreams/gloo-system/dns.yaml", "metadata: {name: dns}\nstatic: {hosts: [{addr: localhost, port: 80}, {addr: "
                                           "no-such-host.invalid, port: 81}]}\n");
-    put("upstreamgroups/gloo-system/ug.yaml", "metadata: {name: ug}\ndestinations:\n- {destination: {upstream: {name: "
+    tdir_put("upstreamgroups/gloo-system/ug.yaml", "metadata: {name: ug}\ndestinations:\n- {destination: {upstream: {name: "
                                               "up}}, weight: 1}\n- {destination: {upstream: {name: gone}}, weight: 1}\n");
-    put("virtualservices/gloo-system/vs.yaml",
+    tdir_put("virtualservices/gloo-system/vs.yaml",
         VS("vs", "['*']", R_UP("/ok", "up") R_UP("/missing", "missing") R_UP("/bad", "bad")
                               "  - matchers: [{prefix: /ug}]\n    routeAction: {upstreamGroup: {name: ug}}\n"
                               "  - matchers: [{prefix: /noug}]\n    routeAction: {upstreamGroup: {name: noug}}\n"
                               "  - matchers: [{prefix: /dns}]\n    routeAction: {single: {upstream: {name: dns}}}\n"
                               "    options: {autoHostRewrite: true}\n"));
-    rv_snapshot_t *snap = load(&e, tmp);
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "vs") == RV_STATE_WARNING, "refs: dangling refs make a Warning");
     CHECK(reason_has(snap, "VirtualService", "vs", "route virtualHost.routes[1]: upstream gloo-system/missing not found"),
           "refs: missing upstream named with the route");
@@ -533,21 +489,21 @@ static void test_refs(void)
 static void test_delegation(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("upstreams/gloo-system/up.yaml", US("up"));
-    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    tdir_new("build");
+    tdir_put("upstreams/gloo-system/up.yaml", US("up"));
+    tdir_put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
     /* child outside the parent prefix; cycle a -> b -> a; self loop; missing table; nested ok */
-    put("virtualservices/gloo-system/vs.yaml",
+    tdir_put("virtualservices/gloo-system/vs.yaml",
         VS("vs", "['*']", R_DEL("/out", "outside") R_DEL("/cy", "cyc-a") R_DEL("/self", "self") R_DEL("/none", "nothere")
                               R_DEL("/n", "nest1") R_UP("/tail", "up")));
-    put("routetables/gloo-system/outside.yaml", RT("outside", R_UP("/out/a", "up") R_UP("/elsewhere", "up")));
-    put("routetables/gloo-system/cyc-a.yaml", RT("cyc-a", R_UP("/cy/a", "up") R_DEL("/cy/b", "cyc-b")));
-    put("routetables/gloo-system/cyc-b.yaml", RT("cyc-b", R_UP("/cy/b/1", "up") R_DEL("/cy/b/2", "cyc-a")));
-    put("routetables/gloo-system/self.yaml", RT("self", R_DEL("/self/x", "self")));
-    put("routetables/gloo-system/nest1.yaml", RT("nest1", R_DEL("/n/2", "nest2")));
-    put("routetables/gloo-system/nest2.yaml", RT("nest2", "  - matchers: [{exact: /n/2/x}]\n    directResponseAction: "
+    tdir_put("routetables/gloo-system/outside.yaml", RT("outside", R_UP("/out/a", "up") R_UP("/elsewhere", "up")));
+    tdir_put("routetables/gloo-system/cyc-a.yaml", RT("cyc-a", R_UP("/cy/a", "up") R_DEL("/cy/b", "cyc-b")));
+    tdir_put("routetables/gloo-system/cyc-b.yaml", RT("cyc-b", R_UP("/cy/b/1", "up") R_DEL("/cy/b/2", "cyc-a")));
+    tdir_put("routetables/gloo-system/self.yaml", RT("self", R_DEL("/self/x", "self")));
+    tdir_put("routetables/gloo-system/nest1.yaml", RT("nest1", R_DEL("/n/2", "nest2")));
+    tdir_put("routetables/gloo-system/nest2.yaml", RT("nest2", "  - matchers: [{exact: /n/2/x}]\n    directResponseAction: "
                                                           "{status: 201}\n"));
-    rv_snapshot_t *snap = load(&e, tmp);
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(state(snap, "RouteTable", "outside") == RV_STATE_REJECTED &&
               reason_has(snap, "RouteTable", "outside",
                          "route routes[1] matcher prefix '/elsewhere' does not start with the delegating prefix '/out'"),
@@ -574,14 +530,14 @@ static void test_delegation(void)
     env_free(&e);
 
     /* a RouteTable reached from two parents: valid under one, rejected under the other */
-    fresh_dir();
-    put("upstreams/gloo-system/up.yaml", US("up"));
-    put("virtualservices/gloo-system/p1.yaml", VS("p1", "[p1.com]", R_DEL("/api", "shared")));
-    put("virtualservices/gloo-system/p2.yaml", VS("p2", "[p2.com]", R_DEL("/other", "shared")));
-    put("routetables/gloo-system/shared.yaml", RT("shared", R_UP("/api/x", "up")));
-    put("routetables/other/sel1.yaml", "metadata: {name: sel1, labels: {a: b}}\nroutes: [{directResponseAction: {status: 200}}]\n");
-    put("virtualservices/gloo-system/p3.yaml", VS("p3", "[p3.com]", "  - delegateAction: {selector: {labels: {a: b}}}\n"));
-    rv_snapshot_t *s2 = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("upstreams/gloo-system/up.yaml", US("up"));
+    tdir_put("virtualservices/gloo-system/p1.yaml", VS("p1", "[p1.com]", R_DEL("/api", "shared")));
+    tdir_put("virtualservices/gloo-system/p2.yaml", VS("p2", "[p2.com]", R_DEL("/other", "shared")));
+    tdir_put("routetables/gloo-system/shared.yaml", RT("shared", R_UP("/api/x", "up")));
+    tdir_put("routetables/other/sel1.yaml", "metadata: {name: sel1, labels: {a: b}}\nroutes: [{directResponseAction: {status: 200}}]\n");
+    tdir_put("virtualservices/gloo-system/p3.yaml", VS("p3", "[p3.com]", "  - delegateAction: {selector: {labels: {a: b}}}\n"));
+    rv_snapshot_t *s2 = load(&e, tdir);
     CHECK(state(s2, "RouteTable", "shared") == RV_STATE_REJECTED && reason_has(s2, "RouteTable", "shared", "from VirtualService gloo-system/p2"),
           "delegation: rejection names the delegating parent");
     const rv_listener_cfg_t *dl = s2 ? &s2->listeners[0] : NULL;
@@ -597,14 +553,14 @@ static void test_delegation(void)
 static void test_store(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("upstreams/gloo-system/up.yaml", US("up"));
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "[a.com]", R_UP("/v1", "up")));
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("upstreams/gloo-system/up.yaml", US("up"));
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "[a.com]", R_UP("/v1", "up")));
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "vs") == RV_STATE_ACCEPTED, "store: first version accepted");
 
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "[a.com]", R_UP("/v2", "up") "  - bogus: 1\n"));
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "[a.com]", R_UP("/v2", "up") "  - bogus: 1\n"));
+    snap = load(&e, tdir);
     CHECK(e.scan_rc == 1, "store: an edit is a change");
     CHECK(state(snap, "VirtualService", "vs") == RV_STATE_REJECTED &&
               reason_has(snap, "VirtualService", "vs", "virtualHost.routes[1].bogus: unknown field") &&
@@ -615,53 +571,53 @@ static void test_store(void)
           "store: the last accepted version is what the snapshot serves");
     CHECK(snap && snap->nrejected == 1, "store: nrejected counts the rejected edit");
 
-    put("virtualservices/gloo-system/vs.yaml", "metadata: {name: vs\nvirtualHost: [\n");
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/vs.yaml", "metadata: {name: vs\nvirtualHost: [\n");
+    snap = load(&e, tdir);
     CHECK(reason_has(snap, "VirtualService", "vs", "virtualservices/gloo-system/vs.yaml:") &&
               reason_has(snap, "VirtualService", "vs", "invalid YAML"),
           "store: broken YAML names the file and line");
     l = snap && snap->nlisteners ? &snap->listeners[0] : NULL;
     CHECK(l && l->nvhosts == 1 && streq(l->vhosts[0].routes[0].match.path, "/v1"), "store: still serving v1");
 
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "[a.com]", R_UP("/v3", "up")));
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "[a.com]", R_UP("/v3", "up")));
+    snap = load(&e, tdir);
     l = snap && snap->nlisteners ? &snap->listeners[0] : NULL;
     CHECK(state(snap, "VirtualService", "vs") == RV_STATE_ACCEPTED && l && l->nvhosts == 1 &&
               streq(l->vhosts[0].routes[0].match.path, "/v3"),
           "store: a fixed edit is accepted and served");
     CHECK(rv_store_scan_dir(e.st, &e.s) == 0, "store: rescan without changes reports 0");
     char path[512];
-    snprintf(path, sizeof(path), "%s/virtualservices/gloo-system/vs.yaml", tmp);
+    snprintf(path, sizeof(path), "%s/virtualservices/gloo-system/vs.yaml", tdir);
     struct timespec ts[2] = { { .tv_sec = 1000000000 }, { .tv_sec = 1000000000 } };
     utimensat(AT_FDCWD, path, ts, 0);
     CHECK(rv_store_scan_dir(e.st, &e.s) == 0, "store: touched but identical content is no change");
 
-    del("virtualservices/gloo-system/vs.yaml");
-    snap = load(&e, tmp);
+    tdir_del("virtualservices/gloo-system/vs.yaml");
+    snap = load(&e, tdir);
     CHECK(e.scan_rc == 1 && !status(snap, "VirtualService", "gloo-system", "vs"), "store: a deleted file removes the resource");
     l = snap && snap->nlisteners ? &snap->listeners[0] : NULL;
     CHECK(l && l->nvhosts == 0, "store: and its virtual host");
 
-    put("virtualservices/gloo-system/new.yaml", "metadata: {name: new}\nvirtualHost: {routes: [{bad: 1}]}\n");
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/new.yaml", "metadata: {name: new}\nvirtualHost: {routes: [{bad: 1}]}\n");
+    snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "new") == RV_STATE_REJECTED &&
               reason_lacks(snap, "VirtualService", "new", "keeps serving") && snap->listeners[0].nvhosts == 0,
           "store: a new bad resource serves nothing");
 
     /* the place of a file must agree with its content */
-    put("virtualservices/gloo-system/wrongname.yaml", VS("other", "[w.com]", R_UP("/", "up")));
-    put("virtualservices/gloo-system/wrongns.yaml", "metadata: {name: wrongns, namespace: team}\nvirtualHost: {}\n");
-    put("gateways/gloo-system/wrongkind.yaml", "apiVersion: gateway.solo.io/v1\nkind: VirtualService\nmetadata: {name: "
+    tdir_put("virtualservices/gloo-system/wrongname.yaml", VS("other", "[w.com]", R_UP("/", "up")));
+    tdir_put("virtualservices/gloo-system/wrongns.yaml", "metadata: {name: wrongns, namespace: team}\nvirtualHost: {}\n");
+    tdir_put("gateways/gloo-system/wrongkind.yaml", "apiVersion: gateway.solo.io/v1\nkind: VirtualService\nmetadata: {name: "
                                                "wrongkind}\nspec: {}\n");
-    put("virtualservices/gloo-system/k8s.yml", "apiVersion: gateway.solo.io/v1\nkind: VirtualService\nmetadata: {name: "
+    tdir_put("virtualservices/gloo-system/k8s.yml", "apiVersion: gateway.solo.io/v1\nkind: VirtualService\nmetadata: {name: "
                                                "k8s}\nspec: {virtualHost: {domains: [k.com], routes: [{directResponseAction: "
                                                "{status: 200}}]}}\n");
-    put("virtualservices/gloo-system/dup.yaml", VS("dup", "[d1.com]", R_UP("/", "up")));
-    put("virtualservices/gloo-system/dup.yml", VS("dup", "[d2.com]", R_UP("/", "up")));
-    put("virtualservices/gloo-system/notes.txt", "ignored");
-    put("virtualservices/gloo-system/.hidden.yaml", "ignored: [");
-    put("proxies/gloo-system/p.yaml", "ignored: [");
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/dup.yaml", VS("dup", "[d1.com]", R_UP("/", "up")));
+    tdir_put("virtualservices/gloo-system/dup.yml", VS("dup", "[d2.com]", R_UP("/", "up")));
+    tdir_put("virtualservices/gloo-system/notes.txt", "ignored");
+    tdir_put("virtualservices/gloo-system/.hidden.yaml", "ignored: [");
+    tdir_put("proxies/gloo-system/p.yaml", "ignored: [");
+    snap = load(&e, tdir);
     CHECK(reason_has(snap, "VirtualService", "wrongname", "metadata.name 'other' does not match the file name 'wrongname'"),
           "place: metadata.name must match the file");
     CHECK(reason_has(snap, "VirtualService", "wrongns", "metadata.namespace 'team' does not match the folder 'gloo-system'"),
@@ -682,12 +638,12 @@ static void test_store(void)
     env_free(&e);
 
     /* watched namespaces */
-    fresh_dir();
-    put("gloo-system/default.yaml", "watchNamespaces: [apps]\n");
-    put("virtualservices/apps/a.yaml", VS("a", "[a.com]", "  - directResponseAction: {status: 200}\n"));
-    put("virtualservices/gloo-system/b.yaml", VS("b", "[b.com]", "  - directResponseAction: {status: 200}\n"));
-    put("virtualservices/ignored/c.yaml", VS("c", "[c.com]", "  - directResponseAction: {status: 200}\n"));
-    snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("gloo-system/default.yaml", "watchNamespaces: [apps]\n");
+    tdir_put("virtualservices/apps/a.yaml", VS("a", "[a.com]", "  - directResponseAction: {status: 200}\n"));
+    tdir_put("virtualservices/gloo-system/b.yaml", VS("b", "[b.com]", "  - directResponseAction: {status: 200}\n"));
+    tdir_put("virtualservices/ignored/c.yaml", VS("c", "[c.com]", "  - directResponseAction: {status: 200}\n"));
+    snap = load(&e, tdir);
     CHECK(status(snap, "VirtualService", "apps", "a") && status(snap, "VirtualService", "gloo-system", "b") &&
               !status(snap, "VirtualService", "ignored", "c"),
           "watchNamespaces: only watched (and the discovery) namespaces are read");
@@ -703,10 +659,10 @@ static void test_store(void)
 static void test_json_escape(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("virtualservices/gloo-system/vs.yaml", "metadata: {name: vs}\nvirtualHost:\n  routes:\n  - directResponseAction: "
+    tdir_new("build");
+    tdir_put("virtualservices/gloo-system/vs.yaml", "metadata: {name: vs}\nvirtualHost:\n  routes:\n  - directResponseAction: "
                                                "{status: 200, body: \"tab\\there \\\\ \\u0001 \\\" caf\\u00e9\"}\n");
-    rv_snapshot_t *snap = load(&e, tmp);
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(snap && json_ok(snap->config_json), "json: control characters, quotes and backslashes stay valid JSON");
     CHECK(snap && strstr(snap->config_json, "tab\\there \\\\ \\u0001 \\\" caf\xc3\xa9"), "json: escapes as RFC 8259");
     CHECK(!strcmp(rv_state_name(RV_STATE_ACCEPTED), "Accepted") && !strcmp(rv_state_name(RV_STATE_REJECTED), "Rejected") &&
@@ -719,21 +675,21 @@ static void test_more_delegation(void)
 {
     env_t e = { 0 };
     char rel[128], body[512];
-    fresh_dir();
-    put("upstreams/gloo-system/up.yaml", US("up"));
-    put("upstreams/gloo-system/nowhere.yaml", "metadata: {name: nowhere}\nstatic: {hosts: [{addr: nowhere.invalid, "
+    tdir_new("build");
+    tdir_put("upstreams/gloo-system/up.yaml", US("up"));
+    tdir_put("upstreams/gloo-system/nowhere.yaml", "metadata: {name: nowhere}\nstatic: {hosts: [{addr: nowhere.invalid, "
                                               "port: 8080}]}\n");
     /* options travel two levels down; a regex child cannot take an inherited prefixRewrite */
-    put("virtualservices/gloo-system/vs.yaml",
+    tdir_put("virtualservices/gloo-system/vs.yaml",
         "metadata: {name: vs}\nvirtualHost:\n  domains: [a.com]\n  routes:\n  - matchers: [{prefix: /g}]\n"
         "    delegateAction: {ref: {name: mid}}\n    options: {timeout: 9s, prefixRewrite: /x, headerManipulation: "
         "{requestHeadersToAdd: [{header: {key: x-from, value: vs}}]}}\n");
-    put("routetables/gloo-system/mid.yaml", RT("mid", R_DEL("/g/m", "leaf")));
-    put("routetables/gloo-system/leaf.yaml",
+    tdir_put("routetables/gloo-system/mid.yaml", RT("mid", R_DEL("/g/m", "leaf")));
+    tdir_put("routetables/gloo-system/leaf.yaml",
         RT("leaf", R_UP("/g/m/l", "up") R_UP("/g/m/missing", "gone")
                        "  - matchers: [{regex: '/g/m/r[0-9]'}]\n    routeAction: {single: {upstream: {name: up}}}\n"));
     /* a chain of 18 tables is deeper than the limit */
-    put("virtualservices/gloo-system/deep.yaml", VS("deep", "[deep.com]", R_DEL("/d", "c0")));
+    tdir_put("virtualservices/gloo-system/deep.yaml", VS("deep", "[deep.com]", R_DEL("/d", "c0")));
     for (int i = 0; i < 18; i++) {
         snprintf(rel, sizeof(rel), "routetables/gloo-system/c%d.yaml", i);
         if (i < 17)
@@ -742,24 +698,24 @@ static void test_more_delegation(void)
         else
             snprintf(body, sizeof(body), "metadata: {name: c%d}\nroutes:\n  - matchers: [{prefix: /d}]\n"
                                          "    directResponseAction: {status: 200}\n", i);
-        put(rel, body);
+        tdir_put(rel, body);
     }
-    put("virtualservices/gloo-system/dns.yaml", VS("dns", "[dns.com]", R_UP("/", "nowhere")));
+    tdir_put("virtualservices/gloo-system/dns.yaml", VS("dns", "[dns.com]", R_UP("/", "nowhere")));
     /* fan-out: 20 delegating routes x 5100 child routes is more than one virtual service may hold */
     size_t cap = 5100 * 100 + 64, used = 0;
     char *big = malloc(cap);
     used += (size_t)snprintf(big + used, cap - used, "metadata: {name: wide}\nroutes:\n");
     for (int i = 0; i < 5100; i++)
         used += (size_t)snprintf(big + used, cap - used, "- {matchers: [{exact: /w/%d}], directResponseAction: {status: 200}}\n", i);
-    put("routetables/gloo-system/wide.yaml", big);
+    tdir_put("routetables/gloo-system/wide.yaml", big);
     free(big);
     char fan[2048];
     size_t fo = (size_t)snprintf(fan, sizeof(fan), "metadata: {name: fan}\nvirtualHost:\n  domains: [fan.com]\n  routes:\n");
     for (int i = 0; i < 20; i++)
         fo += (size_t)snprintf(fan + fo, sizeof(fan) - fo,
                                "  - {matchers: [{prefix: /w}], delegateAction: {ref: {name: wide}}}\n");
-    put("virtualservices/gloo-system/fan.yaml", fan);
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/fan.yaml", fan);
+    rv_snapshot_t *snap = load(&e, tdir);
     const rv_listener_cfg_t *l = snap && snap->nlisteners ? &snap->listeners[0] : NULL;
     const rv_vhost_t *vh = vhost(l, "gloo-system.vs");
     CHECK(vh && vh->nroutes == 3, "nested: three routes from two levels of delegation (got %u)", vh ? vh->nroutes : 0);
@@ -817,17 +773,17 @@ static bool body_is(const rv_snapshot_t *snap, const char *gw, const char *vs, c
 static void test_domain_conflict_keeps_serving(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
-    put("virtualservices/gloo-system/b.yaml", VS("b", "[x.test]", R_BODY("/v", "b1")));
-    put("virtualservices/gloo-system/c.yaml", VS("c", "[c.test]", R_BODY("/v", "c1")));
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    tdir_put("virtualservices/gloo-system/b.yaml", VS("b", "[x.test]", R_BODY("/v", "b1")));
+    tdir_put("virtualservices/gloo-system/c.yaml", VS("c", "[c.test]", R_BODY("/v", "c1")));
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "b") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.b", "b1"),
           "keep: b serves x.test");
 
     /* a newcomer claiming x.test (and before b in name order) */
-    put("virtualservices/gloo-system/a.yaml", VS("a", "[x.test]", R_BODY("/v", "a1")));
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/a.yaml", VS("a", "[x.test]", R_BODY("/v", "a1")));
+    snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "b") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.b", "b1"),
           "keep: the serving VirtualService keeps the domain");
     CHECK(state(snap, "VirtualService", "a") == RV_STATE_REJECTED &&
@@ -837,15 +793,15 @@ static void test_domain_conflict_keeps_serving(void)
           "keep: the newcomer is rejected, names the holder, and serves nothing");
 
     /* the holder is edited (still claims x.test): its new version is served */
-    put("virtualservices/gloo-system/b.yaml", VS("b", "[x.test]", R_BODY("/v", "b2")));
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/b.yaml", VS("b", "[x.test]", R_BODY("/v", "b2")));
+    snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "b") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.b", "b2") &&
               state(snap, "VirtualService", "a") == RV_STATE_REJECTED,
           "keep: an edit of the holder is accepted; the newcomer stays rejected");
 
     /* an accepted service edited to claim the holder's domain keeps its last accepted version */
-    put("virtualservices/gloo-system/c.yaml", VS("c", "[c.test, x.test]", R_BODY("/v", "c2")));
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/c.yaml", VS("c", "[c.test, x.test]", R_BODY("/v", "c2")));
+    snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "c") == RV_STATE_REJECTED &&
               reason_has(snap, "VirtualService", "c", "domain 'x.test' is already served by VirtualService gloo-system/b") &&
               reason_has(snap, "VirtualService", "c", "(the last accepted version keeps serving)"),
@@ -856,32 +812,32 @@ static void test_domain_conflict_keeps_serving(void)
     CHECK(cv && cv->ndomains == 1 && streq(cv->domains[0], "c.test"), "keep: with its old domains");
 
     /* a broken edit of c on top: the decode error is reported, the same version keeps serving */
-    put("virtualservices/gloo-system/c.yaml", "metadata: {name: c\n");
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/c.yaml", "metadata: {name: c\n");
+    snap = load(&e, tdir);
     CHECK(reason_has(snap, "VirtualService", "c", "invalid YAML") && body_is(snap, "gloo-system.gw", "gloo-system.c", "c1"),
           "keep: a decode error on top of a refused version still serves the last accepted one");
 
     /* the holder goes away: the others' current versions now fit */
-    del("virtualservices/gloo-system/b.yaml");
-    put("virtualservices/gloo-system/c.yaml", VS("c", "[c.test]", R_BODY("/v", "c3")));
-    snap = load(&e, tmp);
+    tdir_del("virtualservices/gloo-system/b.yaml");
+    tdir_put("virtualservices/gloo-system/c.yaml", VS("c", "[c.test]", R_BODY("/v", "c3")));
+    snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "a") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.a", "a1") &&
               state(snap, "VirtualService", "c") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.c", "c3"),
           "keep: once the conflict is gone the newest versions serve");
     env_free(&e);
 
     /* two services serving one domain on different Gateways meet because a Gateway changed */
-    fresh_dir();
-    put("gateways/gloo-system/g1.yaml", "metadata: {name: g1}\nbindPort: 8081\nhttpGateway: {virtualServices: [{name: a}]}\n");
-    put("gateways/gloo-system/g2.yaml", "metadata: {name: g2}\nbindPort: 8082\nhttpGateway: {virtualServices: [{name: b}]}\n");
-    put("virtualservices/gloo-system/a.yaml", VS("a", "[x.test]", R_BODY("/v", "a1")));
-    put("virtualservices/gloo-system/b.yaml", VS("b", "[x.test]", R_BODY("/v", "b1")));
-    snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("gateways/gloo-system/g1.yaml", "metadata: {name: g1}\nbindPort: 8081\nhttpGateway: {virtualServices: [{name: a}]}\n");
+    tdir_put("gateways/gloo-system/g2.yaml", "metadata: {name: g2}\nbindPort: 8082\nhttpGateway: {virtualServices: [{name: b}]}\n");
+    tdir_put("virtualservices/gloo-system/a.yaml", VS("a", "[x.test]", R_BODY("/v", "a1")));
+    tdir_put("virtualservices/gloo-system/b.yaml", VS("b", "[x.test]", R_BODY("/v", "b1")));
+    snap = load(&e, tdir);
     CHECK(body_is(snap, "gloo-system.g1", "gloo-system.a", "a1") && body_is(snap, "gloo-system.g2", "gloo-system.b", "b1"),
           "gateway change: one domain on two Gateways");
-    put("gateways/gloo-system/g1.yaml", "metadata: {name: g1}\nbindPort: 8081\nhttpGateway: {virtualServices: [{name: a}, "
+    tdir_put("gateways/gloo-system/g1.yaml", "metadata: {name: g1}\nbindPort: 8081\nhttpGateway: {virtualServices: [{name: a}, "
                                         "{name: b}]}\n");
-    snap = load(&e, tmp);
+    snap = load(&e, tdir);
     CHECK(state(snap, "Gateway", "g1") == RV_STATE_REJECTED &&
               reason_has(snap, "Gateway", "g1", "VirtualServices gloo-system/a and gloo-system/b would both serve domain 'x.test'") &&
               reason_has(snap, "Gateway", "g1", "last accepted version keeps serving"),
@@ -893,12 +849,12 @@ static void test_domain_conflict_keeps_serving(void)
     env_free(&e);
 
     /* ns/name ordering does not matter: the holder wins whichever name sorts first */
-    fresh_dir();
-    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
-    put("virtualservices/gloo-system/z.yaml", VS("z", "['*']", R_BODY("/v", "z1")));
-    snap = load(&e, tmp);
-    put("virtualservices/gloo-system/m.yaml", VS("m", "[]", R_BODY("/v", "m1")));
-    snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    tdir_put("virtualservices/gloo-system/z.yaml", VS("z", "['*']", R_BODY("/v", "z1")));
+    snap = load(&e, tdir);
+    tdir_put("virtualservices/gloo-system/m.yaml", VS("m", "[]", R_BODY("/v", "m1")));
+    snap = load(&e, tdir);
     CHECK(body_is(snap, "gloo-system.gw", "gloo-system.z", "z1") && state(snap, "VirtualService", "m") == RV_STATE_REJECTED &&
               reason_has(snap, "VirtualService", "m", "domain '*' is already served by VirtualService gloo-system/z"),
           "keep: no domains (= '*') against a serving '*'");
@@ -908,16 +864,16 @@ static void test_domain_conflict_keeps_serving(void)
 static void test_bind_conflict_keeps_serving(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("gateways/gloo-system/g1.yaml", GW("g1", 8081));
-    put("gateways/gloo-system/g2.yaml", GW("g2", 8082));
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("gateways/gloo-system/g1.yaml", GW("g1", 8081));
+    tdir_put("gateways/gloo-system/g2.yaml", GW("g2", 8082));
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(snap && snap->nlisteners == 2, "bind: two listeners");
 
     /* the later Gateway moves onto the earlier one's port */
-    put("gateways/gloo-system/g2.yaml", GW("g2", 8081));
-    snap = load(&e, tmp);
+    tdir_put("gateways/gloo-system/g2.yaml", GW("g2", 8081));
+    snap = load(&e, tdir);
     const rv_listener_cfg_t *l1 = listener(snap, "gloo-system.g1"), *l2 = listener(snap, "gloo-system.g2");
     CHECK(l1 && l1->port == 8081 && l2 && l2->port == 8082, "bind: both listeners stay where they were");
     CHECK(state(snap, "Gateway", "g1") == RV_STATE_ACCEPTED && state(snap, "Gateway", "g2") == RV_STATE_REJECTED &&
@@ -927,10 +883,10 @@ static void test_bind_conflict_keeps_serving(void)
           "bind: the moved Gateway is rejected, names the holder as ns/name, keeps its old listener");
 
     /* the earlier Gateway (in name order) moves onto the later one's port: the holder still wins */
-    put("gateways/gloo-system/g2.yaml", GW("g2", 8082));
-    snap = load(&e, tmp);
-    put("gateways/gloo-system/g1.yaml", GW("g1", 8082));
-    snap = load(&e, tmp);
+    tdir_put("gateways/gloo-system/g2.yaml", GW("g2", 8082));
+    snap = load(&e, tdir);
+    tdir_put("gateways/gloo-system/g1.yaml", GW("g1", 8082));
+    snap = load(&e, tdir);
     l1 = listener(snap, "gloo-system.g1");
     l2 = listener(snap, "gloo-system.g2");
     CHECK(l1 && l1->port == 8081 && l2 && l2->port == 8082 && state(snap, "Gateway", "g2") == RV_STATE_ACCEPTED &&
@@ -941,9 +897,9 @@ static void test_bind_conflict_keeps_serving(void)
           "bind: listeners stay in namespace/name order");
 
     /* two new Gateways on one port: the first in name order wins, as before */
-    put("gateways/gloo-system/n1.yaml", GW("n1", 8090));
-    put("gateways/gloo-system/n2.yaml", GW("n2", 8090));
-    snap = load(&e, tmp);
+    tdir_put("gateways/gloo-system/n1.yaml", GW("n1", 8090));
+    tdir_put("gateways/gloo-system/n2.yaml", GW("n2", 8090));
+    snap = load(&e, tdir);
     CHECK(listener(snap, "gloo-system.n1") && !listener(snap, "gloo-system.n2") &&
               reason_lacks(snap, "Gateway", "n2", "keeps serving"),
           "bind: between newcomers the first in name order wins");
@@ -953,16 +909,16 @@ static void test_bind_conflict_keeps_serving(void)
 static void test_delegation_keeps_serving(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_DEL("/api", "rt")));
-    put("routetables/gloo-system/rt.yaml", RT("rt", R_BODY("/api/x", "rt1")));
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_DEL("/api", "rt")));
+    tdir_put("routetables/gloo-system/rt.yaml", RT("rt", R_BODY("/api/x", "rt1")));
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(body_is(snap, "gloo-system.gw", "gloo-system.vs", "rt1"), "delegation keep: the table serves");
 
     /* the table's edit leaves the parent prefix: its last accepted version keeps serving */
-    put("routetables/gloo-system/rt.yaml", RT("rt", R_BODY("/api/x", "rt2") R_BODY("/other", "o")));
-    snap = load(&e, tmp);
+    tdir_put("routetables/gloo-system/rt.yaml", RT("rt", R_BODY("/api/x", "rt2") R_BODY("/other", "o")));
+    snap = load(&e, tdir);
     CHECK(state(snap, "RouteTable", "rt") == RV_STATE_REJECTED &&
               reason_has(snap, "RouteTable", "rt", "does not start with the delegating prefix '/api'") &&
               reason_has(snap, "RouteTable", "rt", "(the last accepted version keeps serving)"),
@@ -973,14 +929,14 @@ static void test_delegation_keeps_serving(void)
           "delegation keep: the parent still serves the delegated routes");
 
     /* fixed: the new version serves */
-    put("routetables/gloo-system/rt.yaml", RT("rt", R_BODY("/api/x", "rt3")));
-    snap = load(&e, tmp);
+    tdir_put("routetables/gloo-system/rt.yaml", RT("rt", R_BODY("/api/x", "rt3")));
+    snap = load(&e, tdir);
     CHECK(state(snap, "RouteTable", "rt") == RV_STATE_ACCEPTED && body_is(snap, "gloo-system.gw", "gloo-system.vs", "rt3"),
           "delegation keep: a fitting edit is served");
 
     /* the parent's edit moves the prefix away from an unchanged table: the parent is refused */
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_DEL("/v2", "rt")));
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_DEL("/v2", "rt")));
+    snap = load(&e, tdir);
     CHECK(state(snap, "VirtualService", "vs") == RV_STATE_REJECTED &&
               reason_has(snap, "VirtualService", "vs", "RouteTable gloo-system/rt does not fit under it") &&
               reason_has(snap, "VirtualService", "vs", "(the last accepted version keeps serving)") &&
@@ -988,9 +944,9 @@ static void test_delegation_keeps_serving(void)
           "delegation keep: a parent edit that no longer fits its table keeps the parent's last version");
 
     /* a table never accepted that does not fit: rejected and left out, as before */
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_DEL("/api", "rt") R_DEL("/n", "fresh")));
-    put("routetables/gloo-system/fresh.yaml", RT("fresh", R_BODY("/elsewhere", "f")));
-    snap = load(&e, tmp);
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_DEL("/api", "rt") R_DEL("/n", "fresh")));
+    tdir_put("routetables/gloo-system/fresh.yaml", RT("fresh", R_BODY("/elsewhere", "f")));
+    snap = load(&e, tdir);
     vh = vhost(listener(snap, "gloo-system.gw"), "gloo-system.vs");
     CHECK(state(snap, "RouteTable", "fresh") == RV_STATE_REJECTED && reason_lacks(snap, "RouteTable", "fresh", "keeps serving") &&
               state(snap, "VirtualService", "vs") == RV_STATE_ACCEPTED && vh && vh->nroutes == 1,
@@ -1011,12 +967,12 @@ static void test_bind_check(void)
     env_t e = { 0 };
     busy_port = 18081;
     rv_config_set_bind_check(fake_bind_check);
-    fresh_dir();
-    put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
-    put("gateways/gloo-system/busy.yaml", GW("busy", 18081));
-    put("gateways/gloo-system/gone.yaml", "metadata: {name: gone}\nbindAddress: 10.9.9.9\nbindPort: 18082\n");
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("gateways/gloo-system/gw.yaml", GW("gw", 8080));
+    tdir_put("gateways/gloo-system/busy.yaml", GW("busy", 18081));
+    tdir_put("gateways/gloo-system/gone.yaml", "metadata: {name: gone}\nbindAddress: 10.9.9.9\nbindPort: 18082\n");
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(snap && snap->nlisteners == 1 && listener(snap, "gloo-system.gw"), "bind check: only the bindable listener");
     CHECK(state(snap, "Gateway", "busy") == RV_STATE_REJECTED &&
               reason_has(snap, "Gateway", "busy", "bindPort 18081: address already in use by another process") &&
@@ -1029,8 +985,8 @@ static void test_bind_check(void)
 
     /* an accepted Gateway moved to a taken port keeps its listener */
     busy_port2 = 18085;
-    put("gateways/gloo-system/gw.yaml", GW("gw", 18085));
-    snap = load(&e, tmp);
+    tdir_put("gateways/gloo-system/gw.yaml", GW("gw", 18085));
+    snap = load(&e, tdir);
     const rv_listener_cfg_t *l = listener(snap, "gloo-system.gw");
     CHECK(l && l->port == 8080 && state(snap, "Gateway", "gw") == RV_STATE_REJECTED &&
               reason_has(snap, "Gateway", "gw", "bindPort 18085: address already in use by another process (the last "
@@ -1039,7 +995,7 @@ static void test_bind_check(void)
 
     /* the ports free up: the Gateways are served there at the next build */
     busy_port = busy_port2 = 28000;
-    snap = load(&e, tmp);
+    snap = load(&e, tdir);
     l = listener(snap, "gloo-system.gw");
     CHECK(l && l->port == 18085 && state(snap, "Gateway", "gw") == RV_STATE_ACCEPTED && listener(snap, "gloo-system.busy") &&
               state(snap, "Gateway", "busy") == RV_STATE_ACCEPTED,
@@ -1048,15 +1004,15 @@ static void test_bind_check(void)
 
     /* the implicit default Gateway gets a status when it cannot bind */
     busy_port = 8080;
-    fresh_dir();
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
-    snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    snap = load(&e, tdir);
     const rv_status_t *st = status(snap, "Gateway", "gloo-system", "gateway-proxy");
     CHECK(snap && snap->nlisteners == 0 && st && st->state == RV_STATE_REJECTED &&
               strstr(st->reason.ptr, "bindPort 8080: address already in use") && strstr(st->reason.ptr, "default Gateway"),
           "bind check: the default Gateway is reported when its port is taken");
     rv_config_set_bind_check(NULL);
-    snap = load(&e, tmp);
+    snap = load(&e, tdir);
     CHECK(snap && snap->nlisteners == 1 && !status(snap, "Gateway", "gloo-system", "gateway-proxy"),
           "bind check: none set (validate), no check");
     env_free(&e);
@@ -1065,25 +1021,25 @@ static void test_bind_check(void)
 static void test_settings_status(void)
 {
     env_t e = { 0 };
-    fresh_dir();
-    put("gloo-system/default.yaml", "refreshRate: 1s\n");
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("gloo-system/default.yaml", "refreshRate: 1s\n");
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(state(snap, "Settings", "default") == RV_STATE_ACCEPTED && snap->nrejected == 0, "settings: Accepted");
     e.s.rejected = strdup("foo: unknown field (x.yaml:2:1) (the previous settings stay in force)");
-    snap = load(&e, tmp);
+    snap = load(&e, tdir);
     CHECK(state(snap, "Settings", "default") == RV_STATE_REJECTED &&
               reason_has(snap, "Settings", "default", "foo: unknown field") && snap->nrejected == 1,
           "settings: a refused file shows as Rejected with the reason");
     env_free(&e);
 
     /* refused while no Settings file was in force: the status still appears */
-    fresh_dir();
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
-    snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_BODY("/v", "v")));
+    snap = load(&e, tdir);
     CHECK(snap && !status(snap, "Settings", "gloo-system", "default"), "settings: no file, no status");
     e.s.rejected = strdup("bad");
-    snap = load(&e, tmp);
+    snap = load(&e, tdir);
     CHECK(state(snap, "Settings", "default") == RV_STATE_REJECTED, "settings: a refused new file has a status");
     env_free(&e);
 }
@@ -1097,9 +1053,9 @@ static void test_duration_too_large(void)
           "duration: malformed stays -1 even when huge");
     CHECK(cfg_parse_duration("2500000h", 8, &ms) == 0 && ms == 9000000000000ll, "duration: the cap itself is accepted");
     env_t e = { 0 };
-    fresh_dir();
-    put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_UP("/", "up") "    options: {timeout: 2562047h}\n"));
-    rv_snapshot_t *snap = load(&e, tmp);
+    tdir_new("build");
+    tdir_put("virtualservices/gloo-system/vs.yaml", VS("vs", "['*']", R_UP("/", "up") "    options: {timeout: 2562047h}\n"));
+    rv_snapshot_t *snap = load(&e, tdir);
     CHECK(reason_has(snap, "VirtualService", "vs", "timeout: duration '2562047h' is too large (at most 2500000h)") &&
               reason_lacks(snap, "VirtualService", "vs", "invalid duration"),
           "duration: the reason says too large, not invalid");
@@ -1122,7 +1078,6 @@ int main(void)
     test_bind_check();
     test_settings_status();
     test_duration_too_large();
-    if (tmp[0])
-        nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tdir_remove();
     TEST_DONE();
 }

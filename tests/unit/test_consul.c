@@ -4,8 +4,6 @@
  * from a listing (metadata mismatch, last good kept, removal), kind names and recognition,
  * and the Settings' Consul fields.
  */
-#include <ftw.h>
-#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +13,7 @@
 #include "control/consul.h"
 #include "control/kvsource.h"
 #include "core/err.h"
+#include "tdir.h"
 #include "test.h"
 
 static void test_next_index(void)
@@ -286,40 +285,18 @@ static void test_store_kv(void)
     rv_store_free(st);
 }
 
-static const char *tmpdir;
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    (void)sb;
-    (void)flag;
-    (void)f;
-    return remove(p);
-}
-
-static void put(const char *rel, const char *text)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/gloo-system", tmpdir);
-    mkdir(p, 0755);
-    snprintf(p, sizeof p, "%s/%s", tmpdir, rel);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-}
-
 static void test_settings(void)
 {
-    char tmpl[] = "/tmp/rivet-consul-XXXXXX";
-    tmpdir = mkdtemp(tmpl);
+    tdir_new("consul");
     rv_settings_t s;
     char e[1024];
-    put("gloo-system/default.yaml",
+    tdir_put("gloo-system/default.yaml",
         "consulKvSource: {rootKey: /edge/}\nrefreshRate: 2s\n"
         "consul: {httpAddress: 'https://c:8501', address: old:1, datacenter: dc2, token: t, username: u, password: p,"
         " caFile: /ca, certFile: /c, keyFile: /k, insecureSkipVerify: true, waitTime: 30s,"
         " serviceDiscovery: {dataCenters: [dc1, dc2]}, dnsAddress: '127.0.0.1:53', dnsPollingInterval: 1s}\n"
         "consulDiscovery: {consistencyMode: StaleMode, serviceTagsAllowlist: [web], useTlsTagging: false}\n");
-    int rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    int rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == 0, "full Consul Settings load (%s)", e);
     if (rc == 0) {
         CHECK(s.consul_kv && !strcmp(s.consul_root_key, "edge"), "consulKvSource.rootKey, slashes trimmed");
@@ -335,47 +312,47 @@ static void test_settings(void)
         CHECK(!s.consul_disc_catalog_only, "health checks honoured by default");
         rv_settings_free(&s);
     }
-    put("gloo-system/default.yaml", "consul: {serviceDiscovery: {}}\nconsulDiscovery: {rivetHealthChecks: false}\n");
-    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    tdir_put("gloo-system/default.yaml", "consul: {serviceDiscovery: {}}\nconsulDiscovery: {rivetHealthChecks: false}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == 0 && s.consul_discovery && s.consul_disc_catalog_only,
           "consulDiscovery.rivetHealthChecks: false selects catalog-only discovery (%s)", e);
     if (rc == 0)
         rv_settings_free(&s);
-    put("gloo-system/default.yaml", "consulDiscovery: {rivetHealthChecks: true}\n");
-    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    tdir_put("gloo-system/default.yaml", "consulDiscovery: {rivetHealthChecks: true}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == 0 && !s.consul_disc_catalog_only, "rivetHealthChecks: true is the default (%s)", e);
     if (rc == 0)
         rv_settings_free(&s);
-    put("gloo-system/default.yaml", "consul: {}\n");
-    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    tdir_put("gloo-system/default.yaml", "consul: {}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == 0 && !s.consul_kv && !s.consul_discovery && !strcmp(s.consul_dns_address, "127.0.0.1:8600") &&
               s.consul_dns_poll_ms == 5000,
           "defaults: no KV, no discovery, DNS 127.0.0.1:8600 every 5 s");
     if (rc == 0)
         rv_settings_free(&s);
-    put("gloo-system/default.yaml", "consulDiscovery: {useTlsTagging: true}\n");
-    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    tdir_put("gloo-system/default.yaml", "consulDiscovery: {useTlsTagging: true}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == RV_EPARSE && strstr(e, "useTlsTagging: true is not supported yet"), "TLS tagging refused (%s)", e);
-    put("gloo-system/default.yaml", "consulDiscovery: {splitTlsServices: true}\n");
-    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    tdir_put("gloo-system/default.yaml", "consulDiscovery: {splitTlsServices: true}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == RV_EPARSE && strstr(e, "consulDiscovery.splitTlsServices is not supported yet"),
           "other consulDiscovery fields refused by name (%s)", e);
-    put("gloo-system/default.yaml", "consul: {serviceDiscovery: {dataCenter: [x]}}\n");
-    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    tdir_put("gloo-system/default.yaml", "consul: {serviceDiscovery: {dataCenter: [x]}}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == RV_EPARSE && strstr(e, "consul.serviceDiscovery.dataCenter: unknown field"), "typo named (%s)", e);
-    put("gloo-system/default.yaml", "consulDiscovery: {consistencyMode: Sometimes}\n");
-    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    tdir_put("gloo-system/default.yaml", "consulDiscovery: {consistencyMode: Sometimes}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == RV_EPARSE && strstr(e, "consistencyMode"), "bad consistencyMode (%s)", e);
-    put("gloo-system/default.yaml",
+    tdir_put("gloo-system/default.yaml",
         "apiVersion: gloo.solo.io/v1\nkind: Settings\nmetadata: {name: default, namespace: gloo-system}\n"
         "spec: {consulKvSource: {}, consul: {address: 'a:1'}}\n");
-    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == 0 && s.consul_kv && !strcmp(s.consul_root_key, "gloo") && !strcmp(s.consul_address, "a:1"),
           "Kubernetes form with Consul fields (%s)", e);
     if (rc == 0)
         rv_settings_free(&s);
-    put("gloo-system/default.yaml", "consul: {password: p}\n");
-    rc = rv_settings_load(tmpdir, NULL, &s, e, sizeof e);
+    tdir_put("gloo-system/default.yaml", "consul: {password: p}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof e);
     CHECK(rc == RV_EPARSE && strstr(e, "needs consul.username"), "password without username (%s)", e);
     /* rivet run --consul: the override */
     rv_settings_consul_override("127.0.0.1:9", "root", true);
@@ -385,7 +362,7 @@ static void test_settings(void)
           "override without a directory (%s)", e);
     if (rc == 0)
         rv_settings_free(&s);
-    nftw(tmpdir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tdir_remove();
 }
 
 static void test_tls_target(void)

@@ -6,15 +6,14 @@
  * statuses).
  */
 #include <arpa/inet.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
 #include "control/discovery.h"
 #include "core/err.h"
+#include "tdir.h"
 #include "test.h"
 
 /* ---- health answers ------------------------------------------------------------------ */
@@ -197,33 +196,6 @@ static void test_names(void)
 
 /* ---- snapshots from a store and a view ------------------------------------------------ */
 
-static char tmp[256];
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    RV_UNUSED(sb);
-    RV_UNUSED(flag);
-    RV_UNUSED(f);
-    return remove(p);
-}
-
-static void put(const char *rel, const char *content)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", tmp, rel);
-    for (char *p = path + strlen(tmp) + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(path, 0755);
-            *p = '/';
-        }
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(content, f);
-        fclose(f);
-    }
-}
-
 static const rv_cluster_t *cluster(const rv_snapshot_t *s, const char *name)
 {
     for (uint32_t i = 0; s && i < s->nclusters; i++)
@@ -288,24 +260,23 @@ static rv_disc_view_t *two_dc_view_st(bool health, const char *st2, const char *
 
 static void test_snapshot(void)
 {
-    snprintf(tmp, sizeof(tmp), "/tmp/rivet-test-disc-XXXXXX");
-    if (!mkdtemp(tmp))
+    if (!tdir_new("disc"))
         return;
-    put("upstreams/gloo-system/explicit.yaml", "metadata: {name: explicit}\nconsul: {serviceName: web}\n");
-    put("upstreams/gloo-system/tagged.yaml", "metadata: {name: tagged}\nconsul: {serviceName: web, instanceTags: [v1]}\n");
-    put("upstreams/gloo-system/black.yaml",
+    tdir_put("upstreams/gloo-system/explicit.yaml", "metadata: {name: explicit}\nconsul: {serviceName: web}\n");
+    tdir_put("upstreams/gloo-system/tagged.yaml", "metadata: {name: tagged}\nconsul: {serviceName: web, instanceTags: [v1]}\n");
+    tdir_put("upstreams/gloo-system/black.yaml",
         "metadata: {name: black}\nconsul: {serviceName: web, instanceBlacklistTags: [canary]}\n");
-    put("upstreams/gloo-system/dc2only.yaml", "metadata: {name: dc2only}\nconsul: {serviceName: web, dataCenters: [dc2]}\n");
-    put("upstreams/gloo-system/nosuch.yaml", "metadata: {name: nosuch}\nconsul: {serviceName: nosuch}\n");
-    put("upstreams/gloo-system/other-svc.yaml", "metadata: {name: other-svc}\nstatic: {hosts: [{addr: 127.0.0.9, port: 1}]}\n");
-    put("virtualservices/gloo-system/vs.yaml",
+    tdir_put("upstreams/gloo-system/dc2only.yaml", "metadata: {name: dc2only}\nconsul: {serviceName: web, dataCenters: [dc2]}\n");
+    tdir_put("upstreams/gloo-system/nosuch.yaml", "metadata: {name: nosuch}\nconsul: {serviceName: nosuch}\n");
+    tdir_put("upstreams/gloo-system/other-svc.yaml", "metadata: {name: other-svc}\nstatic: {hosts: [{addr: 127.0.0.9, port: 1}]}\n");
+    tdir_put("virtualservices/gloo-system/vs.yaml",
         VS_HDR "  - matchers: [{prefix: /a}]\n    routeAction: {single: {consul: {serviceName: web, tags: [v2]}}}\n"
                "  - matchers: [{prefix: /b}]\n    routeAction: {single: {consul: {serviceName: web, tags: [nope]}}}\n"
                "  - matchers: [{prefix: /c}]\n    routeAction: {single: {upstream: {name: web}}}\n"
                "  - matchers: [{prefix: /d}]\n    routeAction: {single: {consul: {serviceName: web, dataCenters: [dc2]}}}\n");
     rv_settings_t s;
     char err[512];
-    int rc = rv_settings_load(tmp, NULL, &s, err, sizeof(err));
+    int rc = rv_settings_load(tdir, NULL, &s, err, sizeof(err));
     CHECK(rc == 0, "settings load (%s)", rc ? err : "ok");
     if (rc)
         return;
@@ -417,7 +388,7 @@ static void test_snapshot(void)
 
     rv_store_free(store);
     rv_settings_free(&s);
-    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tdir_remove();
 }
 
 int main(void)

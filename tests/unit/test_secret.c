@@ -5,7 +5,6 @@
  * generations) and the directory source (layout, stat-only rescans, bad files).
  */
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -14,6 +13,7 @@
 #include "config/config-internal.h"
 #include "config/secret.h"
 #include "core/err.h"
+#include "tdir.h"
 #include "test.h"
 
 #define MARK "SUPERSECRETKEYBYTES"
@@ -367,54 +367,23 @@ static void test_table(void)
     rv_secret_free(NULL);
 }
 
-static char tmp[256];
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void put(const char *rel, const char *content)
-{
-    char p[512];
-    snprintf(p, sizeof(p), "%s/%s", tmp, rel);
-    for (char *s = p + strlen(tmp) + 1; *s; s++)
-        if (*s == '/') {
-            *s = '\0';
-            mkdir(p, 0755);
-            *s = '/';
-        }
-    char t2[560];
-    snprintf(t2, sizeof(t2), "%s.tmp", p);
-    FILE *f = fopen(t2, "w");
-    if (f) {
-        fputs(content, f);
-        fclose(f);
-    }
-    rename(t2, p);  /* atomic, as an editor or kubectl does: a new inode */
-}
-
 static void test_scan_dir(void)
 {
-    snprintf(tmp, sizeof(tmp), "/tmp/rv-secret-test-%d", (int)getpid());
-    mkdir(tmp, 0755);
+    tdir_new("secret");
     rv_secrets_t *t = rv_secrets_new();
     char dir[300];
-    snprintf(dir, sizeof(dir), "%s/nope", tmp);
+    snprintf(dir, sizeof(dir), "%s/nope", tdir);
     CHECK_INT(rv_secrets_scan_dir(t, 1, dir), 0, "missing directory: no secrets, no change");
 
-    put("gloo-system/tls1.yaml", "metadata: {name: tls1}\ntls: {certChain: c1, privateKey: k1}\n");
-    put("web/aws.json", "{\"metadata\":{\"name\":\"aws\",\"namespace\":\"web\"},\"aws\":{\"accessKey\":\"a\","
+    tdir_put_atomic("gloo-system/tls1.yaml", "metadata: {name: tls1}\ntls: {certChain: c1, privateKey: k1}\n");
+    tdir_put_atomic("web/aws.json", "{\"metadata\":{\"name\":\"aws\",\"namespace\":\"web\"},\"aws\":{\"accessKey\":\"a\","
                         "\"secretKey\":\"" MARK "\"}}");
-    put("web/broken.yaml", "metadata: {name: broken}\ntls: {certChain: c, privateKey: \"" MARK "\"\n");
-    put("web/wrong.yaml", "metadata: {name: other}\ntls: {rootCa: x}\n");
-    put("web/.hidden.yaml", "junk: [");
-    put("web/readme.txt", "not a secret");
-    put("..data/x.yaml", "junk: [");
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "first scan changes");
+    tdir_put_atomic("web/broken.yaml", "metadata: {name: broken}\ntls: {certChain: c, privateKey: \"" MARK "\"\n");
+    tdir_put_atomic("web/wrong.yaml", "metadata: {name: other}\ntls: {rootCa: x}\n");
+    tdir_put_atomic("web/.hidden.yaml", "junk: [");
+    tdir_put_atomic("web/readme.txt", "not a secret");
+    tdir_put_atomic("..data/x.yaml", "junk: [");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "first scan changes");
     const rv_secret_t *s = rv_secrets_get(t, "gloo-system", "tls1", NULL);
     CHECK(s && !strcmp(s->private_key, "k1"), "namespace from the folder, name from the file");
     CHECK(s && strstr(s->source, "gloo-system/tls1.yaml"), "source is the path");
@@ -430,63 +399,63 @@ static void test_scan_dir(void)
     CHECK_INT(rv_secrets_list(t, 1, &lv), 2, "two good secrets; hidden, .txt and ..data skipped");
     uint64_t g = rv_secrets_generation(t);
 
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 0, "rescan without change: 0");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 0, "rescan without change: 0");
     CHECK_INT(rv_secrets_generation(t), g, "generation unchanged");
     rv_secrets_forget_files(t, 1);
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 0, "full re-read of the same content: 0");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 0, "full re-read of the same content: 0");
 
     const rv_secret_t *aws = rv_secrets_get(t, "web", "aws", NULL);
-    put("gloo-system/tls1.yaml", "metadata: {name: tls1}\ntls: {certChain: c2, privateKey: k2}\n");
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "rotated file: change");
+    tdir_put_atomic("gloo-system/tls1.yaml", "metadata: {name: tls1}\ntls: {certChain: c2, privateKey: k2}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "rotated file: change");
     s = rv_secrets_get(t, "gloo-system", "tls1", NULL);
     CHECK(s && !strcmp(s->private_key, "k2"), "rotated content served");
     CHECK(rv_secrets_get(t, "web", "aws", NULL) == aws, "unchanged secret kept as it was");
 
-    put("web/broken.yaml", "metadata: {name: broken}\ntls: {certChain: c, privateKey: k}\n");
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "fixed file: change");
+    tdir_put_atomic("web/broken.yaml", "metadata: {name: broken}\ntls: {certChain: c, privateKey: k}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "fixed file: change");
     CHECK(rv_secrets_get(t, "web", "broken", NULL) != NULL, "fixed secret served");
 
     char p[400], q[400];
     /* a name that cannot be read is reported, not dropped */
-    snprintf(p, sizeof(p), "%s/web/dangling.yaml", tmp);
-    snprintf(q, sizeof(q), "%s/web/nowhere", tmp);
+    snprintf(p, sizeof(p), "%s/web/dangling.yaml", tdir);
+    snprintf(q, sizeof(q), "%s/web/nowhere", tdir);
     CHECK(symlink(q, p) == 0, "dangling link made");
-    snprintf(p, sizeof(p), "%s/web/dir.yaml", tmp);
+    snprintf(p, sizeof(p), "%s/web/dir.yaml", tdir);
     mkdir(p, 0755);
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "unreadable names: change");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "unreadable names: change");
     CHECK(!rv_secrets_get(t, "web", "dangling", &why) && why && strstr(why, "dangling.yaml: cannot read"),
           "dangling link reported (%s)", why ? why : "");
     CHECK(!rv_secrets_get(t, "web", "dir", &why) && why && strstr(why, "not a regular file"),
           "directory named like a secret reported (%s)", why ? why : "");
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 0, "unchanged unreadable names: no change");
-    snprintf(p, sizeof(p), "%s/web/dangling.yaml", tmp);
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 0, "unchanged unreadable names: no change");
+    snprintf(p, sizeof(p), "%s/web/dangling.yaml", tdir);
     unlink(p);
-    snprintf(p, sizeof(p), "%s/web/dir.yaml", tmp);
+    snprintf(p, sizeof(p), "%s/web/dir.yaml", tdir);
     rmdir(p);
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "gone again: change");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "gone again: change");
 
-    snprintf(p, sizeof(p), "%s/web/aws.json", tmp);
+    snprintf(p, sizeof(p), "%s/web/aws.json", tdir);
     unlink(p);
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "deleted file: change");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "deleted file: change");
     CHECK(!rv_secrets_get(t, "web", "aws", &why) && !why, "deleted secret gone");
 
     /* two files of one name: the first (by file name) serves; when it goes, the other one's own
      * content serves (its unchanged stat must not make the scan reuse the winner's copy) */
-    put("dup/x.yaml", "metadata: {name: x}\ntls: {certChain: c, privateKey: from-yaml}\n");
-    put("dup/x.yml", "metadata: {name: x}\ntls: {certChain: c, privateKey: from-yml}\n");
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "duplicate files scanned");
+    tdir_put_atomic("dup/x.yaml", "metadata: {name: x}\ntls: {certChain: c, privateKey: from-yaml}\n");
+    tdir_put_atomic("dup/x.yml", "metadata: {name: x}\ntls: {certChain: c, privateKey: from-yml}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "duplicate files scanned");
     s = rv_secrets_get(t, "dup", "x", NULL);
     CHECK(s && !strcmp(s->private_key, "from-yaml"), "x.yaml serves");
-    snprintf(p, sizeof(p), "%s/dup/x.yaml", tmp);
+    snprintf(p, sizeof(p), "%s/dup/x.yaml", tdir);
     unlink(p);
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "winner removed: change");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "winner removed: change");
     s = rv_secrets_get(t, "dup", "x", NULL);
     CHECK(s && !strcmp(s->private_key, "from-yml"), "x.yml's own content serves now");
     /* a failure of an unchanged file is kept with its reason across a rescan of another change */
-    put("dup/y.yaml", "metadata: {name: y}\ntls: {certChain: c}\n");
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "bad file added");
-    put("dup/z.yaml", "metadata: {name: z}\ntls: {rootCa: ca}\n");
-    CHECK_INT(rv_secrets_scan_dir(t, 1, tmp), 1, "another file added");
+    tdir_put_atomic("dup/y.yaml", "metadata: {name: y}\ntls: {certChain: c}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "bad file added");
+    tdir_put_atomic("dup/z.yaml", "metadata: {name: z}\ntls: {rootCa: ca}\n");
+    CHECK_INT(rv_secrets_scan_dir(t, 1, tdir), 1, "another file added");
     CHECK(!rv_secrets_get(t, "dup", "y", &why) && why && strstr(why, "dup/y.yaml") &&
               strstr(why, "privateKey is required"),
           "unchanged bad file keeps its reason (%s)", why ? why : "");
@@ -503,18 +472,16 @@ static void test_scan_dir(void)
     rv_store_free(st);
 
     rv_secrets_free(t);
-    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tdir_remove();
 }
 
 /* Load Settings text from a fresh DIR/gloo-system/default.yaml. */
 static int load(const char *settings, rv_settings_t *s, char *e, size_t el)
 {
-    snprintf(tmp, sizeof(tmp), "/tmp/rv-secret-settings-%d", (int)getpid());
-    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-    mkdir(tmp, 0755);
+    tdir_empty("secret-settings");
     if (settings)
-        put("gloo-system/default.yaml", settings);
-    int rc = rv_settings_load(tmp, NULL, s, e, el);
+        tdir_put_atomic("gloo-system/default.yaml", settings);
+    int rc = rv_settings_load(tdir, NULL, s, e, el);
     return rc;
 }
 
@@ -524,7 +491,7 @@ static void test_settings(void)
     char e[1024], want[400];
 
     CHECK_INT(load(NULL, &s, e, sizeof(e)), 0, "no Settings file");
-    snprintf(want, sizeof(want), "%s/secrets", tmp);
+    snprintf(want, sizeof(want), "%s/secrets", tdir);
     CHECK(s.nsecret_srcs == 1 && s.secret_srcs[0].type == RV_SECRET_SRC_DIRECTORY &&
               !strcmp(s.secret_srcs[0].directory, want),
           "without Settings: one directory source DIR/secrets");
@@ -541,7 +508,7 @@ static void test_settings(void)
     rv_settings_free(&s);
 
     CHECK_INT(load("directorySecretSource: {directory: sec}\n", &s, e, sizeof(e)), 0, "relative legacy directory");
-    snprintf(want, sizeof(want), "%s/sec/secrets", tmp);
+    snprintf(want, sizeof(want), "%s/sec/secrets", tdir);
     CHECK(s.nsecret_srcs == 1 && !strcmp(s.secret_srcs[0].directory, want), "relative to DIR");
     rv_settings_free(&s);
 
@@ -605,7 +572,7 @@ static void test_settings(void)
         if (rc == 0)
             rv_settings_free(&s);
     }
-    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tdir_remove();
 }
 
 int main(void)

@@ -5,55 +5,26 @@
  * none of it carries key material.
  */
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config.h"
 #include "config/secret.h"
 #include "control/secretsrc.h"
 #include "core/log.h"
+#include "tdir.h"
 #include "test.h"
 
 #define MARK "SUPERSECRETKEYBYTES"
 
-static char tmp[256], logpath[300];
+static char tdir[256], logpath[300];
 static int saved_err = -1;
-
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void put(const char *rel, const char *content)
-{
-    char p[512];
-    snprintf(p, sizeof(p), "%s/%s", tmp, rel);
-    for (char *s = p + strlen(tmp) + 1; *s; s++)
-        if (*s == '/') {
-            *s = '\0';
-            mkdir(p, 0755);
-            *s = '/';
-        }
-    char t2[560];
-    snprintf(t2, sizeof(t2), "%s.tmp", p);
-    FILE *f = fopen(t2, "w");
-    if (f) {
-        fputs(content, f);
-        fclose(f);
-    }
-    rename(t2, p);
-}
 
 /* Send the log (stderr) to a file; log_text() reads what was written since. */
 static void log_to_file(void)
 {
-    snprintf(logpath, sizeof(logpath), "%s.log", tmp);
+    snprintf(logpath, sizeof(logpath), "%s.log", tdir);
     int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     fflush(stderr);
     saved_err = dup(2);
@@ -101,15 +72,14 @@ static char *metrics(void)
 
 int main(void)
 {
-    snprintf(tmp, sizeof(tmp), "/tmp/rv-secretsrc-test-%d", (int)getpid());
-    mkdir(tmp, 0755);
+    tdir_new("secretsrc");
     rv_log_level = RV_LOG_INFO;
     log_to_file();
 
     rv_secret_src_t srcs[2] = { { .type = RV_SECRET_SRC_DIRECTORY }, { .type = RV_SECRET_SRC_DIRECTORY } };
     char d0[300], d1[300];
-    snprintf(d0, sizeof(d0), "%s/a", tmp);
-    snprintf(d1, sizeof(d1), "%s/missing", tmp);
+    snprintf(d0, sizeof(d0), "%s/a", tdir);
+    snprintf(d1, sizeof(d1), "%s/missing", tdir);
     srcs[0].directory = d0;
     srcs[1].directory = d1;
     rv_settings_t s = { .secret_srcs = srcs, .nsecret_srcs = 2 };
@@ -122,8 +92,8 @@ int main(void)
     CHECK(m && m[0] == '\0', "no samples before a scan");
     free(m);
 
-    put("a/ns/good.yaml", "metadata: {name: good}\ntls: {certChain: c, privateKey: " MARK "}\n");
-    put("a/ns/bad.yaml", "metadata: {name: bad}\ntls: {privateKey: " MARK "}\n");
+    tdir_put_atomic("a/ns/good.yaml", "metadata: {name: good}\ntls: {certChain: c, privateKey: " MARK "}\n");
+    tdir_put_atomic("a/ns/bad.yaml", "metadata: {name: bad}\ntls: {privateKey: " MARK "}\n");
     CHECK_INT(rv_secretsrc_scan_dirs(t, &s, false), 1, "first scan changes");
     const char *l = log_text();
     CHECK(count(l, "secret ns/good loaded (version") == 1, "loaded logged");
@@ -150,22 +120,22 @@ int main(void)
     CHECK_INT(strlen(log_text()), before, "no log line without a change");
 
     /* another change elsewhere: the failure is not logged again */
-    put("a/ns/other.yaml", "metadata: {name: other}\ntls: {rootCa: ca}\n");
+    tdir_put_atomic("a/ns/other.yaml", "metadata: {name: other}\ntls: {rootCa: ca}\n");
     CHECK_INT(rv_secretsrc_scan_dirs(t, &s, false), 1, "new secret: change");
     l = log_text();
     CHECK(count(l, "secret ns/bad cannot be used") == 1, "failure logged once per reason");
     CHECK(count(l, "secret ns/other loaded") == 1, "new secret logged");
 
     /* a different reason is logged; rotation, fix and removal each once */
-    put("a/ns/bad.yaml", "metadata: {name: bad}\ntls: {certChain: c}\n");
-    put("a/ns/good.yaml", "metadata: {name: good}\ntls: {certChain: c2, privateKey: k2}\n");
+    tdir_put_atomic("a/ns/bad.yaml", "metadata: {name: bad}\ntls: {certChain: c}\n");
+    tdir_put_atomic("a/ns/good.yaml", "metadata: {name: good}\ntls: {certChain: c2, privateKey: k2}\n");
     CHECK_INT(rv_secretsrc_scan_dirs(t, &s, false), 1, "changes");
     l = log_text();
     CHECK(count(l, "secret ns/bad cannot be used") == 2, "new reason logged");
     CHECK(count(l, "secret ns/good changed (version") == 1, "rotation logged");
-    put("a/ns/bad.yaml", "metadata: {name: bad}\ntls: {rootCa: x}\n");
+    tdir_put_atomic("a/ns/bad.yaml", "metadata: {name: bad}\ntls: {rootCa: x}\n");
     char p[400];
-    snprintf(p, sizeof(p), "%s/a/ns/other.yaml", tmp);
+    snprintf(p, sizeof(p), "%s/a/ns/other.yaml", tdir);
     unlink(p);
     CHECK_INT(rv_secretsrc_scan_dirs(t, &s, false), 1, "fix and removal");
     l = log_text();
@@ -193,6 +163,6 @@ int main(void)
     free(m);
     rv_secrets_free(t);
     log_restore();
-    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tdir_remove();
     TEST_DONE();
 }

@@ -55,6 +55,36 @@ static SSL_CTX *client_ctx(X509 *trust, int maxver)
     return c;
 }
 
+/* Both ends of one TLS connection over a socketpair, with the contexts they were made from. */
+typedef struct duo_s {
+    int fds[2];
+    SSL_CTX *sc, *cc;
+    rv_tls_t s, c;
+} duo_t;
+
+/* A server session (cert, key) on fds[0] and a client session (trusting trust, at most maxver,
+ * 0: any) on fds[1] of a socketpair with sndbuf as pair(); no handshake yet. */
+static void duo_open(duo_t *d, X509 *cert, EVP_PKEY *key, X509 *trust, int maxver, int sndbuf)
+{
+    pair(d->fds, sndbuf);
+    d->sc = server_ctx(cert, key);
+    d->cc = client_ctx(trust, maxver);
+    rv_tls_new(&d->s, d->sc, d->fds[0], true, NULL);
+    rv_tls_new(&d->c, d->cc, d->fds[1], false, NULL);
+}
+
+/* Free both sessions, close the descriptors still open (-1: already closed), free the contexts. */
+static void duo_close(duo_t *d)
+{
+    rv_tls_free(&d->s);
+    rv_tls_free(&d->c);
+    for (int i = 0; i < 2; i++)
+        if (d->fds[i] >= 0)
+            close(d->fds[i]);
+    SSL_CTX_free(d->sc);
+    SSL_CTX_free(d->cc);
+}
+
 /* Drive both handshakes until both are done or one fails. Returns 0 when both completed. */
 static int handshake_both(rv_tls_t *s, rv_tls_t *c, int *wants)
 {
@@ -141,39 +171,29 @@ static void test_basic(void)
 
 static void test_tls12_ecdsa_and_plain_eof(void)
 {
-    int fds[2];
-    pair(fds, 0);
-    SSL_CTX *sc = server_ctx(ec_cert, ec_key), *cc = client_ctx(ca, TLS1_2_VERSION);
-    rv_tls_t s, c;
-    rv_tls_new(&s, sc, fds[0], true, NULL);
-    rv_tls_new(&c, cc, fds[1], false, NULL);
-    CHECK_INT(handshake_both(&s, &c, NULL), 0, "ECDSA TLS 1.2 handshake");
-    CHECK(strcmp(rv_tls_version(&c), "TLSv1.2") == 0, "TLS 1.2 negotiated: %s", rv_tls_version(&c));
-    CHECK(rv_tls_sni(&s) == NULL, "no SNI sent, none seen");
-    const char *name = SSL_get_cipher_name(s.ssl);
+    duo_t d;
+    duo_open(&d, ec_cert, ec_key, ca, TLS1_2_VERSION, 0);
+    CHECK_INT(handshake_both(&d.s, &d.c, NULL), 0, "ECDSA TLS 1.2 handshake");
+    CHECK(strcmp(rv_tls_version(&d.c), "TLSv1.2") == 0, "TLS 1.2 negotiated: %s", rv_tls_version(&d.c));
+    CHECK(rv_tls_sni(&d.s) == NULL, "no SNI sent, none seen");
+    const char *name = SSL_get_cipher_name(d.s.ssl);
     CHECK(name && strstr(name, "ECDSA"), "an ECDSA suite: %s", name ? name : "-");
     /* the client vanishes without close_notify: a server sees a plain end of stream */
-    rv_tls_free(&c);
-    close(fds[1]);
+    rv_tls_free(&d.c);
+    close(d.fds[1]);
+    d.fds[1] = -1;
     char buf[64];
-    CHECK_INT(rv_tls_read(&s, buf, sizeof(buf)), 0, "plain EOF is end of stream for a server");
-    rv_tls_free(&s);
-    close(fds[0]);
-    SSL_CTX_free(sc);
-    SSL_CTX_free(cc);
+    CHECK_INT(rv_tls_read(&d.s, buf, sizeof(buf)), 0, "plain EOF is end of stream for a server");
+    duo_close(&d);
 }
 
 /* 1 MiB through 4 KiB socket buffers: writes block (WANT_WRITE), partial counts are retried
  * with advanced iovecs, nothing is lost or reordered. */
 static void test_large(void)
 {
-    int fds[2];
-    pair(fds, 4096);
-    SSL_CTX *sc = server_ctx(rsa_cert, rsa_key), *cc = client_ctx(ca, 0);
-    rv_tls_t s, c;
-    rv_tls_new(&s, sc, fds[0], true, NULL);
-    rv_tls_new(&c, cc, fds[1], false, NULL);
-    CHECK_INT(handshake_both(&s, &c, NULL), 0, "handshake");
+    duo_t d;
+    duo_open(&d, rsa_cert, rsa_key, ca, 0, 4096);
+    CHECK_INT(handshake_both(&d.s, &d.c, NULL), 0, "handshake");
     size_t total = 1u << 20;
     unsigned char *src = malloc(total), *dst = malloc(total);
     for (size_t i = 0; i < total; i++)
@@ -191,9 +211,9 @@ static void test_large(void)
                 if (a < b)
                     iov[n++] = (struct iovec){ src + a, b - a };
             }
-            ssize_t w = rv_tls_writev(&s, iov, n);
+            ssize_t w = rv_tls_writev(&d.s, iov, n);
             if (w == RV_EAGAIN || (w >= 0 && sent + (size_t)w < total)) {
-                blocked += rv_tls_want(&s) == RV_TLS_WANT_WRITE;
+                blocked += rv_tls_want(&d.s) == RV_TLS_WANT_WRITE;
             } else if (w < 0) {
                 errors++;
                 break;
@@ -201,7 +221,7 @@ static void test_large(void)
             if (w > 0)
                 sent += (size_t)w;
         }
-        ssize_t r = rv_tls_read(&c, dst + recvd, total - recvd);
+        ssize_t r = rv_tls_read(&d.c, dst + recvd, total - recvd);
         if (r > 0)
             recvd += (size_t)r;
         else if (r != RV_EAGAIN) {
@@ -215,69 +235,51 @@ static void test_large(void)
     CHECK(memcmp(src, dst, total) == 0, "bytes identical and in order");
     free(src);
     free(dst);
-    rv_tls_free(&s);
-    rv_tls_free(&c);
-    close(fds[0]);
-    close(fds[1]);
-    SSL_CTX_free(sc);
-    SSL_CTX_free(cc);
+    duo_close(&d);
 }
 
 static void test_verify_failure(void)
 {
-    int fds[2];
-    pair(fds, 0);
-    SSL_CTX *sc = server_ctx(rsa_cert, rsa_key), *cc = client_ctx(other_ca, 0);
-    rv_tls_t s, c;
-    rv_tls_new(&s, sc, fds[0], true, NULL);
-    rv_tls_new(&c, cc, fds[1], false, NULL);
-    CHECK_INT(handshake_both(&s, &c, NULL), -1, "handshake against the wrong CA fails");
-    CHECK(strlen(rv_tls_reason(&c)) > 0 && strstr(rv_tls_reason(&c), "certificate"),
-          "client reason names the certificate: %s", rv_tls_reason(&c));
-    CHECK_INT(rv_tls_handshake(&s), RV_EIO, "the server failed too");
-    CHECK(strlen(rv_tls_reason(&s)) > 0, "server reason: %s", rv_tls_reason(&s));
+    duo_t d;
+    duo_open(&d, rsa_cert, rsa_key, other_ca, 0, 0);
+    CHECK_INT(handshake_both(&d.s, &d.c, NULL), -1, "handshake against the wrong CA fails");
+    CHECK(strlen(rv_tls_reason(&d.c)) > 0 && strstr(rv_tls_reason(&d.c), "certificate"),
+          "client reason names the certificate: %s", rv_tls_reason(&d.c));
+    CHECK_INT(rv_tls_handshake(&d.s), RV_EIO, "the server failed too");
+    CHECK(strlen(rv_tls_reason(&d.s)) > 0, "server reason: %s", rv_tls_reason(&d.s));
     char buf[16];
-    CHECK_INT(rv_tls_read(&c, buf, sizeof(buf)), RV_EIO, "a failed session stays failed");
+    CHECK_INT(rv_tls_read(&d.c, buf, sizeof(buf)), RV_EIO, "a failed session stays failed");
     struct iovec v = { "x", 1 };
-    CHECK_INT(rv_tls_writev(&c, &v, 1), RV_EIO, "for writes too");
-    CHECK_INT(rv_tls_shutdown(&c), 0, "shutdown of a failed session does nothing");
-    rv_tls_free(&s);
-    rv_tls_free(&c);
-    close(fds[0]);
-    close(fds[1]);
-    SSL_CTX_free(sc);
-    SSL_CTX_free(cc);
+    CHECK_INT(rv_tls_writev(&d.c, &v, 1), RV_EIO, "for writes too");
+    CHECK_INT(rv_tls_shutdown(&d.c), 0, "shutdown of a failed session does nothing");
+    duo_close(&d);
 }
 
 static void test_renegotiation_refused(void)
 {
-    int fds[2];
-    pair(fds, 0);
-    SSL_CTX *sc = server_ctx(rsa_cert, rsa_key), *cc = client_ctx(ca, TLS1_2_VERSION);
-    rv_tls_t s, c;
-    rv_tls_new(&s, sc, fds[0], true, NULL);
-    rv_tls_new(&c, cc, fds[1], false, NULL);
-    CHECK_INT(handshake_both(&s, &c, NULL), 0, "TLS 1.2 handshake");
-    CHECK_INT(SSL_renegotiate(c.ssl), 1, "client asks to renegotiate");
+    duo_t d;
+    duo_open(&d, rsa_cert, rsa_key, ca, TLS1_2_VERSION, 0);
+    CHECK_INT(handshake_both(&d.s, &d.c, NULL), 0, "TLS 1.2 handshake");
+    CHECK_INT(SSL_renegotiate(d.c.ssl), 1, "client asks to renegotiate");
     int reneg_ok = 0, client_failed = 0;
     char buf[64];
     for (int i = 0; i < 50; i++) {
         ERR_clear_error();
-        int r = SSL_do_handshake(c.ssl);
-        if (r == 1 && !SSL_renegotiate_pending(c.ssl)) {
+        int r = SSL_do_handshake(d.c.ssl);
+        if (r == 1 && !SSL_renegotiate_pending(d.c.ssl)) {
             reneg_ok = 1;
             break;
         }
         if (r <= 0) {
-            int e = SSL_get_error(c.ssl, r);
+            int e = SSL_get_error(d.c.ssl, r);
             if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
                 client_failed = 1;
                 break;
             }
         }
-        (void)rv_tls_read(&s, buf, sizeof(buf));
-        if (SSL_read(c.ssl, buf, sizeof(buf)) <= 0) {
-            int e = SSL_get_error(c.ssl, -1);
+        (void)rv_tls_read(&d.s, buf, sizeof(buf));
+        if (SSL_read(d.c.ssl, buf, sizeof(buf)) <= 0) {
+            int e = SSL_get_error(d.c.ssl, -1);
             if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
                 client_failed = 1;
                 break;
@@ -287,12 +289,7 @@ static void test_renegotiation_refused(void)
     ERR_clear_error();
     CHECK(!reneg_ok, "renegotiation never completes");
     CHECK(client_failed, "the client's renegotiation attempt fails (no_renegotiation)");
-    rv_tls_free(&s);
-    rv_tls_free(&c);
-    close(fds[0]);
-    close(fds[1]);
-    SSL_CTX_free(sc);
-    SSL_CTX_free(cc);
+    duo_close(&d);
 }
 
 static void test_modes(void)

@@ -5,18 +5,17 @@
  * per endpoint, Rejected naming the file, no key material in the JSON dump).
  * Certificates are made here with OpenSSL's API (no files needed but the ones written).
  */
-#include <ftw.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/config-internal.h"
 #include "config/secret.h"
 #include "core/err.h"
+#include "tdir.h"
 #include "test.h"
 #include "tls/client.h"
 
@@ -176,31 +175,6 @@ static void test_contexts(void)
 
 /* ---- snapshot builds ---------------------------------------------------------------- */
 
-static char tmp[256];
-
-static int rm_cb(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-    RV_UNUSED(sb), RV_UNUSED(flag), RV_UNUSED(f);
-    return remove(p);
-}
-
-static void put(const char *rel, const char *content)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/%s", tmp, rel);
-    for (char *p = path + strlen(tmp) + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(path, 0755);
-            *p = '/';
-        }
-    FILE *f = fopen(path, "w");
-    if (f) {
-        fputs(content, f);
-        fclose(f);
-    }
-}
-
 static const rv_status_t *status_of(const rv_snapshot_t *snap, const char *name)
 {
     for (uint32_t i = 0; snap && i < snap->nstatuses; i++)
@@ -222,42 +196,41 @@ static const rv_cluster_t *cluster_of(const rv_snapshot_t *snap, const char *nam
 static void test_build(void)
 {
     char buf[4096];
-    snprintf(tmp, sizeof(tmp), "/tmp/rivet-test-tls-XXXXXX");
-    if (!mkdtemp(tmp)) {
+    if (!tdir_new("tls")) {
         CHECK(0, "mkdtemp");
         return;
     }
-    put("pki/a.crt", a.cert);
-    put("pki/a.key", a.key);
-    put("pki/b.key", b.key);
-    put("pki/ca.crt", b.cert);
+    tdir_put("pki/a.crt", a.cert);
+    tdir_put("pki/a.key", a.key);
+    tdir_put("pki/b.key", b.key);
+    tdir_put("pki/ca.crt", b.cert);
     snprintf(buf, sizeof(buf),
              "metadata: {name: files}\nstatic:\n  hosts:\n  - {addr: localhost, port: 8443}\n"
              "  - {addr: 127.0.0.1, port: 8444, sniAddr: pinned.test}\n  - {addr: 127.0.0.1, port: 8445}\n"
              "sslConfig:\n  sslFiles: {tlsCert: %s/pki/a.crt, tlsKey: %s/pki/a.key, rootCa: %s/pki/ca.crt}\n",
-             tmp, tmp, tmp);
-    put("upstreams/gloo-system/files.yaml", buf);
+             tdir, tdir, tdir);
+    tdir_put("upstreams/gloo-system/files.yaml", buf);
     snprintf(buf, sizeof(buf), "metadata: {name: nofile}\nstatic: {hosts: [{addr: 127.0.0.1, port: 1}]}\n"
-                               "sslConfig: {sslFiles: {rootCa: %s/pki/missing.crt}}\n", tmp);
-    put("upstreams/gloo-system/nofile.yaml", buf);
+                               "sslConfig: {sslFiles: {rootCa: %s/pki/missing.crt}}\n", tdir);
+    tdir_put("upstreams/gloo-system/nofile.yaml", buf);
     snprintf(buf, sizeof(buf), "metadata: {name: badkey}\nstatic: {hosts: [{addr: 127.0.0.1, port: 1}]}\n"
-                               "sslConfig: {sslFiles: {tlsCert: %s/pki/a.crt, tlsKey: %s/pki/b.key}}\n", tmp, tmp);
-    put("upstreams/gloo-system/badkey.yaml", buf);
-    put("upstreams/gloo-system/auto.yaml", "metadata: {name: auto}\nstatic: {hosts: [{addr: localhost, port: 443}]}\n");
-    put("upstreams/gloo-system/sni.yaml", "metadata: {name: sni}\nstatic: {hosts: [{addr: localhost, port: 9443}],"
+                               "sslConfig: {sslFiles: {tlsCert: %s/pki/a.crt, tlsKey: %s/pki/b.key}}\n", tdir, tdir);
+    tdir_put("upstreams/gloo-system/badkey.yaml", buf);
+    tdir_put("upstreams/gloo-system/auto.yaml", "metadata: {name: auto}\nstatic: {hosts: [{addr: localhost, port: 443}]}\n");
+    tdir_put("upstreams/gloo-system/sni.yaml", "metadata: {name: sni}\nstatic: {hosts: [{addr: localhost, port: 9443}],"
                                           " useTls: true}\nsslConfig: {sni: fixed.test}\n");
-    put("upstreams/gloo-system/nosni.yaml", "metadata: {name: nosni}\nstatic: {hosts: [{addr: localhost, port: 9443}],"
+    tdir_put("upstreams/gloo-system/nosni.yaml", "metadata: {name: nosni}\nstatic: {hosts: [{addr: localhost, port: 9443}],"
                                             " useTls: true, autoSniRewrite: false}\n");
-    put("upstreams/gloo-system/plain.yaml", "metadata: {name: plain}\nstatic: {hosts: [{addr: localhost, port: 443}],"
+    tdir_put("upstreams/gloo-system/plain.yaml", "metadata: {name: plain}\nstatic: {hosts: [{addr: localhost, port: 443}],"
                                             " useTls: false}\n");
-    put("upstreams/gloo-system/ref.yaml", "metadata: {name: ref}\nstatic: {hosts: [{addr: localhost, port: 1}]}\n"
+    tdir_put("upstreams/gloo-system/ref.yaml", "metadata: {name: ref}\nstatic: {hosts: [{addr: localhost, port: 1}]}\n"
                                           "sslConfig: {secretRef: {name: nope}}\n");
 
     rv_settings_t s;
     char err[1024];
     rv_store_t *st = NULL;
     rv_snapshot_t *snap = NULL;
-    if (rv_settings_load(tmp, NULL, &s, err, sizeof(err)) != 0) {
+    if (rv_settings_load(tdir, NULL, &s, err, sizeof(err)) != 0) {
         CHECK(0, "settings: %s", err);
         return;
     }
@@ -303,7 +276,7 @@ static void test_build(void)
     rv_snapshot_release(snap);
     rv_store_free(st);
     rv_settings_free(&s);
-    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tdir_remove();
 }
 
 /* "  " + each line of pem (a YAML block scalar's body) appended to out */
@@ -340,21 +313,20 @@ static void put_secret(const char *name, const char *cert, const char *key, cons
     }
     char rel[256];
     snprintf(rel, sizeof(rel), "secrets/gloo-system/%s.yaml", name);
-    put(rel, doc);
+    tdir_put(rel, doc);
 }
 
 /* secretRef through the secret table (directory source), as rivet run wires it. */
 static void test_secret_ref(void)
 {
-    snprintf(tmp, sizeof(tmp), "/tmp/rivet-test-tls-XXXXXX");
-    if (!mkdtemp(tmp)) {
+    if (!tdir_new("tls")) {
         CHECK(0, "mkdtemp");
         return;
     }
     put_secret("mtls", a.cert, a.key, b.cert);
     put_secret("caonly", NULL, NULL, b.cert);
     put_secret("mismatch", a.cert, b.key, NULL);
-    put("secrets/gloo-system/broken.yaml", "metadata: {name: broken, namespace: gloo-system}\ntls: {bogus: 1}\n");
+    tdir_put("secrets/gloo-system/broken.yaml", "metadata: {name: broken, namespace: gloo-system}\ntls: {bogus: 1}\n");
     const char *names[] = { "mtls", "caonly", "mismatch", "broken", "absent" };
     char buf[512];
     for (size_t i = 0; i < RV_ARRAY_LEN(names); i++) {
@@ -362,11 +334,11 @@ static void test_secret_ref(void)
                                    "sslConfig: {secretRef: {name: %s, namespace: gloo-system}}\n", names[i], names[i]);
         char rel[128];
         snprintf(rel, sizeof(rel), "config/upstreams/gloo-system/u-%s.yaml", names[i]);
-        put(rel, buf);
+        tdir_put(rel, buf);
     }
     char cdir[300], sdir[300], err[1024];
-    snprintf(cdir, sizeof(cdir), "%s/config", tmp);
-    snprintf(sdir, sizeof(sdir), "%s/secrets", tmp);
+    snprintf(cdir, sizeof(cdir), "%s/config", tdir);
+    snprintf(sdir, sizeof(sdir), "%s/secrets", tdir);
     rv_settings_t s;
     if (rv_settings_load(cdir, NULL, &s, err, sizeof(err)) != 0) {
         CHECK(0, "settings: %s", err);
@@ -429,7 +401,7 @@ static void test_secret_ref(void)
     rv_store_free(st);
     rv_secrets_free(sec);
     rv_settings_free(&s);
-    nftw(tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    tdir_remove();
 }
 
 int main(void)
