@@ -79,30 +79,17 @@ def run(consul_port, port, changes=200, first=1, path="/prop", host="bench", pol
                 failures += 1
                 time.sleep(gap_ms / 1000.0)
                 continue
-            deadline = t0 + timeout_s
-            while True:
-                st, body = poll.get()
-                t1 = time.monotonic()
-                if st == 200 and body == want:
-                    samples.append((t1 - t0) * 1000.0)
-                    break
-                if t1 > deadline:
-                    failures += 1
-                    break
-                time.sleep(poll_ms / 1000.0)
+            ms = propagation.wait_for_body(poll, want, t0, timeout_s, poll_ms)
+            if ms is None:
+                failures += 1
+            else:
+                samples.append(ms)
             time.sleep(gap_ms / 1000.0)
     finally:
         poll.close()
     out = {"changes": changes, "failures": failures, "put_failures": put_failures,
            "poll_ms": poll_ms, "gap_ms": gap_ms}
-    if samples:
-        out.update({
-            "p50_ms": propagation.percentile(samples, 50),
-            "p90_ms": propagation.percentile(samples, 90),
-            "p99_ms": propagation.percentile(samples, 99), "max_ms": max(samples),
-            "mean_ms": sum(samples) / len(samples),
-        })
-    out["samples_ms"] = [round(x, 3) for x in samples]
+    out.update(propagation.summary(samples))
     return out
 
 

@@ -52,6 +52,36 @@ class Poller:
             self.c.close()
 
 
+def wait_for_body(poll, want, t0, timeout_s, poll_ms):
+    """Poll (a Poller) every poll_ms until the data path answers 200 with body want.
+
+    Returns the time from t0 (time.monotonic(), taken just before the change) to that answer
+    in ms, or None when timeout_s passed since t0 without it.
+    """
+    deadline = t0 + timeout_s
+    while True:
+        st, body = poll.get()
+        t1 = time.monotonic()
+        if st == 200 and body == want:
+            return (t1 - t0) * 1000.0
+        if t1 > deadline:
+            return None
+        time.sleep(poll_ms / 1000.0)
+
+
+def summary(samples):
+    """p50/p90/p99/max/mean of samples (ms; left out when there are none), then samples_ms."""
+    out = {}
+    if samples:
+        out.update({
+            "p50_ms": percentile(samples, 50), "p90_ms": percentile(samples, 90),
+            "p99_ms": percentile(samples, 99), "max_ms": max(samples),
+            "mean_ms": sum(samples) / len(samples),
+        })
+    out["samples_ms"] = [round(x, 3) for x in samples]
+    return out
+
+
 def write_config(path, text, mode):
     if mode == "inplace":
         with open(path, "w") as f:
@@ -75,28 +105,16 @@ def run(file, template_text, port, changes=200, path="/prop", host="bench", poll
             text = template_text.replace("@VERSION@", str(n))
             t0 = time.monotonic()
             write_config(file, text, mode)
-            deadline = t0 + timeout_s
-            while True:
-                st, body = poll.get()
-                t1 = time.monotonic()
-                if st == 200 and body == want:
-                    samples.append((t1 - t0) * 1000.0)
-                    break
-                if t1 > deadline:
-                    failures += 1
-                    break
-                time.sleep(poll_ms / 1000.0)
+            ms = wait_for_body(poll, want, t0, timeout_s, poll_ms)
+            if ms is None:
+                failures += 1
+            else:
+                samples.append(ms)
             time.sleep(gap_ms / 1000.0)
     finally:
         poll.close()
     out = {"changes": changes, "failures": failures, "write": mode, "poll_ms": poll_ms}
-    if samples:
-        out.update({
-            "p50_ms": percentile(samples, 50), "p90_ms": percentile(samples, 90),
-            "p99_ms": percentile(samples, 99), "max_ms": max(samples),
-            "mean_ms": sum(samples) / len(samples),
-        })
-    out["samples_ms"] = [round(x, 3) for x in samples]
+    out.update(summary(samples))
     return out
 
 
