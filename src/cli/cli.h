@@ -38,6 +38,15 @@ typedef struct cli_store_opts_s {
  */
 int cli_store_flag(int argc, char **argv, int *i, cli_store_opts_t *o, const char *cmd);
 
+/*
+ * The rest of `rivet get` and `rivet delete`'s argument loop once their own flags did not
+ * match argv[*i] (missing: one of them lacked its value): a store flag (into so), else an
+ * error for a flag, else the positionals KIND then NAME (into *kind, *name). 1 taken, -1 after
+ * printing why for cmd (a value missing, an unknown flag, a third positional). get.c.
+ */
+int cli_kind_name_arg(int argc, char **argv, int *i, bool missing, cli_store_opts_t *so, const char *cmd,
+                      const char **kind, const char **name);
+
 /* Help lines for the store flags. */
 extern const char cli_store_help[];
 

@@ -34,25 +34,12 @@ static int delete_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         bool missing = false;
         const char *v;
-        int sf;
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
         } else if ((v = cli_flag(argc, argv, &i, "--namespace", "-n", &missing))) {
             ns = v;
-        } else if ((sf = cli_store_flag(argc, argv, &i, &so, "delete")) != 0) {
-            if (sf < 0)
-                return 2;
-        } else if (missing || argv[i][0] == '-') {
-            fprintf(stderr, missing ? "rivet delete: %s needs a value\n" : "rivet delete: unknown flag '%s'\n",
-                    argv[i]);
-            return 2;
-        } else if (!kind_s) {
-            kind_s = argv[i];
-        } else if (!name) {
-            name = argv[i];
-        } else {
-            fprintf(stderr, "rivet delete: unexpected argument '%s'\n", argv[i]);
+        } else if (cli_kind_name_arg(argc, argv, &i, missing, &so, "delete", &kind_s, &name) < 0) {
             return 2;
         }
     }

@@ -79,6 +79,27 @@ static void put_clean(rv_str_t s, size_t max)
         fputs("...", stdout);
 }
 
+int cli_kind_name_arg(int argc, char **argv, int *i, bool missing, cli_store_opts_t *so, const char *cmd,
+                      const char **kind, const char **name)
+{
+    int sf = cli_store_flag(argc, argv, i, so, cmd);
+    if (sf != 0)
+        return sf < 0 ? -1 : 1;
+    if (missing || argv[*i][0] == '-') {
+        fprintf(stderr, missing ? "rivet %s: %s needs a value\n" : "rivet %s: unknown flag '%s'\n", cmd, argv[*i]);
+        return -1;
+    }
+    if (!*kind) {
+        *kind = argv[*i];
+    } else if (!*name) {
+        *name = argv[*i];
+    } else {
+        fprintf(stderr, "rivet %s: unexpected argument '%s'\n", cmd, argv[*i]);
+        return -1;
+    }
+    return 1;
+}
+
 static int get_main(int argc, char **argv)
 {
     cli_store_opts_t so = { 0 };
@@ -87,7 +108,6 @@ static int get_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         bool missing = false;
         const char *v;
-        int sf;
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             usage(stdout);
             return 0;
@@ -97,18 +117,7 @@ static int get_main(int argc, char **argv)
             out = v;
         } else if (!strcmp(argv[i], "-A") || !strcmp(argv[i], "--all-namespaces")) {
             all = true;
-        } else if ((sf = cli_store_flag(argc, argv, &i, &so, "get")) != 0) {
-            if (sf < 0)
-                return 2;
-        } else if (missing || argv[i][0] == '-') {
-            fprintf(stderr, missing ? "rivet get: %s needs a value\n" : "rivet get: unknown flag '%s'\n", argv[i]);
-            return 2;
-        } else if (!kind_s) {
-            kind_s = argv[i];
-        } else if (!name) {
-            name = argv[i];
-        } else {
-            fprintf(stderr, "rivet get: unexpected argument '%s'\n", argv[i]);
+        } else if (cli_kind_name_arg(argc, argv, &i, missing, &so, "get", &kind_s, &name) < 0) {
             return 2;
         }
     }
