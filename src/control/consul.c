@@ -236,9 +236,7 @@ rv_consul_t *rv_consul_new(const rv_consul_cfg_t *cfg)
     if (!c->unix_path && c->cfg.tls_server_name &&
         rv_httpc_server_name(&c->base, c->cfg.tls_server_name, &c->connect_to) != 0)
         goto fail;
-    c->easy = curl_easy_init();
-    c->multi = curl_multi_init();
-    if (!c->easy || !c->multi)
+    if (rv_httpc_handles_new(&c->easy, &c->multi) != 0)
         goto fail;
     if (c->cfg.token) {
         size_t n = strlen(c->cfg.token) + 32;
@@ -267,10 +265,7 @@ void rv_consul_free(rv_consul_t *c)
 {
     if (!c)
         return;
-    if (c->easy)
-        curl_easy_cleanup(c->easy);
-    if (c->multi)
-        curl_multi_cleanup(c->multi);
+    rv_httpc_handles_free(c->easy, c->multi);
     curl_slist_free_all(c->hdrs);
     curl_slist_free_all(c->connect_to);
     free(c->base);

@@ -23,6 +23,26 @@ void rv_httpc_global_init(void)
     pthread_once(&curl_once, curl_init_once);
 }
 
+int rv_httpc_handles_new(CURL **easy, CURLM **multi)
+{
+    *easy = curl_easy_init();
+    *multi = curl_multi_init();
+    if (*easy && *multi)
+        return 0;
+    rv_httpc_handles_free(*easy, *multi);
+    *easy = NULL;
+    *multi = NULL;
+    return RV_ENOMEM;
+}
+
+void rv_httpc_handles_free(CURL *easy, CURLM *multi)
+{
+    if (easy)
+        curl_easy_cleanup(easy);
+    if (multi)
+        curl_multi_cleanup(multi);
+}
+
 void rv_httpc_wipe_free(char *p, size_t n)
 {
     if (!p)

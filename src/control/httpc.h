@@ -26,6 +26,13 @@ typedef struct rv_httpc_body_s {
 /* curl_global_init once per process (thread-safe). */
 void rv_httpc_global_init(void);
 
+/* A client's easy handle and the multi handle rv_httpc_run drives it on. 0, or RV_ENOMEM with
+ * both NULL. */
+int rv_httpc_handles_new(CURL **easy, CURLM **multi);
+
+/* Clean up what rv_httpc_handles_new made (either may be NULL). */
+void rv_httpc_handles_free(CURL *easy, CURLM *multi);
+
 /* Overwrite n bytes of p and free it (NULL is fine). */
 void rv_httpc_wipe_free(char *p, size_t n);
 

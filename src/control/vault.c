@@ -171,10 +171,7 @@ void rv_vault_client_free(rv_vault_client_t *c)
 {
     if (!c)
         return;
-    if (c->easy)
-        curl_easy_cleanup(c->easy);
-    if (c->multi)
-        curl_multi_cleanup(c->multi);
+    rv_httpc_handles_free(c->easy, c->multi);
     curl_slist_free_all(c->connect_to);
     wipe_str(&c->token);
     wipe_str(&c->secret_id);
@@ -297,9 +294,7 @@ int rv_vault_client_new(const rv_vault_cfg_t *cfg, rv_vault_client_t **out, char
             }
         }
     }
-    c->easy = curl_easy_init();
-    c->multi = curl_multi_init();
-    if (!c->easy || !c->multi)
+    if (rv_httpc_handles_new(&c->easy, &c->multi) != 0)
         goto oom;
     *out = c;
     return 0;
