@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "control/discovery.h"
+#include "control/httpc.h"
 
 /* ---- small helpers ------------------------------------------------------------------- */
 
@@ -144,10 +145,8 @@ typedef struct watch_s {
     CURL *h;
     bool inflight, dead, ok;
     bool blocking;              /* the request in flight is a blocking query */
-    char *buf;
-    size_t len, cap;
+    rv_httpc_body_t body;       /* the answer being read (freed after each: thousands of watches) */
     uint64_t got_index;
-    bool too_big;
 } watch_t;
 
 struct rv_disc_s {

@@ -24,31 +24,7 @@
 #define SWEEP_MS 60000              /* more watches than the cap: each is read about this often */
 #define PUSHBACK_MIN 16              /* the cap never goes below this after 429s */
 #define PUSHBACK_RECOVER_MS 600000  /* 10 min without a 429: the cap doubles (up to its value) */
-#define MAX_BODY (64u << 20)
-
-static size_t on_body(char *p, size_t sz, size_t nm, void *ud)
-{
-    watch_t *w = ud;
-    size_t n = sz * nm;
-    if (w->len + n + 1 > MAX_BODY) {
-        w->too_big = true;
-        return 0;
-    }
-    if (w->len + n + 1 > w->cap) {
-        size_t nc = w->cap ? w->cap : 4096;
-        while (nc < w->len + n + 1)
-            nc *= 2;
-        char *b = realloc(w->buf, nc);
-        if (!b)
-            return 0;
-        w->buf = b;
-        w->cap = nc;
-    }
-    memcpy(w->buf + w->len, p, n);
-    w->len += n;
-    w->buf[w->len] = '\0';
-    return n;
-}
+#define MAX_BODY (64u << 20)        /* with its NUL */
 
 static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
 {
@@ -115,7 +91,7 @@ void disc_watch_free(rv_disc_t *d, watch_t *w)
         d->nfailing--;
     free(w->svc);
     free(w->dc);
-    free(w->buf);
+    free(w->body.body);
     free(w);
 }
 
@@ -234,12 +210,13 @@ static int start_watch(rv_disc_t *d, watch_t *w)
         return RV_ENOMEM;
     CURL *h = w->h;
     curl_easy_reset(h);
-    w->len = 0;
+    w->body.len = 0;
+    w->body.max = MAX_BODY - 1;
+    w->body.too_big = false;
     w->got_index = 0;
-    w->too_big = false;
     curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, w);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, rv_httpc_on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &w->body);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, w);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -252,20 +229,7 @@ static int start_watch(rv_disc_t *d, watch_t *w)
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, d->hdrs);
     if (d->basic_auth)
         curl_easy_setopt(h, CURLOPT_USERPWD, d->basic_auth);
-    if (d->ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, d->ca_file);
-    if (d->ca_path)
-        curl_easy_setopt(h, CURLOPT_CAPATH, d->ca_path);
-    if (d->cert_file)
-        curl_easy_setopt(h, CURLOPT_SSLCERT, d->cert_file);
-    if (d->key_file)
-        curl_easy_setopt(h, CURLOPT_SSLKEY, d->key_file);
-    if (d->insecure) {
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
-        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
-    }
-    if (d->connect_to)
-        curl_easy_setopt(h, CURLOPT_CONNECT_TO, d->connect_to);
+    rv_httpc_tls(h, d->ca_file, d->ca_path, d->cert_file, d->key_file, d->insecure, d->connect_to);
     if (curl_multi_add_handle(d->sh[w->shard].multi, h) != CURLM_OK)
         return RV_EIO;
     w->inflight = true;
@@ -373,9 +337,9 @@ void disc_finish(rv_disc_t *d, watch_t *w, CURLcode cc, int64_t now)
         if (w->failures == 0 || rv_log_level >= RV_LOG_DEBUG) {
             char why[160];
             if (cc != CURLE_OK)
-                snprintf(why, sizeof(why), "%s", w->too_big ? "answer too large" : curl_easy_strerror(cc));
+                snprintf(why, sizeof(why), "%s", w->body.too_big ? "answer too large" : curl_easy_strerror(cc));
             else
-                snprintf(why, sizeof(why), "HTTP %ld: %.100s", status, w->buf ? w->buf : "");
+                snprintf(why, sizeof(why), "HTTP %ld: %.100s", status, w->body.body ? w->body.body : "");
             rv_log_debug("consul discovery: %s %s%s%s failed: %s",
                          w->kind == WK_HEALTH ? "health of" : w->kind == WK_SERVICES ? "services of" : "datacenters",
                          w->svc ? w->svc : "", w->svc ? " in " : "", w->dc ? w->dc : "", why);
@@ -383,16 +347,16 @@ void disc_finish(rv_disc_t *d, watch_t *w, CURLcode cc, int64_t now)
                 rv_log_warn("consul discovery: Consul unavailable (%s); keeping the last instances", why);
         }
     } else if (w->kind == WK_DCS) {
-        apply_dcs(d, w->buf ? w->buf : "", w->len);
+        apply_dcs(d, w->body.body ? w->body.body : "", w->body.len);
     } else if (w->kind == WK_SERVICES) {
-        rc = rv_disc_set_services(d->st, w->dc, w->buf ? w->buf : "", w->len);
+        rc = rv_disc_set_services(d->st, w->dc, w->body.body ? w->body.body : "", w->body.len);
         if (rc >= 0) {
             sync_health_watches(d, w->dc);
             if (rc > 0)
                 mark_dirty(d, now);
         }
     } else {
-        rc = rv_disc_set_health(d->st, w->svc, w->dc, w->buf ? w->buf : "", w->len);
+        rc = rv_disc_set_health(d->st, w->svc, w->dc, w->body.body ? w->body.body : "", w->body.len);
         if (rc > 0)
             mark_dirty(d, now);
     }

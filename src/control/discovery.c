@@ -165,9 +165,9 @@ static void *run(void *arg)
                 if (w) {
                     disc_finish(d, w, m->data.result, now);
                     /* thousands of watches: no body buffer kept between answers */
-                    free(w->buf);
-                    w->buf = NULL;
-                    w->len = w->cap = 0;
+                    free(w->body.body);
+                    w->body.body = NULL;
+                    w->body.len = w->body.cap = 0;
                 }
                 any = true;
             }
@@ -246,11 +246,6 @@ static void *run(void *arg)
         }
     }
     return NULL;
-}
-
-static void curl_init_once(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
 }
 
 static char *base_url(const char *addr, const char *scheme)
@@ -339,8 +334,7 @@ static void disc_free(rv_disc_t *d)
 
 rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, curl_init_once);
+    rv_httpc_global_init();
     rv_disc_t *d = calloc(1, sizeof(*d));
     if (!d)
         return NULL;
@@ -359,19 +353,8 @@ rv_disc_t *rv_disc_start(const rv_disc_opts_t *o, int *notify_fd)
         d->insecure = c->insecure_skip_verify;
         d->tls_server_name = xstrdup(c->tls_server_name);
     }
-    if (d->base && d->tls_server_name) {
-        char *nb, *ct;
-        if (rv_consul_tls_target(d->base, d->tls_server_name, &nb, &ct) != 0)
-            goto fail;
-        if (nb) {
-            free(d->base);
-            d->base = nb;
-            d->connect_to = curl_slist_append(NULL, ct);
-            free(ct);
-            if (!d->connect_to)
-                goto fail;
-        }
-    }
+    if (d->base && d->tls_server_name && rv_httpc_server_name(&d->base, d->tls_server_name, &d->connect_to) != 0)
+        goto fail;
     if (d->token) {
         char hdr[1024];
         snprintf(hdr, sizeof(hdr), "X-Consul-Token: %s", d->token);
