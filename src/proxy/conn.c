@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/sock.h"
 #include "core/err.h"
 #include "core/regex.h"
 #include "http/path.h"
@@ -280,7 +281,7 @@ static int client_read(rv_dp_conn_t *d)
         d->rd_eof = true;   /* close_notify, EOF, or a failed handshake/record */
         return 1;
     }
-    ssize_t n = read(d->io.fd, d->in + d->in_len, space);
+    ssize_t n = rv_sock_recv(d->io.fd, d->in + d->in_len, space);
     if (n > 0) {
         d->in_len += (uint32_t)n;
         d->last_in = rv_loop_now(&d->w->loop);
@@ -418,7 +419,7 @@ static int client_write(rv_dp_conn_t *d)
         if (wr == 0)
             return 0;
     } else {
-        wr = writev(d->io.fd, iov, n);
+        wr = rv_sock_sendv(d->io.fd, iov, n);
     }
     if (wr < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {

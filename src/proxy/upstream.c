@@ -27,6 +27,7 @@
 
 #include <stdio.h>
 
+#include "core/sock.h"
 #include "core/err.h"
 #include "proxy/dp.h"
 #include "tls/client.h"
@@ -1015,7 +1016,7 @@ bool rv_dp_up_step(rv_dp_conn_t *d)
                     wr = -1;
                 }
             } else {
-                wr = writev(u->io.fd, iov, n);
+                wr = rv_sock_sendv(u->io.fd, iov, n);
             }
             if (wr < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -1077,7 +1078,7 @@ bool rv_dp_up_step(rv_dp_conn_t *d)
                 n = -1;
             }
         } else {
-            n = read(u->io.fd, u->in + u->in_len, space);
+            n = rv_sock_recv(u->io.fd, u->in + u->in_len, space);
         }
         if (n > 0) {
             u->in_len += (uint32_t)n;
