@@ -180,7 +180,12 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv, EV
             return 0;
         if (!EVP_DecryptInit_ex(ectx, EVP_aes_256_cbc(), NULL, k->aes, iv))
             return -1;
-        ret = e == now ? 1 : 2;     /* 2: valid, but issue a ticket under the current key */
+        /* 2: valid, and issue a new ticket. Always in TLS 1.3, as OpenSSL does with its own
+         * keys: clients use a ticket once (RFC 8446 C.4), so a resumption that hands out no
+         * new ticket leaves them a full handshake for their next connection (measured: wrk
+         * alternated full and resumed handshakes, half of nginx's resumption rate). TLS 1.2
+         * tickets are reusable: renewed only when issued under the previous key. */
+        ret = e == now && SSL_version(ssl) < TLS1_3_VERSION ? 1 : 2;
     }
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->mac, sizeof(k->mac)),

@@ -20,7 +20,8 @@
  * Session tickets: keys are derived from a process-wide random secret by epoch (one hour):
  * tickets are issued under the current epoch's key and accepted under the current and the
  * previous one, so keys rotate hourly, survive every snapshot rebuild, and no state is shared
- * between threads (each worker caches its derived keys). A chain's session id context is
+ * between threads (each worker caches its derived keys). A TLS 1.3 resumption always gets a
+ * new ticket (clients use each one once); a TLS 1.2 ticket is renewed under the previous key. A chain's session id context is
  * distinct, so a ticket from one chain never resumes on another (an mTLS chain cannot be
  * entered with a session made without a client certificate).
  *

@@ -251,6 +251,17 @@ def test_session_resumption(cfg, rivet, certs):
         ctx = client_ctx(certs.ca_crt, maxver=ver)
         assert _resumed(port, "a.example.com", ctx), ver
         assert not _resumed(port, "b.example.com", ctx), ver
+    # TLS 1.3 clients use a ticket once (RFC 8446 C.4; OpenSSL clients keep only the newest):
+    # every resumption must hand out a new ticket, or the client's next connection is a full
+    # handshake. A new ticket is a new client session id (OpenSSL: SHA-256 of the ticket).
+    ctx = client_ctx(certs.ca_crt, maxver=ssl.TLSVersion.TLSv1_3)
+    _, _, info = tls_get(port, "a.example.com", ctx=ctx)
+    seen = {info["session"].id}
+    for i in range(3):
+        _, _, info = tls_get(port, "a.example.com", ctx=ctx, session=info["session"])
+        assert info["reused"], i
+        assert info["session"].has_ticket and info["session"].id not in seen, i
+        seen.add(info["session"].id)
     # the ticket keys survive a config rebuild (a new snapshot) - resumption still works
     ctx = client_ctx(certs.ca_crt)
     _, _, first = tls_get(port, "a.example.com", ctx=ctx)

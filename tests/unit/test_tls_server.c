@@ -5,7 +5,8 @@
  * message naming the source and never the key, client certificates (required, one-way,
  * verifySubjectAltName) and the x-forwarded-client-cert element, session tickets: resumed
  * within the chain, refused on another chain, accepted one epoch later, refused two epochs
- * later, and the contexts outliving rv_tls_server_free while a session uses them.
+ * later, a TLS 1.3 resumption handing out a new ticket (TLS 1.2 only under the previous key),
+ * and the contexts outliving rv_tls_server_free while a session uses them.
  */
 #include <fcntl.h>
 #include <stdio.h>
@@ -120,6 +121,18 @@ static hs_t run(rv_tls_server_t *s, const char *sni, const leaf_t *client, SSL_S
     return h;
 }
 
+/* Whether two client sessions carry the same ticket (both must have one). */
+static bool same_ticket(const SSL_SESSION *x, const SSL_SESSION *y)
+{
+    const unsigned char *a, *b;
+    size_t la = 0, lb = 0;
+    if (!x || !y || !SSL_SESSION_has_ticket(x) || !SSL_SESSION_has_ticket(y))
+        return false;
+    SSL_SESSION_get0_ticket(x, &a, &la);
+    SSL_SESSION_get0_ticket(y, &b, &lb);
+    return la == lb && memcmp(a, b, la) == 0;
+}
+
 static int add(rv_tls_server_t *s, const leaf_t *l, const char *const *sni, uint32_t nsni, rv_tls_chain_cfg_t *extra)
 {
     rv_tls_chain_cfg_t c = extra ? *extra : (rv_tls_chain_cfg_t){ 0 };
@@ -184,7 +197,29 @@ int main(void)
     /* ---- tickets */
     h = run(s, "a.example.com", NULL, sess_a, 0);
     CHECK(h.rc == 0 && h.resumed, "resumed on the same chain");
+    /* TLS 1.3 clients use a ticket once: each resumption must hand out its successor, or
+     * the client's next connection is a full handshake */
+    CHECK(h.sess && SSL_SESSION_has_ticket(h.sess) && !same_ticket(h.sess, sess_a),
+          "a TLS 1.3 resumption hands out a new ticket");
+    hs_t h2 = run(s, "a.example.com", NULL, h.sess, 0);
+    CHECK(h2.rc == 0 && h2.resumed && h2.sess && !same_ticket(h2.sess, h.sess),
+          "the new ticket resumes and is replaced in turn");
+    SSL_SESSION_free(h2.sess);
     SSL_SESSION_free(h.sess);
+    /* TLS 1.2 tickets are reusable: renewed only when issued under the previous key */
+    h = run(s, "a.example.com", NULL, NULL, TLS1_2_VERSION);
+    SSL_SESSION *sess12 = h.sess;
+    CHECK(h.rc == 0 && !h.resumed && sess12 && SSL_SESSION_has_ticket(sess12), "TLS 1.2: a ticket");
+    h = run(s, "a.example.com", NULL, sess12, TLS1_2_VERSION);
+    CHECK(h.rc == 0 && h.resumed && same_ticket(h.sess, sess12), "TLS 1.2: resumed, the ticket is kept");
+    SSL_SESSION_free(h.sess);
+    rv_tls_tickets_test_offset(3600);
+    h = run(s, "a.example.com", NULL, sess12, TLS1_2_VERSION);
+    CHECK(h.rc == 0 && h.resumed && h.sess && SSL_SESSION_has_ticket(h.sess) && !same_ticket(h.sess, sess12),
+          "TLS 1.2: resumed under the previous key, the ticket is renewed");
+    rv_tls_tickets_test_offset(0);
+    SSL_SESSION_free(h.sess);
+    SSL_SESSION_free(sess12);
     h = run(s, "b.w.example.com", NULL, sess_a, 0);
     CHECK(h.rc == 0 && !h.resumed && !strcmp(h.cn, "w"), "a ticket of chain a does not resume on chain *.w");
     SSL_SESSION_free(h.sess);
