@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# rivet side-by-side benchmark: direct / nginx / haproxy / rivet on loopback, one command.
+# rivet side-by-side benchmark: direct / nginx / haproxy / rivet / floor (a plain TCP relay,
+# bench/floor/relay.c) on loopback, one command.
 #   bench/run.sh            full run (~12 min, at most 20), rewrites doc/benchmarks.md
 #   bench/run.sh --quick    smoke test (~1 min), report printed, doc left alone
 #   bench/run.sh --help     every flag

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """harness.py - the side-by-side benchmark behind bench/run.sh (see bench/README.md).
 
-Starts an origin nginx and the targets (direct, nginx, haproxy, rivet) on 127.0.0.1, each
+Starts an origin nginx and the targets (direct, nginx, haproxy, rivet, and the floor: the
+plain TCP relay bench/floor/relay.c, compiled at start) on 127.0.0.1, each
 proxy pinned to one CPU and the origin and wrk to the other, runs the scenarios in
 interleaved rounds, writes the raw per-round numbers to bench/results/ and the report to
 doc/benchmarks.md, and stops by PID every process it started.
@@ -32,7 +33,8 @@ import targets as T  # noqa: E402
 
 BENCH = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCH)
-ALL_TARGETS = ["direct", "nginx", "haproxy", "rivet"]
+ALL_TARGETS = ["direct", "nginx", "haproxy", "rivet", "floor"]
+NO_IDLE = {"direct", "floor"}    # targets the idle-memory scenario does not measure
 WRK_SCENARIOS = {          # name: (connections, path)
     "c50": (50, "/"),
     "c256": (256, "/"),
@@ -96,6 +98,8 @@ class Run:
             return T.HAProxy(self.tmp, a.proxy_cpu, self.origin.port, tag=tag or "haproxy")
         if name == "rivet":
             return T.Rivet(self.tmp, a.proxy_cpu, self.origin.port, self.rivet_bin, tag=tag or "rivet")
+        if name == "floor":
+            return T.Floor(self.tmp, a.proxy_cpu, self.origin.port, self.floor_bin, tag=tag or "floor")
         raise ValueError(name)
 
     def rivet_usable(self):
@@ -134,6 +138,8 @@ class Run:
         upstream_tls: the target speaking TLS to the TLS origin ("<name> (upstream TLS)")."""
         if name == "rivet" and not self.rivet_usable():
             return None
+        if name == "floor" and self.floor_bin is None:
+            return None     # not built: skipped with the reason at start
         if tls or upstream_tls:
             t = self.make_tls_target(name, upstream=upstream_tls)
         else:
@@ -221,7 +227,7 @@ class Run:
         """Rough duration of the run without repeats (to size the repeat budget)."""
         a = self.a
         nt = len(self.target_names)
-        nprox = len([n for n in self.target_names if n != "direct"])
+        nprox = len([n for n in self.target_names if n not in NO_IDLE])
         s = 3.0
         if "idle" in a.scenarios:
             s += a.rounds * nprox * (3 * a.settle + 1.5)
@@ -270,7 +276,7 @@ class Run:
     # -----------------------------------------------------------------------------------------
     def scenario_idle(self):
         a = self.a
-        names = [n for n in self.target_names if n != "direct"]
+        names = [n for n in self.target_names if n not in NO_IDLE]
         log(f"idle memory: {a.idle_conns} idle keep-alive connections, fresh process per round")
         for rnd in range(1, a.rounds + 1):
             for pos, name in enumerate(self.order(names, rnd - 1), 1):
@@ -803,6 +809,14 @@ class Run:
                 self.meta["rivet_sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
             st = os.stat(a.rivet)
             self.meta["rivet_built"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.st_mtime))
+        # the floor (a plain TCP relay) is compiled now, for the throughput scenarios only
+        self.floor_bin = None
+        if "floor" in self.target_names and any(s in WRK_SCENARIOS for s in a.scenarios):
+            self.floor_bin, info = T.build_floor(os.path.join(self.tmp, "floor-bin"))
+            if self.floor_bin is None:
+                self.skip("floor", info)
+            else:
+                self.meta["floor_cc"] = info
         planned = self.planned_seconds()
         self.retry_budget = max(0.0, 0.9 * a.max_minutes * 60 - planned)
         log(f"temp dir {self.tmp}; proxy CPU {a.proxy_cpu}, origin + wrk CPU {a.load_cpu}; "
@@ -961,7 +975,8 @@ def csv(s):
 def parse_args(argv):
     ap = argparse.ArgumentParser(
         prog="bench/run.sh",
-        description="Side-by-side benchmark: direct, nginx, haproxy and rivet on loopback.",
+        description="Side-by-side benchmark: direct, nginx, haproxy, rivet and the floor (a plain "
+                    "TCP relay) on loopback.",
         epilog="bench/run.sh --install-deps ... first apt-get installs wrk, nginx-light, haproxy, "
                "procps and util-linux. See bench/README.md.")
     ap.add_argument("--quick", action="store_true",
@@ -977,7 +992,8 @@ def parse_args(argv):
                          f"{','.join(s for s in ALL_SCENARIOS if s not in DEFAULT_SCENARIOS)}); "
                          f"'all' for every one")
     ap.add_argument("--targets", type=csv, default=ALL_TARGETS,
-                    help=f"comma list from {','.join(ALL_TARGETS)} (default all)")
+                    help=f"comma list from {','.join(ALL_TARGETS)} (default all; floor, the "
+                         f"plain TCP relay bench/floor/relay.c, runs in c50, c256 and 16k only)")
     ap.add_argument("--rivet", default=os.path.join(ROOT, "build", "rivet"), help="rivet binary")
     ap.add_argument("--proxy-cpu", type=int, default=0, help="CPU of the proxies (default 0)")
     ap.add_argument("--load-cpu", type=int, default=1, help="CPU of the origin and wrk (default 1)")

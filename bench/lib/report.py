@@ -30,7 +30,24 @@ TLS_NOTE = {
                     "its upstream connections alive (sessions reused). The origin's CPU is that "
                     "origin's; *origin conns opened* counts upstream TLS handshakes during the run.",
 }
-TARGET_ORDER = ["direct", "nginx", "haproxy", "rivet"]
+TARGET_ORDER = ["direct", "nginx", "haproxy", "rivet", "floor"]
+LABEL = {"direct": "direct (origin only)", "floor": "floor (TCP relay)"}
+ISSUE3_BAR = {"c50": 0.75, "c256": 0.75, "16k": 0.8}     # rivet's CPU µs/req ×nginx asked by issue 3
+FLOOR_NOTE = (
+    "*floor (TCP relay)* is `bench/floor/relay.c`, compiled by the harness at start (`cc -O2`) "
+    "and pinned like the proxies: a single-threaded, edge-triggered epoll loop that opens one "
+    "origin connection per client connection and moves bytes both ways (one recv into a fixed "
+    "64 KiB buffer, one send to the other side) with no HTTP work at all. With keep-alive GETs "
+    "that is the wire pattern of an HTTP/1.1 proxy with upstream keep-alive at its minimum: 4 "
+    "syscalls and 4 TCP segments per request (on loopback the sender's send() also runs the "
+    "receiver's TCP receive path). Its CPU µs/req is therefore what the kernel (plus an epoll "
+    "loop) charges for a proxied request on this machine: the share no proxy with this wire "
+    "pattern can go under. *Above the floor* is each proxy's CPU µs/req minus the floor's, per "
+    "round (median): the cost of its HTTP work and of its own design. The floor keeps no "
+    "connection pool, so its *origin conns opened* is wrk's connections (one connect per "
+    "client connection per run, not per request). Like the proxies, it pays for the wake-ups of "
+    "an event loop that is not always busy (see *proxy CPU use*): a loop that saturates its CPU "
+    "handles more events per epoll_wait. It is a measuring stick, not a proxy.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +169,51 @@ def per_round_ratio(rs, target, key, ref="nginx"):
     return out
 
 
+def per_round_diff(rs, target, key, ref):
+    """target's key minus ref's, within each round where both ran."""
+    by = {}
+    for r in rs:
+        by.setdefault(r["round"], {})[r["target"]] = r
+    out = []
+    for rnd, d in sorted(by.items()):
+        if target in d and ref in d:
+            a, b = d[target].get(key), d[ref].get(key)
+            if a is not None and b is not None and not math.isnan(a) and not math.isnan(b):
+                out.append(a - b)
+    return out
+
+
+def floor_lines(w, sc, rs, names, first):
+    """Under a throughput table with the floor: what the floor is (once), each proxy's CPU
+    above it, and what issue 3's bar leaves above the floor."""
+    if first:
+        w(FLOOR_NOTE)
+        w("")
+    above = []
+    for t in names:
+        if t in ("direct", "floor"):
+            continue
+        d = per_round_diff(rs, t, "cpu_us_per_req", "floor")
+        if d:
+            above.append(f"{t} {'+' if med(d) >= 0 else ''}{med(d):.2f}")
+    f = med(per_round_ratio(rs, "floor", "cpu_us_per_req"))
+    line = ""
+    if above:
+        line = "CPU µs/req above the floor: " + ", ".join(above) + "."
+    bar = ISSUE3_BAR.get(sc)
+    if bar is not None and not math.isnan(f):
+        if f < bar:
+            line += (f" The floor is {f:.2f}×nginx, so issue 3's bar ({bar:g}×nginx) leaves a proxy "
+                     f"at most {(bar - f) / (1 - f):.0%} of nginx's CPU above the floor.")
+        else:
+            line += (f" The floor is {f:.2f}×nginx: issue 3's bar ({bar:g}×nginx) is below it, out of "
+                     f"reach of a proxy with this wire pattern on this machine (only fewer syscalls "
+                     f"or segments per request could go there).")
+    if line:
+        w(line.strip())
+        w("")
+
+
 # ---------------------------------------------------------------------------------------------
 def latest_with(results_dir, scenario, exclude=None):
     """(path, meta, records) of the newest full (not quick-*) raw file in results_dir that
@@ -225,7 +287,8 @@ def render(meta, recs, raw_path="", separate=None):
       f"{meta.get('mem_gib', '?')} GiB, Linux {meta.get('kernel', '?')}; "
       f"load average at start {meta.get('loadavg_start', '?')}")
     w(f"- Software: {meta.get('nginx', '?')}; {meta.get('haproxy', '?')}; {meta.get('wrk', '?')}; "
-      f"rivet {str(meta.get('rivet', '?')).removeprefix('rivet ')}")
+      f"rivet {str(meta.get('rivet', '?')).removeprefix('rivet ')}"
+      + (f"; floor: `bench/floor/relay.c` built with {meta['floor_cc']}, -O2" if meta.get("floor_cc") else ""))
     w(f"- Pinning: every proxy (one worker / one thread) on CPU {meta.get('proxy_cpu')}, "
       f"the origin nginx and wrk (one thread) on CPU {meta.get('load_cpu')}")
     w(f"- {meta.get('rounds')} interleaved rounds of {meta.get('duration_s')} s per target and "
@@ -257,6 +320,7 @@ def render(meta, recs, raw_path="", separate=None):
       "once warm.")
     w("")
 
+    floor_told = False
     for sc, title in WRK:
         rs = used(recs, sc)
         origin = None
@@ -291,7 +355,7 @@ def render(meta, recs, raw_path="", separate=None):
                 note += f"; **{errors} errors**"
             direct = t == "direct"
             w("| " + " | ".join([
-                t + (" (origin only)" if direct else ""),
+                LABEL.get(t, t),
                 cell([r["rps"] for r in tr], f_num),
                 ratio_cell(per_round_ratio(rs, t, "rps"), t == "nginx"),
                 lat_cell([r["p50_us"] for r in tr]),
@@ -304,6 +368,9 @@ def render(meta, recs, raw_path="", separate=None):
                 cell([r.get("origin_conns_opened") for r in tr], f_num),
                 note]) + " |")
         w("")
+        if "floor" in names:
+            floor_lines(w, sc, rs, names, first=not floor_told)
+            floor_told = True
 
     rs = used(recs, "idle")
     if rs:

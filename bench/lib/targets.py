@@ -7,6 +7,7 @@ Nothing here touches a system service. stop_all() ends, by PID, every process st
 import http.client
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -17,6 +18,7 @@ import measure
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONF = os.path.join(os.path.dirname(HERE), "conf")
+FLOOR_SRC = os.path.join(os.path.dirname(HERE), "floor", "relay.c")
 BODY_13 = b"hello, world\n"
 BODY_16K = 16384
 
@@ -327,6 +329,47 @@ class Rivet(Target):
         if not ok:
             return False, "admin /ready: " + why
         return Target.check(self, timeout)
+
+
+def build_floor(d):
+    """Compile bench/floor/relay.c with `cc -O2` into d: (binary, compiler version) or
+    (None, the reason it could not be built)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None, "no C compiler (cc or gcc) to build bench/floor/relay.c"
+    if not os.path.isfile(FLOOR_SRC):
+        return None, f"{FLOOR_SRC} is missing"
+    os.makedirs(d, exist_ok=True)
+    out = os.path.join(d, "relay")
+    try:
+        r = subprocess.run([cc, "-std=c11", "-O2", "-Wall", "-Wextra", "-o", out, FLOOR_SRC],
+                           capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"{cc} -O2 bench/floor/relay.c: {e}"
+    if r.returncode != 0 or not os.access(out, os.X_OK):
+        err = (r.stderr or r.stdout).strip().splitlines()
+        err = [l for l in err if "error" in l] or err      # the first error, not its context line
+        return None, f"{cc} -O2 bench/floor/relay.c failed: " + (err[0] if err else f"exit {r.returncode}")
+    try:
+        ver = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        ver = ""
+    return out, (ver.splitlines() or [os.path.basename(cc)])[0]
+
+
+class Floor(Target):
+    """bench/floor/relay.c: a plain TCP relay (one origin connection per client connection, no
+    HTTP work), the floor of CPU per request for a proxy's wire pattern on this machine."""
+    name = "floor"
+
+    def __init__(self, tmp, cpu, origin_port, binary, tag="floor"):
+        self.dir = os.path.join(tmp, tag)
+        self.cpu, self.origin_port, self.binary = cpu, origin_port, binary
+        self.port = free_port()
+
+    def start(self):
+        self.proc = Proc("floor-relay", [self.binary, str(self.port), str(self.origin_port)],
+                         self.dir, cpu=self.cpu)
 
 
 # ---------------------------------------------------------------------------------------------
