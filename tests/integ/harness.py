@@ -930,3 +930,139 @@ class KVConfig(ConfigDir):
 
     def settings(self, text):
         atomic_write(self.root / NS / "default.yaml", text)
+
+
+def make_cert(tmp_path, stem, name):
+    """A self-signed certificate for `name` (CN and the only subjectAltName DNS entry), so it is
+    its own CA: returns (cert path, key path) under tmp_path, files stem.crt / stem.key."""
+    cert, key = str(tmp_path / (stem + ".crt")), str(tmp_path / (stem + ".key"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=" + name, "-addext", "subjectAltName=DNS:" + name,
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+class TLSProxy:
+    """TLS in front of a plain-HTTP double (loopback): terminates TLS with a certificate valid
+    only for `name`, records the SNI each client sent, and pipes the bytes to 127.0.0.1:target_port.
+
+    client_ca: a CA file; clients must then present a certificate it signed (mTLS), and the
+    subject CN of each verified client certificate is recorded in `client_cns`. `handshakes`
+    counts completed handshakes, `failed` the handshakes that failed (with their errors in
+    `errors`). stop() closes the listener and every piped connection."""
+
+    def __init__(self, tmp_path, name, target_port, client_ca=None, stem="consul"):
+        import threading
+        self.cert, self.key = make_cert(tmp_path, stem, name)
+        self.snis, self.client_cns, self.errors = [], [], []
+        self.handshakes = self.failed = 0
+        self.client_ca = client_ca
+        self.set_identity(self.cert, self.key)
+        self.target = target_port
+        self.lock = threading.Lock()
+        self.socks = []
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.port = self.lsock.getsockname()[1]
+        self.done = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def set_identity(self, cert, key):
+        """Present this certificate to new connections from now on (see drop_connections)."""
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        if self.client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(self.client_ca)
+        ctx.sni_callback = lambda sock, sni, c: self.snis.append(sni) and None
+        self.ctx = ctx
+
+    def _track(self, s):
+        with self.lock:
+            if self.done:
+                s.close()
+                return False
+            self.socks.append(s)
+            return True
+
+    def _accept(self):
+        import threading
+        while not self.done:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            if self._track(c):
+                threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        import threading
+        c.settimeout(10)
+        try:
+            t = self.ctx.wrap_socket(c, server_side=True)
+        except OSError as e:
+            with self.lock:
+                self.failed += 1
+                self.errors.append(repr(e)[:200])
+            c.close()
+            return
+        t.settimeout(None)
+        with self.lock:
+            self.handshakes += 1
+            peer = t.getpeercert()
+            if peer:
+                self.client_cns.extend(v for rdn in peer.get("subject", ()) for k, v in rdn if k == "commonName")
+        try:
+            u = socket.create_connection(("127.0.0.1", self.target))
+        except OSError:
+            t.close()
+            return
+        if not (self._track(t) and self._track(u)):
+            t.close()
+            u.close()
+            return
+        threading.Thread(target=self._pipe, args=(t, u), daemon=True).start()
+        threading.Thread(target=self._pipe, args=(u, t), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+        except (OSError, ValueError):  # ValueError: the other side closed an SSL socket
+            pass
+        for s in (a, b):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def drop_connections(self):
+        """Close every connection piped so far (clients must reconnect and handshake again)."""
+        with self.lock:
+            socks, self.socks = self.socks, []
+        self._close(socks)
+
+    def stop(self):
+        with self.lock:
+            self.done = True
+            socks, self.socks = self.socks, []
+        self.lsock.close()
+        self._close(socks)
+
+    @staticmethod
+    def _close(socks):
+        for s in socks:
+            try:  # the plain socket's shutdown(2), also for SSL sockets: wakes their pipe threads
+                socket.socket.shutdown(s, socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass

@@ -10,7 +10,12 @@ and changes made after it returns are applied; the discovered Upstream is in /st
 --consul-discovery=catalog sends traffic to failing instances too (Gloo's behaviour). At a
 few hundred services: one blocking query held per service, a change converging while every
 other service's query stays blocked (the double's counters), the query cap flag respected, and
-the soft open-files limit raised for the queries.
+the soft open-files limit raised for the queries. Over TLS (the double behind harness.TLSProxy,
+whose certificate is valid only for a server name): with CONSUL_CACERT and
+CONSUL_TLS_SERVER_NAME services are discovered and followed, also with a client certificate
+(mTLS); a wrong CA, a missing server name or a missing client certificate fails discovery
+visibly (log, /ready detail, gauge) with no endpoint served, and a certificate that stops
+verifying while running keeps the last instances until it verifies again.
 """
 import json
 import os
@@ -22,7 +27,7 @@ import uuid
 
 import pytest
 
-from harness import NS, request, route, wait_for
+from harness import NS, TLSProxy, make_cert, metric_sum, request, route, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from doubles.consul import ConsulDouble  # noqa: E402
@@ -511,3 +516,174 @@ def test_429_lowers_the_number_of_queries_held(cfg, backend, rivet, consul):
              msg="every service still discovered")
     consul.set_check_status("service:%s-1" % target, "critical")
     wait_for(lambda: hits(rv, bs, 8)[0]["b1"] == 0, timeout=15, msg="b1 out of rotation while taking turns")
+
+
+# -- over TLS ---------------------------------------------------------------------------------
+
+TLS_NAME = "consul.rivet.test"
+
+
+def tls_env(px, ca=None, server_name=TLS_NAME, client=None):
+    """Consul's environment for the proxy: https:// to its loopback address (a certificate for
+    TLS_NAME only, so without the server name verification must fail), the CA, the server name
+    and an optional client (cert, key)."""
+    env = {"CONSUL_HTTP_ADDR": "https://127.0.0.1:%d" % px.port, "CONSUL_CACERT": ca or px.cert}
+    if server_name:
+        env["CONSUL_TLS_SERVER_NAME"] = server_name
+    if client:
+        env["CONSUL_CLIENT_CERT"], env["CONSUL_CLIENT_KEY"] = client
+    return env
+
+
+def disc_healthy(rv):
+    """rivet_discovery_source_healthy{source="consul"} (None when not exposed)."""
+    samples = rv.metrics()
+    if not any(n == "rivet_discovery_source_healthy" and lb.get("source") == "consul" for n, lb, _ in samples):
+        return None
+    return metric_sum(samples, "rivet_discovery_source_healthy", source="consul")
+
+
+@pytest.fixture
+def tls_proxies():
+    made = []
+    yield made
+    for px in made:
+        px.stop()
+
+
+def endpoints_of(rv, svc):
+    c = [c for c in rv.config_dump()["clusters"] if c["name"] == "%s.%s" % (NS, svc)]
+    return sorted(e["address"] for e in c[0]["endpoints"]) if c else None
+
+
+@pytest.mark.parametrize("mtls", [False, True], ids=["server-auth", "mtls"])
+def test_discovery_over_tls(cfg, backend, rivet, consul, tmp_path, tls_proxies, mtls):
+    """CONSUL_HTTP_ADDR=https://127.0.0.1:port, CONSUL_CACERT and CONSUL_TLS_SERVER_NAME (and
+    with mtls, CONSUL_CLIENT_CERT/KEY, which the proxy requires): every query goes through TLS
+    with the server name as SNI, services are discovered, traffic reaches the instances, and a
+    check change and a new registration are followed."""
+    need_double(consul)
+    client = make_cert(tmp_path, "client", "rivet-client") if mtls else None
+    px = TLSProxy(tmp_path, TLS_NAME, consul.port, client_ca=client[0] if mtls else None)
+    tls_proxies.append(px)
+    svc = unique("tls")
+    bs = [named(backend, "b%d" % i) for i in range(3)]
+    for i, b in enumerate(bs[:2]):
+        consul.register_service(svc, service_id="%s-%d" % (svc, i), address="127.0.0.1", port=b.port,
+                                health="passing")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=svc)])
+    rv = rivet(cfg, args=["--consul-discovery"], env=tls_env(px, client=client))
+    wait_for(lambda: rv.get("/", timeout=5).status == 200, timeout=10, msg="first 200")
+    count, fails = hits(rv, bs, 20)
+    assert fails == 0 and count["b0"] > 0 and count["b1"] > 0 and count["b2"] == 0, count
+    st = rv.resource_status("Upstream", svc)
+    assert st and st["state"] == "Accepted", st
+    # the answers came over TLS, with the server name as SNI (and the client certificate)
+    assert consul.requests("/v1/health/service/" + svc), "the double saw no health query"
+    assert px.handshakes > 0 and px.failed == 0, (px.handshakes, px.failed, px.errors[:3])
+    assert set(px.snis) == {TLS_NAME}, px.snis
+    if mtls:
+        assert px.client_cns and set(px.client_cns) == {"rivet-client"}, px.client_cns
+    assert disc_healthy(rv) == 1
+
+    # a failing check: b1 leaves the rotation
+    consul.set_check_status("service:%s-1" % svc, "critical")
+    wait_for(lambda: hits(rv, bs, 8)[0]["b1"] == 0, timeout=10, msg="b1 out of rotation")
+    count, fails = hits(rv, bs, 12)
+    assert fails == 0 and count == {"b0": 12, "b1": 0, "b2": 0}, count
+    # a new instance: receives traffic
+    consul.register_service(svc, service_id="%s-2" % svc, address="127.0.0.1", port=bs[2].port, health="passing")
+    wait_for(lambda: hits(rv, bs, 8)[0]["b2"] > 0, timeout=10, msg="b2 in rotation")
+    assert "Consul unavailable" not in rv.stderr(), rv.stderr()[-3000:]
+
+
+@pytest.mark.parametrize("bad", ["wrong-ca", "no-server-name", "no-client-cert"])
+def test_discovery_tls_failure_is_reported_and_serves_nothing(cfg, backend, rivet, consul, tmp_path,
+                                                              tls_proxies, bad):
+    """A TLS setup that cannot verify (a CA that did not sign Consul's certificate; no server
+    name, so the certificate is checked against 127.0.0.1; a proxy requiring a client certificate
+    rivet was not given): no query gets through, rivet starts from its files without the
+    service, says why in its log, in /ready's detail and in the gauge, keeps running, and sends no
+    request to the registered instance (no stale or invented endpoint)."""
+    need_double(consul)
+    client = make_cert(tmp_path, "client", "rivet-client") if bad == "no-client-cert" else None
+    px = TLSProxy(tmp_path, TLS_NAME, consul.port, client_ca=client[0] if client else None)
+    tls_proxies.append(px)
+    svc = unique("tlsbad")
+    b = named(backend, "b0")
+    consul.register_service(svc, service_id=svc + "-0", address="127.0.0.1", port=b.port, health="passing")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=svc)])
+    if bad == "wrong-ca":
+        env = tls_env(px, ca=make_cert(tmp_path, "other-ca", TLS_NAME)[0])
+    elif bad == "no-server-name":
+        env = tls_env(px, server_name=None)
+    else:
+        env = tls_env(px)
+    rv = rivet(cfg, ready=False, args=["--consul-discovery"], env=env)
+    # Consul unreachable only delays startup (at most 5 s): then rivet serves its files
+    rv.wait_ready(timeout=30)
+    wait_for(lambda: "consul discovery: Consul unavailable (" in rv.stderr(), timeout=10, msg="failure logged")
+    line = [ln for ln in rv.stderr().splitlines() if "Consul unavailable (" in ln][0]
+    if bad != "no-client-cert":  # a refused client certificate shows as a failed read instead
+        assert "SSL" in line, line
+    assert disc_healthy(rv) == 0
+    ready = rv.admin_get("/ready")
+    assert ready.status == 200 and "consul discovery: unavailable" in ready.text, ready.text
+    # rivet did reach the proxy; nothing got through it to the double. Without the server name
+    # the handshake itself completes (curl checks the name after it) and rivet then hangs up.
+    wait_for(lambda: px.handshakes + px.failed > 0, timeout=10, msg="a connection at the proxy")
+    if bad != "no-server-name":
+        assert px.handshakes == 0 and px.failed > 0, (px.handshakes, px.failed)
+    assert consul.requests("/v1/") == [], consul.requests("/v1/")[:3]
+    # no endpoint from Consul: the service is not discovered, the route has nowhere to go
+    assert rv.resource_status("Upstream", svc) is None
+    assert endpoints_of(rv, svc) is None
+    for _ in range(5):
+        assert rv.get("/", timeout=5).status != 200
+    assert b.nconns == 0 and not b.requests, b.requests[:2]
+    assert rv.alive()
+    assert rv.stderr().count("Consul unavailable") == 1, rv.stderr()[-3000:]
+
+
+def test_discovery_tls_certificate_change_keeps_last_instances(cfg, backend, rivet, consul, tmp_path, tls_proxies):
+    """Consul's certificate stops verifying while rivet runs (the proxy presents one for another
+    name and drops its connections): rivet reports discovery unavailable (log, gauge, /ready),
+    keeps serving the instances it last read (a change made meanwhile is not seen: nothing
+    invented), and once the right certificate is back it says so and follows that change."""
+    need_double(consul)
+    px = TLSProxy(tmp_path, TLS_NAME, consul.port)
+    tls_proxies.append(px)
+    svc = unique("tlsswap")
+    bs = [named(backend, "b%d" % i) for i in range(2)]
+    for i, b in enumerate(bs):
+        consul.register_service(svc, service_id="%s-%d" % (svc, i), address="127.0.0.1", port=b.port,
+                                health="passing")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream=svc)])
+    rv = rivet(cfg, args=["--consul-discovery"], env=tls_env(px))
+    wait_for(lambda: hits(rv, bs, 8)[0]["b1"] > 0, timeout=10, msg="both instances serving")
+    both = endpoints_of(rv, svc)
+    assert both and len(both) == 2, both
+    assert disc_healthy(rv) == 1
+
+    other_cert, other_key = make_cert(tmp_path, "other", "other.rivet.test")
+    px.set_identity(other_cert, other_key)
+    px.drop_connections()
+    wait_for(lambda: "Consul unavailable (" in rv.stderr(), timeout=15, msg="failure logged")
+    wait_for(lambda: disc_healthy(rv) == 0, timeout=5, msg="gauge 0")
+    assert "consul discovery: unavailable" in rv.admin_get("/ready").text
+    # a change made while rivet cannot read Consul is not seen: the last instances keep serving
+    consul.set_check_status("service:%s-1" % svc, "critical")
+    wait_for(lambda: px.failed >= 2, timeout=15, msg="rivet retrying against the wrong certificate")
+    assert endpoints_of(rv, svc) == both
+    count, fails = hits(rv, bs, 12)
+    assert fails == 0 and count["b0"] > 0 and count["b1"] > 0, count
+
+    px.set_identity(px.cert, px.key)
+    wait_for(lambda: "Consul answers again" in rv.stderr(), timeout=90, msg="recovery logged")
+    wait_for(lambda: hits(rv, bs, 8)[0]["b1"] == 0, timeout=10, msg="b1 out of rotation after recovery")
+    assert disc_healthy(rv) == 1
+    assert rv.stderr().count("Consul unavailable") == 1, rv.stderr()[-3000:]
+    assert rv.alive()

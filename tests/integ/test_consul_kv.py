@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from harness import KVConfig, NS, route, wait_for  # noqa: E402
+from harness import KVConfig, NS, TLSProxy, route, wait_for  # noqa: E402
 
 
 @pytest.fixture
@@ -201,67 +201,6 @@ def test_consul_flags_in_help():
     assert r.returncode == 0
     for flag in ("--consul ADDR", "--consul-root-key", "--consul-allow-stale", "CONSUL_HTTP_ADDR"):
         assert flag in r.stdout, flag
-
-
-class TLSProxy:
-    """TLS in front of the double (loopback): terminates TLS with a certificate valid only for
-    `name`, records the SNI each client sent, and pipes the bytes to the double."""
-
-    def __init__(self, tmp_path, name, target_port):
-        import socket
-        import ssl
-        import subprocess
-        self.cert, key = str(tmp_path / "consul.crt"), str(tmp_path / "consul.key")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                        "-subj", "/CN=" + name, "-addext", "subjectAltName=DNS:" + name,
-                        "-keyout", key, "-out", self.cert], check=True, capture_output=True)
-        self.snis = []
-        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.ctx.load_cert_chain(self.cert, key)
-        self.ctx.sni_callback = lambda sock, sni, ctx: self.snis.append(sni) and None
-        self.target = target_port
-        self.lsock = socket.socket()
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(64)
-        self.port = self.lsock.getsockname()[1]
-        self.done = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        import socket
-        while not self.done:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            try:
-                t = self.ctx.wrap_socket(c, server_side=True)
-            except OSError:
-                c.close()
-                continue
-            u = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pipe, args=(t, u), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(u, t), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a, b):
-        try:
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                b.sendall(d)
-        except OSError:
-            pass
-        for s in (a, b):
-            try:
-                s.close()
-            except OSError:
-                pass
-
-    def stop(self):
-        self.done = True
-        self.lsock.close()
 
 
 def test_tls_server_name_is_sni_and_verified_name(rivet, kv, double, tmp_path):
