@@ -147,6 +147,7 @@ typedef struct watch_s {
     bool blocking;              /* the request in flight is a blocking query */
     rv_httpc_body_t body;       /* the answer being read (freed after each: thousands of watches) */
     uint64_t got_index;
+    char err[CURL_ERROR_SIZE];  /* curl's detail of a failed transfer (CURLOPT_ERRORBUFFER) */
 } watch_t;
 
 struct rv_disc_s {

@@ -223,6 +223,8 @@ static int start_watch(rv_disc_t *d, watch_t *w)
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(wait + wait / 16 + 5000));
     curl_easy_setopt(h, CURLOPT_PRIVATE, w);
+    w->err[0] = 0;
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, w->err);
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_BUFFERSIZE, (long)BUFFER_SIZE);
     if (d->hdrs)
@@ -335,9 +337,11 @@ void disc_finish(rv_disc_t *d, watch_t *w, CURLcode cc, int64_t now)
     if (cc != CURLE_OK || status != 200) {
         rc = RV_EIO;
         if (w->failures == 0 || rv_log_level >= RV_LOG_DEBUG) {
-            char why[160];
-            if (cc != CURLE_OK)
-                snprintf(why, sizeof(why), "%s", w->body.too_big ? "answer too large" : curl_easy_strerror(cc));
+            char why[CURL_ERROR_SIZE + 96];
+            if (cc != CURLE_OK && w->body.too_big)
+                snprintf(why, sizeof(why), "answer too large");
+            else if (cc != CURLE_OK)
+                rv_httpc_why(why, sizeof(why), cc, w->err);
             else
                 snprintf(why, sizeof(why), "HTTP %ld: %.100s", status, w->body.body ? w->body.body : "");
             rv_log_debug("consul discovery: %s %s%s%s failed: %s",

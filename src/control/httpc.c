@@ -145,12 +145,26 @@ void rv_httpc_tls(CURL *e, const char *ca_file, const char *ca_path, const char 
         curl_easy_setopt(e, CURLOPT_CONNECT_TO, connect_to);
 }
 
+void rv_httpc_why(char *out, size_t outlen, CURLcode res, const char *detail)
+{
+    const char *what = curl_easy_strerror(res);
+    size_t n = detail ? strlen(detail) : 0;
+    while (n && (detail[n - 1] == '\n' || detail[n - 1] == '\r' || detail[n - 1] == ' '))
+        n--;
+    if (n && strncmp(detail, what, n) != 0)
+        snprintf(out, outlen, "%s: %.*s", what, (int)n, detail);
+    else
+        snprintf(out, outlen, "%s", what);
+}
+
 int rv_httpc_run(CURLM *multi, CURL *e, _Atomic bool *cancelled, rv_httpc_body_t *b, int *status, char *err,
                  size_t errlen)
 {
     int rc = 0;
     CURLcode res = CURLE_OK;
+    char detail[CURL_ERROR_SIZE] = "";
     *status = 0;
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, detail);
     curl_multi_add_handle(multi, e);
     for (;;) {
         int running = 0;
@@ -176,13 +190,14 @@ int rv_httpc_run(CURLM *multi, CURL *e, _Atomic bool *cancelled, rv_httpc_body_t
         curl_multi_poll(multi, NULL, 0, 1000, NULL);
     }
     curl_multi_remove_handle(multi, e);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);     /* detail is about to go out of scope */
     if (res != CURLE_OK) {
         if (b->too_big) {
             snprintf(err, errlen, "response body larger than %zu MiB", b->max >> 20);
             rc = RV_ETOOBIG;
         } else {
             if (!err[0])
-                snprintf(err, errlen, "%s", curl_easy_strerror(res));
+                rv_httpc_why(err, errlen, res, detail);
             rc = res == CURLE_OUT_OF_MEMORY ? RV_ENOMEM : RV_EIO;
         }
         if (b->wipe)

@@ -66,6 +66,13 @@ void rv_httpc_tls(CURL *e, const char *ca_file, const char *ca_path, const char 
                   bool insecure, struct curl_slist *connect_to);
 
 /*
+ * Describe a failed transfer in out: curl's text for res, then ": " and detail (what curl
+ * wrote to the transfer's CURLOPT_ERRORBUFFER, e.g. OpenSSL's reason for a certificate that
+ * does not verify) when detail is set and says more than the text.
+ */
+void rv_httpc_why(char *out, size_t outlen, CURLcode res, const char *detail);
+
+/*
  * Run e (options set, its WRITEDATA being b) on multi until it completes or *cancelled is set
  * (checked between polls of at most 1 s; curl_multi_wakeup ends a poll early). e is removed
  * from multi before returning.
@@ -73,7 +80,7 @@ void rv_httpc_tls(CURL *e, const char *ca_file, const char *ca_path, const char 
  * 0: *status is the HTTP status and b->body is non-NULL (an empty string when there was no body).
  * Else *status is 0, b->body is freed (wiped when b->wipe) and err says why: RV_ETOOBIG (body
  * over b->max; "response body larger than N MiB"), RV_ENOMEM, RV_EIO ("cancelled", curl's
- * error). RV_ENOMEM with *status set when the empty body could not be allocated.
+ * error with its detail, rv_httpc_why). RV_ENOMEM with *status set when the empty body could not be allocated.
  */
 int rv_httpc_run(CURLM *multi, CURL *e, _Atomic bool *cancelled, rv_httpc_body_t *b, int *status, char *err,
                  size_t errlen);

@@ -628,6 +628,10 @@ def test_discovery_tls_failure_is_reported_and_serves_nothing(cfg, backend, rive
     line = [ln for ln in rv.stderr().splitlines() if "Consul unavailable (" in ln][0]
     if bad != "no-client-cert":  # a refused client certificate shows as a failed read instead
         assert "SSL" in line, line
+    # curl's detail (its error buffer) says which check failed, not only "not OK"
+    want = {"wrong-ca": "certificate problem", "no-server-name": "127.0.0.1"}.get(bad)
+    if want:
+        assert want in line, line
     assert disc_healthy(rv) == 0
     ready = rv.admin_get("/ready")
     assert ready.status == 200 and "consul discovery: unavailable" in ready.text, ready.text

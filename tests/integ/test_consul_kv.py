@@ -222,6 +222,9 @@ def test_tls_server_name_is_sni_and_verified_name(rivet, kv, double, tmp_path):
         r = rv2.admin_get("/ready") if hasattr(rv2, "admin_get") else None
         if r is not None:
             assert r.status == 503, r
+        # the log says which check failed (curl's error buffer), not only "not OK"
+        wait_for(lambda: "subject name matches target host name '127.0.0.1'" in rv2.stderr(), 10,
+                 msg="the certificate name mismatch named in the log")
     finally:
         px.stop()
 
