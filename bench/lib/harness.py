@@ -42,7 +42,7 @@ WRK_SCENARIOS = {          # name: (connections, path)
 }
 TLS_SCENARIOS = {          # name: (connections, path, request headers); the proxies terminate TLS
     "https": (50, "/", ()),
-    "tls-handshake": (50, "/", ("Connection: close",)),     # a new connection (full handshake) per request
+    "tls-handshake": (50, "/", ("Connection: close",)),     # a new connection (TLS 1.3 resumption) per request
     "upstream-tls": (50, "/", ()),      # plain clients; the proxies speak TLS to a TLS origin
 }
 TLS_TARGETS = ["nginx", "haproxy", "rivet"]
@@ -314,7 +314,7 @@ class Run:
         names = [n for n in TLS_TARGETS if n in live]
         over = "plain HTTP, TLS from the proxy to the origin" if scenario == "upstream-tls" else "over TLS"
         log(f"{scenario}: {conns} connections {over}, GET {path}"
-            f"{' (Connection: close: a full handshake per request)' if headers else ''}, "
+            f"{' (Connection: close: a new TLS connection per request)' if headers else ''}, "
             f"{self.a.duration}s x {self.a.rounds} rounds, targets {' '.join(names)}")
         for n in names:
             self.warm(live[n], conns, path, headers)

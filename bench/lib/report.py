@@ -13,17 +13,21 @@ WRK = [("c50", "HTTP/1.1 keep-alive GET /, 50 connections (13-byte body)"),
        ("c256", "HTTP/1.1 keep-alive GET /, 256 connections (13-byte body)"),
        ("16k", "HTTP/1.1 keep-alive GET /16k, 50 connections (16 KiB body)"),
        ("https", "HTTPS keep-alive GET /, 50 connections, TLS terminated by the proxy (13-byte body)"),
-       ("tls-handshake", "New TLS connection per request (full handshake), 50 connections"),
+       ("tls-handshake", "New TLS connection per request (TLS 1.3 handshake with session resumption), 50 connections"),
        ("upstream-tls", "HTTP/1.1 keep-alive GET /, 50 connections, TLS from the proxy to the origin")]
 TLS_NOTE = {
     "https": "The proxies terminate TLS (TLS 1.3, ECDSA P-256 certificate, OpenSSL 3 in all three) "
              "and speak plain HTTP/1.1 to the same origin; wrk keeps its 50 TLS connections open, "
              "so this is the steady cost of encryption plus proxying.",
     "tls-handshake": "wrk sends `Connection: close`: every request opens a new TCP connection and "
-                     "does a full TLS 1.3 handshake (wrk resumes no session; ECDHE X25519 + ECDSA "
-                     "P-256), so *req/s* is new TLS connections per second and *CPU µs/req* is "
-                     "the proxy's CPU per handshake + request + close. The origin sees keep-alive "
-                     "connections from the proxies either way.",
+                     "does a TLS 1.3 handshake. wrk keeps its client session across reconnects "
+                     "(SSL_clear), so it offers the newest session ticket: each handshake is a "
+                     "resumption (PSK with a fresh ECDHE X25519 exchange, no certificate), and "
+                     "each server hands out a new ticket on it (OpenSSL's default, and rivet "
+                     "since 2026-11-27; before, rivet did not, and wrk fell back to a full "
+                     "handshake every other connection). *req/s* is new TLS connections per "
+                     "second and *CPU µs/req* the proxy's CPU per handshake + request + close. "
+                     "The origin sees keep-alive connections from the proxies either way.",
     "upstream-tls": "wrk speaks plain HTTP; each proxy speaks TLS to an origin nginx serving TLS "
                     "(TLS 1.3, ECDSA P-256), verifying its certificate for bench.test (rivet always "
                     "verifies; nginx `proxy_ssl_verify on`, HAProxy `verify required`) and keeping "
