@@ -195,9 +195,15 @@ static void d_close(rv_dp_conn_t *d)
 /*
  * Close after a final response: half-close our side and read-and-discard what the client
  * still sends for a moment, so that unread request bytes do not turn our close into a TCP
- * reset that could destroy the response before the client read it.
+ * reset that could destroy the response before the client read it. client_done: the client
+ * asked for the close (it sends no further request, RFC 9112 9.6), its request was read
+ * whole with nothing after it, and the last read drained the socket (TLS: and OpenSSL's
+ * buffer) - nothing is unread, so close at once, as nginx does. Lingering there kept the
+ * socket open until the client's own close: TIME_WAITs on the client's ports and SYN
+ * retransmissions on its next connections (2-3 per second, a 1 s connect stall each, at
+ * 4,500 TLS connections/s; none for nginx or with this; doc/internals/tls.md section 7).
  */
-static void d_linger(rv_dp_conn_t *d)
+static void d_linger(rv_dp_conn_t *d, bool client_done)
 {
     if (d->rd_eof) {
         d_close(d);
@@ -205,6 +211,10 @@ static void d_linger(rv_dp_conn_t *d)
     }
     if (d->tls)
         (void)rv_tls_shutdown(&d->tls->t);    /* close_notify when the socket takes it now */
+    if (client_done && !d->can_read) {
+        d_close(d);
+        return;
+    }
     shutdown(d->io.fd, SHUT_WR);
     d->state = DS_LINGER;
     rv_timer_after(&d->w->loop, &d->timer, DP_LINGER_MS);
@@ -878,10 +888,11 @@ static void finish(rv_dp_conn_t *d)
     rv_dp_worker_t *w = d->w;
     rv_dp_stream_t *s = d->s;
     uint32_t consumed = s->body_scan;
+    bool client_done = !s->keep_alive && s->req_done && consumed >= d->in_len;
     end_request(d);
     d->state = DS_IDLE;
     if (d->close_after || d->rd_eof) {
-        d_linger(d);
+        d_linger(d, client_done);
         return;
     }
     if (consumed > d->in_len)
@@ -1067,7 +1078,7 @@ static bool linger_step(rv_dp_conn_t *d)
         d_close(d);
         return false;
     }
-    return false;
+    return d->can_read;     /* more to drop: go on (the pump yields to others in turn) */
 }
 
 /* Run the connection's state machine until nothing moves. A connection that keeps moving

@@ -793,6 +793,79 @@ def _get_json(c):
     return c.getresponse().read()
 
 
+def _read_to_end(s):
+    """Everything until the peer's end of stream (close_notify / EOF); raises on a reset."""
+    data = b""
+    while True:
+        try:
+            chunk = s.recv(65536)
+        except ssl.SSLZeroReturnError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def _server_holds(server_port, client_port):
+    """Whether a process still holds the server side of 127.0.0.1:client_port ->
+    127.0.0.1:server_port: its /proc/net/tcp line has a socket inode (an orphaned socket,
+    closed by its process, has inode 0)."""
+    want = ("0100007F:%04X" % server_port, "0100007F:%04X" % client_port)
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if (fields[1], fields[2]) == want:
+                return fields[9] != "0"
+    return False
+
+
+def test_close_asked_by_the_client_closes_at_once(cfg, rivet, certs):
+    """A client that sent Connection: close and nothing after its request: rivet closes its
+    socket with the response (TLS: close_notify first) instead of half-closing and lingering
+    until the client closes too (which left TIME_WAITs its next connections ran into: SYN
+    retransmissions, doc/internals/tls.md section 7). The FIN comes from close() then, so once
+    the client has read it, rivet holds no socket for the connection any more; a lingering
+    close sends it from shutdown() and keeps the socket. Bytes after the request still get
+    the lingering close: no reset (a close with unread bytes sends one, and it can destroy a
+    response the client has not read yet)."""
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    port = tls_gateway(cfg)
+    plain = cfg.gateway("plain")
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a))
+    cfg.vs("p", [route(direct=(200, "vs-p"))], domains=["*"])
+    rv = rivet(cfg)
+    ctx = client_ctx(certs.ca_crt)
+    req = b"GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"
+
+    def connect(tls):
+        raw = socket.create_connection((HOST, port if tls else plain), timeout=10)
+        return ctx.wrap_socket(raw, server_hostname="a.example.com") if tls else raw
+
+    for tls in (True, False):
+        s = connect(tls)
+        try:
+            s.sendall(req)
+            data = _read_to_end(s)
+            assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"vs-a" if tls else b"vs-p"), data
+            assert socket.socket.recv(s, 1) == b""      # TLS: the TCP end after close_notify
+            assert not _server_holds(port if tls else plain, s.getsockname()[1]), tls
+        finally:
+            s.close()
+    for tls in (True, False):
+        # pipelined bytes after the closing request, more than rivet's 64 KiB buffer
+        s = connect(tls)
+        try:
+            s.sendall(req + b"GET /more HTTP/1.1\r\nHost: a.example.com\r\n\r\n" * 5000)
+            data = _read_to_end(s)
+            assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"vs-a" if tls else b"vs-p"), data
+            assert data.count(b"HTTP/1.1") == 1, data
+            # no reset came with the end of stream: rivet still reads (and drops) what is sent
+            socket.socket.send(s, b"\r\n")
+        finally:
+            s.close()
+    assert rv.alive()
+
+
 def test_garbage_and_plain_http_on_tls_port(cfg, rivet, certs):
     """Plain HTTP, random bytes, a truncated handshake and an abrupt reset on the TLS port:
     each connection is closed (an alert at most), nothing crashes, real clients still served."""
