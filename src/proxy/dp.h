@@ -44,6 +44,7 @@
 #define DP_BACKOFF_BASE_MS    25
 #define DP_BACKOFF_MAX_MS     250
 #define DP_ACCEPT_PAUSE_MS    100            /* listener paused after EMFILE */
+#define DP_ACCEPT_PER_EVENT   1              /* accepts per listener event (worker.c) */
 
 /* response flags (Envoy's letters, printed in the access log) */
 enum {

@@ -866,6 +866,33 @@ def test_close_asked_by_the_client_closes_at_once(cfg, rivet, certs):
     assert rv.alive()
 
 
+def test_a_burst_of_connections_is_all_accepted(cfg, rivet, certs):
+    """rivet accepts one connection per listener event (so open connections are served
+    between two accepts) and relies on the level-triggered listener to report the rest: 200
+    connections opened at once, before any of them sends a byte, are all accepted and
+    served, TLS and plain."""
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    port = tls_gateway(cfg)
+    plain = cfg.gateway("plain")
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a))
+    cfg.vs("p", [route(direct=(200, "vs-p"))], domains=["*"])
+    rv = rivet(cfg)
+    ctx = client_ctx(certs.ca_crt)
+    for tls in (True, False):
+        socks = [socket.create_connection((HOST, port if tls else plain), timeout=10) for _ in range(200)]
+        try:
+            for i in range(len(socks)):
+                if tls:
+                    socks[i] = ctx.wrap_socket(socks[i], server_hostname="a.example.com")
+                socks[i].sendall(b"GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n")
+                data = _read_to_end(socks[i])
+                assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"vs-a" if tls else b"vs-p"), (i, data)
+        finally:
+            for s in socks:
+                s.close()
+    assert rv.alive()
+
+
 def test_garbage_and_plain_http_on_tls_port(cfg, rivet, certs):
     """Plain HTTP, random bytes, a truncated handshake and an abrupt reset on the TLS port:
     each connection is closed (an alert at most), nothing crashes, real clients still served."""
