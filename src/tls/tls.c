@@ -24,6 +24,7 @@
 #include <openssl/x509.h>
 
 #include "core/err.h"
+#include "core/sock.h"
 
 int rv_tls_ctx_defaults(SSL_CTX *ctx, bool server)
 {
@@ -43,7 +44,7 @@ int rv_tls_ctx_defaults(SSL_CTX *ctx, bool server)
 /* ---- the socket BIO ----------------------------------------------------------------------
  * OpenSSL's socket BIO with one addition: a read that returns less than asked (or EAGAIN)
  * sets t->drained, so rv_tls_read can stop without a read that returns EAGAIN. Records are
- * read ahead (SSL_set_read_ahead), so one read(2) takes everything the socket holds, up to
+ * read ahead (SSL_set_read_ahead), so one recv(2) takes everything the socket holds, up to
  * OpenSSL's buffer. Writes use send(MSG_NOSIGNAL). The BIO never closes the fd. */
 
 static BIO_METHOD *sock_method;
@@ -53,7 +54,7 @@ static int sock_read(BIO *b, char *buf, size_t len, size_t *got)
 {
     rv_tls_t *t = BIO_get_data(b);
     BIO_clear_retry_flags(b);
-    ssize_t n = read(t->fd, buf, len);
+    ssize_t n = rv_sock_recv(t->fd, buf, len);
     if (n > 0) {
         *got = (size_t)n;
         if ((size_t)n < len)
