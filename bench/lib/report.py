@@ -160,21 +160,8 @@ def used(recs, scenario):
             and not r.get("failed")]
 
 
-def per_round_ratio(rs, target, key, ref="nginx"):
-    by = {}
-    for r in rs:
-        by.setdefault(r["round"], {})[r["target"]] = r
-    out = []
-    for rnd, d in sorted(by.items()):
-        if target in d and ref in d:
-            a, b = d[target].get(key), d[ref].get(key)
-            if a is not None and b and not math.isnan(a) and not math.isnan(b):
-                out.append(a / b)
-    return out
-
-
-def per_round_diff(rs, target, key, ref):
-    """target's key minus ref's, within each round where both ran."""
+def per_round(rs, target, key, ref, op):
+    """op(target's key, ref's key) within each round where both ran with a number."""
     by = {}
     for r in rs:
         by.setdefault(r["round"], {})[r["target"]] = r
@@ -183,8 +170,20 @@ def per_round_diff(rs, target, key, ref):
         if target in d and ref in d:
             a, b = d[target].get(key), d[ref].get(key)
             if a is not None and b is not None and not math.isnan(a) and not math.isnan(b):
-                out.append(a - b)
+                v = op(a, b)
+                if v is not None:
+                    out.append(v)
     return out
+
+
+def per_round_ratio(rs, target, key, ref="nginx"):
+    """target's key over ref's, within each round (rounds where ref's is 0 are left out)."""
+    return per_round(rs, target, key, ref, lambda a, b: a / b if b else None)
+
+
+def per_round_diff(rs, target, key, ref):
+    """target's key minus ref's, within each round where both ran."""
+    return per_round(rs, target, key, ref, lambda a, b: a - b)
 
 
 def floor_lines(w, sc, rs, names, first):
