@@ -44,6 +44,7 @@
 #define DP_BACKOFF_BASE_MS    25
 #define DP_BACKOFF_MAX_MS     250
 #define DP_ACCEPT_PAUSE_MS    100            /* listener paused after EMFILE */
+#define DP_ACCEPT_WARN_MS     10000          /* at most one 'pausing listener' warning per worker this often */
 #define DP_ACCEPT_PER_EVENT   1              /* accepts per listener event (worker.c) */
 
 /* response flags (Envoy's letters, printed in the access log) */
@@ -262,6 +263,8 @@ struct rv_dp_upool_s {
 
 struct rv_dp_worker_s {
     int id;
+    int64_t accept_warn_next;           /* loop ms: next 'pausing listener' warning allowed */
+    uint32_t accept_pauses;             /* pauses not reported since the last warning */
     pthread_t thr;
     rv_loop_t loop;
     int evfd;

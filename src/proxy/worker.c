@@ -348,7 +348,20 @@ static void on_accept(rv_loop_t *loop, rv_io_t *io, uint32_t events)
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                rv_log_warn("worker %d: accept: %s; pausing listener", w->id, strerror(errno));
+                /* out of descriptors lasts as long as the load that caused it: one warning
+                 * per DP_ACCEPT_WARN_MS per worker, with the count of pauses in between */
+                int64_t now = rv_loop_now(loop);
+                w->accept_pauses++;
+                if (now >= w->accept_warn_next) {
+                    if (w->accept_pauses > 1)
+                        rv_log_warn("worker %d: accept: %s; pausing listener for %d ms (%u pauses since the "
+                                    "last warning)", w->id, strerror(errno), DP_ACCEPT_PAUSE_MS, w->accept_pauses);
+                    else
+                        rv_log_warn("worker %d: accept: %s; pausing listener for %d ms", w->id, strerror(errno),
+                                    DP_ACCEPT_PAUSE_MS);
+                    w->accept_pauses = 0;
+                    w->accept_warn_next = now + DP_ACCEPT_WARN_MS;
+                }
                 rv_io_del(loop, &l->io);
                 l->paused = true;
                 rv_timer_after(loop, &l->resume, DP_ACCEPT_PAUSE_MS);
