@@ -371,15 +371,12 @@ def test_endpoint_changes_keep_route_tables(cfg, backend, rivet, consul):
     assert rv.get("/", timeout=5).status == 503
 
 
-def test_health_change_converges_while_other_watches_stay_blocked(cfg, backend, rivet, consul):
-    """300 services: rivet holds one blocking health query per service at once, so a check
-    change on one service reaches traffic through that service's own query, while the query of
-    every other service is still blocked in Consul (none of them returned in between: the change
-    did not wait for other services' queries to time out or take turns). Counted by the double."""
-    need_double(consul)
-    fleet = unique("fleet")
-    names = ["%s-%03d" % (fleet, i) for i in range(300)]
-    target = names[137]
+def _fleet_with_target(cfg, backend, rivet, consul, prefix, n, at, wait):
+    """n services PREFIX-000.., each one instance on an unused port, but names[at] (the
+    target) with two live backends b0 and b1; Settings with consul.waitTime = wait and
+    discovery on; one route to the target; rivet started. Returns (names, target, bs, rv)."""
+    names = ["%s-%03d" % (prefix, i) for i in range(n)]
+    target = names[at]
     bs = [named(backend, "b%d" % i) for i in range(2)]
     for i, b in enumerate(bs):
         consul.register_service(target, service_id="%s-%d" % (target, i), address="127.0.0.1", port=b.port,
@@ -388,12 +385,22 @@ def test_health_change_converges_while_other_watches_stay_blocked(cfg, backend, 
         if name != target:
             consul.register_service(name, service_id=name + "-0", address="127.0.0.1", port=1 + i, health="passing")
     (cfg.root / NS).mkdir(parents=True, exist_ok=True)
-    # consul.waitTime (Gloo's wait for blocking queries): long, so that no query times out
-    # while the test runs and every return the double counts is a wake-up by a change
-    (cfg.root / NS / "default.yaml").write_text("consul: {waitTime: 600s, serviceDiscovery: {}}\n")
+    (cfg.root / NS / "default.yaml").write_text("consul: {waitTime: %s, serviceDiscovery: {}}\n" % wait)
     cfg.gateway()
     cfg.vs("vs", [route(prefix="/", upstream=target)])
-    rv = rivet(cfg, env={"CONSUL_HTTP_ADDR": consul.addr})
+    return names, target, bs, rivet(cfg, env={"CONSUL_HTTP_ADDR": consul.addr})
+
+
+def test_health_change_converges_while_other_watches_stay_blocked(cfg, backend, rivet, consul):
+    """300 services: rivet holds one blocking health query per service at once, so a check
+    change on one service reaches traffic through that service's own query, while the query of
+    every other service is still blocked in Consul (none of them returned in between: the change
+    did not wait for other services' queries to time out or take turns). Counted by the double."""
+    need_double(consul)
+    fleet = unique("fleet")
+    # consul.waitTime (Gloo's wait for blocking queries): long, so that no query times out
+    # while the test runs and every return the double counts is a wake-up by a change
+    names, target, bs, rv = _fleet_with_target(cfg, backend, rivet, consul, fleet, 300, 137, "600s")
     paths = {"/v1/health/service/" + n for n in names}
 
     def held():
@@ -482,20 +489,8 @@ def test_429_lowers_the_number_of_queries_held(cfg, backend, rivet, consul):
     and a health change still reaches traffic."""
     need_double(consul)
     fleet = unique("pushback")
-    names = ["%s-%03d" % (fleet, i) for i in range(120)]
-    target = names[0]
-    bs = [named(backend, "b%d" % i) for i in range(2)]
-    for i, b in enumerate(bs):
-        consul.register_service(target, service_id="%s-%d" % (target, i), address="127.0.0.1", port=b.port,
-                                health="passing")
-    for i, name in enumerate(names[1:]):
-        consul.register_service(name, service_id=name + "-0", address="127.0.0.1", port=1 + i, health="passing")
-    (cfg.root / NS).mkdir(parents=True, exist_ok=True)
     # short waits, so that queries held before the 429 come back soon and are not held again
-    (cfg.root / NS / "default.yaml").write_text("consul: {waitTime: 2s, serviceDiscovery: {}}\n")
-    cfg.gateway()
-    cfg.vs("vs", [route(prefix="/", upstream=target)])
-    rv = rivet(cfg, env={"CONSUL_HTTP_ADDR": consul.addr})
+    names, target, bs, rv = _fleet_with_target(cfg, backend, rivet, consul, fleet, 120, 0, "2s")
     paths = {"/v1/health/service/" + n for n in names}
     wait_for(lambda: set(consul.blocked_now("/v1/health/service/" + fleet)) == paths, timeout=30,
              msg="a blocking query held for each of the 120 services")

@@ -819,6 +819,17 @@ def _server_holds(server_port, client_port):
     return False
 
 
+def _tls_and_plain(cfg, rivet, certs):
+    """A TLS listener answering "vs-a" (a.example.com's certificate) and a plain one answering
+    "vs-p", every domain; rivet started. Returns (rv, tls port, plain port, client context)."""
+    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
+    port = tls_gateway(cfg)
+    plain = cfg.gateway("plain")
+    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a))
+    cfg.vs("p", [route(direct=(200, "vs-p"))], domains=["*"])
+    return rivet(cfg), port, plain, client_ctx(certs.ca_crt)
+
+
 def test_close_asked_by_the_client_closes_at_once(cfg, rivet, certs):
     """A client that sent Connection: close and nothing after its request: rivet closes its
     socket with the response (TLS: close_notify first) instead of half-closing and lingering
@@ -828,13 +839,7 @@ def test_close_asked_by_the_client_closes_at_once(cfg, rivet, certs):
     close sends it from shutdown() and keeps the socket. Bytes after the request still get
     the lingering close: no reset (a close with unread bytes sends one, and it can destroy a
     response the client has not read yet)."""
-    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
-    port = tls_gateway(cfg)
-    plain = cfg.gateway("plain")
-    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a))
-    cfg.vs("p", [route(direct=(200, "vs-p"))], domains=["*"])
-    rv = rivet(cfg)
-    ctx = client_ctx(certs.ca_crt)
+    rv, port, plain, ctx = _tls_and_plain(cfg, rivet, certs)
     req = b"GET / HTTP/1.1\r\nHost: a.example.com\r\nConnection: close\r\n\r\n"
 
     def connect(tls):
@@ -871,13 +876,7 @@ def test_a_burst_of_connections_is_all_accepted(cfg, rivet, certs):
     between two accepts) and relies on the level-triggered listener to report the rest: 200
     connections opened at once, before any of them sends a byte, are all accepted and
     served, TLS and plain."""
-    a = certs.leaf("a", "a.example.com", ["DNS:a.example.com"])
-    port = tls_gateway(cfg)
-    plain = cfg.gateway("plain")
-    direct_vs(cfg, "a", "vs-a", ["*"], ssl_cfg(*a))
-    cfg.vs("p", [route(direct=(200, "vs-p"))], domains=["*"])
-    rv = rivet(cfg)
-    ctx = client_ctx(certs.ca_crt)
+    rv, port, plain, ctx = _tls_and_plain(cfg, rivet, certs)
     for tls in (True, False):
         socks = [socket.create_connection((HOST, port if tls else plain), timeout=10) for _ in range(200)]
         try:
