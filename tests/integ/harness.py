@@ -42,11 +42,25 @@ def is_asan_build():
 # small utilities
 
 
+# Ports a test picks now and something binds later. They come from below the kernel's
+# ephemeral range (32768-60999 on Linux): binding port 0 and closing would hand the same
+# port out twice (the kernel reuses a just-freed ephemeral port; CI once saw a Gateway and the
+# admin API get one port), and any outgoing connection may take an ephemeral port meanwhile.
+# Each port is handed out once per process and skipped while something else holds it.
+_PORT_LO, _PORT_HI = 20000, 32000
+_port_next = _PORT_LO + (os.getpid() * 7919) % (_PORT_HI - _PORT_LO)
+_ports_given = set()
+
+
 def free_port(host="127.0.0.1"):
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    global _port_next
+    for _ in range(_PORT_HI - _PORT_LO):
+        port = _port_next
+        _port_next = _PORT_LO if port + 1 >= _PORT_HI else port + 1
+        if port not in _ports_given and port_is_free(port, host):
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no free port left in %d-%d" % (_PORT_LO, _PORT_HI))
 
 
 def port_is_free(port, host="127.0.0.1"):
