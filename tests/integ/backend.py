@@ -333,7 +333,10 @@ class Backend:
             return [r.path for r in self.requests]
 
     def wait_requests(self, n, timeout=10.0, started=False):
-        """Wait until at least n requests were recorded; returns the list."""
+        """Wait until at least n requests were recorded; returns the list. timeout is an upper
+        bound, scaled like harness.wait_for's for slow (ASan, loaded) runs."""
+        from harness import timeout_scale
+        timeout *= timeout_scale()
         deadline = time.monotonic() + timeout
         with self.cond:
             lst = self.started if started else self.requests

@@ -86,9 +86,25 @@ def can_connect(port, host="127.0.0.1", timeout=1.0):
         s.close()
 
 
+def timeout_scale():
+    """How much longer than its nominal timeout a wait may take: RIVET_TEST_TIMEOUT_SCALE when
+    set, else 3 for an ASan build (2-5x slower) and 2 otherwise. CI runs on a busy 2-core
+    machine; a test's timeouts are upper bounds for something that must happen, never timed
+    assertions, so a longer bound only costs time when the test fails anyway."""
+    v = os.environ.get("RIVET_TEST_TIMEOUT_SCALE")
+    if v:
+        try:
+            return max(1.0, float(v))
+        except ValueError:
+            pass
+    return 3.0 if is_asan_build() else 2.0
+
+
 def wait_for(fn, timeout=5.0, interval=0.05, msg="condition"):
     """Poll fn() until it returns a truthy value (returned); AssertionError on timeout.
-    Exceptions raised by fn count as 'not yet'; the last one is reported."""
+    Exceptions raised by fn count as 'not yet'; the last one is reported. timeout is the
+    nominal upper bound; the wait allows timeout_scale() times as much."""
+    timeout = timeout * timeout_scale()
     deadline = time.monotonic() + timeout
     last = None
     while True:
@@ -699,6 +715,7 @@ class Rivet:
 
     def wait_ready(self, timeout=None, gateway_ports=True):
         timeout = timeout or (30.0 if is_asan_build() else 10.0)
+        timeout *= timeout_scale()
         deadline = time.monotonic() + timeout
         last = None
         while True:
