@@ -188,29 +188,33 @@ def test_consul_outage_under_load(cfg, backend, rivet, consul):
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
         t.start()
+    # each phase waits for its own evidence (the load served requests before, during and after
+    # the outage; the outage and the return were seen) instead of fixed sleeps, which a slow
+    # machine could outlast
     try:
-        time.sleep(0.5)
+        wait_for(lambda: results["ok"] >= 20, timeout=10, msg="requests served before the outage")
         consul.fault("down", mode="refuse")     # killed: connections refused, blocked queries cut
-        time.sleep(2.0)
+        # while Consul is down rivet says so (once, checked below) and keeps serving
+        wait_for(lambda: "Consul unavailable" in rv.stderr(), timeout=10, msg="the outage logged")
+        ok_down = results["ok"]
+        wait_for(lambda: results["ok"] >= ok_down + 20, timeout=10, msg="requests served while Consul is down")
         ready = rv.admin_get("/ready")
-        down_logged = "Consul unavailable" in rv.stderr()
         consul.index_reset(delta=None)          # came back with its indexes moved backwards
         consul.clear_fault()
-        time.sleep(1.5)
+        wait_for(lambda: "Consul answers again" in rv.stderr(), timeout=15, msg="the return logged")
         # a change made after Consul returns reaches traffic
         b2 = named(backend, "b2")
         consul.register_service(svc, service_id="%s-2" % svc, address="127.0.0.1", port=b2.port, health="passing")
         wait_for(lambda: any(request(rv.port, "/", timeout=5).body == b"b2" for _ in range(6)), timeout=10,
                  msg="new instance after the outage")
+        ok_back = results["ok"]
+        wait_for(lambda: results["ok"] >= ok_back + 10, timeout=10, msg="requests served after the outage")
     finally:
         stop.set()
         for t in threads:
             t.join()
     assert results["fail"] == [], results["fail"][:10]
-    assert results["ok"] > 50, results
-    # while Consul was down rivet kept serving and said so once in its log
     assert ready.status == 200, ready
-    assert down_logged, rv.stderr()[-3000:]
     assert rv.stderr().count("Consul unavailable") == 1, rv.stderr()[-3000:]
 
 
@@ -499,8 +503,10 @@ def test_429_lowers_the_number_of_queries_held(cfg, backend, rivet, consul):
     line = [ln for ln in rv.stderr().splitlines() if "Consul answered 429" in ln][-1]
     cap = int(line.split("holding at most ")[1].split()[0])
     assert 16 <= cap < 121, line
-    # the queries held before the 429 come back within a wait; then no more than the cap
-    time.sleep(4)
+    # the queries held before the 429 come back within a wait (2 s); then no more than the cap.
+    # Wait for the drop (a slow machine may take longer than a fixed 4 s), then watch it hold.
+    wait_for(lambda: sum(consul.blocked_now("/v1/").values()) <= cap, timeout=30,
+             msg="blocking queries held to drop to the cap %d" % cap)
     most = 0
     for _ in range(30):
         most = max(most, sum(consul.blocked_now("/v1/").values()))
