@@ -136,11 +136,16 @@ def test_cas_conflict_reported_not_overwritten(kv, consul, tmp_path):
     key = "%s/gateway.solo.io/v1/VirtualService/%s/web" % (kv.root_key, NS)
     f = tmp_path / "second.yaml"
     f.write_text(manifests(port, "second").split("---\n", 1)[1])   # the VirtualService alone
-    consul.fault_slow(800)
+    consul.fault_slow(2000)
+    consul.clear_requests()             # forget the first apply's write
     p = subprocess.Popen([rivet_bin(), "apply", "-f", str(f)] + store(kv, consul), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
-    # the apply read the key (800 ms) and its CAS write is on the wire: someone else writes now
-    time.sleep(1.2)
+    # the apply read the key and its CAS write has reached the double, which holds it for 2 s
+    # (the double records a request before the slow fault delays it): someone else writes now.
+    # A fixed sleep here raced the apply's start-up on a slow machine.
+    def cas_write_held():
+        return [r for r in consul.requests("/v1/kv/" + key) if r["method"] == "PUT" and "cas" in r["query"]]
+    wait_for(cas_write_held, timeout=20, interval=0.01, msg="the apply's CAS write at the double")
     consul.kv_put(key, "metadata: {name: web, namespace: gloo-system}\nvirtualHost: {domains: [other.example]}\n")
     out, err = p.communicate(timeout=30)
     consul.clear_fault()
