@@ -21,7 +21,15 @@ def test_sigterm_idle_exits_0(cfg, rivet):
 
 
 def test_sigterm_drains_in_flight(cfg, backend, rivet):
-    b = backend()
+    # the backend holds every answer until the test releases it (a fixed 3 s delay raced the
+    # listener check below on a slow machine: the requests could end, and rivet exit, first)
+    release = threading.Event()
+
+    def hold(req, conn):
+        release.wait(60)
+        conn.backend.echo(req, conn)
+        return True
+    b = backend(handler=hold)
     cfg.simple(b)
     rv = rivet(cfg)
     port = rv.port
@@ -30,7 +38,7 @@ def test_sigterm_drains_in_flight(cfg, backend, rivet):
 
     def slow(i):
         try:
-            r = request(port, "/delay/3000/%d" % i, timeout=30)
+            r = request(port, "/held/%d" % i, timeout=60)
             with lock:
                 results.append((i, r.status, r.json()["target"]))
         except Exception as e:  # noqa: BLE001
@@ -40,14 +48,18 @@ def test_sigterm_drains_in_flight(cfg, backend, rivet):
     ts = [threading.Thread(target=slow, args=(i,)) for i in range(4)]
     for t in ts:
         t.start()
-    b.wait_requests(4, started=True)             # all four are in flight at the backend
-    rv.signal(signal.SIGTERM)
-    # the listeners close: new connections are refused while the slow ones finish
-    wait_for(lambda: not can_connect(port), timeout=2.5, interval=0.02,
-             msg="listener to close after SIGTERM")
+    try:
+        b.wait_requests(4, started=True)             # all four are in flight at the backend
+        rv.signal(signal.SIGTERM)
+        # the listeners close: new connections are refused while the held ones wait
+        wait_for(lambda: not can_connect(port), timeout=5, interval=0.02,
+                 msg="listener to close after SIGTERM")
+        assert rv.alive() and not results, (results, rv.stderr()[-2000:])
+    finally:
+        release.set()
     for t in ts:
-        t.join(30)
-    assert sorted(results) == [(i, 200, "/delay/3000/%d" % i) for i in range(4)], results
+        t.join(60)
+    assert sorted(results) == [(i, 200, "/held/%d" % i) for i in range(4)], results
     rc = rv.wait(20)
     assert rc == 0, (rc, rv.stderr()[-2000:])
 
