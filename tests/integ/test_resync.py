@@ -69,9 +69,10 @@ def test_refresh_rate_picks_up_change_inotify_cannot_see(tmp_path, rivet):
     assert st and st["state"] == "Accepted", st
     v0 = _version(rv)
     _write_vs_target(target, "two")
-    t0 = time.monotonic()
-    rv.wait_body("/", "two", port=port, timeout=4.0)
-    assert time.monotonic() - t0 < 4.0
+    # picked up by a 1 s resync; the bound only has to stay well below the default 60 s that
+    # would otherwise be at work (a 4 s limit, and a timed assertion, was thin for ASan on a
+    # busy machine)
+    rv.wait_body("/", "two", port=port, timeout=10.0)
     assert _version(rv) == v0 + 1
 
 
@@ -91,7 +92,7 @@ def test_default_refresh_does_not_see_it(tmp_path, rivet):
     atomic_write(cfg.root / "upstreams" / NS / "unrelated.yaml",
                  to_yaml({"metadata": {"name": "unrelated", "namespace": NS},
                           "static": {"hosts": [{"addr": "127.0.0.1", "port": 9}]}}))
-    rv.wait_body("/", "two", port=port, timeout=3.0)
+    rv.wait_body("/", "two", port=port, timeout=10.0)
 
 
 def test_refresh_without_changes_does_not_republish(tmp_path, backend, rivet):
@@ -111,7 +112,7 @@ def test_refresh_without_changes_does_not_republish(tmp_path, backend, rivet):
 
     # an ordinary edit is live (inotify), and publishes exactly one new version
     cfg.vs("vs", [route(prefix="/", direct=(200, "edited"))])
-    rv.wait_body("/", "edited", port=port, timeout=3.0)
+    rv.wait_body("/", "edited", port=port, timeout=10.0)
     assert _version(rv) == v0 + 1
     time.sleep(1.5)
     assert _version(rv) == v0 + 1
@@ -132,4 +133,4 @@ def test_refresh_rate_edit_in_settings_applies(tmp_path, rivet):
     time.sleep(0.5)
     assert _version(rv) == v0          # nothing in the config changed
     _write_vs_target(target, "two")
-    rv.wait_body("/", "two", port=port, timeout=4.0)
+    rv.wait_body("/", "two", port=port, timeout=10.0)       # well below the old 60 s period
