@@ -399,18 +399,44 @@ def test_client_renegotiation_refused(cfg, rivet, certs):
     p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-tls1_2",
                           "-servername", "a.example.com", "-CAfile", certs.ca_crt],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # s_client's output is followed as it comes, and each step waits for the previous one to
+    # show there (fixed 0.5 s pauses could end before rivet answered on a slow machine: the
+    # GET and the end of input then reached s_client before rivet's refusal, and s_client quit
+    # without printing it)
+    got = bytearray()
+
+    def reader():
+        while True:
+            d = os.read(p.stdout.fileno(), 65536)
+            if not d:
+                return
+            got.extend(d)
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+
+    def seen(*words):
+        return any(w in got.decode("latin-1") for w in words) or p.poll() is not None
     try:
-        time.sleep(0.5)     # let the handshake finish before asking to renegotiate
+        wait_for(lambda: seen("Verify return code"), timeout=20, msg="the s_client handshake")
         p.stdin.write(b"R\n")
         p.stdin.flush()
-        time.sleep(0.5)
+        try:    # a wrong answer (or none) shows in the assertions below, with the whole output
+            wait_for(lambda: "RENEGOTIATING" in got.decode("latin-1") and seen("no renegotiation", "alert"),
+                     timeout=20, msg="the renegotiation attempt answered")
+        except AssertionError:
+            pass
         p.stdin.write(b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n")
         p.stdin.flush()
-        out, _ = p.communicate(timeout=20)
+        p.stdin.close()
+        p.wait(timeout=20)
     except (BrokenPipeError, subprocess.TimeoutExpired):
-        p.kill()
-        out, _ = p.communicate()
-    text = out.decode("latin-1")
+        pass
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        t.join(10)
+    text = got.decode("latin-1")
     assert "RENEGOTIATING" in text, text
     assert "no renegotiation" in text or "alert" in text.lower(), text
     assert "vs-a" not in text, text     # the connection did not go on after the attempt
