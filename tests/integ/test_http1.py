@@ -3,7 +3,7 @@ bodiless statuses, HTTP/1.0 clients, absolute-form targets."""
 import json
 import socket
 
-from harness import parse_responses, raw_connect, read_response, read_until_close, request
+from harness import parse_responses, raw_connect, read_response, read_until_close, request, wait_for
 
 
 def test_keep_alive_many_requests_one_connection(cfg, backend, rivet):
@@ -384,7 +384,10 @@ def test_upstream_closes_idle_keepalive(cfg, backend, rivet):
     for i in range(8):
         r = request(rv.port, "/idle/%d" % i, conn=conn)
         assert (r.status, r.body) == (200, b"ok /idle/%d" % i), r
-        time.sleep(0.2)     # pacing: let the backend's close land while the connection is idle
+        # the backend's close has happened (its timer can fire late on a busy machine, and the
+        # next request would then race it) ...
+        wait_for(lambda: b.active == 0, msg="the backend to close connection %d" % (i + 1))
+        time.sleep(0.2)     # ... and pacing: let it land at rivet while the connection is idle
     conn.close()
     assert b.nconns == 8, b.nconns      # every backend connection did go away after one answer
 
