@@ -32,6 +32,11 @@ except ImportError:  # collected without the package (rootdir-relative import)
 LIVE = os.environ.get("CONSUL_HTTP_ADDR", "")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+# What a busy machine (CI runs these after two rivet suites, on 2 cores shared with other work)
+# may add to a request's round trip. Upper bounds on a measured time allow it: the bound still
+# tells "returns around the wait" from "returns at the next wait, or never".
+SLACK = 1.0
+
 
 # --------------------------------------------------------------------------------------------
 # client helpers (http.client for requests, a raw socket where the exact bytes matter)
@@ -204,6 +209,20 @@ def in_thread(fn):
     th = threading.Thread(target=lambda: box.setdefault("r", fn()), daemon=True)
     th.start()
     return th, box
+
+
+def held(t, n=1, timeout=10.0):
+    """Wait until the double holds n blocking queries (a thread's request can start late on a
+    busy machine: a write made before it arrives would not wake it but answer it at once).
+    A live Consul has no such counter: a pause then."""
+    if t.double is None:
+        time.sleep(0.3)
+        return
+    deadline = time.monotonic() + timeout
+    while t.double.blocking_queries < n:
+        assert time.monotonic() < deadline, "the double holds %d blocking queries, not %d" % (
+            t.double.blocking_queries, n)
+        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------------------------
@@ -604,14 +623,14 @@ def test_go_duration_parser():
 def test_blocking_index_zero_returns_at_once(consul):
     consul.put(consul.prefix + "k", "v")
     r = consul.get(consul.prefix + "k", "?index=0&wait=5s")
-    assert r.status == 200 and r.elapsed < 1.0
+    assert r.status == 200 and r.elapsed < 2.5      # well under the 5 s a blocked read takes
 
 
 def test_blocking_index_below_current_returns_at_once(consul):
     consul.put(consul.prefix + "k", "v")
     idx = consul.get(consul.prefix + "k").index
     r = consul.get(consul.prefix + "k", "?index=%d&wait=5s" % (idx - 1))
-    assert r.status == 200 and r.elapsed < 1.0
+    assert r.status == 200 and r.elapsed < 2.5      # well under the 5 s a blocked read takes
 
 
 def test_blocking_wakes_on_write(consul):
@@ -619,6 +638,7 @@ def test_blocking_wakes_on_write(consul):
     consul.put(key, "v1")
     idx = consul.get(key).index
     th, box = in_thread(lambda: consul.get(key, "?index=%d&wait=5s" % idx))
+    held(consul)
     time.sleep(0.3)
     assert th.is_alive()
     consul.put(key, "v2")
@@ -635,7 +655,7 @@ def test_blocking_times_out_within_wait_plus_jitter(consul):
     idx = consul.get(key).index
     r = consul.get(key, "?index=%d&wait=400ms" % idx)
     assert r.status == 200 and r.index == idx
-    assert 0.39 <= r.elapsed <= 0.4 * 17 / 16 + 0.35, r.elapsed
+    assert 0.39 <= r.elapsed <= 0.4 * 17 / 16 + SLACK, r.elapsed
 
 
 def test_blocking_identical_write_does_not_wake(consul):
@@ -699,12 +719,12 @@ def test_blocking_query_ends_when_client_goes_away(double):
     idx = double.get("k").index
     s = socket.create_connection(("127.0.0.1", double.port))
     s.sendall(b"GET /v1/kv/k?index=%d&wait=30s HTTP/1.1\r\nHost: x\r\n\r\n" % idx)
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10
     while double.double.blocking_queries == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert double.double.blocking_queries == 1
     s.close()
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10      # the double notices within its 0.25 s slice
     while double.double.blocking_queries and time.monotonic() < deadline:
         time.sleep(0.02)
     assert double.double.blocking_queries == 0
@@ -715,7 +735,7 @@ def test_blocking_wait_is_capped(double, monkeypatch):
     double.put("k", "v")
     idx = double.get("k").index
     r = double.get("k", "?index=%d&wait=10m" % idx)
-    assert 0.29 <= r.elapsed < 0.3 * 17 / 16 + 0.35
+    assert 0.29 <= r.elapsed < 0.3 * 17 / 16 + SLACK
 
 
 def test_blocking_default_wait_when_absent(double, monkeypatch):
@@ -724,19 +744,29 @@ def test_blocking_default_wait_when_absent(double, monkeypatch):
     idx = double.get("k").index
     for q in ("?index=%d" % idx, "?index=%d&wait=0s" % idx):
         r = double.get("k", q)
-        assert 0.29 <= r.elapsed < 0.3 * 17 / 16 + 0.35, q
+        assert 0.29 <= r.elapsed < 0.3 * 17 / 16 + SLACK, q
 
 
-def test_blocking_jitter_is_at_most_wait_over_16(double):
+def test_blocking_jitter_is_at_most_wait_over_16(double, monkeypatch):
+    # the jitter drawn is recorded (a measured time on a busy machine can exceed wait + wait/16
+    # by a scheduling delay, so the measured times only bound it with SLACK)
+    draws = []
+    real = cd.random.uniform
+
+    def uniform(a, b):
+        v = real(a, b)
+        draws.append((a, b, v))
+        return v
+    monkeypatch.setattr(cd.random, "uniform", uniform)
     double.put("k", "v")
     idx = double.get("k").index
     times = []
     threads = [in_thread(lambda: double.get("k", "?index=%d&wait=320ms" % idx)) for _ in range(6)]
     for th, box in threads:
-        th.join(3)
+        th.join(3 + SLACK)
         times.append(box["r"].elapsed)
-    assert all(0.319 <= t <= 0.34 + 0.3 for t in times), times
-    assert max(times) - min(times) < 0.02 + 0.25
+    assert len(draws) == 6 and all(a == 0 and abs(b - 0.02) < 1e-9 and 0 <= v <= b for a, b, v in draws), draws
+    assert all(0.319 <= t <= 0.34 + SLACK for t in times), times
 
 
 # --------------------------------------------------------------------------------------------
@@ -988,9 +1018,12 @@ def test_ttl_check_expires(double):
                    body=json.dumps({"Name": "short", "Check": {"TTL": "200ms", "Status": "passing"}}))
     assert r.status == 200
     assert double.req("GET", "/v1/health/service/short?passing").json()
-    time.sleep(0.45)
-    (e,) = double.req("GET", "/v1/health/service/short").json()
-    c = [c for c in e["Checks"] if c["CheckID"] == "service:short"][0]
+    # the double's clock thread expires it (every 50 ms; later on a busy machine): wait for it
+    def check():
+        (e,) = double.req("GET", "/v1/health/service/short").json()
+        return [c for c in e["Checks"] if c["CheckID"] == "service:short"][0]
+    double.wait_for(lambda: check()["Status"] != "passing", timeout=10)
+    c = check()
     assert c["Status"] == "critical" and c["Output"] == "TTL expired"
 
 
@@ -1193,16 +1226,17 @@ def test_fault_down_reset(double):
 def test_fault_down_auto_recovers_after_duration(double):
     double.double.fault("down", mode="refuse", duration_ms=300)
     assert _refused(double.port)
-    time.sleep(0.5)
+    # the double's clock thread ends the fault (every 50 ms; later on a busy machine)
+    assert double.wait_for(lambda: not _refused(double.port), timeout=10), "still refusing"
     assert double.req("GET", "/v1/catalog/services").status == 200
 
 
 def test_fault_slow(double):
-    double.double.fault_slow(250)
+    double.double.fault_slow(2500)
     r = double.req("GET", "/v1/catalog/services")
-    assert r.status == 200 and r.elapsed >= 0.25
+    assert r.status == 200 and r.elapsed >= 2.5
     double.double.clear_fault("slow")
-    assert double.req("GET", "/v1/catalog/services").elapsed < 0.2
+    assert double.req("GET", "/v1/catalog/services").elapsed < 2.5 - SLACK     # no longer delayed
 
 
 def test_fault_error_500_with_count(double):
@@ -1312,7 +1346,7 @@ def test_fault_index_zero(double):
     r = double.get("k", "?index=1&wait=300ms")
     assert r.h("X-Consul-Index") == "0" and r.elapsed >= 0.29
     r = double.get("k", "?index=0&wait=5s")
-    assert r.elapsed < 0.5
+    assert r.elapsed < 2.5      # not blocked: well under the 5 s wait
 
 
 def test_fault_dc_unreachable(make_double):
