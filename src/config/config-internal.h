@@ -261,7 +261,35 @@ typedef struct cus_s {
     uint32_t consistency;   /* consistencyMode: DefaultMode only (cus_check refuses the others) */
     mhdr_t qopts;           /* queryOptions: accepted, nothing to keep */
 } cus_t;
-typedef struct us_s { mhdr_t h; meta_t meta; static_t st; lbcfg_t lb; cus_t consul; ussl_t ssl; } us_t;
+/* Upstream connectionConfig (Gloo's ConnectionConfig): per-upstream connection settings. */
+typedef struct tcpka_s {
+    mhdr_t h;
+    uint32_t probes;        /* keepaliveProbes; 0 = the OS default */
+    int64_t time_ms; bool has_time;     /* keepaliveTime (rounded up to seconds when applied) */
+    int64_t intvl_ms; bool has_intvl;   /* keepaliveInterval (same) */
+} tcpka_t;
+typedef struct httpopts_s {
+    mhdr_t h;
+    int64_t idle_ms; bool has_idle;     /* idleTimeout; 0 = never reaped */
+    uint32_t max_headers;               /* maxHeadersCount; 0 = the default (100) */
+    uint32_t underscores;               /* headersWithUnderscoresAction: ALLOW only */
+} httpopts_t;
+typedef struct conncfg_s {
+    mhdr_t h;
+    uint32_t max_requests;              /* maxRequestsPerConnection; 0 = unlimited */
+    int64_t connect_ms; bool has_connect;
+    tcpka_t ka;                         /* tcpKeepalive */
+    httpopts_t http;                    /* commonHttpProtocolOptions */
+} conncfg_t;
+typedef struct us_s {
+    mhdr_t h;
+    meta_t meta;
+    static_t st;
+    lbcfg_t lb;
+    cus_t consul;
+    ussl_t ssl;
+    conncfg_t conn;         /* connectionConfig */
+} us_t;
 
 typedef struct ug_s { mhdr_t h; meta_t meta; list_t dests; } ug_t;   /* wdest_t */
 

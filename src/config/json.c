@@ -308,6 +308,32 @@ static void dump_retry(jbuf_t *b, const rv_retry_policy_t *r)
     cfg_jb_close(b, '}');
 }
 
+/* A cluster's connectionConfig, only the settings that differ from the defaults (a dump
+ * that changes with them makes the snapshot publish). */
+static void dump_conn(jbuf_t *b, const rv_conn_cfg_t *k)
+{
+    if (!k->connect_timeout_ms && !k->idle_timeout_ms && !k->max_requests && !k->max_headers && !k->keepalive)
+        return;
+    cfg_jb_key(b, "connection");
+    cfg_jb_open(b, '{');
+    cfg_jb_kint(b, "connectTimeoutMs", k->connect_timeout_ms ? k->connect_timeout_ms : RV_UP_CONNECT_TIMEOUT_MS);
+    if (k->idle_timeout_ms < 0)
+        cfg_jb_kstr(b, "idleTimeout", RV_STR("none"));
+    else
+        cfg_jb_kint(b, "idleTimeoutMs", k->idle_timeout_ms ? k->idle_timeout_ms : RV_UP_IDLE_TIMEOUT_MS);
+    cfg_jb_kint(b, "maxRequestsPerConnection", k->max_requests);
+    cfg_jb_kint(b, "maxHeadersCount", k->max_headers ? k->max_headers : RV_UP_MAX_HEADERS);
+    if (k->keepalive) {
+        cfg_jb_key(b, "tcpKeepalive");
+        cfg_jb_open(b, '{');
+        cfg_jb_kint(b, "probes", k->ka_probes);
+        cfg_jb_kint(b, "timeSeconds", k->ka_time_s);
+        cfg_jb_kint(b, "intervalSeconds", k->ka_intvl_s);
+        cfg_jb_close(b, '}');
+    }
+    cfg_jb_close(b, '}');
+}
+
 static void dump_route(jbuf_t *b, const rv_snapshot_t *snap, const rv_route_t *r)
 {
     const rv_route_opts_t *o = &r->opts;
@@ -404,6 +430,7 @@ int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, 
         cfg_jb_kstr(b, "lb", rv_cstr(lbs[c->lb <= RV_LB_RANDOM ? c->lb : 0]));
         if (c->lb == RV_LB_LEAST_REQUEST)
             cfg_jb_kint(b, "choiceCount", c->choice_count);
+        dump_conn(b, &c->conn);
         if (c->tls) {
             /* what the context is, never what it holds: its id is a salted fingerprint (so a
              * rotated certificate changes the dump, and the snapshot is published) */

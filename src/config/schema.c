@@ -1219,6 +1219,88 @@ static const field_t ussl_fields[] = {
 };
 DESC(ussl_desc, ussl_t, ussl_fields, ussl_check);
 
+/* ---- upstream connectionConfig (Gloo's ConnectionConfig) ---------------------------- */
+
+/* Linux bounds of TCP_KEEPIDLE/TCP_KEEPINTVL (seconds) and TCP_KEEPCNT (MAX_TCP_KEEP*):
+ * setsockopt refuses values past them, so they are refused here instead. */
+#define KA_SECS_MAX   32767
+#define KA_PROBES_MAX 127
+
+/* A keepalive duration applied in whole seconds, rounded up as Gloo does: > 0 and at most
+ * KA_SECS_MAX once rounded. */
+static int ka_secs_check(dctx_t *c, const ynode_t *n, const char *camel, int64_t ms)
+{
+    if (ms <= 0)
+        return cfg_derr(c, fnode(n, camel), camel, "must be greater than 0 (the kernel takes 1s to %ds)",
+                        KA_SECS_MAX);
+    if ((ms + 999) / 1000 > KA_SECS_MAX)
+        return cfg_derr(c, fnode(n, camel), camel, "must be at most %ds (the kernel's limit)", KA_SECS_MAX);
+    return 0;
+}
+
+static int tcpka_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    tcpka_t *k = msg;
+    if (k->probes > KA_PROBES_MAX)
+        return cfg_derr(c, fnode(n, "keepaliveProbes"), "keepaliveProbes",
+                        "must be at most %d (the kernel's limit), got %u", KA_PROBES_MAX, k->probes);
+    if (k->has_time && ka_secs_check(c, n, "keepaliveTime", k->time_ms) < 0)
+        return -1;
+    if (k->has_intvl && ka_secs_check(c, n, "keepaliveInterval", k->intvl_ms) < 0)
+        return -1;
+    return 0;
+}
+
+static const field_t tcpka_fields[] = {
+    FLD("keepaliveProbes", F_U32, OFF(tcpka_t, probes)),
+    FLD("keepaliveTime", F_DUR, OFF(tcpka_t, time_ms), SETF(tcpka_t, has_time)),
+    FLD("keepaliveInterval", F_DUR, OFF(tcpka_t, intvl_ms), SETF(tcpka_t, has_intvl)),
+};
+DESC(tcpka_desc, tcpka_t, tcpka_fields, tcpka_check);
+
+static const char *const underscore_actions[] = { "ALLOW", "REJECT_REQUEST", "DROP_HEADER", NULL };
+
+static int httpopts_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    httpopts_t *o = msg;
+    if (o->max_headers > RV_UP_MAX_HEADERS)
+        return cfg_derr(c, fnode(n, "maxHeadersCount"), "maxHeadersCount",
+                        "must be at most %u (rivet parses at most %u header fields in a response), got %u",
+                        RV_UP_MAX_HEADERS, RV_UP_MAX_HEADERS, o->max_headers);
+    if (o->underscores != 0)
+        return cfg_derr(c, fnode(n, "headersWithUnderscoresAction"), "headersWithUnderscoresAction",
+                        "%s is not supported yet (only ALLOW, the default: it acts on client requests, which an "
+                        "Upstream does not see)", underscore_actions[o->underscores]);
+    return 0;
+}
+
+static const field_t httpopts_fields[] = {
+    FLD("idleTimeout", F_DUR, OFF(httpopts_t, idle_ms), SETF(httpopts_t, has_idle)),
+    FLD("maxHeadersCount", F_U32, OFF(httpopts_t, max_headers)),
+    FLD("maxStreamDuration", F_UNSUP, .note = "(use the route's timeout)"),
+    FLD("headersWithUnderscoresAction", F_ENUM, OFF(httpopts_t, underscores), .enums = underscore_actions),
+};
+DESC(httpopts_desc, httpopts_t, httpopts_fields, httpopts_check);
+
+static int conncfg_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    conncfg_t *k = msg;
+    if (k->has_connect && k->connect_ms <= 0)
+        return cfg_derr(c, fnode(n, "connectTimeout"), "connectTimeout", "must be greater than 0");
+    return 0;
+}
+
+static const field_t conncfg_fields[] = {
+    FLD("maxRequestsPerConnection", F_U32, OFF(conncfg_t, max_requests)),
+    FLD("connectTimeout", F_DUR, OFF(conncfg_t, connect_ms), SETF(conncfg_t, has_connect)),
+    FLD("tcpKeepalive", F_MSG, OFF(conncfg_t, ka), .sub = &tcpka_desc),
+    FLD("perConnectionBufferLimitBytes", F_UNSUP,
+        .note = "(rivet's connection buffers have a fixed size of 64 KiB)"),
+    FLD("commonHttpProtocolOptions", F_MSG, OFF(conncfg_t, http), .sub = &httpopts_desc),
+    FLD("http1ProtocolOptions", F_UNSUP),
+};
+DESC(conncfg_desc, conncfg_t, conncfg_fields, conncfg_check);
+
 static int us_check(dctx_t *c, void *msg, const ynode_t *n)
 {
     us_t *u = msg;
@@ -1257,7 +1339,8 @@ static const field_t us_fields[] = {
     FLD("ai", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("loadBalancerConfig", F_MSG, OFF(us_t, lb), .sub = &lbcfg_desc),
     UNSUP("circuitBreakers"), UNSUP("healthChecks"), UNSUP("outlierDetection"), UNSUP("failover"),
-    UNSUP("connectionConfig"), UNSUP("protocolSelection"), FLD("useHttp2", F_FALSE_ONLY),
+    FLD("connectionConfig", F_MSG, OFF(us_t, conn), .sub = &conncfg_desc),
+    UNSUP("protocolSelection"), FLD("useHttp2", F_FALSE_ONLY),
     UNSUP("initialStreamWindowSize"), UNSUP("initialConnectionWindowSize"), UNSUP("maxConcurrentStreams"),
     UNSUP("overrideStreamErrorOnInvalidHttpMessage"), UNSUP("httpProxyHostname"),
     UNSUP("httpConnectSslConfig"), UNSUP("httpConnectHeaders"), UNSUP("ignoreHealthOnHostRemoval"),

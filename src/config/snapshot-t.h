@@ -193,6 +193,28 @@ typedef struct rv_listener_cfg_s {
 
 enum rv_lb_kind { RV_LB_ROUND_ROBIN = 0, RV_LB_LEAST_REQUEST, RV_LB_RANDOM };
 
+/* Defaults of an Upstream's connectionConfig (doc/internals/dataplane.md sections 6, 7). */
+#define RV_UP_CONNECT_TIMEOUT_MS 5000   /* Envoy's connect_timeout */
+#define RV_UP_IDLE_TIMEOUT_MS    30000  /* pooled upstream connection idle reap */
+#define RV_UP_MAX_HEADERS        100    /* response header fields (rv_h1_default_limits.max_headers) */
+
+/* Per-cluster connection settings (Upstream connectionConfig); read by the workers when they
+ * connect, pool, or parse a response. All zeros = every default (a cluster built without an
+ * Upstream, e.g. a discovered service, needs no initialisation). */
+typedef struct rv_conn_cfg_s {
+    int64_t connect_timeout_ms;     /* 0 = RV_UP_CONNECT_TIMEOUT_MS */
+    int64_t idle_timeout_ms;        /* pooled connection idle: 0 = RV_UP_IDLE_TIMEOUT_MS, -1 = never reaped */
+    uint32_t max_requests;          /* requests per upstream connection; 0 = unlimited */
+    uint32_t max_headers;           /* response header fields, 0 = RV_UP_MAX_HEADERS; more -> 502 UPE */
+    bool keepalive;                 /* tcpKeepalive set: SO_KEEPALIVE on upstream sockets */
+    uint32_t ka_probes;             /* TCP_KEEPCNT; 0 = the OS default */
+    uint32_t ka_time_s;             /* TCP_KEEPIDLE; 0 = the OS default */
+    uint32_t ka_intvl_s;            /* TCP_KEEPINTVL; 0 = the OS default */
+    uint64_t pool_key;              /* 0 when every setting is the default; else a digest mixed into the
+                                     * pool key, so connections are shared only between clusters
+                                     * whose settings agree (Envoy pools per cluster) */
+} rv_conn_cfg_t;
+
 typedef struct rv_endpoint_s {
     struct sockaddr_storage addr;   /* resolved address and port */
     socklen_t addrlen;
@@ -219,6 +241,7 @@ typedef struct rv_cluster_s {
     rv_str_t sni;               /* sslConfig.sni; len 0 = none unless the endpoint has one */
     uint64_t tls_stale;         /* != 0: tls built from the last working material; a digest of why
                                  * the current material is unusable (so the dump changes with it) */
+    rv_conn_cfg_t conn;         /* connectionConfig (zeros = defaults) */
 } rv_cluster_t;
 
 /* ---- status ------------------------------------------------------------------------ */

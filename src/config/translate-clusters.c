@@ -85,6 +85,55 @@ static rv_cluster_t *new_cluster(bctx_t *b, uint32_t *index)
     return c;
 }
 
+/* Whole seconds of a keepalive duration, rounded up (Gloo's conversion). */
+static uint32_t ka_secs(int64_t ms)
+{
+    return (uint32_t)((ms + 999) / 1000);
+}
+
+static uint64_t mix64(uint64_t h, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        h = (h ^ ((v >> (8 * i)) & 0xff)) * 0x100000001b3ull;
+    return h;
+}
+
+/* connectionConfig of an Upstream into its cluster (decoded and checked by schema.c). The pool
+ * key digest stays 0 while every setting is the default, so such clusters share connections
+ * to a common address as before. */
+static void conn_settings(rv_cluster_t *c, const conncfg_t *k)
+{
+    rv_conn_cfg_t *o = &c->conn;
+    if (!k->h.set)
+        return;
+    if (k->has_connect)
+        o->connect_timeout_ms = k->connect_ms;
+    o->max_requests = k->max_requests;
+    if (k->ka.h.set) {
+        o->keepalive = true;
+        o->ka_probes = k->ka.probes;
+        o->ka_time_s = k->ka.has_time ? ka_secs(k->ka.time_ms) : 0;
+        o->ka_intvl_s = k->ka.has_intvl ? ka_secs(k->ka.intvl_ms) : 0;
+    }
+    if (k->http.has_idle)
+        o->idle_timeout_ms = k->http.idle_ms ? k->http.idle_ms : -1;   /* 0s: never reaped (Envoy) */
+    if (k->http.max_headers)
+        o->max_headers = k->http.max_headers;
+    /* connect_timeout and max_headers act per request, not per connection: not in the key */
+    if (o->idle_timeout_ms == RV_UP_IDLE_TIMEOUT_MS)
+        o->idle_timeout_ms = 0;
+    if (!o->idle_timeout_ms && !o->max_requests && !o->keepalive)
+        return;
+    uint64_t h = 0xcbf29ce484222325ull;
+    h = mix64(h, (uint64_t)o->idle_timeout_ms);
+    h = mix64(h, o->max_requests);
+    h = mix64(h, o->keepalive);
+    h = mix64(h, o->ka_probes);
+    h = mix64(h, o->ka_time_s);
+    h = mix64(h, o->ka_intvl_s);
+    o->pool_key = h ? h : 1;
+}
+
 static void set_endpoints(bctx_t *b, rv_cluster_t *c, vec_t *eps)
 {
     if (!eps->n)
@@ -635,6 +684,7 @@ void cfg_build_clusters(bctx_t *b)
         c->name = cfg_astrf(b, "%s.%s", t->ns, t->name);
         c->lb = u->lb.lr.h.set ? RV_LB_LEAST_REQUEST : u->lb.random.h.set ? RV_LB_RANDOM : RV_LB_ROUND_ROBIN;
         c->choice_count = u->lb.lr.h.set ? u->lb.lr.choice_count : 2;
+        conn_settings(c, &u->conn);
         t->cluster = idx;
         bool tls = u->ssl.h.set || (u->st.h.set && u->st.use_tls);
         if (tls) {

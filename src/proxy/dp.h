@@ -31,12 +31,14 @@
 
 #define DP_BUF_SIZE           (64u * 1024u)  /* one I/O buffer: request head+body, or response */
 #define DP_MAX_HEADERS        100            /* must match rv_h1_default_limits.max_headers */
+_Static_assert(DP_MAX_HEADERS == RV_UP_MAX_HEADERS, "a cluster's maxHeadersCount must fit w->hdrs");
 #define DP_HEADER_TIMEOUT_MS  10000          /* whole request head (slowloris) -> 408 */
 #define DP_IDLE_TIMEOUT_MS    60000          /* downstream keep-alive idle */
 #define DP_BODY_IDLE_MS       60000          /* no request body byte from the client -> 408 */
 #define DP_STREAM_IDLE_MS     300000         /* no progress either way (Envoy stream_idle_timeout) */
-#define DP_CONNECT_TIMEOUT_MS 5000           /* upstream TCP connect (Envoy connect_timeout) */
-#define DP_UP_IDLE_MS         30000          /* pooled upstream connection idle reap */
+/* upstream connect timeout and pooled connection idle reap: per cluster (rv_conn_cfg_t),
+ * defaults RV_UP_CONNECT_TIMEOUT_MS and RV_UP_IDLE_TIMEOUT_MS (snapshot-t.h) */
+#define DP_POOL_HOUSEKEEP_MS  30000          /* sweep of a pool whose connections never expire */
 #define DP_UP_POOL_MAX        1024           /* idle connections kept per endpoint per worker */
 #define DP_TLS_SESS_KEEP_MS   300000         /* an empty pool entry keeps its TLS session this long */
 #define DP_DRAIN_MAX          (1u << 20)     /* request body discarded to keep a connection */
@@ -114,6 +116,9 @@ struct rv_dp_upconn_s {
     socklen_t addrlen;
     rv_dp_conn_t *owner;            /* downstream connection using it; NULL when idle */
     int64_t idle_since;             /* pooled at (loop ms); reaped by the pool's sweep */
+    int64_t idle_ms;                /* its cluster's idle timeout (< 0 = none); same for its whole pool */
+    uint32_t nreq;                  /* requests sent on it (tries) */
+    uint32_t max_req;               /* its cluster's maxRequestsPerConnection; 0 = unlimited */
     bool connected, can_read, can_write, rdhup, eof, err, dead, reused, noreuse;
     uint64_t key;                   /* pool key beside the address: 0 plain, else TLS context + SNI */
     rv_tls_t tls;                   /* tls.ssl NULL: plain TCP */
@@ -255,6 +260,8 @@ struct rv_dp_upool_s {
     rv_dp_upconn_t *tail;           /* least recently used */
     uint32_t nidle;
     rv_timer_t sweep;
+    int64_t idle_ms;                /* idle timeout of its connections (< 0 = none): the cluster
+                                     * settings are part of the key, so one value per pool */
     rv_dp_worker_t *w;
     struct rv_dp_upool_s *next;
 };

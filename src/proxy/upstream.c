@@ -87,10 +87,10 @@ static struct rv_dp_upool_s **pool_slot(rv_dp_worker_t *w, const struct sockaddr
     return pp;
 }
 
-/* The pool entry of (addr, key), created when missing and create is set; NULL otherwise or
- * on OOM. */
+/* The pool entry of (addr, key), created (with idle timeout idle_ms, < 0 = none) when missing
+ * and create is set; NULL otherwise or on OOM. */
 static struct rv_dp_upool_s *pool_entry(rv_dp_worker_t *w, const struct sockaddr_storage *addr, socklen_t addrlen,
-                                        uint64_t key, bool create)
+                                        uint64_t key, int64_t idle_ms, bool create)
 {
     uint32_t h = addr_hash(addr, key);
     struct rv_dp_upool_s **pp = pool_slot(w, addr, key, h);
@@ -104,6 +104,7 @@ static struct rv_dp_upool_s *pool_entry(rv_dp_worker_t *w, const struct sockaddr
     p->addrlen = addrlen;
     p->hash = h;
     p->key = key;
+    p->idle_ms = idle_ms;
     p->w = w;
     rv_timer_init(&p->sweep, pool_on_sweep);
     *pp = p;
@@ -171,16 +172,24 @@ void rv_dp_upconn_free(rv_dp_worker_t *w, rv_dp_upconn_t *u)
     }
 }
 
-/* Reap the connections idle for DP_UP_IDLE_MS (the oldest are at the tail); free the pool
- * when it is empty, else wait for the next oldest. */
+/* When the pool's sweep is next due for its idle connections: the oldest one's expiry, or,
+ * when they never expire (idleTimeout 0), a housekeeping period that frees the pool once the
+ * servers closed them all. */
+static int64_t pool_due(const struct rv_dp_upool_s *p, int64_t now)
+{
+    return p->idle_ms > 0 ? p->tail->idle_since + p->idle_ms : now + DP_POOL_HOUSEKEEP_MS;
+}
+
+/* Reap the connections idle for the pool's idle timeout (the oldest are at the tail); free the
+ * pool when it is empty, else wait for the next oldest. */
 static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t)
 {
     struct rv_dp_upool_s *p = RV_CONTAINER_OF(t, struct rv_dp_upool_s, sweep);
     int64_t now = rv_loop_now(loop);
-    while (p->tail && p->tail->idle_since + DP_UP_IDLE_MS <= now)
+    while (p->idle_ms > 0 && p->tail && p->tail->idle_since + p->idle_ms <= now)
         up_close(p->tail);
     if (p->tail)
-        rv_timer_at(loop, &p->sweep, p->tail->idle_since + DP_UP_IDLE_MS);
+        rv_timer_at(loop, &p->sweep, pool_due(p, now));
     else if (p->sess && p->sess_at + DP_TLS_SESS_KEEP_MS > now)
         rv_timer_at(loop, &p->sweep, p->sess_at + DP_TLS_SESS_KEEP_MS);   /* keep the session a while */
     else
@@ -198,7 +207,7 @@ static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
         up_close(u);
         return;
     }
-    struct rv_dp_upool_s *p = pool_entry(w, &u->addr, u->addrlen, u->key, true);
+    struct rv_dp_upool_s *p = pool_entry(w, &u->addr, u->addrlen, u->key, u->idle_ms, true);
     if (!p) {
         up_close(u);
         return;
@@ -221,7 +230,7 @@ static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
     p->nidle++;
     u->idle_since = rv_loop_now(&w->loop);
     /* the sweep may be waiting for a session's end, later than this connection's idle end */
-    int64_t due = p->tail->idle_since + DP_UP_IDLE_MS;
+    int64_t due = pool_due(p, u->idle_since);
     if (!p->sweep.active || p->sweep.when > due)
         rv_timer_at(&w->loop, &p->sweep, due);
 }
@@ -259,14 +268,15 @@ static rv_str_t ep_sni(const rv_cluster_t *c, const rv_endpoint_t *e)
     return e->sni.len ? e->sni : c->sni;
 }
 
-/* Pool key beside the address: 0 for plain; for TLS the context fingerprint mixed with the
- * SNI (FNV-1a 64), never 0. */
+/* Pool key beside the address: the cluster's connection settings digest (0 for the defaults)
+ * for plain; for TLS the context fingerprint and the settings digest mixed with the SNI
+ * (FNV-1a 64), never 0. */
 static uint64_t pool_key(const rv_cluster_t *c, const rv_endpoint_t *e)
 {
     if (!c->tls)
-        return 0;
+        return c->conn.pool_key;
     rv_str_t sni = ep_sni(c, e);
-    uint64_t h = 0xcbf29ce484222325ull ^ c->tls->id;
+    uint64_t h = (0xcbf29ce484222325ull ^ c->tls->id) * 0x100000001b3ull ^ c->conn.pool_key;
     for (size_t i = 0; i < sni.len; i++)
         h = (h ^ (unsigned char)sni.ptr[i]) * 0x100000001b3ull;
     return h ? h : 1;
@@ -284,7 +294,7 @@ static int up_session_hook(SSL *ssl, SSL_SESSION *sess)
     if (!u || u->dead || !SSL_SESSION_is_resumable(sess))
         return 0;
     rv_dp_worker_t *w = u->w;
-    struct rv_dp_upool_s *p = pool_entry(w, &u->addr, u->addrlen, u->key, true);
+    struct rv_dp_upool_s *p = pool_entry(w, &u->addr, u->addrlen, u->key, u->idle_ms, true);
     if (!p)
         return 0;
     SSL_SESSION_free(p->sess);
@@ -308,9 +318,27 @@ static int up_tls_start(rv_dp_worker_t *w, rv_dp_upconn_t *u, const rv_cluster_t
         return RV_ENOMEM;
     }
     SSL_set_app_data(u->tls.ssl, u);
-    struct rv_dp_upool_s *p = pool_entry(w, &e->addr, e->addrlen, u->key, false);
+    struct rv_dp_upool_s *p = pool_entry(w, &e->addr, e->addrlen, u->key, u->idle_ms, false);
     if (p && p->sess)
         SSL_set_session(u->tls.ssl, p->sess);
+    return 0;
+}
+
+/* tcpKeepalive: SO_KEEPALIVE, and the counts the cluster sets (0 keeps the OS default). The
+ * values were range-checked by the config (schema.c), so a failure is the kernel's: -1, the
+ * connect fails (UF) rather than run without the keepalive the config asked for. */
+static int set_keepalive(int fd, const rv_conn_cfg_t *k)
+{
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0)
+        return -1;
+    int v;
+    if (k->ka_time_s && (v = (int)k->ka_time_s, setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &v, sizeof(v)) < 0))
+        return -1;
+    if (k->ka_intvl_s && (v = (int)k->ka_intvl_s, setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &v, sizeof(v)) < 0))
+        return -1;
+    if (k->ka_probes && (v = (int)k->ka_probes, setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &v, sizeof(v)) < 0))
+        return -1;
     return 0;
 }
 
@@ -334,6 +362,8 @@ static rv_dp_upconn_t *up_connect(rv_dp_worker_t *w, const rv_cluster_t *c, cons
         goto fail;
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (c->conn.keepalive && set_keepalive(fd, &c->conn) < 0)
+        goto fail;
     if (connect(fd, (const struct sockaddr *)&e->addr, e->addrlen) == 0)
         u->connected = u->can_write = true;
     else if (errno != EINPROGRESS)
@@ -343,6 +373,8 @@ static rv_dp_upconn_t *up_connect(rv_dp_worker_t *w, const rv_cluster_t *c, cons
     u->addr = e->addr;
     u->addrlen = e->addrlen;
     u->key = key;
+    u->idle_ms = c->conn.idle_timeout_ms ? c->conn.idle_timeout_ms : RV_UP_IDLE_TIMEOUT_MS;
+    u->max_req = c->conn.max_requests;
     if (c->tls && up_tls_start(w, u, c, e) != 0) {
         *oom = true;
         goto fail;
@@ -362,7 +394,8 @@ void rv_dp_up_release(rv_dp_conn_t *d, bool reuse)
     if (!u)
         return;
     d->s->u = NULL;
-    if (reuse)
+    /* maxRequestsPerConnection: the connection that served its last allowed request closes */
+    if (reuse && !(u->max_req && u->nreq >= u->max_req))
         pool_put(d->w, u);
     else
         up_close(u);
@@ -422,6 +455,11 @@ static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events)
 
 /* ---- timers -------------------------------------------------------------------------- */
 
+static int64_t connect_timeout(const rv_cluster_t *c)
+{
+    return c->conn.connect_timeout_ms ? c->conn.connect_timeout_ms : RV_UP_CONNECT_TIMEOUT_MS;
+}
+
 /* Per-try timer: connect timeout while connecting, per-try timeout once the request is
  * complete (Envoy starts it then), or nothing. */
 static void arm_try_timer(rv_dp_conn_t *d)
@@ -432,7 +470,7 @@ static void arm_try_timer(rv_dp_conn_t *d)
     if (s->up_state == UP_WAIT)
         return;     /* the timer measures the backoff; the next try re-arms it */
     if (s->up_state == UP_CONNECTING)
-        dl = s->try_start + DP_CONNECT_TIMEOUT_MS;
+        dl = s->try_start + connect_timeout(s->cluster);
     int64_t pt = s->route->opts.retries.per_try_timeout_ms;
     if (pt > 0 && s->req_done && (s->up_state == UP_CONNECTING || s->up_state == UP_ACTIVE))
         dl = RV_MIN(dl, RV_MAX(s->try_start, s->req_done_at) + pt);
@@ -476,7 +514,8 @@ void rv_dp_on_try_timer(rv_loop_t *loop, rv_timer_t *t)
         return;
     if (s->up_state == UP_WAIT)
         start_try(d, TRY_RETRY);   /* backoff elapsed */
-    else if (s->up_state == UP_CONNECTING && rv_loop_now(loop) >= s->try_start + DP_CONNECT_TIMEOUT_MS) {
+    else if (s->up_state == UP_CONNECTING &&
+             rv_loop_now(loop) >= s->try_start + connect_timeout(s->cluster)) {
         rv_dp_upconn_t *u = s->u;
         if (u && u->connected && u->tls.ssl && !rv_tls_handshake_done(&u->tls)) {
             /* TCP is up, the TLS handshake is not: say so (the server may not speak TLS) */
@@ -669,6 +708,7 @@ static void start_try(rv_dp_conn_t *d, int mode)
         }
     }
     u->owner = d;
+    u->nreq++;
     s->u = u;
     s->up_state = u->connected ? UP_ACTIVE : UP_CONNECTING;
     arm_try_timer(d);
@@ -882,17 +922,20 @@ static bool resp_head(rv_dp_conn_t *d)
     bool garbage = memcmp(u->in, "HTTP/", RV_MIN(u->in_len, 5u)) != 0;    /* not a status line */
     rv_h1_response_t r;
     memset(&r, 0, sizeof(r));
+    rv_h1_limits_t lim = rv_h1_default_limits;
+    if (s->cluster->conn.max_headers)
+        lim.max_headers = s->cluster->conn.max_headers; /* maxHeadersCount: more -> 502 UPE */
     if (!end && !garbage && u->in_len < rv_h1_default_limits.max_head && u->in_len < DP_BUF_SIZE) {
         if (!u->eof)
             return false;
         /* closed mid-head: a malformed head is a protocol error, a truncated one a reset */
-        int pr = rv_h1_parse_response(u->in, u->in_len, &rv_h1_default_limits, w->hdrs, s->is_head, &r);
+        int pr = rv_h1_parse_response(u->in, u->in_len, &lim, w->hdrs, s->is_head, &r);
         u->noreuse = true;
         fail(d, pr == RV_EAGAIN ? F_RESET : F_PROTOCOL);
         return true;
     }
     int rc = garbage ? RV_EPARSE
-                     : rv_h1_parse_response(u->in, u->in_len, &rv_h1_default_limits, w->hdrs, s->is_head, &r);
+                     : rv_h1_parse_response(u->in, u->in_len, &lim, w->hdrs, s->is_head, &r);
     if (rc == RV_EAGAIN)
         rc = RV_ETOOBIG;    /* limit reached without a complete head */
     if (rc < 0 || r.status == 101) {

@@ -671,6 +671,56 @@ static void test_upstreams(void)
         "loadBalancingWeight: must be at least 1", "weight 0 refused");
     REJ(RK_US, US_STATIC("") "kube: {}\n", "upstream type kube is not supported yet", "second upstream type refused");
 
+    /* connectionConfig */
+    u = dec(RK_US, US_STATIC("") "connectionConfig:\n  maxRequestsPerConnection: 2\n  connectTimeout: 0.250s\n"
+                                 "  tcpKeepalive: {keepaliveProbes: 3, keepaliveTime: 1.2s, keepaliveInterval: 5s}\n"
+                                 "  commonHttpProtocolOptions: {idleTimeout: 0s, maxHeadersCount: 20,"
+                                 " headersWithUnderscoresAction: ALLOW}\n");
+    CHECK(u && u->conn.h.set && u->conn.max_requests == 2 && u->conn.has_connect && u->conn.connect_ms == 250 &&
+              u->conn.ka.h.set && u->conn.ka.probes == 3 && u->conn.ka.time_ms == 1200 && u->conn.ka.intvl_ms == 5000 &&
+              u->conn.http.has_idle && u->conn.http.idle_ms == 0 && u->conn.http.max_headers == 20,
+          "connectionConfig decoded (%s)", err);
+    u = dec(RK_US, US_STATIC("") "connection_config: {max_requests_per_connection: 0, tcp_keepalive: {}}\n");
+    CHECK(u && u->conn.h.set && u->conn.max_requests == 0 && u->conn.ka.h.set && !u->conn.ka.has_time &&
+              !u->conn.http.h.set,
+          "connectionConfig: snake_case, 0 = unlimited, an empty tcpKeepalive keeps the OS counts (%s)", err);
+    u = dec(RK_US, US_STATIC(""));
+    CHECK(u && !u->conn.h.set, "no connectionConfig: nothing set");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {connectTimeout: 0s}\n",
+        "connectionConfig.connectTimeout: must be greater than 0", "connectTimeout 0 refused (Envoy: > 0)");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {connectTimeout: -1s}\n", "connectionConfig.connectTimeout: invalid duration",
+        "negative connectTimeout refused");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {connectTimeout: 5}\n", "connectionConfig.connectTimeout: expected a duration",
+        "integer connectTimeout refused");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {maxRequestsPerConnection: -1}\n",
+        "connectionConfig.maxRequestsPerConnection: must not be negative", "negative maxRequestsPerConnection refused");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {maxRequestsPerConnection: 4294967296}\n",
+        "connectionConfig.maxRequestsPerConnection: must be between 0 and 4294967295", "maxRequestsPerConnection > uint32");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {tcpKeepalive: {keepaliveProbes: 128}}\n",
+        "connectionConfig.tcpKeepalive.keepaliveProbes: must be at most 127", "keepaliveProbes past the kernel's limit");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {tcpKeepalive: {keepaliveTime: 0s}}\n",
+        "connectionConfig.tcpKeepalive.keepaliveTime: must be greater than 0", "keepaliveTime 0 refused");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {tcpKeepalive: {keepaliveInterval: 32767.5s}}\n",
+        "connectionConfig.tcpKeepalive.keepaliveInterval: must be at most 32767s", "keepaliveInterval rounds up past the limit");
+    ACC(RK_US, US_STATIC("") "connectionConfig: {tcpKeepalive: {keepaliveInterval: 32767s, keepaliveTime: 1ms}}\n",
+        "keepalive durations at the limits accepted");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {maxHeadersCount: 101}}\n",
+        "connectionConfig.commonHttpProtocolOptions.maxHeadersCount: must be at most 100", "maxHeadersCount > 100 refused");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {maxStreamDuration: 1s}}\n",
+        "connectionConfig.commonHttpProtocolOptions.maxStreamDuration is not supported yet", "maxStreamDuration refused by name");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {headersWithUnderscoresAction: DROP_HEADER}}\n",
+        "headersWithUnderscoresAction: DROP_HEADER is not supported yet", "DROP_HEADER refused by name");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {headersWithUnderscoresAction: 1}}\n",
+        "headersWithUnderscoresAction: REJECT_REQUEST is not supported yet", "REJECT_REQUEST as a number refused");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {perConnectionBufferLimitBytes: 1024}\n",
+        "connectionConfig.perConnectionBufferLimitBytes is not supported yet", "perConnectionBufferLimitBytes refused by name");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {http1ProtocolOptions: {enableTrailers: true}}\n",
+        "connectionConfig.http1ProtocolOptions is not supported yet", "http1ProtocolOptions refused by name");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {bogus: 1}\n", "connectionConfig.bogus: unknown field",
+        "unknown connectionConfig field");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {idleTimeout: -5s}}\n",
+        "commonHttpProtocolOptions.idleTimeout: invalid duration", "negative idleTimeout refused");
+
     ug_t *g = dec(RK_UG, "apiVersion: gloo.solo.io/v1\nkind: UpstreamGroup\nmetadata: {name: x}\nspec:\n  destinations:\n"
                          "  - {destination: {upstream: {name: a}}, weight: 9}\n  - {destination: {upstream: {name: b}}, "
                          "weight: 1}\n");
