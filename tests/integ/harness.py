@@ -63,9 +63,13 @@ def free_port(host="127.0.0.1"):
     raise RuntimeError("no free port left in %d-%d" % (_PORT_LO, _PORT_HI))
 
 
-def port_is_free(port, host="127.0.0.1"):
+def port_is_free(port, host="127.0.0.1", reuse=False):
+    """Whether port can be bound now. reuse=True binds as rivet's listeners do (SO_REUSEADDR):
+    connections of an earlier listener lingering in TIME_WAIT then do not count."""
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(fam, socket.SOCK_STREAM) as s:
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return True
