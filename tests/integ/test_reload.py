@@ -413,9 +413,12 @@ def test_namespace_directory_removed(cfg, rivet):
 
 
 def _hold_port():
-    """A listening socket of this test process on a free loopback port (no SO_REUSEPORT)."""
+    """A listening socket of this test process on a free loopback port (no SO_REUSEPORT).
+    The port comes from free_port(), below the ephemeral range: once the test lets it go, an
+    outgoing connection of any process on the machine could take a freed ephemeral port before
+    rivet binds it (bound with port 0, it was one)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.bind(("127.0.0.1", 0))
+    s.bind(("127.0.0.1", free_port()))
     s.listen(1)
     return s, s.getsockname()[1]
 
