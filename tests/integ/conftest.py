@@ -17,7 +17,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from backend import Backend, ClosedPort, HangServer  # noqa: E402
-from harness import ConfigDir, LiveConsul, Rivet, rivet_bin  # noqa: E402
+from harness import ConfigDir, LiveConsul, Rivet, free_port, rivet_bin  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from doubles.consul import ConsulDouble  # noqa: E402
@@ -34,7 +34,7 @@ def consul(request):
             pytest.skip("live Consul: CONSUL_HTTP_ADDR is not set (these tests ran against the double)")
         yield LiveConsul(LIVE)
         return
-    d = ConsulDouble(jitter=False).start()
+    d = ConsulDouble(jitter=False, port=free_port()).start()
     d.live = False
     yield d
     d.stop()

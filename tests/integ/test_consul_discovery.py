@@ -27,7 +27,7 @@ import uuid
 
 import pytest
 
-from harness import NS, TLSProxy, make_cert, metric_sum, request, route, wait_for
+from harness import NS, TLSProxy, free_port, make_cert, metric_sum, request, route, wait_for
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from doubles.consul import ConsulDouble  # noqa: E402
@@ -82,7 +82,7 @@ def consul():
         yield c
         c.stop()
         return
-    c = ConsulDouble().start()
+    c = ConsulDouble(port=free_port()).start()
     yield c
     c.stop()
 

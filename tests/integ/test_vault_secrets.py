@@ -23,7 +23,7 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from harness import NS, atomic_write, metric_sum, wait_for  # noqa: E402
+from harness import NS, atomic_write, free_port, metric_sum, wait_for  # noqa: E402
 from doubles.vault import VaultDouble, gloo_secret_document, gloo_secret_key, gloo_tls  # noqa: E402
 
 LIVE_ADDR = os.environ.get("VAULT_ADDR", "")
@@ -96,7 +96,7 @@ def vault(request):
             pytest.skip("live Vault: https VAULT_ADDR is not supported by these tests (use http)")
         yield LiveVault(LIVE_ADDR, LIVE_TOKEN)
         return
-    d = VaultDouble().start()
+    d = VaultDouble(port=free_port()).start()
     d.live = False
     d.token = d.root_token
     yield d
@@ -105,7 +105,7 @@ def vault(request):
 
 @pytest.fixture
 def double(request):
-    d = VaultDouble().start()
+    d = VaultDouble(port=free_port()).start()
     d.live = False
     d.token = d.root_token
     yield d
@@ -740,7 +740,7 @@ def test_refresh_rate_change_applies_to_the_running_source(rivet, cfg, double):
 
 
 def test_vault_namespace_header(rivet, cfg):
-    d = VaultDouble(namespaces=["team-ns"]).start()
+    d = VaultDouble(namespaces=["team-ns"], port=free_port()).start()
     try:
         rk = "nsd"
         d.seed_gloo_secret(NS, "in-ns", tls_secret("ns.example"), root_key=rk, vault_namespace="team-ns")
@@ -1045,7 +1045,7 @@ def test_config_in_consul_secrets_in_vault(rivet, tmp_path, double):
     two = certs.leaf("two", "two.example.com", ["DNS:a.example.com"], "ec")
     rk = "compose"
     double.seed_gloo_secret(NS, "a-tls", gloo_tls(open(one[0]).read(), open(one[1]).read()), root_key=rk)
-    consul = ConsulDouble(jitter=False).start()
+    consul = ConsulDouble(jitter=False, port=free_port()).start()
     try:
         kv = KVConfig(tmp_path / "boot", consul, "gloo-" + uuid.uuid4().hex[:6])
         kv.settings("refreshRate: 1s\nvaultSecretSource:\n  address: %s\n  rootKey: %s\n  accessToken: %s\n"
