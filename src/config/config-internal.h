@@ -281,6 +281,24 @@ typedef struct conncfg_s {
     tcpka_t ka;                         /* tcpKeepalive */
     httpopts_t http;                    /* commonHttpProtocolOptions */
 } conncfg_t;
+/* Upstream healthChecks[] (Envoy core HealthCheck): one entry at most (hc_check). */
+typedef struct hcrange_s { mhdr_t h; uint32_t start, end; bool has_start, has_end; } hcrange_t;
+typedef struct hchttp_s {
+    mhdr_t h;
+    char *path;             /* required */
+    char *host;             /* NULL: the Upstream's Gloo cluster name "<name>_<namespace>" */
+    list_t statuses;        /* expectedStatuses: hcrange_t, [start, end); empty = 200 only */
+} hchttp_t;
+typedef struct hc_s {
+    mhdr_t h;
+    int64_t timeout_ms; bool has_timeout;
+    int64_t interval_ms; bool has_interval;
+    int64_t jitter_ms;      /* intervalJitter: 0..jitter added to each interval */
+    uint32_t unhealthy; bool has_unhealthy;
+    uint32_t healthy; bool has_healthy;
+    hchttp_t http;          /* httpHealthCheck */
+    mhdr_t tcp;             /* tcpHealthCheck: connect only */
+} hc_t;
 typedef struct us_s {
     mhdr_t h;
     meta_t meta;
@@ -289,6 +307,7 @@ typedef struct us_s {
     cus_t consul;
     ussl_t ssl;
     conncfg_t conn;         /* connectionConfig */
+    list_t hcs;             /* healthChecks: hc_t, at most one (us_check) */
 } us_t;
 
 typedef struct ug_s { mhdr_t h; meta_t meta; list_t dests; } ug_t;   /* wdest_t */

@@ -452,6 +452,33 @@ int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, 
             }
             cfg_jb_close(b, '}');
         }
+        if (c->hc) {
+            /* the check's settings; the endpoints below are the ones served (unhealthy ones
+             * left out by control/health.c unless the cluster is in panic mode) */
+            cfg_jb_key(b, "healthCheck");
+            cfg_jb_open(b, '{');
+            cfg_jb_kstr(b, "type", c->hc->http ? RV_STR("http") : RV_STR("tcp"));
+            cfg_jb_kint(b, "timeoutMs", c->hc->timeout_ms);
+            cfg_jb_kint(b, "intervalMs", c->hc->interval_ms);
+            if (c->hc->jitter_ms)
+                cfg_jb_kint(b, "intervalJitterMs", c->hc->jitter_ms);
+            cfg_jb_kint(b, "unhealthyThreshold", c->hc->unhealthy_threshold);
+            cfg_jb_kint(b, "healthyThreshold", c->hc->healthy_threshold);
+            if (c->hc->http) {
+                cfg_jb_kstr(b, "path", c->hc->path);
+                cfg_jb_kstr(b, "host", c->hc->host);
+                cfg_jb_key(b, "expectedStatuses");
+                cfg_jb_open(b, '[');
+                for (uint32_t k = 0; k < c->hc->nstatuses; k++) {
+                    cfg_jb_open(b, '{');
+                    cfg_jb_kint(b, "start", c->hc->statuses[k].start);
+                    cfg_jb_kint(b, "end", c->hc->statuses[k].end);
+                    cfg_jb_close(b, '}');
+                }
+                cfg_jb_close(b, ']');
+            }
+            cfg_jb_close(b, '}');
+        }
         cfg_jb_key(b, "endpoints");
         cfg_jb_open(b, '[');
         for (uint32_t e = 0; e < c->neps; e++) {

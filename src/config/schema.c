@@ -1301,6 +1301,112 @@ static const field_t conncfg_fields[] = {
 };
 DESC(conncfg_desc, conncfg_t, conncfg_fields, conncfg_check);
 
+/* ---- upstream health checks (healthChecks[], Envoy's core HealthCheck) ---------------- */
+
+static int hcrange_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    hcrange_t *r = msg;
+    if (!r->has_start || !r->has_end)
+        return cfg_derr(c, n, r->has_start ? "end" : "start", "is required (a range is [start, end))");
+    if (r->start < 100 || r->start >= 600)
+        return cfg_derr(c, fnode(n, "start"), "start", "%u is outside [100, 600)", r->start);
+    if (r->end <= r->start)
+        return cfg_derr(c, fnode(n, "end"), "end", "%u must be above start %u (the range is [start, end))", r->end,
+                        r->start);
+    return 0;
+}
+
+static const field_t hcrange_fields[] = {
+    FLD("start", F_U32, OFF(hcrange_t, start), SETF(hcrange_t, has_start), .max = 600),
+    FLD("end", F_U32, OFF(hcrange_t, end), SETF(hcrange_t, has_end), .max = 600),
+};
+DESC(hcrange_desc, hcrange_t, hcrange_fields, hcrange_check);
+
+static int hchttp_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    hchttp_t *h = msg;
+    if (!h->path || !h->path[0])
+        return cfg_derr(c, fnode(n, "path"), "path", "is required");
+    if (h->path[0] != '/')
+        return cfg_derr(c, fnode(n, "path"), "path", "must begin with '/'");
+    /* written into the check's request line: visible ASCII only, no fragment */
+    for (const unsigned char *q = (const unsigned char *)h->path; *q; q++)
+        if (*q <= 0x20 || *q >= 0x7f || *q == '#')
+            return cfg_derr(c, fnode(n, "path"), "path", "byte 0x%02x is not allowed in a path (percent-encode it)",
+                            *q);
+    if (h->host) {
+        if (!h->host[0])
+            h->host = NULL;     /* empty = the default, as in Envoy */
+        else
+            for (const unsigned char *q = (const unsigned char *)h->host; *q; q++)
+                if (*q <= 0x20 || *q >= 0x7f || strchr("/?#@\\,", *q))
+                    return cfg_derr(c, fnode(n, "host"), "host", "'%s' is not a host name (with an optional port)",
+                                    h->host);
+    }
+    return 0;
+}
+
+static const field_t hchttp_fields[] = {
+    FLD("path", F_STR, OFF(hchttp_t, path)),
+    FLD("host", F_STR, OFF(hchttp_t, host)),
+    FLD("expectedStatuses", F_MSGS, OFF(hchttp_t, statuses), .sub = &hcrange_desc),
+    FLD("useHttp2", F_FALSE_ONLY, .note = "(checks speak HTTP/1.1)"),
+    FLD("codecClientType", F_UNSUP, .note = "(checks speak HTTP/1.1)"),
+    UNSUP("send"), UNSUP("receive"), UNSUP("serviceName"), UNSUP("serviceNameMatcher"),
+    UNSUP("requestHeadersToAdd"), UNSUP("requestHeadersToRemove"), UNSUP("retriableStatuses"), UNSUP("method"),
+    UNSUP("responseAssertions"), UNSUP("responseBufferSize"),
+};
+static const msgdesc_t hchttp_desc = { "HttpHealthCheck", sizeof(hchttp_t), hchttp_fields,
+                                       (uint32_t)RV_ARRAY_LEN(hchttp_fields), hchttp_check, true };
+
+static const field_t hctcp_fields[] = {
+    FLD("send", F_UNSUP, .note = "(a tcpHealthCheck connects only: leave send and receive out)"),
+    FLD("receive", F_UNSUP, .note = "(a tcpHealthCheck connects only: leave send and receive out)"),
+    UNSUP("proxyProtocolConfig"),
+};
+static const msgdesc_t hctcp_desc = { "TcpHealthCheck", sizeof(mhdr_t), hctcp_fields,
+                                      (uint32_t)RV_ARRAY_LEN(hctcp_fields), NULL, true };
+
+static int hc_check(dctx_t *c, void *msg, const ynode_t *n)
+{
+    hc_t *h = msg;
+    if (!h->has_timeout || h->timeout_ms <= 0)
+        return cfg_derr(c, fnode(n, "timeout"), "timeout", "is required and must be greater than 0");
+    if (!h->has_interval || h->interval_ms <= 0)
+        return cfg_derr(c, fnode(n, "interval"), "interval", "is required and must be greater than 0");
+    if (!h->has_unhealthy || h->unhealthy == 0)
+        return cfg_derr(c, fnode(n, "unhealthyThreshold"), "unhealthyThreshold", "is required and must be at least 1");
+    if (!h->has_healthy || h->healthy == 0)
+        return cfg_derr(c, fnode(n, "healthyThreshold"), "healthyThreshold", "is required and must be at least 1");
+    if (h->jitter_ms < 0)
+        return cfg_derr(c, fnode(n, "intervalJitter"), "intervalJitter", "must not be negative");
+    if (!h->http.h.set && !h->tcp.set)
+        return cfg_derrp(c, n, "%s: a health checker is required (httpHealthCheck or tcpHealthCheck)", c->path);
+    return 0;
+}
+
+#define HCNOTE "(rivet checks every interval, whatever the traffic and the last result)"
+static const field_t hc_fields[] = {
+    FLD("timeout", F_DUR, OFF(hc_t, timeout_ms), SETF(hc_t, has_timeout)),
+    FLD("interval", F_DUR, OFF(hc_t, interval_ms), SETF(hc_t, has_interval)),
+    FLD("intervalJitter", F_DUR, OFF(hc_t, jitter_ms)),
+    FLD("unhealthyThreshold", F_U32, OFF(hc_t, unhealthy), SETF(hc_t, has_unhealthy)),
+    FLD("healthyThreshold", F_U32, OFF(hc_t, healthy), SETF(hc_t, has_healthy)),
+    FLD("httpHealthCheck", F_MSG, OFF(hc_t, http), .sub = &hchttp_desc, .oneof = 1),
+    FLD("tcpHealthCheck", F_MSG, OFF(hc_t, tcp), .sub = &hctcp_desc, .oneof = 1),
+    FLD("grpcHealthCheck", F_UNSUP, .oneof = 1, .note = "(use httpHealthCheck or tcpHealthCheck)"),
+    FLD("customHealthCheck", F_UNSUP, .oneof = 1, .note = "(use httpHealthCheck or tcpHealthCheck)"),
+    FLD("reuseConnection", F_FALSE_ONLY, .note = "(rivet opens a new connection for each check)"),
+    UNSUP("initialJitter"), UNSUP("intervalJitterPercent"), UNSUP("altPort"),
+    FLD("noTrafficInterval", F_UNSUP, .note = HCNOTE), FLD("noTrafficHealthyInterval", F_UNSUP, .note = HCNOTE),
+    FLD("unhealthyInterval", F_UNSUP, .note = HCNOTE), FLD("unhealthyEdgeInterval", F_UNSUP, .note = HCNOTE),
+    FLD("healthyEdgeInterval", F_UNSUP, .note = HCNOTE),
+    UNSUP("eventLogPath"), UNSUP("eventService"), UNSUP("eventLogger"), UNSUP("alwaysLogHealthCheckFailures"),
+    UNSUP("alwaysLogHealthCheckSuccess"), UNSUP("tlsOptions"), UNSUP("transportSocketMatchCriteria"),
+};
+static const msgdesc_t hc_desc = { "HealthCheck", sizeof(hc_t), hc_fields, (uint32_t)RV_ARRAY_LEN(hc_fields),
+                                   hc_check, true };
+
 static int us_check(dctx_t *c, void *msg, const ynode_t *n)
 {
     us_t *u = msg;
@@ -1320,6 +1426,13 @@ static int us_check(dctx_t *c, void *msg, const ynode_t *n)
                                 "needs TLS to the upstream (static.useTls or sslConfig)");
             }
     }
+    if (u->hcs.n > 1)
+        return cfg_derr(c, elem_node(n, "healthChecks", 1), "healthChecks[1]",
+                        "only one health check per Upstream is supported (healthChecks[0])");
+    if (u->hcs.n == 1 && ((const hc_t *)u->hcs.v)->http.h.set &&
+        (u->ssl.h.set || (u->st.h.set && u->st.use_tls)))
+        return cfg_derr(c, fnode(elem_node(n, "healthChecks", 0), "httpHealthCheck"), "healthChecks[0].httpHealthCheck",
+                        "is not supported on an Upstream with TLS (sslConfig or useTls) yet: use tcpHealthCheck");
     return 0;
 }
 
@@ -1338,7 +1451,8 @@ static const field_t us_fields[] = {
     FLD("gcp", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("ai", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("loadBalancerConfig", F_MSG, OFF(us_t, lb), .sub = &lbcfg_desc),
-    UNSUP("circuitBreakers"), UNSUP("healthChecks"), UNSUP("outlierDetection"), UNSUP("failover"),
+    UNSUP("circuitBreakers"), FLD("healthChecks", F_MSGS, OFF(us_t, hcs), .sub = &hc_desc),
+    UNSUP("outlierDetection"), UNSUP("failover"),
     FLD("connectionConfig", F_MSG, OFF(us_t, conn), .sub = &conncfg_desc),
     UNSUP("protocolSelection"), FLD("useHttp2", F_FALSE_ONLY),
     UNSUP("initialStreamWindowSize"), UNSUP("initialConnectionWindowSize"), UNSUP("maxConcurrentStreams"),

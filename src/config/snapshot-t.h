@@ -226,6 +226,19 @@ typedef struct rv_endpoint_s {
                                      * host name); len 0 = the cluster's sni */
 } rv_endpoint_t;
 
+/* An Upstream's active health check (healthChecks[0]; control/health.c runs it, workers never
+ * read it). Durations in ms; statuses are [start, end) ranges, none = 200 only. */
+typedef struct rv_hc_range_s { uint16_t start, end; } rv_hc_range_t;
+typedef struct rv_hc_cfg_s {
+    int64_t timeout_ms, interval_ms, jitter_ms;
+    uint32_t unhealthy_threshold, healthy_threshold;
+    bool http;                  /* httpHealthCheck; false: tcpHealthCheck (connect only) */
+    rv_str_t path;              /* http: request path */
+    rv_str_t host;              /* http: Host header (the config's, else "<name>_<namespace>") */
+    rv_hc_range_t *statuses;    /* expectedStatuses; nstatuses 0 = 200 only */
+    uint32_t nstatuses;
+} rv_hc_cfg_t;
+
 typedef struct rv_cluster_s {
     rv_str_t name;              /* Upstream "<ns>.<name>" */
     int lb;                     /* enum rv_lb_kind */
@@ -242,6 +255,7 @@ typedef struct rv_cluster_s {
     uint64_t tls_stale;         /* != 0: tls built from the last working material; a digest of why
                                  * the current material is unusable (so the dump changes with it) */
     rv_conn_cfg_t conn;         /* connectionConfig (zeros = defaults) */
+    const rv_hc_cfg_t *hc;      /* active health check; NULL = none (every endpoint gets traffic) */
 } rv_cluster_t;
 
 /* ---- status ------------------------------------------------------------------------ */
@@ -296,6 +310,8 @@ typedef struct rv_endpoint_set_s {
     uint32_t nclusters;
     uint64_t nendpoints;        /* sum of neps */
     bool initial;               /* clusters == snap->clusters */
+    struct rv_endpoint_set_s *base; /* a set whose endpoint arrays this one shares (health
+                                     * filtering of a discovery set), reference held; or NULL */
 } rv_endpoint_set_t;
 
 #endif

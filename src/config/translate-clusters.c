@@ -671,6 +671,32 @@ static void static_sni(rv_cluster_t *c, const us_t *u)
     }
 }
 
+/* The snapshot's copy of an Upstream's healthChecks[0] (schema.c checked it); NULL on OOM. */
+static const rv_hc_cfg_t *health_cfg(bctx_t *b, const tres_t *t, const hc_t *h)
+{
+    rv_hc_cfg_t *o = cfg_anew(b, sizeof(*o));
+    if (!o)
+        return NULL;
+    o->timeout_ms = h->timeout_ms;
+    o->interval_ms = h->interval_ms;
+    o->jitter_ms = h->jitter_ms;
+    o->unhealthy_threshold = h->unhealthy;
+    o->healthy_threshold = h->healthy;
+    o->http = h->http.h.set;
+    if (o->http) {
+        o->path = cfg_astr(b, h->http.path);
+        /* Envoy sends the cluster's name when host is empty; Gloo names it <name>_<namespace> */
+        o->host = h->http.host ? cfg_astr(b, h->http.host) : cfg_astrf(b, "%s_%s", t->name, t->ns);
+        const hcrange_t *r = h->http.statuses.v;
+        if (h->http.statuses.n && (o->statuses = cfg_anew(b, h->http.statuses.n * sizeof(*o->statuses)))) {
+            for (uint32_t i = 0; i < h->http.statuses.n; i++)
+                o->statuses[i] = (rv_hc_range_t){ (uint16_t)r[i].start, (uint16_t)r[i].end };
+            o->nstatuses = h->http.statuses.n;
+        }
+    }
+    return o;
+}
+
 void cfg_build_clusters(bctx_t *b)
 {
     uint32_t n = b->nby[RK_US];
@@ -698,6 +724,8 @@ void cfg_build_clusters(bctx_t *b)
             if (u->ssl.sni)
                 c->sni = cfg_astr(b, u->ssl.sni);
         }
+        if (u->hcs.n)
+            c->hc = health_cfg(b, t, (const hc_t *)u->hcs.v);
         if (u->consul.h.set) {
             consul_cluster(b, t, c, &u->consul);
             continue;
@@ -886,6 +914,7 @@ void rv_endpoint_set_release(rv_endpoint_set_t *es)
     if (!es || atomic_fetch_sub_explicit(&es->refs, 1, memory_order_acq_rel) != 1)
         return;
     rv_arena_free(&es->arena);
+    rv_endpoint_set_release(es->base);
     rv_snapshot_release(es->snap);
     free(es);
 }

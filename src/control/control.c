@@ -48,6 +48,7 @@
 #include "config/config.h"
 #include "control/consul.h"
 #include "control/discovery.h"
+#include "control/health.h"
 #include "control/kvsource.h"
 #include "control/secretsrc.h"
 #include "control/vault.h"
@@ -90,6 +91,10 @@ typedef struct ctl_s {
     char *secrets_ident;        /* the secret sources it was made for (new table when they change) */
     rv_vault_srcs_t *vault;     /* the Vault sources' watchers (vault.h), or NULL */
     bool vault_moved;           /* a Vault source changed a secret: rebuild (PEM is not in config_json) */
+    rv_health_t *health;        /* active health checker, while the served config has healthChecks */
+    rv_endpoint_set_t *raw_es;  /* cur's endpoints from the last discovery view before health
+                                 * filtering (one reference), or NULL: cur's own */
+    bool hc_filtered;           /* cur_es is a health-filtered set (health.h) */
 } ctl_t;
 
 /* The running watcher, for /ready and /metrics (admin thread): set before, cleared after its life. */
@@ -117,6 +122,7 @@ void rv_control_sources_prometheus(FILE *f)
     rv_kvsource_prometheus(f);
     rv_secretsrc_prometheus(f);
     rv_vault_prometheus(f);
+    rv_health_prometheus(f);
     rv_disc_t *d = atomic_load(&disc_running);
     if (d) /* its own family: samples of one family must be contiguous in the exposition */
         fprintf(f,
@@ -165,12 +171,91 @@ static void set_current(rv_snapshot_t *s)
         rv_snapshot_release(old);
 }
 
+/* Make es (one reference, taken) cur's endpoint set and hand it to the workers. 0, or the
+ * publication's error (es released either way). Control thread. */
+static int publish_set(rv_endpoint_set_t *es)
+{
+    int rc = rv_dataplane_publish_endpoints(es);
+    if (rc != 0) {
+        rv_endpoint_set_release(es);
+        return rc;
+    }
+    pthread_mutex_lock(&cur_mu);
+    rv_endpoint_set_t *old = cur_es;
+    cur_es = es;
+    pthread_mutex_unlock(&cur_mu);
+    rv_endpoint_set_release(old);
+    return 0;
+}
+
+/*
+ * Active health checks (health.h): start or stop the checker with the served config's
+ * healthChecks, hand it the endpoints to check when they changed (targets), and publish the
+ * endpoints workers should use: cur's raw endpoints (c->raw_es, else the snapshot's own) with
+ * unhealthy endpoints of checked Upstreams left out. raw_unpublished: c->raw_es was just built
+ * and is published here even when nothing is filtered. Returns 0, or the publication's error
+ * (the caller rebuilds). Control thread.
+ */
+static int health_sync(ctl_t *c, bool targets, bool raw_unpublished)
+{
+    rv_snapshot_t *snap = rv_control_current();
+    if (!snap)
+        return RV_EAGAIN;
+    bool want = rv_snapshot_has_health_checks(snap);
+    if (want && !c->health) {
+        c->health = rv_health_start();
+        struct epoll_event ev = { .events = EPOLLIN, .data.fd = c->health ? rv_health_fd(c->health) : -1 };
+        if (!c->health || epoll_ctl(c->ep, EPOLL_CTL_ADD, ev.data.fd, &ev) < 0) {
+            rv_log_error("health check: cannot start the checker; every endpoint gets traffic");
+            rv_health_stop(c->health);
+            c->health = NULL;
+        } else {
+            rv_log_info("health check: checker started");
+            targets = true;
+        }
+    } else if (!want && c->health) {
+        epoll_ctl(c->ep, EPOLL_CTL_DEL, rv_health_fd(c->health), NULL);
+        rv_health_stop(c->health);
+        c->health = NULL;
+        rv_log_info("health check: no Upstream has healthChecks; checker stopped");
+    }
+    if (c->health && targets &&
+        rv_health_set_targets(c->health, c->raw_es ? c->raw_es->clusters : snap->clusters, snap->nclusters) != 0)
+        rv_log_error("health check: out of memory handing over the endpoints; the previous ones stay checked");
+    int rc = 0;
+    if (c->serving) {
+        pthread_mutex_lock(&cur_mu);
+        uint64_t version = (cur_es ? cur_es->version : 1) + 1;
+        pthread_mutex_unlock(&cur_mu);
+        rv_endpoint_set_t *f = NULL;
+        rc = rv_health_filter(c->health, snap, c->raw_es, version, &f);
+        if (rc != 0) {
+            rv_log_error("health check: endpoints could not be filtered: %s", rv_strerror(rc));
+        } else if (f) {
+            rc = publish_set(f);
+            c->hc_filtered = rc == 0;
+        } else if (raw_unpublished || c->hc_filtered) {
+            /* nothing left out (any more): the raw endpoints as they are */
+            rv_endpoint_set_t *r = c->raw_es;
+            if (r)
+                rv_endpoint_set_ref(r);
+            else if ((r = rv_endpoint_set_initial(snap)))
+                r->version = version;
+            rc = r ? publish_set(r) : RV_ENOMEM;
+            if (rc == 0)
+                c->hc_filtered = false;
+        }
+    }
+    rv_snapshot_release(snap);
+    return rc;
+}
+
 /*
  * A discovery view changed only instances: build an endpoint set for the current snapshot and
- * publish it, leaving route tables, listeners, TLS and statuses as they are. Returns 0 when
- * published (or nothing moved), RV_EAGAIN when the view needs a rebuild (service list,
- * tags or an Upstream's emptiness changed: see rv_endpoint_set_build), another error
- * otherwise (the caller rebuilds). Control thread.
+ * publish it (health-filtered), leaving route tables, listeners, TLS and statuses as they are.
+ * Returns 0 when published (or nothing moved), RV_EAGAIN when the view needs a rebuild
+ * (service list, tags or an Upstream's emptiness changed: see rv_endpoint_set_build), another
+ * error otherwise (the caller rebuilds). Control thread.
  */
 static int publish_view_endpoints(ctl_t *c)
 {
@@ -184,22 +269,21 @@ static int publish_view_endpoints(ctl_t *c)
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
     rv_endpoint_set_t *es = NULL;
     int rc = rv_endpoint_set_build(snap, c->view, prev, &es);
-    if (rc == 0)
-        rc = rv_dataplane_publish_endpoints(es);
     if (rc == 0) {
-        pthread_mutex_lock(&cur_mu);
-        rv_endpoint_set_t *old = cur_es;
-        cur_es = es;
-        es = NULL;
-        pthread_mutex_unlock(&cur_mu);
-        rv_endpoint_set_release(old);
+        rv_endpoint_set_release(c->raw_es);
+        c->raw_es = es;
+        rc = health_sync(c, true, true);
+    }
+    if (rc == 0) {
         clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
         long long us = (long long)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+        pthread_mutex_lock(&cur_mu);
+        unsigned long long nend = cur_es ? (unsigned long long)cur_es->nendpoints : 0;
+        pthread_mutex_unlock(&cur_mu);
         rv_log_info("consul discovery: endpoints updated in place, config version %llu kept (endpoint set %llu, "
                     "%llu endpoints, %lld us control-thread CPU)", (unsigned long long)snap->version,
-                    (unsigned long long)prev + 1, (unsigned long long)cur_es->nendpoints, us);
+                    (unsigned long long)prev + 1, nend, us);
     }
-    rv_endpoint_set_release(es);
     rv_snapshot_release(snap);
     return rc;
 }
@@ -405,8 +489,12 @@ static int reload(ctl_t *c, bool force)
     log_status_changes(old, s);
     rv_stats_config_errors(s->nrejected);
     set_current(s);
+    rv_endpoint_set_release(c->raw_es);     /* a new snapshot starts from its own endpoints */
+    c->raw_es = NULL;
+    c->hc_filtered = false;
     if (c->serving)
         rv_dataplane_publish(s);
+    health_sync(c, true, false);
     rv_stats_reload(true);
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
     rv_log_info("config version %llu published (%u listeners, %u routes, %u upstreams, %u rejected; %lld us "
@@ -916,6 +1004,7 @@ int rv_control_run(const rv_control_opts_t *o)
             goto out;
         }
         c.serving = true;
+        health_sync(&c, false, false);
         atomic_store(&is_ready, true);
         rv_log_info("rivet serving config from %s (%d workers, admin %s)", c.settings.config_dir, o->workers,
                     o->admin_addr);
@@ -991,6 +1080,7 @@ int rv_control_run(const rv_control_opts_t *o)
                         continue;
                     }
                     c.serving = true;
+                    health_sync(&c, false, false);
                     atomic_store(&is_ready, true);
                     rv_log_info("rivet serving config from consul kv %s/ (%d workers, admin %s)",
                                 c.settings.consul_root_key, o->workers, o->admin_addr);
@@ -1003,6 +1093,10 @@ int rv_control_run(const rv_control_opts_t *o)
             } else if (c.disc && fd == c.disc_fd) {
                 if (disc_event(&c))
                     reload(&c, false);
+            } else if (c.health && fd == rv_health_fd(c.health)) {
+                rv_health_clear(c.health);  /* an endpoint's health flipped */
+                if (health_sync(&c, false, false) != 0)
+                    reload(&c, true);
             }
         }
         if (stop)
@@ -1010,6 +1104,8 @@ int rv_control_run(const rv_control_opts_t *o)
         disc_sync(&c);  /* the settings or the config may have turned discovery on or off */
     }
     disc_stop(&c);
+    rv_health_stop(c.health);
+    c.health = NULL;
     rv_kvsource_stop(c.kv);
     c.kv = NULL;
     rv_vault_srcs_stop(c.vault);
@@ -1021,6 +1117,8 @@ int rv_control_run(const rv_control_opts_t *o)
     code = failed ? 1 : 0;
 out:
     disc_stop(&c);
+    rv_health_stop(c.health);
+    rv_endpoint_set_release(c.raw_es);
     free(c.disc_ident);
     rv_disc_view_release(c.view);
     rv_kvsource_stop(c.kv);

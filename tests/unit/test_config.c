@@ -649,7 +649,7 @@ static void test_upstreams(void)
     REJ(RK_US, US_STATIC("") "sslConfig: {sni: 10.0.0.1}\n", "sslConfig.sni", "sni IP literal refused");
     REJ(RK_US, US_STATIC("") "sslConfig: {verifySubjectAltName: ['']}\n", "verifySubjectAltName[0]", "empty SAN refused");
     REJ(RK_US, US_STATIC("") "sslConfig: {bogus: 1}\n", "bogus", "unknown sslConfig field refused");
-    REJ(RK_US, US_STATIC("") "healthChecks: []\n", "healthChecks is not supported yet", "healthChecks refused");
+    REJ(RK_US, US_STATIC("") "outlierDetection: {}\n", "outlierDetection is not supported yet", "outlierDetection refused");
     REJ(RK_US, US_STATIC("") "useHttp2: true\n", "useHttp2: true is not supported yet", "useHttp2 refused");
     REJ(RK_US, US_STATIC("") "loadBalancerConfig: {ringHash: {}}\n", "loadBalancerConfig.ringHash is not supported",
         "ringHash refused");

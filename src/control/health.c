@@ -1,0 +1,716 @@
+/*
+ * health.c - active health checks (health.h): the threshold logic, the checker thread and the
+ * control thread's endpoint filter.
+ *
+ * The checker thread owns a libcurl multi handle and one easy handle per check in flight;
+ * each check is a new connection to the endpoint's address (HTTP GET of path with the
+ * configured Host, or a bare TCP connect), bounded by the check's timeout. Its table
+ * (checked clusters, their endpoints and states) is guarded by the watcher mutex: the checker
+ * changes it, the control thread reads it when it filters and hands new targets through a
+ * pending slot the checker merges on its own thread. A flip wakes the control thread through
+ * the watcher's eventfd. Nothing here runs on a worker.
+ */
+#include "control/health.h"
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "control/httpc.h"
+#include "control/watcher.h"
+#include "core/err.h"
+#include "core/log.h"
+
+/* ---- threshold logic --------------------------------------------------------------- */
+
+bool rv_hc_status_ok(const rv_hc_cfg_t *cfg, long status)
+{
+    if (!cfg->nstatuses)
+        return status == 200;
+    for (uint32_t i = 0; i < cfg->nstatuses; i++)
+        if (status >= cfg->statuses[i].start && status < cfg->statuses[i].end)
+            return true;
+    return false;
+}
+
+bool rv_hc_apply(rv_hc_state_t *st, const rv_hc_cfg_t *cfg, int result)
+{
+    bool first = !st->checked;
+    st->checked = true;
+    if (result == RV_HC_OK) {
+        st->nfail = 0;
+        if (st->healthy)
+            return false;
+        if (first || ++st->nok >= cfg->healthy_threshold) {
+            st->healthy = true;
+            st->nok = 0;
+            return true;
+        }
+        return false;
+    }
+    st->nok = 0;
+    if (!st->healthy)
+        return false;
+    /* an unexpected status is an answer from the application: no threshold (Envoy) */
+    if (result == RV_HC_BAD_STATUS || ++st->nfail >= cfg->unhealthy_threshold) {
+        st->healthy = false;
+        st->nfail = 0;
+        return true;
+    }
+    return false;
+}
+
+bool rv_hc_panic(uint32_t healthy, uint32_t total)
+{
+    return total > 0 && (uint64_t)healthy * 100 < (uint64_t)total * 50;
+}
+
+/* ---- the checker's table ----------------------------------------------------------- */
+
+typedef struct hcl_s hcl_t;
+
+typedef struct hep_s {
+    hcl_t *owner;                       /* its cluster (stable: clusters are heap objects) */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char text[INET6_ADDRSTRLEN + 8];    /* "ip:port" or "[v6]:port" (logs, URL) */
+    rv_hc_state_t st;
+    int64_t due;                        /* monotonic ms of the next check */
+    CURL *easy;                         /* the check in flight, or NULL */
+    struct curl_slist *hdrs;            /* its request headers */
+    char errbuf[CURL_ERROR_SIZE];
+    bool seen;                          /* merge marker */
+} hep_t;
+
+/* A cluster's health check, owned copy (strings malloc'd). */
+typedef struct hcfg_s {
+    rv_hc_cfg_t c;
+    char *path, *host;
+    rv_hc_range_t *statuses;
+} hcfg_t;
+
+struct hcl_s {
+    char *name;                         /* "<ns>.<name>" (the metrics label) */
+    hcfg_t cfg;
+    hep_t **eps;
+    uint32_t neps;
+    uint64_t failures;                  /* checks that failed, since the cluster was first checked */
+    bool panic;                         /* the control thread's last panic state (logged on change) */
+    bool seen;
+};
+
+/* What the control thread wants checked (rv_health_set_targets), merged by the checker. */
+typedef struct want_s {
+    char *name;
+    hcfg_t cfg;
+    struct sockaddr_storage *addrs;
+    socklen_t *lens;
+    uint32_t n;
+} want_t;
+
+typedef struct wants_s {
+    want_t *v;
+    uint32_t n;
+} wants_t;
+
+struct rv_health_s {
+    rv_watcher_t w;             /* thread, eventfd, mutex (guards everything below) */
+    CURLM *multi;
+    hcl_t **cl;
+    uint32_t ncl;
+    wants_t *pending;           /* new targets not merged yet, or NULL */
+    uint64_t rnd;
+};
+
+/* The running checker for /metrics; g_mu keeps it alive while the admin thread reads. */
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static rv_health_t *g_running;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void hcfg_free(hcfg_t *f)
+{
+    free(f->path);
+    free(f->host);
+    free(f->statuses);
+    memset(f, 0, sizeof(*f));
+}
+
+/* Deep copy of a snapshot's rv_hc_cfg_t (the snapshot may go before the checker uses it). */
+static int hcfg_copy(hcfg_t *o, const rv_hc_cfg_t *c)
+{
+    memset(o, 0, sizeof(*o));
+    o->c = *c;
+    o->c.path = o->c.host = (rv_str_t){ 0 };
+    o->c.statuses = NULL;
+    if (c->http) {
+        o->path = strndup(c->path.ptr ? c->path.ptr : "/", c->path.ptr ? c->path.len : 1);
+        o->host = strndup(c->host.ptr ? c->host.ptr : "", c->host.len);
+        if (!o->path || !o->host)
+            goto oom;
+        o->c.path = (rv_str_t){ o->path, strlen(o->path) };
+        o->c.host = (rv_str_t){ o->host, strlen(o->host) };
+    }
+    if (c->nstatuses) {
+        if (!(o->statuses = malloc(c->nstatuses * sizeof(*o->statuses))))
+            goto oom;
+        memcpy(o->statuses, c->statuses, c->nstatuses * sizeof(*o->statuses));
+        o->c.statuses = o->statuses;
+    }
+    return 0;
+oom:
+    hcfg_free(o);
+    return RV_ENOMEM;
+}
+
+static void wants_free(wants_t *w)
+{
+    if (!w)
+        return;
+    for (uint32_t i = 0; i < w->n; i++) {
+        free(w->v[i].name);
+        hcfg_free(&w->v[i].cfg);
+        free(w->v[i].addrs);
+        free(w->v[i].lens);
+    }
+    free(w->v);
+    free(w);
+}
+
+static void addr_text(const struct sockaddr_storage *a, char *out, size_t n)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (a->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)a;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+        snprintf(out, n, "[%s]:%u", ip, ntohs(s6->sin6_port));
+    } else {
+        const struct sockaddr_in *s4 = (const struct sockaddr_in *)a;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+        snprintf(out, n, "%s:%u", ip, ntohs(s4->sin_port));
+    }
+}
+
+static void check_abort(rv_health_t *h, hep_t *e)
+{
+    if (!e->easy)
+        return;
+    curl_multi_remove_handle(h->multi, e->easy);
+    curl_easy_cleanup(e->easy);
+    e->easy = NULL;
+    curl_slist_free_all(e->hdrs);
+    e->hdrs = NULL;
+}
+
+static void hcl_free(rv_health_t *h, hcl_t *c)
+{
+    if (!c)
+        return;
+    for (uint32_t i = 0; i < c->neps; i++) {
+        check_abort(h, c->eps[i]);
+        free(c->eps[i]);
+    }
+    free(c->eps);
+    free(c->name);
+    hcfg_free(&c->cfg);
+    free(c);
+}
+
+static hcl_t *hcl_find(const rv_health_t *h, const char *name, size_t len)
+{
+    for (uint32_t i = 0; i < h->ncl; i++)
+        if (strlen(h->cl[i]->name) == len && !memcmp(h->cl[i]->name, name, len))
+            return h->cl[i];
+    return NULL;
+}
+
+static hep_t *hep_find(const hcl_t *c, const struct sockaddr_storage *a, socklen_t len)
+{
+    for (uint32_t i = 0; i < c->neps; i++)
+        if (c->eps[i]->addrlen == len && !memcmp(&c->eps[i]->addr, a, len))
+            return c->eps[i];
+    return NULL;
+}
+
+/*
+ * Merge the pending targets into the table (checker thread, mutex held): kept endpoints keep
+ * their state, new ones are due now, the rest are dropped with their checks in flight.
+ * On OOM the table keeps what it could merge; the next set_targets retries.
+ */
+static void merge(rv_health_t *h, wants_t *w)
+{
+    int64_t now = now_ms();
+    for (uint32_t i = 0; i < h->ncl; i++)
+        h->cl[i]->seen = false;
+    for (uint32_t i = 0; i < w->n; i++) {
+        want_t *t = &w->v[i];
+        hcl_t *c = hcl_find(h, t->name, strlen(t->name));
+        if (!c) {
+            hcl_t **ncl = realloc(h->cl, (h->ncl + 1) * sizeof(*ncl));
+            if (!ncl)
+                continue;
+            h->cl = ncl;
+            if (!(c = calloc(1, sizeof(*c))))
+                continue;
+            c->name = t->name;
+            t->name = NULL;
+            h->cl[h->ncl++] = c;
+        }
+        c->seen = true;
+        hcfg_free(&c->cfg);
+        c->cfg = t->cfg;   /* moved: checks in flight keep their own header list */
+        memset(&t->cfg, 0, sizeof(t->cfg));
+        for (uint32_t k = 0; k < c->neps; k++)
+            c->eps[k]->seen = false;
+        hep_t **neps = t->n ? realloc(c->eps, (c->neps + t->n) * sizeof(*neps)) : c->eps;
+        if (!neps)
+            continue;
+        c->eps = neps;
+        for (uint32_t k = 0; k < t->n; k++) {
+            hep_t *e = hep_find(c, &t->addrs[k], t->lens[k]);
+            if (e) {
+                e->seen = true;
+                continue;
+            }
+            if (!(e = calloc(1, sizeof(*e))))
+                continue;
+            e->owner = c;
+            memcpy(&e->addr, &t->addrs[k], t->lens[k]);
+            e->addrlen = t->lens[k];
+            addr_text(&e->addr, e->text, sizeof(e->text));
+            e->due = now;
+            e->seen = true;
+            c->eps[c->neps++] = e;
+        }
+        /* drop the endpoints no longer listed (the new ones are all seen) */
+        uint32_t o = 0;
+        for (uint32_t k = 0; k < c->neps; k++) {
+            if (c->eps[k]->seen) {
+                c->eps[o++] = c->eps[k];
+            } else {
+                check_abort(h, c->eps[k]);
+                free(c->eps[k]);
+            }
+        }
+        c->neps = o;
+    }
+    uint32_t o = 0;
+    for (uint32_t i = 0; i < h->ncl; i++) {
+        if (h->cl[i]->seen)
+            h->cl[o++] = h->cl[i];
+        else
+            hcl_free(h, h->cl[i]);
+    }
+    h->ncl = o;
+}
+
+int rv_health_set_targets(rv_health_t *h, const rv_cluster_t *clusters, uint32_t n)
+{
+    wants_t *w = calloc(1, sizeof(*w));
+    uint32_t nhc = 0;
+    for (uint32_t i = 0; i < n; i++)
+        nhc += clusters[i].hc != NULL;
+    if (!w || (nhc && !(w->v = calloc(nhc, sizeof(*w->v)))))
+        goto oom;
+    for (uint32_t i = 0; i < n; i++) {
+        const rv_cluster_t *c = &clusters[i];
+        if (!c->hc)
+            continue;
+        want_t *t = &w->v[w->n++];
+        t->name = strndup(c->name.ptr, c->name.len);
+        if (!t->name || hcfg_copy(&t->cfg, c->hc) != 0)
+            goto oom;
+        if (c->neps && (!(t->addrs = calloc(c->neps, sizeof(*t->addrs))) || !(t->lens = calloc(c->neps, sizeof(*t->lens)))))
+            goto oom;
+        for (uint32_t k = 0; k < c->neps; k++) {
+            memcpy(&t->addrs[k], &c->eps[k].addr, c->eps[k].addrlen);
+            t->lens[k] = c->eps[k].addrlen;
+        }
+        t->n = c->neps;
+    }
+    pthread_mutex_lock(&h->w.mu);
+    wants_t *old = h->pending;
+    h->pending = w;
+    pthread_mutex_unlock(&h->w.mu);
+    wants_free(old);
+    curl_multi_wakeup(h->multi);
+    return 0;
+oom:
+    wants_free(w);
+    return RV_ENOMEM;
+}
+
+/* ---- checks ------------------------------------------------------------------------ */
+
+static size_t discard(char *p, size_t sz, size_t nm, void *ud)
+{
+    (void)p;
+    (void)ud;
+    return sz * nm;
+}
+
+/* Start e's check (mutex held). On failure the check counts as a network failure later. */
+static void check_start(rv_health_t *h, hcl_t *c, hep_t *e)
+{
+    char url[INET6_ADDRSTRLEN + 16 + 2048];
+    const rv_hc_cfg_t *cfg = &c->cfg.c;
+    CURL *x = curl_easy_init();
+    if (!x)
+        return;
+    snprintf(url, sizeof(url), "http://%s%s", e->text, cfg->http ? c->cfg.path : "/");
+    curl_easy_setopt(x, CURLOPT_URL, url);
+    curl_easy_setopt(x, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(x, CURLOPT_NOPROXY, "*");         /* straight to the endpoint */
+    curl_easy_setopt(x, CURLOPT_FORBID_REUSE, 1L);     /* a new connection per check */
+    curl_easy_setopt(x, CURLOPT_TIMEOUT_MS, (long)cfg->timeout_ms);
+    curl_easy_setopt(x, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->timeout_ms);
+    curl_easy_setopt(x, CURLOPT_PRIVATE, e);
+    curl_easy_setopt(x, CURLOPT_ERRORBUFFER, e->errbuf);
+    e->errbuf[0] = '\0';
+    if (cfg->http) {
+        char host[600];
+        snprintf(host, sizeof(host), "Host: %s", c->cfg.host);
+        struct curl_slist *l = curl_slist_append(NULL, host);
+        struct curl_slist *l2 = l ? curl_slist_append(l, "User-Agent: Envoy/HC") : NULL;
+        if (!l2) {
+            curl_slist_free_all(l);
+            curl_easy_cleanup(x);
+            return;
+        }
+        e->hdrs = l2;
+        curl_easy_setopt(x, CURLOPT_HTTPHEADER, e->hdrs);
+        curl_easy_setopt(x, CURLOPT_PATH_AS_IS, 1L);
+        curl_easy_setopt(x, CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(x, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    } else {
+        curl_easy_setopt(x, CURLOPT_CONNECT_ONLY, 1L);
+    }
+    if (curl_multi_add_handle(h->multi, x) != CURLM_OK) {
+        curl_slist_free_all(e->hdrs);
+        e->hdrs = NULL;
+        curl_easy_cleanup(x);
+        return;
+    }
+    e->easy = x;
+}
+
+/* A finished check (mutex held): apply it, log a flip, schedule the next. True on a flip. */
+static bool check_done(rv_health_t *h, CURL *x, CURLcode res)
+{
+    hep_t *e = NULL;
+    curl_easy_getinfo(x, CURLINFO_PRIVATE, (char **)&e);
+    hcl_t *c = e ? e->owner : NULL;
+    if (!c)
+        return false;   /* cannot happen: every check is started with its endpoint */
+    const rv_hc_cfg_t *cfg = &c->cfg.c;
+    long status = 0;
+    int r;
+    char why[300];
+    if (res == CURLE_OK && cfg->http) {
+        curl_easy_getinfo(x, CURLINFO_RESPONSE_CODE, &status);
+        r = rv_hc_status_ok(cfg, status) ? RV_HC_OK : RV_HC_BAD_STATUS;
+        snprintf(why, sizeof(why), "HTTP status %ld", status);
+    } else if (res == CURLE_OK) {
+        r = RV_HC_OK;
+        snprintf(why, sizeof(why), "connected");
+    } else if (res == CURLE_OPERATION_TIMEDOUT) {
+        r = RV_HC_TIMEOUT;
+        snprintf(why, sizeof(why), "no answer within %lld ms", (long long)cfg->timeout_ms);
+    } else {
+        r = RV_HC_NETWORK;
+        rv_httpc_why(why, sizeof(why), res, e->errbuf);
+    }
+    curl_multi_remove_handle(h->multi, x);
+    curl_easy_cleanup(x);
+    e->easy = NULL;
+    curl_slist_free_all(e->hdrs);
+    e->hdrs = NULL;
+    if (r != RV_HC_OK)
+        c->failures++;
+    bool first = !e->st.checked;
+    bool flip = rv_hc_apply(&e->st, cfg, r);
+    if (flip && e->st.healthy)
+        rv_log_info("health check: upstream %s endpoint %s is healthy (%s%s)", c->name, e->text, why,
+                    first ? ", first check" : "");
+    else if (flip)
+        rv_log_warn("health check: upstream %s endpoint %s is unhealthy (%s)", c->name, e->text, why);
+    else if (first && r != RV_HC_OK)
+        rv_log_warn("health check: upstream %s endpoint %s fails its first check (%s); no traffic until one passes",
+                    c->name, e->text, why);
+    int64_t next = cfg->interval_ms;
+    if (cfg->jitter_ms > 0) {
+        h->rnd ^= h->rnd << 13;
+        h->rnd ^= h->rnd >> 7;
+        h->rnd ^= h->rnd << 17;
+        next += (int64_t)(h->rnd % (uint64_t)(cfg->jitter_ms + 1));
+    }
+    e->due = now_ms() + next;
+    return flip;
+}
+
+static void *health_main(void *arg)
+{
+    rv_health_t *h = arg;
+    while (!rv_watcher_stopping(&h->w)) {
+        pthread_mutex_lock(&h->w.mu);
+        wants_t *w = h->pending;
+        h->pending = NULL;
+        if (w)
+            merge(h, w);
+        int64_t now = now_ms(), next = now + 1000;
+        for (uint32_t i = 0; i < h->ncl; i++)
+            for (uint32_t k = 0; k < h->cl[i]->neps; k++) {
+                hep_t *e = h->cl[i]->eps[k];
+                if (e->easy)
+                    continue;
+                if (e->due <= now) {
+                    check_start(h, h->cl[i], e);
+                    if (!e->easy)
+                        e->due = now + h->cl[i]->cfg.c.interval_ms;   /* OOM: try again later */
+                }
+                if (!e->easy && e->due < next)
+                    next = e->due;
+            }
+        pthread_mutex_unlock(&h->w.mu);
+        wants_free(w);
+        int running = 0;
+        curl_multi_perform(h->multi, &running);
+        bool changed = false;
+        CURLMsg *m;
+        int left;
+        pthread_mutex_lock(&h->w.mu);
+        while ((m = curl_multi_info_read(h->multi, &left)))
+            if (m->msg == CURLMSG_DONE)
+                changed |= check_done(h, m->easy_handle, m->data.result);
+        pthread_mutex_unlock(&h->w.mu);
+        if (changed)
+            rv_watcher_wake(&h->w);
+        int64_t wait = next - now_ms();
+        if (wait < 0)
+            wait = 0;
+        if (wait > 1000)
+            wait = 1000;
+        curl_multi_poll(h->multi, NULL, 0, (int)wait, NULL);
+    }
+    return NULL;
+}
+
+static void wake_multi(void *arg)
+{
+    curl_multi_wakeup(((rv_health_t *)arg)->multi);
+}
+
+rv_health_t *rv_health_start(void)
+{
+    rv_httpc_global_init();
+    rv_health_t *h = calloc(1, sizeof(*h));
+    if (!h)
+        return NULL;
+    rv_watcher_init(&h->w, free);
+    h->rnd = rv_watcher_seed(h);
+    h->w.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    h->multi = curl_multi_init();
+    if (h->w.efd < 0 || !h->multi || rv_watcher_run(&h->w, health_main, h) != 0) {
+        if (h->multi)
+            curl_multi_cleanup(h->multi);
+        rv_watcher_destroy(&h->w);
+        free(h);
+        return NULL;
+    }
+    pthread_mutex_lock(&g_mu);
+    g_running = h;
+    pthread_mutex_unlock(&g_mu);
+    return h;
+}
+
+int rv_health_fd(const rv_health_t *h)
+{
+    return h->w.efd;
+}
+
+void rv_health_clear(rv_health_t *h)
+{
+    uint64_t v;
+    ssize_t r = read(h->w.efd, &v, sizeof(v));
+    (void)r;
+}
+
+void rv_health_stop(rv_health_t *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&g_mu);
+    if (g_running == h)
+        g_running = NULL;
+    pthread_mutex_unlock(&g_mu);
+    rv_watcher_stop(&h->w, wake_multi, h);
+    for (uint32_t i = 0; i < h->ncl; i++)
+        hcl_free(h, h->cl[i]);
+    free(h->cl);
+    wants_free(h->pending);
+    curl_multi_cleanup(h->multi);
+    rv_watcher_destroy(&h->w);
+    free(h);
+}
+
+/* ---- the control thread's filter --------------------------------------------------- */
+
+bool rv_snapshot_has_health_checks(const rv_snapshot_t *snap)
+{
+    for (uint32_t i = 0; snap && i < snap->nclusters; i++)
+        if (snap->clusters[i].hc)
+            return true;
+    return false;
+}
+
+/* Healthy endpoints of cluster c by the table (mutex held); unknown ones are unhealthy. */
+static uint32_t count_healthy(const hcl_t *t, const rv_cluster_t *c, bool *keep)
+{
+    uint32_t n = 0;
+    for (uint32_t k = 0; k < c->neps; k++) {
+        const hep_t *e = t ? hep_find(t, &c->eps[k].addr, c->eps[k].addrlen) : NULL;
+        bool ok = e && e->st.healthy;
+        if (keep)
+            keep[k] = ok;
+        n += ok;
+    }
+    return n;
+}
+
+int rv_health_filter(rv_health_t *h, rv_snapshot_t *snap, rv_endpoint_set_t *raw, uint64_t version,
+                     rv_endpoint_set_t **out)
+{
+    *out = NULL;
+    if (!h)
+        return 0;
+    const rv_cluster_t *src = raw ? raw->clusters : snap->clusters;
+    uint32_t n = raw ? raw->nclusters : snap->nclusters;
+    rv_endpoint_set_t *es = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&h->w.mu);
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        const rv_cluster_t *c = &src[i];
+        if (!c->hc || !c->neps)
+            continue;
+        hcl_t *t = hcl_find(h, c->name.ptr, c->name.len);
+        uint32_t healthy = count_healthy(t, c, NULL);
+        bool panic = rv_hc_panic(healthy, c->neps);
+        if (t && panic != t->panic) {
+            t->panic = panic;
+            if (panic)
+                rv_log_warn("health check: upstream %s has %u of %u endpoints healthy (below 50 %%): panic mode, "
+                            "every endpoint gets traffic", t->name, healthy, c->neps);
+            else
+                rv_log_info("health check: upstream %s leaves panic mode (%u of %u endpoints healthy)", t->name,
+                            healthy, c->neps);
+        }
+        if (panic || healthy == c->neps)
+            continue;
+        if (!es) {
+            /* the first cluster to filter: copy the cluster table into a new set */
+            if (!(es = calloc(1, sizeof(*es)))) {
+                rc = RV_ENOMEM;
+                break;
+            }
+            rv_arena_init(&es->arena, 4096);
+            atomic_init(&es->refs, 1);
+            rv_snapshot_ref(snap);
+            es->snap = snap;
+            es->version = version;
+            es->nclusters = n;
+            if (raw && !raw->initial) {
+                rv_endpoint_set_ref(raw);
+                es->base = raw;     /* its endpoint arrays are shared below */
+            }
+            es->clusters = rv_arena_alloc(&es->arena, n * sizeof(rv_cluster_t));
+            if (!es->clusters) {
+                rc = RV_ENOMEM;
+                break;
+            }
+            memcpy(es->clusters, src, n * sizeof(rv_cluster_t));
+        }
+        rv_cluster_t *d = &es->clusters[i];
+        rv_endpoint_t *eps = rv_arena_alloc(&es->arena, healthy * sizeof(rv_endpoint_t) + c->neps * sizeof(bool));
+        if (!eps) {
+            rc = RV_ENOMEM;
+            break;
+        }
+        bool *keep = (bool *)(eps + healthy);
+        count_healthy(t, c, keep);
+        uint32_t o = 0, w = 0;
+        for (uint32_t k = 0; k < c->neps; k++)
+            if (keep[k]) {
+                eps[o++] = c->eps[k];
+                w += c->eps[k].weight;
+            }
+        d->eps = eps;
+        d->neps = o;
+        d->total_weight = w;
+    }
+    pthread_mutex_unlock(&h->w.mu);
+    if (rc != 0) {
+        rv_endpoint_set_release(es);
+        return rc;
+    }
+    if (es)
+        for (uint32_t i = 0; i < es->nclusters; i++)
+            es->nendpoints += es->clusters[i].neps;
+    *out = es;
+    return 0;
+}
+
+/* ---- metrics ----------------------------------------------------------------------- */
+
+static void put_label(FILE *f, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f);
+        if (*s == '\n')
+            fputs("\\n", f);
+        else
+            fputc(*s, f);
+    }
+}
+
+void rv_health_prometheus(FILE *f)
+{
+    pthread_mutex_lock(&g_mu);
+    rv_health_t *h = g_running;
+    if (!h) {
+        pthread_mutex_unlock(&g_mu);
+        return;
+    }
+    pthread_mutex_lock(&h->w.mu);
+    fputs("# HELP rivet_upstream_healthy_endpoints Endpoints of a health-checked upstream whose active check "
+          "passes.\n# TYPE rivet_upstream_healthy_endpoints gauge\n", f);
+    for (uint32_t i = 0; i < h->ncl; i++) {
+        uint32_t n = 0;
+        for (uint32_t k = 0; k < h->cl[i]->neps; k++)
+            n += h->cl[i]->eps[k]->st.healthy;
+        fputs("rivet_upstream_healthy_endpoints{upstream=\"", f);
+        put_label(f, h->cl[i]->name);
+        fprintf(f, "\"} %u\n", n);
+    }
+    fputs("# HELP rivet_upstream_health_check_failures_total Active health checks that failed (status, timeout "
+          "or connection).\n# TYPE rivet_upstream_health_check_failures_total counter\n", f);
+    for (uint32_t i = 0; i < h->ncl; i++) {
+        fputs("rivet_upstream_health_check_failures_total{upstream=\"", f);
+        put_label(f, h->cl[i]->name);
+        fprintf(f, "\"} %llu\n", (unsigned long long)h->cl[i]->failures);
+    }
+    pthread_mutex_unlock(&h->w.mu);
+    pthread_mutex_unlock(&g_mu);
+}

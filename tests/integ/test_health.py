@@ -1,0 +1,247 @@
+"""Active health checks (Upstream healthChecks[]): endpoints leave the traffic when their check
+fails and come back when it passes, panic mode, tcpHealthCheck, refused fields, reloads.
+
+Backends answer their check path from a per-backend switch (backend.state["hc"]): a status,
+"hang" (no answer until the switch changes: a timeout for the checker) or None (200).
+A consul Upstream with healthChecks composes both filters (Consul's passing checks, then the
+active check) against the Consul double. Every wait is a wait_for with a generous bound;
+nothing is timed."""
+import os
+import sys
+import threading
+
+from harness import NS, free_port, log_lines_with, metric_sum, route, wait_for
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from doubles.consul import ConsulDouble  # noqa: E402
+
+HC_PATH = "/healthz"
+
+
+def hc_backend(backend, name):
+    """A Backend whose HC_PATH answers backend.state["hc"]; anything else is echoed."""
+    b = backend(name=name)
+    b.state["hc"] = None
+    b.state["wake"] = threading.Event()
+
+    def handler(req, conn):
+        if req.path != HC_PATH:
+            return False
+        mode = b.state["hc"]
+        if mode == "hang":
+            b.state["wake"].wait(5.0)   # longer than the check's timeout; ends with the test
+            conn.keep_open = False
+            conn.close()
+            return True
+        conn.respond(status=mode or 200, body=b"hc")
+        return True
+
+    b.set_handler(handler)
+    return b
+
+
+def set_hc(b, mode):
+    b.state["hc"] = mode
+    if mode != "hang":
+        ev = b.state["wake"]
+        b.state["wake"] = threading.Event()
+        ev.set()
+
+
+def checks(b):
+    return [r for r in b.requests if r.path == HC_PATH]
+
+
+def http_hc(interval="0.2s", timeout="0.3s", unhealthy=2, healthy=2, **http):
+    h = {"path": HC_PATH}
+    h.update(http)
+    return {"timeout": timeout, "interval": interval, "unhealthyThreshold": unhealthy,
+            "healthyThreshold": healthy, "httpHealthCheck": h}
+
+
+def served(rv, upstream="up", ns=NS):
+    """Endpoint addresses of the upstream's cluster in /config_dump (what workers serve)."""
+    for c in rv.config_dump()["clusters"]:
+        if c["name"] == "%s.%s" % (ns, upstream):
+            return sorted(e["address"] for e in c["endpoints"])
+    raise AssertionError("cluster %s.%s not in /config_dump" % (ns, upstream))
+
+
+def addr(b):
+    return "%s:%d" % (b.host, b.port)
+
+
+def hc_config(cfg, hosts, hc, name="up"):
+    port = cfg.gateway()
+    cfg.upstream(name, hosts, healthChecks=[hc])
+    cfg.vs("vs", [route(prefix="/", upstream=name)])
+    return port
+
+
+def hit_only(rv, want, n=8):
+    """n requests in a row are all answered by backend name want."""
+    for _ in range(n):
+        r = rv.get("/x")
+        if r.status != 200 or r.header("x-backend") != want:
+            return False
+    return True
+
+
+def healthy_gauge(rv, upstream="up"):
+    return metric_sum(rv.metrics(), "rivet_upstream_healthy_endpoints", upstream="%s.%s" % (NS, upstream))
+
+
+def test_http_check_takes_an_endpoint_out_and_back(cfg, backend, rivet):
+    a, b = hc_backend(backend, "a"), hc_backend(backend, "b")
+    hc_config(cfg, [a, b], http_hc())
+    rv = rivet(cfg)
+    wait_for(lambda: healthy_gauge(rv) == 2, 10, msg="both endpoints healthy")
+    assert served(rv) == sorted([addr(a), addr(b)])
+    # the check's request: GET path, Host = Gloo's cluster name, Envoy's user agent
+    req = checks(b)[0]
+    assert req.method == "GET" and req.target == HC_PATH
+    assert req.header("host") == "up_%s" % NS
+    assert req.header("user-agent") == "Envoy/HC"
+
+    set_hc(b, 503)   # an unexpected status: out at once (Envoy), no threshold
+    wait_for(lambda: served(rv) == [addr(a)], 10, msg="b left out after its 503")
+    wait_for(lambda: hit_only(rv, "a"), 10, msg="traffic only to a")
+    assert log_lines_with(rv.stderr(), "upstream %s.up endpoint %s is unhealthy" % (NS, addr(b)), "HTTP status 503")
+    assert healthy_gauge(rv) == 1
+    assert metric_sum(rv.metrics(), "rivet_upstream_health_check_failures_total", upstream="%s.up" % NS) >= 1
+
+    n_before = len(checks(b))
+    set_hc(b, None)
+    wait_for(lambda: served(rv) == sorted([addr(a), addr(b)]), 10, msg="b back after healthyThreshold passes")
+    # healthyThreshold 2: at least two passing checks after the 503s
+    assert len(checks(b)) - n_before >= 2
+    wait_for(lambda: any(rv.get("/x").header("x-backend") == "b" for _ in range(4)), 10, msg="traffic to b again")
+    assert log_lines_with(rv.stderr(), "endpoint %s is healthy" % addr(b))
+
+
+def test_timeouts_count_towards_unhealthy_threshold(cfg, backend, rivet):
+    a, b = hc_backend(backend, "a"), hc_backend(backend, "b")
+    hc_config(cfg, [a, b], http_hc(timeout="0.2s", unhealthy=3))
+    rv = rivet(cfg)
+    wait_for(lambda: healthy_gauge(rv) == 2, 10, msg="both endpoints healthy")
+    n_before = len(b.started)
+    set_hc(b, "hang")
+    wait_for(lambda: served(rv) == [addr(a)], 15, msg="b left out after 3 timeouts")
+    hung = [r for r in b.started[n_before:] if r.path == HC_PATH]
+    assert len(hung) >= 3, "left out after %d timed-out checks (unhealthyThreshold 3)" % len(hung)
+    assert log_lines_with(rv.stderr(), "endpoint %s is unhealthy" % addr(b), "no answer within 200 ms")
+    set_hc(b, None)
+    wait_for(lambda: served(rv) == sorted([addr(a), addr(b)]), 10, msg="b back")
+
+
+def test_panic_mode_when_every_endpoint_fails(cfg, backend, rivet):
+    a, b = hc_backend(backend, "a"), hc_backend(backend, "b")
+    hc_config(cfg, [a, b], http_hc())
+    rv = rivet(cfg)
+    wait_for(lambda: healthy_gauge(rv) == 2, 10, msg="both endpoints healthy")
+    set_hc(a, 500)
+    wait_for(lambda: served(rv) == [addr(b)], 10, msg="a left out")
+    set_hc(b, 500)
+    # none healthy (below 50 %): Envoy's panic mode, every endpoint gets traffic
+    wait_for(lambda: healthy_gauge(rv) == 0, 10, msg="no endpoint healthy")
+    wait_for(lambda: served(rv) == sorted([addr(a), addr(b)]), 10, msg="panic: both served")
+    seen = set()
+    wait_for(lambda: seen.update([rv.get("/x").header("x-backend")]) or seen == {"a", "b"}, 10,
+             msg="traffic to both in panic mode")
+    assert log_lines_with(rv.stderr(), "upstream %s.up" % NS, "panic mode")
+    set_hc(a, None)
+    wait_for(lambda: served(rv) == [addr(a)], 10, msg="out of panic: only a")
+    assert log_lines_with(rv.stderr(), "leaves panic mode")
+
+
+def test_tcp_check_leaves_a_closed_port_out(cfg, backend, closed_port, rivet):
+    a = hc_backend(backend, "a")
+    dead = closed_port()
+    hc_config(cfg, [a, dead], {"timeout": "0.5s", "interval": "0.2s", "unhealthyThreshold": 1,
+                           "healthyThreshold": 1, "tcpHealthCheck": {}})
+    rv = rivet(cfg)
+    wait_for(lambda: served(rv) == [addr(a)], 10, msg="the closed port left out")
+    wait_for(lambda: hit_only(rv, "a"), 10, msg="every request reaches a")
+    assert healthy_gauge(rv) == 1
+    assert not checks(a), "a tcpHealthCheck sends no request"
+    assert log_lines_with(rv.stderr(), "%s:%d fails its first check" % (dead.addr, dead.port))
+
+
+def test_reload_adds_endpoints(cfg, backend, rivet):
+    a, b = hc_backend(backend, "a"), hc_backend(backend, "b")
+    hc_config(cfg, [a], http_hc())
+    rv = rivet(cfg)
+    wait_for(lambda: healthy_gauge(rv) == 1, 10, msg="a healthy")
+    c, d = hc_backend(backend, "c"), hc_backend(backend, "d")
+    set_hc(c, 503)
+    cfg.upstream("up", [a, b, c, d], healthChecks=[http_hc()])
+    # new endpoints start unhealthy (Envoy); one passing check brings b and d in, c stays out
+    wait_for(lambda: served(rv) == sorted([addr(a), addr(b), addr(d)]), 10, msg="b and d added, c out")
+    assert checks(c), "the new endpoint c is checked"
+    wait_for(lambda: healthy_gauge(rv) == 3, 10, msg="three healthy")
+    seen = set()
+    for _ in range(30):
+        seen.add(rv.get("/x").header("x-backend"))
+    assert "c" not in seen and {"a", "b", "d"} <= seen, seen
+    # a removed endpoint is no longer checked
+    cfg.upstream("up", [a, b], healthChecks=[http_hc()])
+    wait_for(lambda: served(rv) == sorted([addr(a), addr(b)]), 10, msg="c and d removed")
+    wait_for(lambda: healthy_gauge(rv) == 2, 10, msg="gauge follows the removal")
+
+
+def test_refused_fields_are_named(cfg, backend, rivet):
+    a = hc_backend(backend, "a")
+    cfg.gateway()
+    cfg.vs("vs", [route(prefix="/", upstream="up")])
+    cfg.upstream("up", [a], healthChecks=[http_hc()])
+    rv = rivet(cfg)
+    rv.wait_status("Upstream", "up", "Accepted")
+    cases = [
+        ([http_hc(), http_hc()], "healthChecks[1]"),
+        ([dict(http_hc(), grpcHealthCheck={})], "healthChecks[0].grpcHealthCheck"),
+        ([{"timeout": "1s", "interval": "1s", "unhealthyThreshold": 1, "healthyThreshold": 1,
+           "grpcHealthCheck": {}}], "healthChecks[0].grpcHealthCheck is not supported yet"),
+        ([{"timeout": "1s", "interval": "1s", "unhealthyThreshold": 1, "healthyThreshold": 1,
+           "tcpHealthCheck": {"send": {"text": "0101"}}}], "healthChecks[0].tcpHealthCheck.send is not supported yet"),
+        ([dict(http_hc(), noTrafficInterval="60s")], "healthChecks[0].noTrafficInterval is not supported yet"),
+        ([http_hc(method="HEAD")], "healthChecks[0].httpHealthCheck.method is not supported yet"),
+        ([{"interval": "1s", "unhealthyThreshold": 1, "healthyThreshold": 1, "tcpHealthCheck": {}}],
+         "healthChecks[0].timeout: is required"),
+        ([http_hc(path="")], "healthChecks[0].httpHealthCheck.path: is required"),
+    ]
+    for hcs, want in cases:
+        cfg.upstream("up", [a], healthChecks=hcs)
+
+        def rejected(want=want):
+            s = rv.resource_status("Upstream", "up")
+            return s and s["state"] == "Rejected" and want in s.get("reason", "")
+        wait_for(rejected, 10, msg="Upstream rejected naming %s (status %r)" % (want, rv.resource_status("Upstream", "up")))
+    # the last accepted version keeps serving (and checking)
+    assert rv.get("/x").header("x-backend") == "a"
+
+
+def test_consul_upstream_composes_with_discovery(cfg, backend, rivet):
+    consul = ConsulDouble(port=free_port()).start()
+    try:
+        a, b, c, d = (hc_backend(backend, n) for n in "abcd")
+        for x in (a, b, c):
+            consul.register_service("web", service_id="web-" + x.name, address="127.0.0.1", port=x.port,
+                                    health="passing")
+        cfg.gateway()
+        cfg.write("upstreams", "up", {"consul": {"serviceName": "web"}, "healthChecks": [http_hc()]})
+        cfg.vs("vs", [route(prefix="/", upstream="up")])
+        rv = rivet(cfg, env={"CONSUL_HTTP_ADDR": consul.addr})
+        wait_for(lambda: served(rv) == sorted(map(addr, (a, b, c))), 15, msg="three instances served")
+        wait_for(lambda: healthy_gauge(rv) == 3, 10, msg="three instances healthy")
+        set_hc(b, 503)      # the active check takes b out
+        wait_for(lambda: served(rv) == sorted(map(addr, (a, c))), 10, msg="b out (active check)")
+        consul.set_check_status("service:web-c", "critical")   # Consul takes c out
+        wait_for(lambda: served(rv) == [addr(a)], 10, msg="c out (Consul), b still out (active check)")
+        assert checks(b), "the Consul instances are checked"
+        consul.register_service("web", service_id="web-d", address="127.0.0.1", port=d.port, health="passing")
+        wait_for(lambda: served(rv) == sorted(map(addr, (a, d))), 10, msg="a new instance in after its first check")
+        assert checks(d)
+        set_hc(b, None)
+        wait_for(lambda: served(rv) == sorted(map(addr, (a, b, d))), 10, msg="b back")
+    finally:
+        consul.stop()

@@ -1,0 +1,270 @@
+/*
+ * test_health.c - active health checks: healthChecks decoding and every refusal, the snapshot's
+ * copy of the check (defaults), the threshold logic (Envoy's rules), expected statuses, the
+ * panic threshold, and the control thread's filter (unknown endpoints count as unhealthy).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "config/config-internal.h"
+#include "config/config.h"
+#include "control/health.h"
+#include "core/err.h"
+#include "tdir.h"
+#include "test.h"
+
+static char err[CFG_ERRLEN];
+static rv_arena_t arena;
+
+static us_t *dec(const char *yaml)
+{
+    void *obj = NULL;
+    rv_arena_free(&arena);
+    rv_arena_init(&arena, 0);
+    if (cfg_decode_resource(&arena, RK_US, "upstreams/gloo-system/x.yaml", NULL, "gloo-system", "x", yaml, strlen(yaml),
+                            &obj, err, sizeof(err)) != 0)
+        return NULL;
+    err[0] = '\0';
+    return obj;
+}
+
+#define US(hc) "metadata: {name: x}\nstatic: {hosts: [{addr: 10.0.0.1, port: 80}]}\nhealthChecks:\n" hc
+#define HC_BASE "  - {timeout: 1s, interval: 0.2s, unhealthyThreshold: 3, healthyThreshold: 2, "
+
+#define REJ(yaml, want, ...)                                                        \
+    do {                                                                            \
+        void *o_ = dec(yaml);                                                       \
+        CHECK(!o_ && strstr(err, want) != NULL, __VA_ARGS__);                       \
+        if (o_ || !strstr(err, want))                                               \
+            printf("#   error was: '%s'\n#   wanted: '%s'\n", o_ ? "(accepted)" : err, want); \
+    } while (0)
+
+static void test_decode(void)
+{
+    us_t *u = dec(US(HC_BASE "intervalJitter: 50ms, httpHealthCheck: {path: /healthz, host: h.example:8080, "
+                             "expectedStatuses: [{start: 200, end: 300}, {start: 404, end: 405}]}}\n"));
+    CHECK(u && u->hcs.n == 1, "decode: one http health check (%s)", err);
+    if (u && u->hcs.n == 1) {
+        const hc_t *h = u->hcs.v;
+        CHECK(h->timeout_ms == 1000 && h->interval_ms == 200 && h->jitter_ms == 50, "decode: durations");
+        CHECK(h->unhealthy == 3 && h->healthy == 2, "decode: thresholds");
+        CHECK(h->http.h.set && !strcmp(h->http.path, "/healthz") && !strcmp(h->http.host, "h.example:8080"),
+              "decode: path and host");
+        const hcrange_t *r = h->http.statuses.v;
+        CHECK(h->http.statuses.n == 2 && r[0].start == 200 && r[0].end == 300 && r[1].start == 404,
+              "decode: expectedStatuses");
+    }
+    u = dec(US(HC_BASE "tcp_health_check: {}, reuseConnection: false}\n"));
+    CHECK(u && u->hcs.n == 1 && ((const hc_t *)u->hcs.v)->tcp.set, "decode: tcpHealthCheck, snake_case too (%s)", err);
+    u = dec(US(HC_BASE "httpHealthCheck: {path: /h, host: ''}}\n"));
+    CHECK(u && !((const hc_t *)u->hcs.v)->http.host, "decode: an empty host is the default");
+
+    REJ(US(HC_BASE "tcpHealthCheck: {}}\n" HC_BASE "tcpHealthCheck: {}}\n"), "healthChecks[1]: only one health check",
+        "two health checks refused, naming the second");
+    REJ(US("  - {interval: 1s, unhealthyThreshold: 1, healthyThreshold: 1, tcpHealthCheck: {}}\n"),
+        "healthChecks[0].timeout: is required", "timeout required");
+    REJ(US("  - {timeout: 1s, unhealthyThreshold: 1, healthyThreshold: 1, tcpHealthCheck: {}}\n"),
+        "healthChecks[0].interval: is required", "interval required");
+    REJ(US("  - {timeout: 1s, interval: 0s, unhealthyThreshold: 1, healthyThreshold: 1, tcpHealthCheck: {}}\n"),
+        "healthChecks[0].interval: is required and must be greater than 0", "interval 0 refused");
+    REJ(US("  - {timeout: 1s, interval: 1s, healthyThreshold: 1, tcpHealthCheck: {}}\n"),
+        "healthChecks[0].unhealthyThreshold: is required", "unhealthyThreshold required");
+    REJ(US("  - {timeout: 1s, interval: 1s, unhealthyThreshold: 1, healthyThreshold: 0, tcpHealthCheck: {}}\n"),
+        "healthChecks[0].healthyThreshold: is required and must be at least 1", "healthyThreshold 0 refused");
+    REJ(US("  - {timeout: 1s, interval: 1s, unhealthyThreshold: 1, healthyThreshold: 1}\n"),
+        "a health checker is required", "no checker refused");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h}, tcpHealthCheck: {}}\n"), "healthChecks[0]", "two checkers refused");
+    REJ(US(HC_BASE "grpcHealthCheck: {}}\n"), "healthChecks[0].grpcHealthCheck is not supported yet", "grpc refused");
+    REJ(US(HC_BASE "customHealthCheck: {name: x}}\n"), "healthChecks[0].customHealthCheck is not supported yet",
+        "custom refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {send: {text: '01'}}}\n"), "healthChecks[0].tcpHealthCheck.send is not supported yet",
+        "tcp send refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {receive: [{text: '01'}]}}\n"),
+        "healthChecks[0].tcpHealthCheck.receive is not supported yet", "tcp receive refused");
+    REJ(US(HC_BASE "httpHealthCheck: {host: h}}\n"), "healthChecks[0].httpHealthCheck.path: is required",
+        "http path required");
+    REJ(US(HC_BASE "httpHealthCheck: {path: healthz}}\n"), "path: must begin with '/'", "relative path refused");
+    REJ(US(HC_BASE "httpHealthCheck: {path: \"/a b\"}}\n"), "byte 0x20 is not allowed", "space in path refused");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h, host: \"a/b\"}}\n"), "httpHealthCheck.host: 'a/b' is not a host name",
+        "bad host refused");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h, method: HEAD}}\n"),
+        "healthChecks[0].httpHealthCheck.method is not supported yet", "method refused");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h, requestHeadersToAdd: []}}\n"),
+        "httpHealthCheck.requestHeadersToAdd is not supported yet", "request headers refused");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h, useHttp2: true}}\n"), "httpHealthCheck.useHttp2: true is not supported",
+        "useHttp2 true refused");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h, someFutureField: 1}}\n"),
+        "httpHealthCheck.someFutureField is not supported yet", "unknown http field named");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h, expectedStatuses: [{start: 200}]}}\n"),
+        "expectedStatuses[0].end: is required", "range end required");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h, expectedStatuses: [{start: 99, end: 200}]}}\n"),
+        "start: 99 is outside [100, 600)", "range start below 100 refused");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h, expectedStatuses: [{start: 300, end: 300}]}}\n"),
+        "end: 300 must be above start 300", "empty range refused");
+    REJ(US(HC_BASE "httpHealthCheck: {path: /h, expectedStatuses: [{start: 200, end: 601}]}}\n"), "end",
+        "range end above 600 refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}, noTrafficInterval: 60s}\n"), "healthChecks[0].noTrafficInterval is not supported yet",
+        "noTrafficInterval refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}, unhealthyInterval: 1s}\n"), "unhealthyInterval is not supported yet",
+        "unhealthyInterval refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}, altPort: 81}\n"), "healthChecks[0].altPort is not supported yet", "altPort refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}, reuseConnection: true}\n"), "reuseConnection: true is not supported yet",
+        "reuseConnection true refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}, tlsOptions: {}}\n"), "healthChecks[0].tlsOptions is not supported yet",
+        "tlsOptions refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}, eventLogPath: /tmp/x}\n"), "healthChecks[0].eventLogPath is not supported yet",
+        "eventLogPath refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}, intervalJitter: -1s}\n"), "intervalJitter", "negative jitter refused");
+    /* TLS upstreams: http checks refused, tcp accepted */
+    REJ("metadata: {name: x}\nstatic: {hosts: [{addr: 10.0.0.1, port: 443}]}\nhealthChecks:\n" HC_BASE
+        "httpHealthCheck: {path: /h}}\n",
+        "healthChecks[0].httpHealthCheck: is not supported on an Upstream with TLS", "http check on TLS refused");
+    u = dec("metadata: {name: x}\nstatic: {hosts: [{addr: 10.0.0.1, port: 443}]}\nhealthChecks:\n" HC_BASE
+            "tcpHealthCheck: {}}\n");
+    CHECK(u != NULL, "tcp check on a TLS upstream accepted (%s)", err);
+    u = dec("metadata: {name: x}\nconsul: {serviceName: s}\nhealthChecks:\n" HC_BASE "httpHealthCheck: {path: /h}}\n");
+    CHECK(u != NULL && u->hcs.n == 1, "http check on a consul upstream accepted (%s)", err);
+}
+
+/* The snapshot's copy: host defaults to Gloo's cluster name, statuses copied. */
+static void test_snapshot(void)
+{
+    const char *dir = tdir_new("health");
+    tdir_put("upstreams/gloo-system/x.yaml", US(HC_BASE "httpHealthCheck: {path: /healthz, expectedStatuses: "
+                                                         "[{start: 200, end: 204}]}}\n"));
+    tdir_put("upstreams/gloo-system/plain.yaml", "metadata: {name: plain}\nstatic: {hosts: [{addr: 10.0.0.2, port: 80}]}\n");
+    tdir_put("upstreams/gloo-system/tcp.yaml", "metadata: {name: tcp}\nstatic: {hosts: [{addr: 10.0.0.3, port: 80}]}\n"
+                                               "healthChecks:\n" HC_BASE "tcpHealthCheck: {}}\n");
+    rv_settings_t s;
+    char e[512];
+    rv_snapshot_t *snap = NULL;
+    rv_store_t *st = NULL;
+    if (rv_settings_load(dir, NULL, &s, e, sizeof(e)) != 0) {
+        CHECK(0, "settings: %s", e);
+        return;
+    }
+    st = rv_store_new();
+    CHECK(rv_store_scan_dir(st, &s) >= 0 && rv_snapshot_build(st, &s, &snap) == 0, "snapshot builds");
+    const rv_cluster_t *up = NULL, *plain = NULL, *tcp = NULL;
+    for (uint32_t i = 0; snap && i < snap->nclusters; i++) {
+        const rv_cluster_t *c = &snap->clusters[i];
+        if (rv_str_eq(c->name, RV_STR("gloo-system.x")))
+            up = c;
+        else if (rv_str_eq(c->name, RV_STR("gloo-system.plain")))
+            plain = c;
+        else if (rv_str_eq(c->name, RV_STR("gloo-system.tcp")))
+            tcp = c;
+    }
+    CHECK(up && up->hc && up->hc->http, "snapshot: the checked cluster has its check");
+    if (up && up->hc) {
+        CHECK_STRN(up->hc->host.ptr, up->hc->host.len, "x_gloo-system", "snapshot: Host defaults to <name>_<namespace>");
+        CHECK_STRN(up->hc->path.ptr, up->hc->path.len, "/healthz", "snapshot: path");
+        CHECK(up->hc->nstatuses == 1 && up->hc->statuses[0].start == 200 && up->hc->statuses[0].end == 204,
+              "snapshot: statuses");
+        CHECK(up->hc->interval_ms == 200 && up->hc->timeout_ms == 1000 && up->hc->unhealthy_threshold == 3 &&
+                  up->hc->healthy_threshold == 2, "snapshot: timing and thresholds");
+    }
+    CHECK(plain && !plain->hc, "snapshot: an Upstream without healthChecks has no check");
+    CHECK(tcp && tcp->hc && !tcp->hc->http, "snapshot: tcp check");
+    CHECK(snap && rv_snapshot_has_health_checks(snap), "snapshot: has health checks");
+    CHECK(snap && strstr(snap->config_json, "\"healthCheck\"") && strstr(snap->config_json, "\"x_gloo-system\""),
+          "config dump shows the check");
+    rv_snapshot_release(snap);
+    rv_store_free(st);
+    rv_settings_free(&s);
+    tdir_remove();
+}
+
+static void test_thresholds(void)
+{
+    rv_hc_cfg_t cfg = { .unhealthy_threshold = 3, .healthy_threshold = 2 };
+    rv_hc_state_t st = { 0 };
+    CHECK(!st.healthy && !st.checked, "new endpoint: unhealthy, unchecked");
+    CHECK(rv_hc_apply(&st, &cfg, RV_HC_OK) && st.healthy, "first success: healthy at once (Envoy)");
+    CHECK(!rv_hc_apply(&st, &cfg, RV_HC_NETWORK) && st.healthy, "1 network failure of 3: still healthy");
+    CHECK(!rv_hc_apply(&st, &cfg, RV_HC_TIMEOUT) && st.healthy, "2 of 3 (a timeout counts): still healthy");
+    CHECK(!rv_hc_apply(&st, &cfg, RV_HC_OK) && st.healthy, "a success resets the failure count");
+    CHECK(!rv_hc_apply(&st, &cfg, RV_HC_NETWORK) && !rv_hc_apply(&st, &cfg, RV_HC_NETWORK) && st.healthy,
+          "2 more failures: still healthy");
+    CHECK(rv_hc_apply(&st, &cfg, RV_HC_TIMEOUT) && !st.healthy, "3rd consecutive failure: unhealthy");
+    CHECK(!rv_hc_apply(&st, &cfg, RV_HC_OK) && !st.healthy, "1 success of 2: still unhealthy");
+    CHECK(!rv_hc_apply(&st, &cfg, RV_HC_NETWORK) && !st.healthy, "a failure resets the success count");
+    CHECK(!rv_hc_apply(&st, &cfg, RV_HC_OK) && !st.healthy, "1 success of 2 again");
+    CHECK(rv_hc_apply(&st, &cfg, RV_HC_OK) && st.healthy, "2nd consecutive success: healthy");
+    CHECK(rv_hc_apply(&st, &cfg, RV_HC_BAD_STATUS) && !st.healthy, "an unexpected status: unhealthy at once");
+
+    rv_hc_state_t n = { 0 };
+    CHECK(!rv_hc_apply(&n, &cfg, RV_HC_BAD_STATUS) && !n.healthy && n.checked, "first check fails: stays unhealthy");
+    CHECK(!rv_hc_apply(&n, &cfg, RV_HC_OK) && !n.healthy, "after a failed first check, healthyThreshold applies");
+    CHECK(rv_hc_apply(&n, &cfg, RV_HC_OK) && n.healthy, "... and is met");
+
+    rv_hc_cfg_t one = { .unhealthy_threshold = 1, .healthy_threshold = 1 };
+    rv_hc_state_t o = { .healthy = true, .checked = true };
+    CHECK(rv_hc_apply(&o, &one, RV_HC_NETWORK) && !o.healthy, "threshold 1: one failure");
+    CHECK(rv_hc_apply(&o, &one, RV_HC_OK) && o.healthy, "threshold 1: one success");
+}
+
+static void test_statuses_and_panic(void)
+{
+    rv_hc_cfg_t d = { 0 };
+    CHECK(rv_hc_status_ok(&d, 200) && !rv_hc_status_ok(&d, 204) && !rv_hc_status_ok(&d, 503),
+          "default: 200 only");
+    rv_hc_range_t r[2] = { { 200, 300 }, { 404, 405 } };
+    rv_hc_cfg_t c = { .statuses = r, .nstatuses = 2 };
+    CHECK(rv_hc_status_ok(&c, 200) && rv_hc_status_ok(&c, 299) && !rv_hc_status_ok(&c, 300), "[200, 300) half open");
+    CHECK(rv_hc_status_ok(&c, 404) && !rv_hc_status_ok(&c, 405) && !rv_hc_status_ok(&c, 199), "[404, 405)");
+    CHECK(!rv_hc_panic(1, 2), "1 of 2 healthy (50 %%): no panic");
+    CHECK(rv_hc_panic(1, 3), "1 of 3 healthy (33 %%): panic");
+    CHECK(rv_hc_panic(0, 1) && rv_hc_panic(0, 2), "none healthy: panic");
+    CHECK(!rv_hc_panic(2, 3) && !rv_hc_panic(3, 3), "2 or 3 of 3: no panic");
+    CHECK(!rv_hc_panic(0, 0), "no endpoint: no panic");
+    CHECK(rv_hc_panic(49, 100) && !rv_hc_panic(50, 100), "49 %% panic, 50 %% not");
+}
+
+/* The filter with a checker that knows nothing yet: every endpoint counts as unhealthy, so a
+ * checked cluster is in panic and serves all of them (nothing is left out). */
+static void test_filter_unknown(void)
+{
+    rv_snapshot_t *snap = calloc(1, sizeof(*snap));
+    rv_arena_init(&snap->arena, 1024);
+    atomic_init(&snap->refs, 1);
+    rv_endpoint_t eps[2] = { { .weight = 1 }, { .weight = 1 } };
+    for (int i = 0; i < 2; i++) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&eps[i].addr;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)(8000 + i));
+        a->sin_addr.s_addr = htonl(0x7f000001);
+        eps[i].addrlen = sizeof(*a);
+    }
+    rv_hc_cfg_t hc = { .timeout_ms = 100, .interval_ms = 60000, .unhealthy_threshold = 1, .healthy_threshold = 1 };
+    rv_cluster_t cl = { .name = RV_STR("gloo-system.u"), .eps = eps, .neps = 2, .total_weight = 2, .hc = &hc };
+    snap->clusters = &cl;
+    snap->nclusters = 1;
+    rv_endpoint_set_t *out = (rv_endpoint_set_t *)1;
+    CHECK(rv_health_filter(NULL, snap, NULL, 2, &out) == 0 && out == NULL, "no checker: nothing filtered");
+    rv_health_t *h = rv_health_start();
+    CHECK(h != NULL, "checker starts");
+    if (h) {
+        out = (rv_endpoint_set_t *)1;
+        CHECK(rv_health_filter(h, snap, NULL, 2, &out) == 0 && out == NULL,
+              "unknown endpoints are unhealthy: panic, nothing left out");
+        CHECK(rv_health_set_targets(h, &cl, 1) == 0, "targets handed over");
+        rv_health_stop(h);
+    }
+    /* made by hand (no snapshot build behind it): freed by hand */
+    rv_arena_free(&snap->arena);
+    free(snap);
+}
+
+int main(void)
+{
+    rv_arena_init(&arena, 0);
+    test_decode();
+    test_snapshot();
+    test_thresholds();
+    test_statuses_and_panic();
+    test_filter_unknown();
+    rv_arena_free(&arena);
+    TEST_DONE();
+}
