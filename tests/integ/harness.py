@@ -753,14 +753,17 @@ class Rivet:
             os.kill(self.pid, sig)
 
     def wait(self, timeout=15.0):
+        """Wait for the process to exit (timeout scaled as wait_for's); its return code, or
+        None when it is still running."""
         try:
-            self.returncode = self.proc.wait(timeout)
+            self.returncode = self.proc.wait(timeout * timeout_scale())
         except subprocess.TimeoutExpired:
             return None
         return self.returncode
 
     def stop(self, timeout=10.0):
-        """SIGTERM, wait, SIGKILL when needed. Returns (returncode, killed)."""
+        """SIGTERM, wait (timeout scaled as wait_for's), SIGKILL when needed. Returns
+        (returncode, killed)."""
         killed = False
         if self.alive():
             try:
@@ -768,7 +771,7 @@ class Rivet:
             except ProcessLookupError:
                 pass
             try:
-                self.proc.wait(timeout)
+                self.proc.wait(timeout * timeout_scale())
             except subprocess.TimeoutExpired:
                 killed = True
                 try:
