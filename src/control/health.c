@@ -236,12 +236,41 @@ static hcl_t *hcl_find(const rv_health_t *h, const char *name, size_t len)
     return NULL;
 }
 
+/* Order of a cluster's endpoints (address length, then bytes): lookups are binary searches,
+ * so merging and filtering a cluster of n endpoints is O(n log n), not O(n^2). */
+static int addr_cmp(const struct sockaddr_storage *a, socklen_t la, const hep_t *e)
+{
+    if (la != e->addrlen)
+        return la < e->addrlen ? -1 : 1;
+    return memcmp(a, &e->addr, la);
+}
+
+static int hep_sort_cmp(const void *x, const void *y)
+{
+    const hep_t *a = *(const hep_t *const *)x, *b = *(const hep_t *const *)y;
+    return addr_cmp(&a->addr, a->addrlen, b);
+}
+
+/* The endpoint of address a among the first n of c (sorted), or NULL. */
+static hep_t *hep_find_n(const hcl_t *c, uint32_t n, const struct sockaddr_storage *a, socklen_t len)
+{
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        int r = addr_cmp(a, len, c->eps[mid]);
+        if (r == 0)
+            return c->eps[mid];
+        if (r < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
 static hep_t *hep_find(const hcl_t *c, const struct sockaddr_storage *a, socklen_t len)
 {
-    for (uint32_t i = 0; i < c->neps; i++)
-        if (c->eps[i]->addrlen == len && !memcmp(&c->eps[i]->addr, a, len))
-            return c->eps[i];
-    return NULL;
+    return hep_find_n(c, c->neps, a, len);
 }
 
 /*
@@ -278,8 +307,9 @@ static void merge(rv_health_t *h, wants_t *w)
         if (!neps)
             continue;
         c->eps = neps;
+        uint32_t nold = c->neps;    /* sorted; new endpoints go after them until the sort below */
         for (uint32_t k = 0; k < t->n; k++) {
-            hep_t *e = hep_find(c, &t->addrs[k], t->lens[k]);
+            hep_t *e = hep_find_n(c, nold, &t->addrs[k], t->lens[k]);
             if (e) {
                 e->seen = true;
                 continue;
@@ -294,7 +324,8 @@ static void merge(rv_health_t *h, wants_t *w)
             e->seen = true;
             c->eps[c->neps++] = e;
         }
-        /* drop the endpoints no longer listed (the new ones are all seen) */
+        /* drop the endpoints no longer listed (the new ones are all seen), sort, and drop a
+         * new endpoint listed twice (two host names with one address) */
         uint32_t o = 0;
         for (uint32_t k = 0; k < c->neps; k++) {
             if (c->eps[k]->seen) {
@@ -303,6 +334,20 @@ static void merge(rv_health_t *h, wants_t *w)
                 check_abort(h, c->eps[k]);
                 free(c->eps[k]);
             }
+        }
+        c->neps = o;
+        qsort(c->eps, c->neps, sizeof(*c->eps), hep_sort_cmp);
+        o = 0;
+        for (uint32_t k = 0; k < c->neps; k++) {
+            if (o && hep_sort_cmp(&c->eps[o - 1], &c->eps[k]) == 0) {
+                /* keep the one with a state (a kept endpoint), free the fresh copy */
+                hep_t *drop = c->eps[k]->st.checked || c->eps[k]->easy ? c->eps[o - 1] : c->eps[k];
+                c->eps[o - 1] = drop == c->eps[k] ? c->eps[o - 1] : c->eps[k];
+                check_abort(h, drop);
+                free(drop);
+                continue;
+            }
+            c->eps[o++] = c->eps[k];
         }
         c->neps = o;
     }
@@ -441,9 +486,10 @@ static bool check_done(rv_health_t *h, CURL *x, CURLcode res)
         c->failures++;
     bool first = !e->st.checked;
     bool flip = rv_hc_apply(&e->st, cfg, r);
-    if (flip && e->st.healthy)
-        rv_log_info("health check: upstream %s endpoint %s is healthy (%s%s)", c->name, e->text, why,
-                    first ? ", first check" : "");
+    if (flip && e->st.healthy && first)  /* the usual start: one line per endpoint would flood */
+        rv_log_debug("health check: upstream %s endpoint %s is healthy (%s, first check)", c->name, e->text, why);
+    else if (flip && e->st.healthy)
+        rv_log_info("health check: upstream %s endpoint %s is healthy (%s)", c->name, e->text, why);
     else if (flip)
         rv_log_warn("health check: upstream %s endpoint %s is unhealthy (%s)", c->name, e->text, why);
     else if (first && r != RV_HC_OK)
