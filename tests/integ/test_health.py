@@ -19,17 +19,26 @@ HC_PATH = "/healthz"
 
 
 def hc_backend(backend, name):
-    """A Backend whose HC_PATH answers backend.state["hc"]; anything else is echoed."""
+    """A Backend whose HC_PATH answers backend.state["hc"], or first the modes queued in
+    backend.state["script"] (one per check); every answer's mode is appended to
+    backend.state["answered"]. Anything else is echoed."""
     b = backend(name=name)
     b.state["hc"] = None
     b.state["wake"] = threading.Event()
+    b.state["script"] = []
+    b.state["answered"] = []
 
     def handler(req, conn):
         if req.path != HC_PATH:
             return False
-        mode = b.state["hc"]
+        with b.lock:
+            scripted = bool(b.state["script"])
+            mode = b.state["script"].pop(0) if scripted else b.state["hc"]
+            b.state["answered"].append(mode)
         if mode == "hang":
-            b.state["wake"].wait(5.0)   # longer than the check's timeout; ends with the test
+            # longer than the check's timeout; a scripted hang ends by itself, the switch's
+            # when the switch changes (or the test ends)
+            b.state["wake"].wait(1.0 if scripted else 5.0)
             conn.keep_open = False
             conn.close()
             return True
@@ -110,6 +119,15 @@ def test_http_check_takes_an_endpoint_out_and_back(cfg, backend, rivet):
     assert healthy_gauge(rv) == 1
     assert metric_sum(rv.metrics(), "rivet_upstream_health_check_failures_total", upstream="%s.up" % NS) >= 1
 
+    # one pass is not enough to come back (healthyThreshold 2): pass once, then 503 again
+    n0 = len(b.state["answered"])
+    with b.lock:
+        b.state["script"] = [None]
+    wait_for(lambda: len(b.state["answered"]) >= n0 + 3, 10, msg="the pass and two 503s after it")
+    assert None in b.state["answered"][n0:n0 + 2], b.state["answered"][n0:]
+    assert not log_lines_with(rv.stderr(), "endpoint %s is healthy" % addr(b)), "back after one pass"
+    assert served(rv) == [addr(a)]
+
     n_before = len(checks(b))
     set_hc(b, None)
     wait_for(lambda: served(rv) == sorted([addr(a), addr(b)]), 10, msg="b back after healthyThreshold passes")
@@ -124,6 +142,14 @@ def test_timeouts_count_towards_unhealthy_threshold(cfg, backend, rivet):
     hc_config(cfg, [a, b], http_hc(timeout="0.2s", unhealthy=3))
     rv = rivet(cfg)
     wait_for(lambda: healthy_gauge(rv) == 2, 10, msg="both endpoints healthy")
+    # two timeouts in a row are below the threshold of 3: b stays in
+    n0 = len(b.state["answered"])
+    with b.lock:
+        b.state["script"] = ["hang", "hang"]
+    wait_for(lambda: len(b.state["answered"]) >= n0 + 4, 10, msg="two hung checks and two passes after them")
+    assert "hang" in b.state["answered"][n0:n0 + 3]
+    assert not log_lines_with(rv.stderr(), "endpoint %s is unhealthy" % addr(b)), "out after two timeouts"
+    assert served(rv) == sorted([addr(a), addr(b)])
     n_before = len(b.started)
     set_hc(b, "hang")
     wait_for(lambda: served(rv) == [addr(a)], 15, msg="b left out after 3 timeouts")
