@@ -406,7 +406,8 @@ static size_t discard(char *p, size_t sz, size_t nm, void *ud)
     return sz * nm;
 }
 
-/* Start e's check (mutex held). On failure the check counts as a network failure later. */
+/* Start e's check (mutex held). When curl cannot start it (OOM), e->easy stays NULL and the
+ * caller tries again an interval later. */
 static void check_start(rv_health_t *h, hcl_t *c, hep_t *e)
 {
     char url[INET6_ADDRSTRLEN + 16 + 2048];
@@ -621,17 +622,21 @@ bool rv_snapshot_has_health_checks(const rv_snapshot_t *snap)
     return false;
 }
 
-/* Healthy endpoints of cluster c by the table (mutex held); unknown ones are unhealthy. */
-static uint32_t count_healthy(const hcl_t *t, const rv_cluster_t *c, bool *keep)
+/* Healthy endpoints of cluster c by the table (mutex held); unknown ones are unhealthy.
+ * *unchecked (optional): how many have no result yet (unknown ones included). */
+static uint32_t count_healthy(const hcl_t *t, const rv_cluster_t *c, bool *keep, uint32_t *unchecked)
 {
-    uint32_t n = 0;
+    uint32_t n = 0, u = 0;
     for (uint32_t k = 0; k < c->neps; k++) {
         const hep_t *e = t ? hep_find(t, &c->eps[k].addr, c->eps[k].addrlen) : NULL;
         bool ok = e && e->st.healthy;
         if (keep)
             keep[k] = ok;
         n += ok;
+        u += !e || !e->st.checked;
     }
+    if (unchecked)
+        *unchecked = u;
     return n;
 }
 
@@ -651,9 +656,12 @@ int rv_health_filter(rv_health_t *h, rv_snapshot_t *snap, rv_endpoint_set_t *raw
         if (!c->hc || !c->neps)
             continue;
         hcl_t *t = hcl_find(h, c->name.ptr, c->name.len);
-        uint32_t healthy = count_healthy(t, c, NULL);
+        uint32_t unchecked = 0;
+        uint32_t healthy = count_healthy(t, c, NULL, &unchecked);
         bool panic = rv_hc_panic(healthy, c->neps);
-        if (t && panic != t->panic) {
+        /* panic while first checks are still out is the normal start (every endpoint begins
+         * unhealthy): not worth a warning; it is logged if it lasts once every endpoint has a result */
+        if (t && panic != t->panic && !(panic && unchecked)) {
             t->panic = panic;
             if (panic)
                 rv_log_warn("health check: upstream %s has %u of %u endpoints healthy (below 50 %%): panic mode, "
@@ -694,7 +702,7 @@ int rv_health_filter(rv_health_t *h, rv_snapshot_t *snap, rv_endpoint_set_t *raw
             break;
         }
         bool *keep = (bool *)(eps + healthy);
-        count_healthy(t, c, keep);
+        count_healthy(t, c, keep, NULL);
         uint32_t o = 0, w = 0;
         for (uint32_t k = 0; k < c->neps; k++)
             if (keep[k]) {

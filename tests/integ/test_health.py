@@ -106,6 +106,8 @@ def test_http_check_takes_an_endpoint_out_and_back(cfg, backend, rivet):
     rv = rivet(cfg)
     wait_for(lambda: healthy_gauge(rv) == 2, 10, msg="both endpoints healthy")
     assert served(rv) == sorted([addr(a), addr(b)])
+    # every endpoint starts unhealthy until its first check: that start is no panic worth a warning
+    assert not log_lines_with(rv.stderr(), "panic mode")
     # the check's request: GET path, Host = Gloo's cluster name, Envoy's user agent
     req = checks(b)[0]
     assert req.method == "GET" and req.target == HC_PATH
