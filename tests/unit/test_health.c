@@ -3,8 +3,11 @@
  * copy of the check (defaults), the threshold logic (Envoy's rules), expected statuses, the
  * panic threshold, and the control thread's filter (unknown endpoints count as unhealthy).
  */
+#include <arpa/inet.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "config/config-internal.h"
@@ -257,6 +260,89 @@ static void test_filter_unknown(void)
     free(snap);
 }
 
+/* A real checker (tcp connect) against a listening socket and a closed port: the healthy
+ * endpoint stays, the other is left out, weights follow, and a raw discovery set's arrays are
+ * shared with a reference held on it. */
+static void test_filter_checked(void)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0), cfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in la = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
+    socklen_t ll = sizeof(la);
+    struct sockaddr_in ca = la;
+    socklen_t cl_ = sizeof(ca);
+    /* cfd: bound, never listening: connections to it are refused */
+    bool ok = lfd >= 0 && cfd >= 0 && bind(lfd, (struct sockaddr *)&la, sizeof(la)) == 0 && listen(lfd, 16) == 0 &&
+              getsockname(lfd, (struct sockaddr *)&la, &ll) == 0 && bind(cfd, (struct sockaddr *)&ca, sizeof(ca)) == 0 &&
+              getsockname(cfd, (struct sockaddr *)&ca, &cl_) == 0;
+    CHECK(ok, "a listening socket and a closed port");
+    if (!ok)
+        goto out;
+    rv_snapshot_t *snap = calloc(1, sizeof(*snap));
+    rv_arena_init(&snap->arena, 1024);
+    atomic_init(&snap->refs, 1);
+    rv_endpoint_t eps[2] = { { .weight = 3 }, { .weight = 5 } };
+    memcpy(&eps[0].addr, &la, sizeof(la));
+    eps[0].addrlen = sizeof(la);
+    memcpy(&eps[1].addr, &ca, sizeof(ca));
+    eps[1].addrlen = sizeof(ca);
+    rv_hc_cfg_t hc = { .timeout_ms = 2000, .interval_ms = 50, .unhealthy_threshold = 1, .healthy_threshold = 1 };
+    rv_cluster_t cls[2] = {
+        { .name = RV_STR("gloo-system.plain"), .eps = eps, .neps = 2, .total_weight = 8 },
+        { .name = RV_STR("gloo-system.u"), .eps = eps, .neps = 2, .total_weight = 8, .hc = &hc, .index = 1 },
+    };
+    snap->clusters = cls;
+    snap->nclusters = 2;
+    rv_health_t *h = rv_health_start();
+    CHECK(h && rv_health_set_targets(h, cls, 2) == 0, "checker started with targets");
+    if (!h)
+        goto free_snap;
+    /* wait (bounded) for the flip of the listening endpoint */
+    rv_endpoint_set_t *f = NULL;
+    for (int i = 0; i < 100 && !f; i++) {
+        struct pollfd p = { .fd = rv_health_fd(h), .events = POLLIN };
+        poll(&p, 1, 100);
+        rv_health_clear(h);
+        if (rv_health_filter(h, snap, NULL, 7, &f) != 0)
+            break;
+    }
+    CHECK(f != NULL, "a filtered set once the listening endpoint passed");
+    if (f) {
+        CHECK(f->version == 7 && f->snap == snap && !f->base && f->nclusters == 2, "set: version, snapshot, no base");
+        CHECK(f->clusters[0].eps == eps && f->clusters[0].neps == 2, "unchecked cluster: shared as it is");
+        CHECK(f->clusters[1].neps == 1 && f->clusters[1].total_weight == 3 &&
+                  !memcmp(&f->clusters[1].eps[0].addr, &la, sizeof(la)), "checked cluster: the closed port left out, weight 3");
+        CHECK(f->nendpoints == 3, "set: 3 endpoints served");
+        CHECK(atomic_load(&snap->refs) == 2, "set holds the snapshot");
+        rv_endpoint_set_release(f);
+    }
+    /* a raw (discovery) set: the filtered copy shares its arrays and holds it */
+    rv_endpoint_set_t *raw = calloc(1, sizeof(*raw));
+    rv_arena_init(&raw->arena, 256);
+    atomic_init(&raw->refs, 1);
+    rv_snapshot_ref(snap);
+    raw->snap = snap;
+    raw->clusters = cls;
+    raw->nclusters = 2;
+    raw->version = 8;
+    f = NULL;
+    CHECK(rv_health_filter(h, snap, raw, 9, &f) == 0 && f && f->base == raw && atomic_load(&raw->refs) == 2,
+          "filtered copy of a raw set holds it");
+    rv_endpoint_set_release(f);
+    CHECK(atomic_load(&raw->refs) == 1, "released with the filtered set");
+    raw->clusters = NULL;   /* cls is on the stack, not in raw's arena */
+    rv_endpoint_set_release(raw);
+    rv_health_stop(h);
+free_snap:
+    CHECK(atomic_load(&snap->refs) == 1, "every reference on the snapshot returned");
+    rv_arena_free(&snap->arena);
+    free(snap);
+out:
+    if (lfd >= 0)
+        close(lfd);
+    if (cfd >= 0)
+        close(cfd);
+}
+
 int main(void)
 {
     rv_arena_init(&arena, 0);
@@ -265,6 +351,7 @@ int main(void)
     test_thresholds();
     test_statuses_and_panic();
     test_filter_unknown();
+    test_filter_checked();
     rv_arena_free(&arena);
     TEST_DONE();
 }
