@@ -299,6 +299,14 @@ typedef struct hc_s {
     hchttp_t http;          /* httpHealthCheck */
     mhdr_t tcp;             /* tcpHealthCheck: connect only */
 } hc_t;
+/* Upstream circuitBreakers (Gloo's CircuitBreakerConfig; UInt32Value fields). */
+typedef struct cbcfg_s {
+    mhdr_t h;
+    uint32_t max_connections; bool has_max_connections;
+    uint32_t max_pending; bool has_max_pending;
+    uint32_t max_requests; bool has_max_requests;
+    uint32_t max_retries; bool has_max_retries;
+} cbcfg_t;
 typedef struct us_s {
     mhdr_t h;
     meta_t meta;
@@ -308,6 +316,7 @@ typedef struct us_s {
     ussl_t ssl;
     conncfg_t conn;         /* connectionConfig */
     list_t hcs;             /* healthChecks: hc_t, at most one (us_check) */
+    cbcfg_t cb;             /* circuitBreakers */
 } us_t;
 
 typedef struct ug_s { mhdr_t h; meta_t meta; list_t dests; } ug_t;   /* wdest_t */

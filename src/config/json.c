@@ -431,6 +431,15 @@ int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, 
         if (c->lb == RV_LB_LEAST_REQUEST)
             cfg_jb_kint(b, "choiceCount", c->choice_count);
         dump_conn(b, &c->conn);
+        if (c->cb.on) {
+            cfg_jb_key(b, "circuitBreakers");
+            cfg_jb_open(b, '{');
+            cfg_jb_kint(b, "maxConnections", c->cb.max_connections);
+            cfg_jb_kint(b, "maxPendingRequests", c->cb.max_pending);
+            cfg_jb_kint(b, "maxRequests", c->cb.max_requests);
+            cfg_jb_kint(b, "maxRetries", c->cb.max_retries);
+            cfg_jb_close(b, '}');
+        }
         if (c->tls) {
             /* what the context is, never what it holds: its id is a salted fingerprint (so a
              * rotated certificate changes the dump, and the snapshot is published) */

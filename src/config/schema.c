@@ -1407,6 +1407,18 @@ static const field_t hc_fields[] = {
 static const msgdesc_t hc_desc = { "HealthCheck", sizeof(hc_t), hc_fields, (uint32_t)RV_ARRAY_LEN(hc_fields),
                                    hc_check, true };
 
+/* ---- upstream circuitBreakers (Gloo's CircuitBreakerConfig) ------------------------- */
+
+/* Every UInt32Value is valid, 0 included (Envoy: then every request, connection or retry
+ * overflows); an absent one keeps Envoy's default. */
+static const field_t cbcfg_fields[] = {
+    FLD("maxConnections", F_U32, OFF(cbcfg_t, max_connections), SETF(cbcfg_t, has_max_connections)),
+    FLD("maxPendingRequests", F_U32, OFF(cbcfg_t, max_pending), SETF(cbcfg_t, has_max_pending)),
+    FLD("maxRequests", F_U32, OFF(cbcfg_t, max_requests), SETF(cbcfg_t, has_max_requests)),
+    FLD("maxRetries", F_U32, OFF(cbcfg_t, max_retries), SETF(cbcfg_t, has_max_retries)),
+};
+DESC(cbcfg_desc, cbcfg_t, cbcfg_fields, NULL);
+
 static int us_check(dctx_t *c, void *msg, const ynode_t *n)
 {
     us_t *u = msg;
@@ -1451,7 +1463,8 @@ static const field_t us_fields[] = {
     FLD("gcp", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("ai", F_UNSUP, .oneof = 1, .note = UTYPE),
     FLD("loadBalancerConfig", F_MSG, OFF(us_t, lb), .sub = &lbcfg_desc),
-    UNSUP("circuitBreakers"), FLD("healthChecks", F_MSGS, OFF(us_t, hcs), .sub = &hc_desc),
+    FLD("circuitBreakers", F_MSG, OFF(us_t, cb), .sub = &cbcfg_desc),
+    FLD("healthChecks", F_MSGS, OFF(us_t, hcs), .sub = &hc_desc),
     UNSUP("outlierDetection"), UNSUP("failover"),
     FLD("connectionConfig", F_MSG, OFF(us_t, conn), .sub = &conncfg_desc),
     UNSUP("protocolSelection"), FLD("useHttp2", F_FALSE_ONLY),

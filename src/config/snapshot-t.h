@@ -238,6 +238,32 @@ typedef struct rv_hc_cfg_s {
     rv_hc_range_t *statuses;    /* expectedStatuses; nstatuses 0 = 200 only */
     uint32_t nstatuses;
 } rv_hc_cfg_t;
+/* Envoy's circuit breaker defaults, applied when an Upstream has no circuitBreakers (Envoy
+ * applies them to every cluster). */
+#define RV_CB_MAX_CONNECTIONS 1024
+#define RV_CB_MAX_PENDING     1024
+#define RV_CB_MAX_REQUESTS    1024
+#define RV_CB_MAX_RETRIES     3
+
+/* An Upstream's circuit breaker limits (circuitBreakers, else the defaults). on is false for a
+ * cluster built without the translator (unit tests): no limits. */
+typedef struct rv_cb_limits_s {
+    bool on;
+    uint32_t max_connections;       /* upstream connections open, all endpoints, all workers */
+    uint32_t max_pending;           /* requests waiting for a connection (maxConnections reached) */
+    uint32_t max_requests;          /* requests in flight */
+    uint32_t max_retries;           /* requests retrying at once */
+} rv_cb_limits_t;
+
+/* The counts the limits apply to, shared by the workers (atomic adds, no lock). One per
+ * upstream name for the life of the process (src/proxy/stats.c keeps them beside the name's
+ * stat id), so a reload - whatever it changes - carries the counts of what is in flight. */
+typedef struct rv_cb_state_s {
+    _Atomic int64_t connections;
+    _Atomic int64_t pending;
+    _Atomic int64_t requests;
+    _Atomic int64_t retries;
+} rv_cb_state_t;
 
 typedef struct rv_cluster_s {
     rv_str_t name;              /* Upstream "<ns>.<name>" */
@@ -256,6 +282,8 @@ typedef struct rv_cluster_s {
                                  * the current material is unusable (so the dump changes with it) */
     rv_conn_cfg_t conn;         /* connectionConfig (zeros = defaults) */
     const rv_hc_cfg_t *hc;      /* active health check; NULL = none (every endpoint gets traffic) */
+    rv_cb_limits_t cb;          /* circuitBreakers */
+    rv_cb_state_t *cbs;         /* the shared counts, set by rv_stats_assign() when cb.on; NULL = no limits */
 } rv_cluster_t;
 
 /* ---- status ------------------------------------------------------------------------ */

@@ -80,8 +80,11 @@ static rv_cluster_t *new_cluster(bctx_t *b, uint32_t *index)
 {
     *index = b->clusters.n;
     rv_cluster_t *c = cfg_vec_push(b, &b->clusters, sizeof(rv_cluster_t));
-    if (c)
+    if (c) {
         c->index = *index;
+        c->cb = (rv_cb_limits_t){ true, RV_CB_MAX_CONNECTIONS, RV_CB_MAX_PENDING, RV_CB_MAX_REQUESTS,
+                                  RV_CB_MAX_RETRIES };
+    }
     return c;
 }
 
@@ -711,6 +714,14 @@ void cfg_build_clusters(bctx_t *b)
         c->lb = u->lb.lr.h.set ? RV_LB_LEAST_REQUEST : u->lb.random.h.set ? RV_LB_RANDOM : RV_LB_ROUND_ROBIN;
         c->choice_count = u->lb.lr.h.set ? u->lb.lr.choice_count : 2;
         conn_settings(c, &u->conn);
+        if (u->cb.has_max_connections)
+            c->cb.max_connections = u->cb.max_connections;
+        if (u->cb.has_max_pending)
+            c->cb.max_pending = u->cb.max_pending;
+        if (u->cb.has_max_requests)
+            c->cb.max_requests = u->cb.max_requests;
+        if (u->cb.has_max_retries)
+            c->cb.max_retries = u->cb.max_retries;
         t->cluster = idx;
         bool tls = u->ssl.h.set || (u->st.h.set && u->st.use_tls);
         if (tls) {

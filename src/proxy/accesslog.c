@@ -170,7 +170,7 @@ static void put_esc(out_t *o, rv_str_t s, bool json)
 
 static size_t fmt_flags(uint32_t f, char *b, size_t cap)
 {
-    static const char *const names[] = { "NR", "UH", "UF", "UC", "UT", "URX", "DC", "UPE", "DPE", "SI", "OM" };
+    static const char *const names[] = { "NR", "UH", "UF", "UC", "UT", "URX", "DC", "UPE", "DPE", "SI", "OM", "UO" };
     size_t n = 0;
     for (size_t i = 0; i < RV_ARRAY_LEN(names); i++)
         if (f & (1u << i)) {

@@ -605,6 +605,7 @@ int rv_dp_local_reply(rv_dp_conn_t *d, int status, rv_str_t body, rv_str_t locat
     rv_timer_stop(&w->loop, &s->t_try);
     rv_timer_stop(&w->loop, &s->t_route);
     s->up_state = UP_NONE;
+    rv_dp_cb_unpend(s);
     s->flags |= flag;
     s->status = status;
     s->resp_local = true;
@@ -853,6 +854,7 @@ static void end_request(rv_dp_conn_t *d)
                      u->in_len == s->resp_raw;
         rv_dp_up_release(d, reuse);
     }
+    rv_dp_cb_release(s);
     if (s->ep_counted >= 0 && s->cluster) {
         rv_lb_state_t *lb = &s->eg->lb[s->cluster->index];
         if (lb->active[s->ep_counted])

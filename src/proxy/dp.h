@@ -39,6 +39,7 @@ _Static_assert(DP_MAX_HEADERS == RV_UP_MAX_HEADERS, "a cluster's maxHeadersCount
 /* upstream connect timeout and pooled connection idle reap: per cluster (rv_conn_cfg_t),
  * defaults RV_UP_CONNECT_TIMEOUT_MS and RV_UP_IDLE_TIMEOUT_MS (snapshot-t.h) */
 #define DP_POOL_HOUSEKEEP_MS  30000          /* sweep of a pool whose connections never expire */
+#define DP_PENDING_POLL_MS    10             /* a request waiting for a connection (maxConnections) looks again */
 #define DP_UP_POOL_MAX        1024           /* idle connections kept per endpoint per worker */
 #define DP_TLS_SESS_KEEP_MS   300000         /* an empty pool entry keeps its TLS session this long */
 #define DP_DRAIN_MAX          (1u << 20)     /* request body discarded to keep a connection */
@@ -62,6 +63,7 @@ enum {
     DP_F_DPE = 1u << 8,  /* downstream protocol error */
     DP_F_SI = 1u << 9,   /* stream idle / request header timeout */
     DP_F_OM = 1u << 10,  /* out of memory (Envoy: overload manager) */
+    DP_F_UO = 1u << 11,  /* upstream overflow (circuit breaker) */
 };
 
 typedef struct rv_dp_worker_s rv_dp_worker_t;
@@ -103,7 +105,8 @@ typedef struct rv_dp_listener_s {
     struct rv_dp_listener_s *next;
 } rv_dp_listener_t;
 
-enum dp_up_state { UP_NONE = 0, UP_WAIT, UP_CONNECTING, UP_ACTIVE };
+/* UP_WAIT: a retry's backoff; UP_PENDING: waiting for the cluster to drop below maxConnections */
+enum dp_up_state { UP_NONE = 0, UP_WAIT, UP_CONNECTING, UP_ACTIVE, UP_PENDING };
 enum dp_resp_state { RS_NONE = 0, RS_STREAM, RS_DONE };
 
 /* Upstream connection (owned by one stream while busy, by the pool while idle). */
@@ -119,6 +122,7 @@ struct rv_dp_upconn_s {
     int64_t idle_ms;                /* its cluster's idle timeout (< 0 = none); same for its whole pool */
     uint32_t nreq;                  /* requests sent on it (tries) */
     uint32_t max_req;               /* its cluster's maxRequestsPerConnection; 0 = unlimited */
+    rv_cb_state_t *cbs;             /* counted in these circuit breaker counts (connections); NULL none */
     bool connected, can_read, can_write, rdhup, eof, err, dead, reused, noreuse;
     uint64_t key;                   /* pool key beside the address: 0 plain, else TLS context + SNI */
     rv_tls_t tls;                   /* tls.ssl NULL: plain TCP */
@@ -171,6 +175,11 @@ typedef struct rv_dp_stream_s {
     struct iovec *uh;               /* upstream request head of the current try */
     int uh_n, uh_i;
     uint32_t retries;               /* retries done (policy) */
+    /* circuit breaker counts held (shared by the workers, released when the request ends) */
+    rv_cb_state_t *cb_rq;           /* one of the cluster's requests */
+    rv_cb_state_t *cb_retry;        /* one of its retries (from the first retry on) */
+    rv_cb_state_t *cb_pend;         /* one of its pending requests (while UP_PENDING) */
+    bool overloaded;                /* 503 by a circuit breaker: x-envoy-overloaded: true */
     bool stale_retried;
     bool up_sent_all;               /* head and whole body written upstream */
     bool up_started;                /* any byte of the current try written */
@@ -281,6 +290,8 @@ struct rv_dp_worker_s {
     _Atomic uint64_t adopted;           /* shared: version of the snapshot being served */
     _Atomic(const void *) adopted_es;   /* shared: the endpoint set being served (identity only) */
     _Atomic bool stop_req;              /* shared */
+    _Atomic bool shed;                  /* shared: close idle connections other workers' pending
+                                         * requests wait for (rv_dp_shed_all) */
     int64_t stop_deadline;
     bool stopping;
     rv_dp_gen_t *cur, *retired;
@@ -326,6 +337,7 @@ void rv_dp_gen_unpin(rv_dp_worker_t *w, rv_dp_gen_t *g);
 void rv_dp_epgen_unpin(rv_dp_worker_t *w, rv_dp_epgen_t *e);
 void rv_dp_listener_unref(rv_dp_worker_t *w, rv_dp_listener_t *l);
 int64_t rv_dp_wall_ms(rv_dp_worker_t *w);
+void rv_dp_shed_all(void);
 
 /* ---- conn.c -------------------------------------------------------------------------- */
 void rv_dp_conn_accepted(rv_dp_worker_t *w, rv_dp_listener_t *l, int fd, const struct sockaddr *sa);
@@ -350,7 +362,10 @@ bool rv_dp_up_step(rv_dp_conn_t *d);
 void rv_dp_up_release(rv_dp_conn_t *d, bool reuse);
 void rv_dp_upconn_free(rv_dp_worker_t *w, rv_dp_upconn_t *u);
 void rv_dp_pool_close_all(rv_dp_worker_t *w);
+void rv_dp_pool_shed(rv_dp_worker_t *w);
 void rv_dp_req_complete(rv_dp_conn_t *d);
+void rv_dp_cb_unpend(rv_dp_stream_t *s);
+void rv_dp_cb_release(rv_dp_stream_t *s);
 
 /* ---- headers.c ----------------------------------------------------------------------- */
 int rv_dp_build_up_head(rv_dp_conn_t *d, const rv_endpoint_t *ep, bool parsed);

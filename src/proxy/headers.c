@@ -399,6 +399,8 @@ int rv_dp_build_local_head(rv_dp_conn_t *d, int status, size_t body_len, bool ha
     }
     if (location.len && !unsafe(location))
         push_add(&c, RV_STR("location"), location);
+    if (s->overloaded)
+        push_add(&c, RV_STR("x-envoy-overloaded"), RV_STR("true"));   /* Envoy, on a circuit breaker's 503 */
     if (rt) {
         apply_ops(&c, s->dest ? &s->dest->headers : NULL);
         apply_ops(&c, &rt->headers);

@@ -34,6 +34,9 @@ typedef struct rv_cstats_s {
     _Atomic uint64_t tls_fail;      /* upstream TLS handshakes failed (verification or other) */
     _Atomic uint64_t tls_resumed;   /* upstream TLS handshakes that resumed a session */
     _Atomic uint64_t tls_full;      /* upstream TLS handshakes that did not */
+    _Atomic uint64_t overflow;      /* requests answered 503 UO (maxRequests, maxPendingRequests) */
+    _Atomic uint64_t retry_overflow;/* retries not made (maxRetries) */
+    _Atomic uint64_t cx_overflow;   /* requests that waited for a connection (maxConnections) */
 } rv_cstats_t;
 
 typedef struct rv_wstats_s {

@@ -25,6 +25,8 @@ typedef struct name_s {
     char *a;            /* name (route: virtual service) */
     char *b;            /* route name, NULL for other kinds */
     size_t alen, blen;
+    rv_cb_state_t *cbs; /* upstreams: circuit breaker counts, created with the first cluster that
+                         * has limits; never freed (in-flight counts outlive any snapshot) */
 } name_t;
 
 typedef struct reg_s {
@@ -113,6 +115,7 @@ static int64_t reg_intern(reg_t *r, rv_str_t a, rv_str_t b)
     n->b[b.len] = '\0';
     n->alen = a.len;
     n->blen = b.len;
+    n->cbs = NULL;
     r->tab[j] = r->n + 1;
     return r->n++;
 }
@@ -144,6 +147,12 @@ int rv_stats_assign(rv_snapshot_t *snap)
         if (id < 0)
             goto oom;
         snap->clusters[c].stat_id = (uint32_t)id;
+        if (!snap->clusters[c].cb.on)
+            continue;
+        name_t *n = &reg_cluster.v[id];
+        if (!n->cbs && !(n->cbs = calloc(1, sizeof(*n->cbs))))
+            goto oom;
+        snap->clusters[c].cbs = n->cbs;
     }
     goto done;
 oom:
@@ -307,6 +316,7 @@ int rv_stats_write_prometheus(FILE *f)
     agg_t *agg = NULL;
     size_t nagg = 0, cap = 0;
     uint64_t *cf = NULL, *cr = NULL, *ct = NULL, *tf = NULL, *tr = NULL, *tn = NULL;
+    uint64_t *ov = NULL, *rov = NULL, *cov = NULL;
     uint32_t ncl = 0;
     int64_t active = 0;
     uint64_t total = 0, oom = 0, dropped = 0, dfull = 0, dres = 0, dfail = 0;
@@ -319,7 +329,10 @@ int rv_stats_write_prometheus(FILE *f)
     tf = calloc(ncl + 1, sizeof(*tf));
     tr = calloc(ncl + 1, sizeof(*tr));
     tn = calloc(ncl + 1, sizeof(*tn));
-    if (!cf || !cr || !ct || !tf || !tr || !tn)
+    ov = calloc(ncl + 1, sizeof(*ov));
+    rov = calloc(ncl + 1, sizeof(*rov));
+    cov = calloc(ncl + 1, sizeof(*cov));
+    if (!cf || !cr || !ct || !tf || !tr || !tn || !ov || !rov || !cov)
         goto oom;
     pthread_mutex_lock(&blocks_mu);
     for (rv_wstats_t *ws = blocks; ws; ws = ws->next) {
@@ -352,6 +365,9 @@ int rv_stats_write_prometheus(FILE *f)
             tf[i] += atomic_load_explicit(&ws->clusters[i].tls_fail, memory_order_relaxed);
             tr[i] += atomic_load_explicit(&ws->clusters[i].tls_resumed, memory_order_relaxed);
             tn[i] += atomic_load_explicit(&ws->clusters[i].tls_full, memory_order_relaxed);
+            ov[i] += atomic_load_explicit(&ws->clusters[i].overflow, memory_order_relaxed);
+            rov[i] += atomic_load_explicit(&ws->clusters[i].retry_overflow, memory_order_relaxed);
+            cov[i] += atomic_load_explicit(&ws->clusters[i].cx_overflow, memory_order_relaxed);
         }
         active += atomic_load_explicit(&ws->conns_active, memory_order_relaxed);
         total += atomic_load_explicit(&ws->conns_total, memory_order_relaxed);
@@ -416,6 +432,13 @@ int rv_stats_write_prometheus(FILE *f)
                          cf, ncl);
     put_upstream_counter(f, "rivet_upstream_retries_total", "Retries of upstream requests.", cr, ncl);
     put_upstream_counter(f, "rivet_upstream_timeouts_total", "Upstream requests that timed out.", ct, ncl);
+    put_upstream_counter(f, "rivet_upstream_overflow_total",
+                         "Requests answered 503 UO by a circuit breaker (maxRequests, maxPendingRequests).", ov, ncl);
+    put_upstream_counter_nz(f, "rivet_upstream_retry_overflow_total",
+                            "Retries not made because the upstream's maxRetries were in flight.", rov, ncl);
+    put_upstream_counter_nz(f, "rivet_upstream_connection_overflow_total",
+                            "Requests that waited for a connection because the upstream held maxConnections.", cov,
+                            ncl);
     put_upstream_counter_nz(f, "rivet_upstream_tls_handshake_failures_total",
                             "Upstream TLS handshakes that failed (certificate verification or other).", tf, ncl);
     put_upstream_counter_nz(f, "rivet_upstream_tls_handshakes_total",
@@ -476,6 +499,9 @@ done:
     free(tf);
     free(tr);
     free(tn);
+    free(ov);
+    free(rov);
+    free(cov);
     return rc;
 }
 

@@ -11,7 +11,10 @@
 
 #include "config/snapshot-t.h"
 
-/* Give every vhost, route and cluster of snap its stat_id (control thread, before publish). */
+/* Give every vhost, route and cluster of snap its stat_id, and every cluster with circuit
+ * breaker limits (cb.on) the shared counts of its upstream name (cbs: one per name for the
+ * life of the process, so they carry over reloads). Control thread, before publish. 0 or
+ * RV_ENOMEM. */
 int rv_stats_assign(rv_snapshot_t *snap);
 
 /* Control-plane counters (control thread writes, admin reads). */

@@ -35,7 +35,7 @@
 static const char resp_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
 enum fail_kind { F_CONNECT, F_RESET, F_PROTOCOL, F_TRY_TIMEOUT, F_ROUTE_TIMEOUT, F_OOM, F_TLS };
-enum try_mode { TRY_FIRST, TRY_RETRY, TRY_STALE };
+enum try_mode { TRY_FIRST, TRY_RETRY, TRY_STALE, TRY_PENDING };
 
 static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events);
 static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t);
@@ -148,6 +148,10 @@ static void up_close(rv_dp_upconn_t *u)
         return;
     u->dead = true;
     pool_unlink(w, u);
+    if (u->cbs) {
+        atomic_fetch_sub_explicit(&u->cbs->connections, 1, memory_order_relaxed);
+        u->cbs = NULL;
+    }
     if (u->tls.ssl) {
         if (u->tls.done && !u->tls.failed)
             (void)rv_tls_shutdown(&u->tls);     /* close_notify, best effort (never waits) */
@@ -196,6 +200,13 @@ static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t)
         pool_free(p->w, p);
 }
 
+/* Waiters in some worker's pending state (pending count > 0) hold for a connection slot of
+ * u's cluster. */
+static bool slot_wanted(const rv_dp_upconn_t *u)
+{
+    return u->cbs && atomic_load_explicit(&u->cbs->pending, memory_order_relaxed) > 0;
+}
+
 /* Park u in its endpoint's idle list (or close it when the pool is full or stopping). */
 static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
 {
@@ -204,6 +215,12 @@ static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
      * no readiness event reports them: such a connection is never parked (they would be taken
      * for the next request's response) */
     if (w->stopping || (u->tls.ssl && SSL_has_pending(u->tls.ssl))) {
+        up_close(u);
+        return;
+    }
+    /* requests wait for a slot of its cluster's maxConnections, maybe on another worker: free
+     * the slot (one relaxed load per release; waiters exist only at the limit) */
+    if (slot_wanted(u)) {
         up_close(u);
         return;
     }
@@ -246,6 +263,19 @@ static rv_dp_upconn_t *pool_get(rv_dp_worker_t *w, const struct sockaddr_storage
     u->reused = true;
     u->noreuse = false;
     return u;
+}
+
+/* Close the idle connections whose cluster has requests waiting for a connection slot (they
+ * may be on another worker, which cannot use this worker's pool). Owner worker. */
+void rv_dp_pool_shed(rv_dp_worker_t *w)
+{
+    for (int i = 0; i < DP_POOL_BUCKETS; i++)
+        for (struct rv_dp_upool_s *p = w->pool[i]; p; p = p->next)
+            for (rv_dp_upconn_t *u = p->idle, *n; u; u = n) {
+                n = u->pnext;
+                if (slot_wanted(u))
+                    up_close(u);
+            }
 }
 
 void rv_dp_pool_close_all(rv_dp_worker_t *w)
@@ -467,8 +497,8 @@ static void arm_try_timer(rv_dp_conn_t *d)
     rv_dp_stream_t *s = d->s;
     rv_loop_t *loop = &d->w->loop;
     int64_t dl = INT64_MAX;
-    if (s->up_state == UP_WAIT)
-        return;     /* the timer measures the backoff; the next try re-arms it */
+    if (s->up_state == UP_WAIT || s->up_state == UP_PENDING)
+        return;     /* the timer measures the backoff or the pending poll; the next try re-arms it */
     if (s->up_state == UP_CONNECTING)
         dl = s->try_start + connect_timeout(s->cluster);
     int64_t pt = s->route->opts.retries.per_try_timeout_ms;
@@ -514,6 +544,8 @@ void rv_dp_on_try_timer(rv_loop_t *loop, rv_timer_t *t)
         return;
     if (s->up_state == UP_WAIT)
         start_try(d, TRY_RETRY);   /* backoff elapsed */
+    else if (s->up_state == UP_PENDING)
+        start_try(d, TRY_PENDING); /* is there a connection for it now? */
     else if (s->up_state == UP_CONNECTING &&
              rv_loop_now(loop) >= s->try_start + connect_timeout(s->cluster)) {
         rv_dp_upconn_t *u = s->u;
@@ -543,6 +575,95 @@ static rv_cstats_t *cstats(rv_dp_conn_t *d)
 static bool replayable(const rv_dp_stream_t *s)
 {
     return s->req_body == RV_H1_BODY_NONE || s->retain;
+}
+
+/* ---- circuit breakers ---------------------------------------------------------------- */
+
+/* Take one unit of the shared count c under limit max: false (nothing taken) when max units
+ * are in use. One atomic add (and a subtract on overflow); no lock. The check and the add are
+ * one operation, so the workers together never hold more than max. */
+static bool cb_take(_Atomic int64_t *c, uint32_t max)
+{
+    if (atomic_fetch_add_explicit(c, 1, memory_order_relaxed) < (int64_t)max)
+        return true;
+    atomic_fetch_sub_explicit(c, 1, memory_order_relaxed);
+    return false;
+}
+
+static void cb_put(rv_cb_state_t **held, size_t off)
+{
+    if (*held) {
+        atomic_fetch_sub_explicit((_Atomic int64_t *)((char *)*held + off), 1, memory_order_relaxed);
+        *held = NULL;
+    }
+}
+
+/* Leave the pending state's count (local replies, a connection found). Owner worker. */
+void rv_dp_cb_unpend(rv_dp_stream_t *s)
+{
+    cb_put(&s->cb_pend, offsetof(rv_cb_state_t, pending));
+}
+
+/* Give back every circuit breaker count the request holds (request end). Owner worker. */
+void rv_dp_cb_release(rv_dp_stream_t *s)
+{
+    cb_put(&s->cb_rq, offsetof(rv_cb_state_t, requests));
+    cb_put(&s->cb_retry, offsetof(rv_cb_state_t, retries));
+    cb_put(&s->cb_pend, offsetof(rv_cb_state_t, pending));
+}
+
+/* A circuit breaker refused the request (maxRequests, maxPendingRequests): Envoy's answer,
+ * 503 with the overflow reset reason, flag UO and x-envoy-overloaded: true. */
+static void overflow(rv_dp_conn_t *d)
+{
+    rv_cstats_t *cs = cstats(d);
+    if (cs)
+        rv_ctr_add(&cs->overflow, 1);
+    d->s->overloaded = true;
+    rv_dp_local_reply(d, 503, RV_STR("upstream connect error or disconnect/reset before headers. reset reason: overflow"),
+                      RV_STR_NULL, DP_F_UO);
+}
+
+/* May the request retry (maxRetries)? It holds one of the cluster's retries from its first
+ * retry to its end (Envoy holds it from the retry's decision to the next one). false: the
+ * retry is not made; the caller answers with what it has, flag UO (Envoy's NoOverflow). */
+static bool retry_allowed(rv_dp_conn_t *d)
+{
+    rv_dp_stream_t *s = d->s;
+    const rv_cluster_t *c = s->cluster;
+    if (!c->cbs || s->cb_retry)
+        return true;
+    if (cb_take(&c->cbs->retries, c->cb.max_retries)) {
+        s->cb_retry = c->cbs;
+        return true;
+    }
+    rv_cstats_t *cs = cstats(d);
+    if (cs)
+        rv_ctr_add(&cs->retry_overflow, 1);
+    return false;
+}
+
+/* No connection can be opened (the cluster holds maxConnections): wait as a pending request
+ * (maxPendingRequests, else 503 UO) and look again every DP_PENDING_POLL_MS - a connection
+ * freed on another worker sends no event here. The route timeout still runs. */
+static void pend(rv_dp_conn_t *d)
+{
+    rv_dp_stream_t *s = d->s;
+    const rv_cluster_t *c = s->cluster;
+    if (!s->cb_pend) {
+        if (!cb_take(&c->cbs->pending, c->cb.max_pending)) {
+            s->up_state = UP_NONE;
+            overflow(d);
+            return;
+        }
+        s->cb_pend = c->cbs;
+        rv_cstats_t *cs = cstats(d);
+        if (cs)
+            rv_ctr_add(&cs->cx_overflow, 1);
+        rv_dp_shed_all();   /* idle connections parked before it waited free their slots */
+    }
+    s->up_state = UP_PENDING;
+    rv_timer_after(&d->w->loop, &s->t_try, DP_PENDING_POLL_MS);
 }
 
 static void schedule_retry(rv_dp_conn_t *d)
@@ -619,11 +740,14 @@ static void fail(rv_dp_conn_t *d, int kind)
     }
     const rv_retry_policy_t *pol = &s->route->opts.retries;
     if (retry_on_failure(pol->on, kind) && replayable(s)) {
-        if (s->retries < pol->num_retries) {
+        if (s->retries >= pol->num_retries) {
+            flag |= DP_F_URX;
+        } else if (retry_allowed(d)) {
             schedule_retry(d);
             return;
+        } else {
+            flag |= DP_F_UO;
         }
-        flag |= DP_F_URX;
     }
     switch (kind) {
     case F_CONNECT:
@@ -660,8 +784,9 @@ static void fail(rv_dp_conn_t *d, int kind)
     }
 }
 
-/* Begin an attempt: choose the endpoint, build the head, take a pooled connection or
- * connect. TRY_STALE reuses the endpoint on a fresh connection. */
+/* Begin an attempt: choose the endpoint, take a pooled connection or connect (when the
+ * cluster's maxConnections allows; else wait, pend()), build the head. TRY_STALE reuses the
+ * endpoint on a fresh connection; TRY_PENDING looks again for the endpoint chosen before. */
 static void start_try(rv_dp_conn_t *d, int mode)
 {
     rv_dp_worker_t *w = d->w;
@@ -669,7 +794,7 @@ static void start_try(rv_dp_conn_t *d, int mode)
     const rv_cluster_t *c = s->cluster;
     rv_lb_state_t *lb = &s->eg->lb[c->index];
     int ep = s->ep;
-    if (mode != TRY_STALE || ep < 0) {
+    if ((mode != TRY_STALE && mode != TRY_PENDING) || ep < 0) {
         ep = rv_lb_pick(c, lb, mode == TRY_RETRY && s->ep >= 0 ? (uint32_t)s->ep : UINT32_MAX);
         if (ep < 0 || (uint32_t)ep >= c->neps) {
             rv_dp_local_reply(d, 503, RV_STR("no healthy upstream"), RV_STR_NULL, DP_F_UH);
@@ -684,7 +809,23 @@ static void start_try(rv_dp_conn_t *d, int mode)
     }
     s->ep = ep;
     const rv_endpoint_t *e = &c->eps[ep];
+    uint64_t key = pool_key(c, e);
+    rv_dp_upconn_t *u = mode == TRY_STALE ? NULL : pool_get(w, &e->addr, key);
+    rv_cb_state_t *counted = NULL;
+    if (!u && c->cbs) {
+        if (!cb_take(&c->cbs->connections, c->cb.max_connections)) {
+            pend(d);
+            return;
+        }
+        counted = c->cbs;
+    }
+    rv_dp_cb_unpend(s);
+    /* the first try runs in the call that parsed the head (unless it had to wait) */
     if (rv_dp_build_up_head(d, e, mode == TRY_FIRST) < 0) {
+        if (u)
+            up_close(u);
+        if (counted)
+            atomic_fetch_sub_explicit(&counted->connections, 1, memory_order_relaxed);
         fail(d, F_OOM);
         return;
     }
@@ -696,16 +837,17 @@ static void start_try(rv_dp_conn_t *d, int mode)
     s->resp_off = s->resp_scan = s->resp_raw = 0;
     s->up_attempts++;
     s->try_start = rv_loop_now(&w->loop);
-    uint64_t key = pool_key(c, e);
-    rv_dp_upconn_t *u = mode == TRY_STALE ? NULL : pool_get(w, &e->addr, key);
     if (!u) {
         bool oom;
         u = up_connect(w, c, e, key, &oom);
         if (!u) {
+            if (counted)
+                atomic_fetch_sub_explicit(&counted->connections, 1, memory_order_relaxed);
             s->up_state = UP_CONNECTING;
             fail(d, oom ? F_OOM : F_CONNECT);
             return;
         }
+        u->cbs = counted;
     }
     u->owner = d;
     u->nreq++;
@@ -741,6 +883,14 @@ void rv_dp_proxy_start(rv_dp_conn_t *d)
         return;
     }
     s->cluster = &es->clusters[s->dest->cluster];
+    if (s->cluster->cbs) {
+        /* maxRequests: the one shared atomic add of a request (and its subtract at the end) */
+        if (!cb_take(&s->cluster->cbs->requests, s->cluster->cb.max_requests)) {
+            overflow(d);
+            return;
+        }
+        s->cb_rq = s->cluster->cbs;
+    }
     if (!s->arena && !(s->arena = rv_dp_arena_get(w))) {
         rv_ctr_add(&w->st->oom, 1);
         rv_dp_local_reply(d, 503, RV_STR("out of memory"), RV_STR_NULL, DP_F_OM);
@@ -952,13 +1102,16 @@ static bool resp_head(rv_dp_conn_t *d)
     }
     const rv_retry_policy_t *pol = &s->route->opts.retries;
     if (pol->on && status_retriable(pol, r.status) && replayable(s)) {
-        if (s->retries < pol->num_retries) {
+        if (s->retries >= pol->num_retries) {
+            s->flags |= DP_F_URX;
+        } else if (retry_allowed(d)) {
             rv_dp_up_release(d, false);
             rv_timer_stop(&w->loop, &s->t_try);
             schedule_retry(d);
             return true;
+        } else {
+            s->flags |= DP_F_UO;    /* maxRetries in flight: this response is the answer */
         }
-        s->flags |= DP_F_URX;
     }
     s->status = r.status;
     s->resp_body = r.body;

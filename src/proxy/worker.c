@@ -534,6 +534,8 @@ static void on_wake(rv_loop_t *loop, rv_io_t *io, uint32_t events)
     rv_dp_worker_t *w = RV_CONTAINER_OF(io, rv_dp_worker_t, evio);
     while (read(w->evfd, &v, sizeof(v)) > 0)
         ;
+    if (atomic_exchange(&w->shed, false))
+        rv_dp_pool_shed(w);
 }
 
 static void begin_stop(rv_dp_worker_t *w)
@@ -719,6 +721,18 @@ static void wake(rv_dp_worker_t *w)
     uint64_t one = 1;
     ssize_t r = write(w->evfd, &one, sizeof(one));
     RV_UNUSED(r);
+}
+
+/* A request waits for a connection slot of a cluster (maxConnections): ask every worker, this
+ * one included, to close its idle connections counted against a cluster with waiters (each
+ * worker's pool is its own, so only it can). Any worker thread; an eventfd write per worker. */
+void rv_dp_shed_all(void)
+{
+    for (int i = 0; i < nworkers; i++) {
+        if (!workers[i] || atomic_exchange(&workers[i]->shed, true))
+            continue;   /* already asked, not yet done */
+        wake(workers[i]);
+    }
 }
 
 /* ---- public API ---------------------------------------------------------------------- */

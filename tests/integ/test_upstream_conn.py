@@ -9,10 +9,11 @@ import os
 import re
 import socket
 import subprocess
+import threading
 
 import pytest
 
-from harness import log_lines_with, route, wait_for
+from harness import log_lines_with, metric_sum, route, wait_for
 
 
 def stopped_log(rv):
@@ -299,3 +300,201 @@ def test_refused_fields_are_named(cfg, backend, rivet, conn_cfg, named):
     st = rv.wait_status("Upstream", "bad", "Rejected")
     assert named in st["reason"], st
     assert rv.get("/fine").status == 200
+
+
+# ---- circuitBreakers -------------------------------------------------------------------------
+
+
+def gated(gate):
+    """Handler: /hold/... waits for gate (set by the test) before answering; the rest answers at
+    once."""
+    def handler(req, conn):
+        if req.path.startswith("/hold"):
+            gate.wait(30)
+        conn.respond(200, "done %s\n" % req.path)
+        return True
+    return handler
+
+
+def in_thread(fn, *a, **kw):
+    """Run fn in a thread; returns a getter for its result (raises what fn raised)."""
+    box = {}
+
+    def run():
+        try:
+            box["v"] = fn(*a, **kw)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box["e"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+    def result(timeout=30):
+        t.join(timeout)
+        assert not t.is_alive(), "request still running after %ss" % timeout
+        if "e" in box:
+            raise box["e"]
+        return box["v"]
+    return result
+
+
+def overflow_count(rv, name, upstream="gloo-system.up"):
+    return metric_sum(rv.metrics(), name, upstream=upstream)
+
+
+def test_max_requests_overflow_503_uo(cfg, backend, rivet):
+    """maxRequests 1, a request held at the backend: a second one (either worker) is answered
+    503 UO with x-envoy-overloaded: true and counted; once the first ends, requests pass."""
+    gate = threading.Event()
+    b = backend(handler=gated(gate))
+    cfg.gateway()
+    cfg.upstream("up", [b], circuitBreakers={"maxRequests": 1})
+    cfg.vs("vs", [route(upstream="up")])
+    rv = rivet(cfg)
+    first = in_thread(rv.get, "/hold/1")
+    b.wait_requests(1)
+    try:
+        r = rv.get("/second")
+        assert r.status == 503, r
+        assert r.header("x-envoy-overloaded") == "true", r.headers
+        assert b"reset reason: overflow" in r.body, r
+        assert [q.path for q in b.requests] == ["/hold/1"], b.requests
+    finally:
+        gate.set()
+    assert first().status == 200
+    r = rv.get("/third")
+    assert r.status == 200 and r.header("x-envoy-overloaded") is None, r
+    assert overflow_count(rv, "rivet_upstream_overflow_total") == 1
+    log = stopped_log(rv)
+    assert len(log_lines_with(log, "503", "UO")) == 1, log
+
+
+@pytest.mark.parametrize("limited", [True, False])
+def test_max_connections_makes_requests_wait(cfg, backend, rivet, limited):
+    """maxConnections 1, a request held at the backend: a second request waits for the
+    connection (pending) instead of opening another - the backend sees one connection while the
+    first is held - and succeeds once it is released. Without the limit, the second request opens
+    a second connection and is answered while the first is still held."""
+    gate = threading.Event()
+    b = backend(handler=gated(gate))
+    cfg.gateway()
+    extra = {"circuitBreakers": {"maxConnections": 1}} if limited else {}
+    cfg.upstream("up", [b], **extra)
+    cfg.vs("vs", [route(upstream="up")])
+    rv = rivet(cfg)
+    first = in_thread(rv.get, "/hold/1")
+    b.wait_requests(1)
+    try:
+        second = in_thread(rv.get, "/second")
+        if limited:
+            wait_for(lambda: overflow_count(rv, "rivet_upstream_connection_overflow_total") == 1,
+                     msg="the second request to wait for a connection")
+            assert b.nconns == 1 and len(b.requests) == 1, b.requests
+        else:
+            assert second().status == 200
+            assert b.nconns == 2, b.nconns
+    finally:
+        gate.set()
+    assert first().status == 200
+    assert second().status == 200
+    assert [q.path for q in b.requests] == ["/hold/1", "/second"], b.requests
+    assert overflow_count(rv, "rivet_upstream_overflow_total") == 0
+
+
+def test_max_pending_requests_zero_overflows(cfg, backend, rivet):
+    """maxConnections 1 and maxPendingRequests 0: a request that would have to wait for the
+    connection is answered 503 UO at once."""
+    gate = threading.Event()
+    b = backend(handler=gated(gate))
+    cfg.gateway()
+    cfg.upstream("up", [b], circuitBreakers={"maxConnections": 1, "maxPendingRequests": 0})
+    cfg.vs("vs", [route(upstream="up")])
+    rv = rivet(cfg)
+    first = in_thread(rv.get, "/hold/1")
+    b.wait_requests(1)
+    try:
+        r = rv.get("/second")
+        assert r.status == 503 and r.header("x-envoy-overloaded") == "true", r
+    finally:
+        gate.set()
+    assert first().status == 200
+    assert overflow_count(rv, "rivet_upstream_overflow_total") == 1
+    assert b.nconns == 1
+
+
+def flaky():
+    """Handler: the first request of each path gets 503, later ones 200."""
+    seen = set()
+    lock = threading.Lock()
+
+    def handler(req, conn):
+        with lock:
+            first = req.path not in seen
+            seen.add(req.path)
+        conn.respond(503 if first else 200, "try\n")
+        return True
+    return handler
+
+
+def test_max_retries_zero_suppresses_the_retry(cfg, backend, rivet):
+    """A 503 that the route's policy retries: retried (then 200) on an upstream without
+    circuitBreakers; with maxRetries 0 the retry is not made, the 503 is the answer, flag UO,
+    counted in rivet_upstream_retry_overflow_total."""
+    lim = backend(name="lim", handler=flaky())
+    free = backend(name="free", handler=flaky())
+    cfg.gateway()
+    cfg.upstream("lim", [lim], circuitBreakers={"maxRetries": 0})
+    cfg.upstream("free", [free])
+    retry = {"retries": {"retryOn": "5xx", "numRetries": 2}}
+    cfg.vs("vs", [route(prefix="/lim", upstream="lim", options=retry),
+                  route(prefix="/free", upstream="free", options=retry)])
+    rv = rivet(cfg)
+    assert rv.get("/free/x").status == 200
+    assert len(free.requests) == 2
+    r = rv.get("/lim/x")
+    assert r.status == 503 and r.header("x-envoy-overloaded") is None, r
+    assert len(lim.requests) == 1, lim.requests
+    assert overflow_count(rv, "rivet_upstream_retry_overflow_total", "gloo-system.lim") == 1
+    log = stopped_log(rv)
+    assert len(log_lines_with(log, "503", "UO")) == 1, log
+
+
+def test_counts_survive_a_reload(cfg, backend, rivet):
+    """The counts are per upstream name for the life of the process: a request in flight across
+    a reload of its Upstream still counts against maxRequests, and its end is counted back."""
+    gate = threading.Event()
+    b = backend(handler=gated(gate))
+    cfg.gateway()
+    cfg.upstream("up", [b], circuitBreakers={"maxRequests": 1})
+    cfg.vs("vs", [route(upstream="up")])
+    rv = rivet(cfg)
+    first = in_thread(rv.get, "/hold/1")
+    b.wait_requests(1)
+    try:
+        cfg.upstream("up", [b], circuitBreakers={"maxRequests": 1, "maxRetries": 2})
+
+        def reloaded():
+            cl = [c for c in rv.config_dump()["clusters"] if c["name"] == "gloo-system.up"]
+            return cl and cl[0]["circuitBreakers"]["maxRetries"] == 2
+        wait_for(reloaded, msg="the edited Upstream to be served")
+        r = rv.get("/second")
+        assert r.status == 503 and r.header("x-envoy-overloaded") == "true", r
+    finally:
+        gate.set()
+    assert first().status == 200
+    assert rv.get("/third").status == 200
+
+
+def test_envoy_defaults_without_circuit_breakers(cfg, backend, rivet):
+    """An Upstream without circuitBreakers gets Envoy's defaults (1024/1024/1024/3); set limits
+    replace them one by one."""
+    b = backend()
+    cfg.gateway()
+    cfg.upstream("dflt", [b])
+    cfg.upstream("some", [b], circuitBreakers={"maxRequests": 5})
+    cfg.vs("vs", [route(upstream="dflt")])
+    rv = rivet(cfg)
+    cl = {c["name"]: c for c in rv.config_dump()["clusters"]}
+    assert cl["gloo-system.dflt"]["circuitBreakers"] == {
+        "maxConnections": 1024, "maxPendingRequests": 1024, "maxRequests": 1024, "maxRetries": 3}
+    assert cl["gloo-system.some"]["circuitBreakers"] == {
+        "maxConnections": 1024, "maxPendingRequests": 1024, "maxRequests": 5, "maxRetries": 3}

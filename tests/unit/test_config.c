@@ -721,6 +721,25 @@ static void test_upstreams(void)
     REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {idleTimeout: -5s}}\n",
         "commonHttpProtocolOptions.idleTimeout: invalid duration", "negative idleTimeout refused");
 
+    /* circuitBreakers */
+    u = dec(RK_US, US_STATIC("") "circuitBreakers: {maxConnections: 1, maxPendingRequests: 2, maxRequests: 3,"
+                                 " maxRetries: 0}\n");
+    CHECK(u && u->cb.h.set && u->cb.has_max_connections && u->cb.max_connections == 1 && u->cb.max_pending == 2 &&
+              u->cb.max_requests == 3 && u->cb.has_max_retries && u->cb.max_retries == 0,
+          "circuitBreakers decoded, maxRetries 0 kept as set (%s)", err);
+    u = dec(RK_US, US_STATIC("") "circuit_breakers: {max_requests: 7}\n");
+    CHECK(u && u->cb.has_max_requests && u->cb.max_requests == 7 && !u->cb.has_max_connections &&
+              !u->cb.has_max_pending && !u->cb.has_max_retries,
+          "circuitBreakers: snake_case, absent limits stay unset (%s)", err);
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {maxRequests: -1}\n", "circuitBreakers.maxRequests: must not be negative",
+        "negative maxRequests refused");
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {maxConnections: 4294967296}\n",
+        "circuitBreakers.maxConnections: must be between 0 and 4294967295", "maxConnections past uint32 refused");
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {maxRetries: 1.5}\n", "circuitBreakers.maxRetries: expected an integer",
+        "fractional maxRetries refused");
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {trackRemaining: true}\n", "circuitBreakers.trackRemaining: unknown field",
+        "a field Gloo does not have is unknown");
+
     ug_t *g = dec(RK_UG, "apiVersion: gloo.solo.io/v1\nkind: UpstreamGroup\nmetadata: {name: x}\nspec:\n  destinations:\n"
                          "  - {destination: {upstream: {name: a}}, weight: 9}\n  - {destination: {upstream: {name: b}}, "
                          "weight: 1}\n");
@@ -828,6 +847,10 @@ static void test_settings(void)
     rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "gloo.invalidConfigPolicy is not supported yet"),
           "settings: other gloo options refused (%s)", e);
+    tdir_put("gloo-system/default.yaml", "gloo: {circuitBreakers: {maxRequests: 5}}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
+    CHECK(rc == RV_EPARSE && strstr(e, "gloo.circuitBreakers is not supported yet"),
+          "settings: gloo.circuitBreakers (defaults for every upstream) refused by name (%s)", e);
     tdir_put("gloo-system/default.yaml", "refreshRate: soon\n");
     rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "refreshRate: invalid duration") && strstr(e, "default.yaml:1:"),

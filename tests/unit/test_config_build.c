@@ -321,6 +321,12 @@ static void test_fixture(void)
               c->eps[1].addr.ss_family == AF_INET6 && c->eps[0].weight == 2,
           "fixture: IPv4 and IPv6 endpoints");
 
+    CHECK(c->cb.on && c->cb.max_connections == RV_CB_MAX_CONNECTIONS && c->cb.max_pending == RV_CB_MAX_PENDING &&
+              c->cb.max_requests == RV_CB_MAX_REQUESTS && c->cb.max_retries == RV_CB_MAX_RETRIES && !c->cbs,
+          "fixture: no circuitBreakers = Envoy's defaults (counts attached later, by rv_stats_assign)");
+    CHECK(!c->conn.connect_timeout_ms && !c->conn.idle_timeout_ms && !c->conn.max_requests && !c->conn.keepalive &&
+              !c->conn.pool_key,
+          "fixture: no connectionConfig = all-default connection settings (shared pool key)");
     CHECK(json_ok(snap->config_json) && snap->config_json_len == strlen(snap->config_json), "fixture: JSON dump is valid");
     CHECK(strstr(snap->config_json, "\"body\":\"ok \\\"fine\\\"\\n\"") != NULL, "fixture: JSON escapes quotes and newlines");
     CHECK(strstr(snap->config_json, "\"cluster\":\"apps.api\"") && strstr(snap->config_json, "\"address\":\"[::1]:9002\""),
