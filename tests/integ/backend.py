@@ -284,7 +284,11 @@ def parse_head(head, req):
 class Backend:
     """A threaded recording HTTP/1.1 server on 127.0.0.1 (or host) with an ephemeral port."""
 
-    def __init__(self, name="backend", handler=None, host="127.0.0.1", send_continue=True):
+    def __init__(self, name="backend", handler=None, host="127.0.0.1", send_continue=True, localhost=False):
+        """localhost=True: also listen on [::1] with the same port when the IPv6 loopback
+        exists, for an Upstream addressed as `localhost` - which resolves to ::1 as well on
+        many machines (Debian's and Docker's /etc/hosts), and rivet sends to every address a
+        name resolves to."""
         self.name = name
         self.handler = handler       # fn(req, conn) -> True when it answered
         self.send_continue = send_continue
@@ -307,8 +311,19 @@ class Backend:
         self._socks = set()
         self.counter = 0             # free for handlers (use with .lock)
         self.state = {}              # free for handlers
-        self._thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self._thread = threading.Thread(target=self._accept_loop, args=(self.sock,), daemon=True)
         self._thread.start()
+        self.sock6 = None
+        if localhost and ":" not in host:
+            s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            try:
+                s6.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s6.bind(("::1", self.port))
+                s6.listen(256)
+                self.sock6 = s6
+                threading.Thread(target=self._accept_loop, args=(s6,), daemon=True).start()
+            except OSError:     # no IPv6 loopback (then localhost is not ::1 either)
+                s6.close()
 
     # -- public ------------------------------------------------------------------------
     @property
@@ -350,10 +365,12 @@ class Backend:
 
     def stop(self):
         self.stopping.set()
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+        for ls in (self.sock, self.sock6):
+            try:
+                if ls is not None:
+                    ls.close()
+            except OSError:
+                pass
         with self.lock:
             socks = list(self._socks)
         for s in socks:
@@ -373,10 +390,10 @@ class Backend:
             if len(b) < RAW_KEEP:
                 b += data[:RAW_KEEP - len(b)]
 
-    def _accept_loop(self):
+    def _accept_loop(self, lsock):
         while not self.stopping.is_set():
             try:
-                s, _ = self.sock.accept()
+                s, _ = lsock.accept()
             except OSError:
                 return
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -165,7 +165,7 @@ def test_ssl_false_accepted(cfg, rivet):
 
 
 def test_hostname_upstream_localhost_routes(cfg, backend, rivet):
-    b = backend("named")
+    b = backend("named", localhost=True)
     port = cfg.gateway()
     cfg.upstream("up", [("localhost", b.port)])
     cfg.vs("vs", [route(prefix="/", upstream="up")])
@@ -195,7 +195,7 @@ def test_hostname_upstream_unresolvable_warning_503(cfg, backend, rivet):
 
 def test_hostname_upstream_mixed_hosts_skip_unresolvable(cfg, backend, rivet):
     """One unresolvable host among others is left out; the rest still gets every request."""
-    b = backend("ok")
+    b = backend("ok", localhost=True)
     port = cfg.gateway()
     cfg.upstream("up", [("does-not-exist.invalid", b.port), ("localhost", b.port)])
     cfg.vs("vs", [route(prefix="/", upstream="up")])

@@ -96,7 +96,7 @@ def test_default_refresh_does_not_see_it(tmp_path, rivet):
 
 
 def test_refresh_without_changes_does_not_republish(tmp_path, backend, rivet):
-    b = backend("named")
+    b = backend("named", localhost=True)
     boot, cfg = _boot(tmp_path, "1s")
     port = cfg.gateway()
     cfg.upstream("up", [("localhost", b.port)])

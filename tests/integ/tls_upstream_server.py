@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 
-from harness import can_connect, free_port
+from harness import can_connect, free_port, port_is_free, timeout_scale
 
 NGINX = "/usr/sbin/nginx"
 
@@ -84,9 +84,14 @@ class TlsNginx:
         self.proc = None
 
     def _server(self, port, cert, extra=""):
+        # also on [::1] when it can be bound: an Upstream addressed as `localhost` goes to
+        # every address the name resolves to, ::1 too on many machines (Debian's and Docker's
+        # /etc/hosts); the certificates name localhost, so either address verifies
+        v6 = "listen [::1]:%d ssl;" % port if port_is_free(port, "::1") else ""
         return """
     server {
         listen 127.0.0.1:%d ssl;
+        %s
         ssl_certificate %s;
         ssl_certificate_key %s;
         %s
@@ -94,7 +99,7 @@ class TlsNginx:
         location = /big { root %s/www; }
         location = /upload { client_max_body_size 64m; return 200 "len=$content_length\n"; }
         location / { %s }
-    }""" % (port, cert[0], cert[1], extra, _ECHO, self.dir, _ECHO)
+    }""" % (port, v6, cert[0], cert[1], extra, _ECHO, self.dir, _ECHO)
 
     BIG = 3 * 1024 * 1024 + 7      # /big: a file larger than rivet's 64 KiB buffer, odd size
 
@@ -134,15 +139,15 @@ http {
             f.write(conf)
         self.proc = subprocess.Popen([NGINX, "-e", os.path.join(self.dir, "error.log"), "-p", self.dir,
                                       "-c", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.time() + 10
-        while time.time() < deadline:
+        deadline = time.monotonic() + 10 * timeout_scale()
+        while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("nginx exited: %s" % self.proc.stderr.read().decode(errors="replace"))
             if all(can_connect(p) for p in self.ports.values()):
                 return self
             time.sleep(0.05)
         self.stop()
-        raise RuntimeError("nginx did not listen within 10 s")
+        raise RuntimeError("nginx did not listen in time")
 
     def big_bytes(self):
         with open(os.path.join(self.dir, "www", "big"), "rb") as f:
