@@ -322,6 +322,7 @@ typedef struct us_s {
 typedef struct ug_s { mhdr_t h; meta_t meta; list_t dests; } ug_t;   /* wdest_t */
 
 typedef struct dirsrc_s { mhdr_t h; char *directory; } dirsrc_t;
+typedef struct glooopts_s { mhdr_t h; cbcfg_t cb; } glooopts_t;    /* Settings.gloo */
 typedef struct settings_doc_s {
     mhdr_t h;
     meta_t meta;
@@ -330,7 +331,8 @@ typedef struct settings_doc_s {
     dirsrc_t config_src;
     dirsrc_t secret_src;
     int64_t refresh_ms; bool has_refresh;
-    mhdr_t gloo_opts, gw_opts;  /* only harmless fields: nothing to keep */
+    glooopts_t gloo_opts;       /* gloo: circuitBreakers, and harmless fields */
+    mhdr_t gw_opts;             /* only harmless fields: nothing to keep */
 } settings_doc_t;
 
 /* ---- resource kinds ---------------------------------------------------------------- */

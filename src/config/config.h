@@ -83,6 +83,11 @@ typedef struct rv_settings_s {
     rv_secret_src_t *secret_srcs;
     uint32_t nsecret_srcs;
 
+    /* Settings.gloo.circuitBreakers: defaults for every upstream's limits. A limit applies when
+     * its has_ flag is set; else (and for an Upstream's own circuitBreakers field) Envoy's. */
+    bool has_cb_max_connections, has_cb_max_pending, has_cb_max_requests, has_cb_max_retries;
+    uint32_t cb_max_connections, cb_max_pending, cb_max_requests, cb_max_retries;
+
     /* Set by rivet run when a newer Settings file was refused and these settings stay in
      * force: the reason (malloc), shown as the Settings status; NULL otherwise. */
     char *rejected;

@@ -1504,8 +1504,9 @@ DESC(dirsrc_desc, dirsrc_t, dirsrc_fields, dirsrc_check);
 /* Addresses of Gloo's own servers: rivet has none of them, so they are harmless. */
 static const field_t glooopts_fields[] = {
     IGN("xdsBindAddr"), IGN("validationBindAddr"), IGN("restXdsBindAddr"), IGN("proxyDebugBindAddr"),
+    FLD("circuitBreakers", F_MSG, OFF(glooopts_t, cb), .sub = &cbcfg_desc),    /* every upstream's defaults */
 };
-static const msgdesc_t glooopts_desc = { "GlooOptions", sizeof(mhdr_t), glooopts_fields,
+static const msgdesc_t glooopts_desc = { "GlooOptions", sizeof(glooopts_t), glooopts_fields,
                                          (uint32_t)RV_ARRAY_LEN(glooopts_fields), NULL, true };
 
 static const field_t gwopts_fields[] = { IGN("persistProxySpec") };

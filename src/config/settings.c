@@ -726,6 +726,15 @@ static int apply_doc(rv_settings_t *out, const settings_doc_t *d, const char *di
     /* Gloo always watches the discovery namespace */
     if (out->nwatch_ns && add_watch(out, out->discovery_ns) != 0)
         return RV_ENOMEM;
+    const cbcfg_t *cb = &d->gloo_opts.cb;
+    out->has_cb_max_connections = cb->has_max_connections;
+    out->cb_max_connections = cb->max_connections;
+    out->has_cb_max_pending = cb->has_max_pending;
+    out->cb_max_pending = cb->max_pending;
+    out->has_cb_max_requests = cb->has_max_requests;
+    out->cb_max_requests = cb->max_requests;
+    out->has_cb_max_retries = cb->has_max_retries;
+    out->cb_max_retries = cb->max_retries;
     return 0;
 }
 

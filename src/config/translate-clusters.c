@@ -81,9 +81,13 @@ static rv_cluster_t *new_cluster(bctx_t *b, uint32_t *index)
     *index = b->clusters.n;
     rv_cluster_t *c = cfg_vec_push(b, &b->clusters, sizeof(rv_cluster_t));
     if (c) {
+        /* circuit breakers: Settings.gloo.circuitBreakers, else Envoy's defaults */
+        const rv_settings_t *s = b->s;
         c->index = *index;
-        c->cb = (rv_cb_limits_t){ true, RV_CB_MAX_CONNECTIONS, RV_CB_MAX_PENDING, RV_CB_MAX_REQUESTS,
-                                  RV_CB_MAX_RETRIES };
+        c->cb = (rv_cb_limits_t){ true, s->has_cb_max_connections ? s->cb_max_connections : RV_CB_MAX_CONNECTIONS,
+                                  s->has_cb_max_pending ? s->cb_max_pending : RV_CB_MAX_PENDING,
+                                  s->has_cb_max_requests ? s->cb_max_requests : RV_CB_MAX_REQUESTS,
+                                  s->has_cb_max_retries ? s->cb_max_retries : RV_CB_MAX_RETRIES };
     }
     return c;
 }
@@ -714,6 +718,11 @@ void cfg_build_clusters(bctx_t *b)
         c->lb = u->lb.lr.h.set ? RV_LB_LEAST_REQUEST : u->lb.random.h.set ? RV_LB_RANDOM : RV_LB_ROUND_ROBIN;
         c->choice_count = u->lb.lr.h.set ? u->lb.lr.choice_count : 2;
         conn_settings(c, &u->conn);
+        /* Gloo takes the first circuit breaker config present, whole: the Upstream's (its unset
+         * limits are Envoy's defaults), else Settings' (new_cluster) */
+        if (u->cb.h.set)
+            c->cb = (rv_cb_limits_t){ true, RV_CB_MAX_CONNECTIONS, RV_CB_MAX_PENDING, RV_CB_MAX_REQUESTS,
+                                      RV_CB_MAX_RETRIES };
         if (u->cb.has_max_connections)
             c->cb.max_connections = u->cb.max_connections;
         if (u->cb.has_max_pending)

@@ -872,6 +872,15 @@ static int secrets_sync(ctl_t *c)
  * `rejected`, which the next build shows as the Settings status (Rejected); that status
  * change is what gets logged, once per change.
  */
+/* The upstreams' circuit breaker defaults (Settings.gloo.circuitBreakers) of a and b agree. */
+static bool cb_defaults_same(const rv_settings_t *a, const rv_settings_t *b)
+{
+    return a->has_cb_max_connections == b->has_cb_max_connections && a->cb_max_connections == b->cb_max_connections &&
+           a->has_cb_max_pending == b->has_cb_max_pending && a->cb_max_pending == b->cb_max_pending &&
+           a->has_cb_max_requests == b->has_cb_max_requests && a->cb_max_requests == b->cb_max_requests &&
+           a->has_cb_max_retries == b->has_cb_max_retries && a->cb_max_retries == b->cb_max_retries;
+}
+
 static void reload_settings(ctl_t *c)
 {
     rv_settings_t ns;
@@ -902,6 +911,8 @@ static void reload_settings(ctl_t *c)
     bool same_kv = (!ident && !c->kv_ident) || (ident && c->kv_ident && !strcmp(ident, c->kv_ident));
     free(ident);
     bool same_rate = ns.refresh_ms == c->settings.refresh_ms;
+    if (!cb_defaults_same(&ns, &c->settings))
+        c->settings_moved = true;   /* every cluster's limits follow: rebuild */
     rv_settings_free(&c->settings);
     c->settings = ns;
     if (!same_dir || !same_kv) {

@@ -498,3 +498,38 @@ def test_envoy_defaults_without_circuit_breakers(cfg, backend, rivet):
         "maxConnections": 1024, "maxPendingRequests": 1024, "maxRequests": 1024, "maxRetries": 3}
     assert cl["gloo-system.some"]["circuitBreakers"] == {
         "maxConnections": 1024, "maxPendingRequests": 1024, "maxRequests": 5, "maxRetries": 3}
+
+
+def test_settings_circuit_breakers_are_the_defaults(cfg, backend, rivet):
+    """Settings.gloo.circuitBreakers: the limits of every Upstream without its own
+    circuitBreakers (an Upstream's own config wins whole, its unset limits Envoy's, as Gloo
+    takes the first config present); editing the Settings re-applies them live, and the limit
+    acts (maxRequests 1 -> 503 UO while a request is held)."""
+    gate = threading.Event()
+    b = backend(handler=gated(gate))
+    (cfg.root / "gloo-system").mkdir(parents=True, exist_ok=True)
+    (cfg.root / "gloo-system" / "default.yaml").write_text(
+        "gloo: {circuitBreakers: {maxRequests: 7, maxRetries: 1}}\n")
+    cfg.gateway()
+    cfg.upstream("up", [b])
+    cfg.upstream("own", [b], circuitBreakers={"maxConnections": 9})
+    cfg.vs("vs", [route(upstream="up")])
+    rv = rivet(cfg)
+
+    def limits():
+        return {c["name"]: c["circuitBreakers"] for c in rv.config_dump()["clusters"]}
+    cl = limits()
+    assert cl["gloo-system.up"] == {"maxConnections": 1024, "maxPendingRequests": 1024, "maxRequests": 7,
+                                    "maxRetries": 1}, cl
+    assert cl["gloo-system.own"] == {"maxConnections": 9, "maxPendingRequests": 1024, "maxRequests": 1024,
+                                     "maxRetries": 3}, cl
+    (cfg.root / "gloo-system" / "default.yaml").write_text("gloo: {circuitBreakers: {maxRequests: 1}}\n")
+    wait_for(lambda: limits()["gloo-system.up"]["maxRequests"] == 1, msg="the edited Settings to apply")
+    first = in_thread(rv.get, "/hold/1")
+    b.wait_requests(1)
+    try:
+        r = rv.get("/second")
+        assert r.status == 503 and r.header("x-envoy-overloaded") == "true", r
+    finally:
+        gate.set()
+    assert first().status == 200

@@ -847,10 +847,16 @@ static void test_settings(void)
     rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "gloo.invalidConfigPolicy is not supported yet"),
           "settings: other gloo options refused (%s)", e);
-    tdir_put("gloo-system/default.yaml", "gloo: {circuitBreakers: {maxRequests: 5}}\n");
+    tdir_put("gloo-system/default.yaml", "gloo: {xdsBindAddr: x, circuitBreakers: {maxRequests: 5, maxRetries: 0}}\n");
     rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
-    CHECK(rc == RV_EPARSE && strstr(e, "gloo.circuitBreakers is not supported yet"),
-          "settings: gloo.circuitBreakers (defaults for every upstream) refused by name (%s)", e);
+    CHECK(rc == 0 && s.has_cb_max_requests && s.cb_max_requests == 5 && s.has_cb_max_retries && s.cb_max_retries == 0 &&
+              !s.has_cb_max_connections && !s.has_cb_max_pending,
+          "settings: gloo.circuitBreakers decoded, unset limits stay unset (%s)", e);
+    rv_settings_free(&s);
+    tdir_put("gloo-system/default.yaml", "gloo: {circuitBreakers: {maxConnections: -2}}\n");
+    rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
+    CHECK(rc == RV_EPARSE && strstr(e, "gloo.circuitBreakers.maxConnections: must not be negative"),
+          "settings: a bad gloo.circuitBreakers value names its path (%s)", e);
     tdir_put("gloo-system/default.yaml", "refreshRate: soon\n");
     rc = rv_settings_load(tdir, NULL, &s, e, sizeof(e));
     CHECK(rc == RV_EPARSE && strstr(e, "refreshRate: invalid duration") && strstr(e, "default.yaml:1:"),
