@@ -248,7 +248,10 @@ typedef struct ussl_s {
 } ussl_t;
 typedef struct lbrr_s { mhdr_t h; } lbrr_t;
 typedef struct lblr_s { mhdr_t h; uint32_t choice_count; bool has_choice; } lblr_t;
-typedef struct lbcfg_s { mhdr_t h; lbrr_t rr; lblr_t lr; lbrr_t random; } lbcfg_t;
+typedef struct lbcfg_s {
+    mhdr_t h; lbrr_t rr; lblr_t lr; lbrr_t random;
+    double panic_pct; bool has_panic;   /* healthyPanicThreshold (with healthChecks; default 50) */
+} lbcfg_t;
 /* Upstream consul{...}: instances of serviceName from the discovery view, filtered. */
 typedef struct cus_s {
     mhdr_t h;
@@ -356,6 +359,7 @@ typedef struct msgdesc_s msgdesc_t;
 enum ftype {
     F_STR = 0, F_BOOL, F_U32, F_I32, F_DUR, F_STRS, F_U32S, F_LABELS, F_ENUM,
     F_MSG, F_MSGS, F_IGNORE, F_UNSUP, F_FALSE_ONLY,
+    F_PCT,      /* a percentage (protobuf DoubleValue) 0..100 into a double */
 };
 
 typedef struct field_s {
@@ -517,6 +521,7 @@ void cfg_jb_key(jbuf_t *b, const char *k);                     /* "k": */
 void cfg_jb_kstr(jbuf_t *b, const char *k, rv_str_t v);
 void cfg_jb_kint(jbuf_t *b, const char *k, long long v);
 void cfg_jb_kbool(jbuf_t *b, const char *k, bool v);
+void cfg_jb_knum(jbuf_t *b, const char *k, double v);         /* a finite number */
 void cfg_jb_vstr(jbuf_t *b, rv_str_t v);                       /* array element */
 void cfg_jb_vint(jbuf_t *b, long long v);
 

@@ -481,6 +481,19 @@ static int decode_field(dctx_t *c, const field_t *f, const ynode_t *kn, const yn
             return cfg_derr(c, n, name, "true is not supported yet%s%s", f->note ? " " : "", f->note ? f->note : "");
         return 0;
     }
+    case F_PCT: {
+        /* a plain number (integer or decimal), 0 to 100 */
+        const char *k = kind_of(n);
+        char *end = NULL;
+        double v = 0;
+        if (n->type != YN_SCALAR || !n->plain || (strcmp(k, "integer") != 0 && strcmp(k, "number") != 0))
+            return cfg_derr(c, n, name, "expected a percentage (a number from 0 to 100), got %s", k);
+        v = strtod(n->s, &end);
+        if (!end || *end || !(v >= 0 && v <= 100))
+            return cfg_derr(c, n, name, "must be a number from 0 to 100, got '%s'", n->s);
+        *AT(msg, f->off, double) = v;
+        return 0;
+    }
     case F_U32:
     case F_I32: {
         int64_t v, lo = f->type == F_I32 ? INT32_MIN : 0;

@@ -131,6 +131,15 @@ void cfg_jb_kint(jbuf_t *b, const char *k, long long v)
     cfg_jb_vint(b, v);
 }
 
+void cfg_jb_knum(jbuf_t *b, const char *k, double v)
+{
+    char tmp[40];
+    int n = snprintf(tmp, sizeof(tmp), "%.15g", v);
+    cfg_jb_key(b, k);
+    sep(b);
+    cfg_jb_raw(b, tmp, (size_t)(n > 0 && n < (int)sizeof(tmp) ? n : 0));
+}
+
 void cfg_jb_kbool(jbuf_t *b, const char *k, bool v)
 {
     cfg_jb_key(b, k);
@@ -473,6 +482,7 @@ int cfg_dump_json_with(const rv_snapshot_t *snap, const rv_cluster_t *clusters, 
                 cfg_jb_kint(b, "intervalJitterMs", c->hc->jitter_ms);
             cfg_jb_kint(b, "unhealthyThreshold", c->hc->unhealthy_threshold);
             cfg_jb_kint(b, "healthyThreshold", c->hc->healthy_threshold);
+            cfg_jb_knum(b, "healthyPanicThreshold", c->hc->panic_pct);   /* finite, 0..100 */
             if (c->hc->http) {
                 cfg_jb_kstr(b, "path", c->hc->path);
                 cfg_jb_kstr(b, "host", c->hc->host);

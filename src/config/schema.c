@@ -1072,7 +1072,8 @@ static const field_t lbcfg_fields[] = {
     FLD("random", F_MSG, OFF(lbcfg_t, random), .sub = &lbrand_desc, .oneof = 1),
     FLD("ringHash", F_UNSUP, .oneof = 1),
     FLD("maglev", F_UNSUP, .oneof = 1),
-    UNSUP("healthyPanicThreshold"), IGN("updateMergeWindow"), UNSUP("localityWeightedLbConfig"),
+    FLD("healthyPanicThreshold", F_PCT, OFF(lbcfg_t, panic_pct), SETF(lbcfg_t, has_panic)),
+    IGN("updateMergeWindow"), UNSUP("localityWeightedLbConfig"),
     UNSUP("useHostnameForHashing"), UNSUP("closeConnectionsOnHostSetChange"),
 };
 DESC(lbcfg_desc, lbcfg_t, lbcfg_fields, NULL);

@@ -237,6 +237,7 @@ typedef struct rv_hc_cfg_s {
     rv_str_t host;              /* http: Host header (the config's, else "<name>_<namespace>") */
     rv_hc_range_t *statuses;    /* expectedStatuses; nstatuses 0 = 200 only */
     uint32_t nstatuses;
+    double panic_pct;           /* loadBalancerConfig.healthyPanicThreshold (default 50; 0 = never) */
 } rv_hc_cfg_t;
 /* Envoy's circuit breaker defaults, applied when an Upstream has no circuitBreakers (Envoy
  * applies them to every cluster). */

@@ -679,7 +679,7 @@ static void static_sni(rv_cluster_t *c, const us_t *u)
 }
 
 /* The snapshot's copy of an Upstream's healthChecks[0] (schema.c checked it); NULL on OOM. */
-static const rv_hc_cfg_t *health_cfg(bctx_t *b, const tres_t *t, const hc_t *h)
+static const rv_hc_cfg_t *health_cfg(bctx_t *b, const tres_t *t, const us_t *u, const hc_t *h)
 {
     rv_hc_cfg_t *o = cfg_anew(b, sizeof(*o));
     if (!o)
@@ -689,6 +689,7 @@ static const rv_hc_cfg_t *health_cfg(bctx_t *b, const tres_t *t, const hc_t *h)
     o->jitter_ms = h->jitter_ms;
     o->unhealthy_threshold = h->unhealthy;
     o->healthy_threshold = h->healthy;
+    o->panic_pct = u->lb.has_panic ? u->lb.panic_pct : 50;     /* Envoy's default */
     o->http = h->http.h.set;
     if (o->http) {
         o->path = cfg_astr(b, h->http.path);
@@ -745,7 +746,7 @@ void cfg_build_clusters(bctx_t *b)
                 c->sni = cfg_astr(b, u->ssl.sni);
         }
         if (u->hcs.n)
-            c->hc = health_cfg(b, t, (const hc_t *)u->hcs.v);
+            c->hc = health_cfg(b, t, u, (const hc_t *)u->hcs.v);
         if (u->consul.h.set) {
             consul_cluster(b, t, c, &u->consul);
             continue;

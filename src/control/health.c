@@ -67,9 +67,9 @@ bool rv_hc_apply(rv_hc_state_t *st, const rv_hc_cfg_t *cfg, int result)
     return false;
 }
 
-bool rv_hc_panic(uint32_t healthy, uint32_t total)
+bool rv_hc_panic(uint32_t healthy, uint32_t total, double pct)
 {
-    return total > 0 && (uint64_t)healthy * 100 < (uint64_t)total * 50;
+    return total > 0 && pct > 0 && (double)healthy * 100.0 < (double)total * pct;
 }
 
 /* ---- the checker's table ----------------------------------------------------------- */
@@ -658,14 +658,14 @@ int rv_health_filter(rv_health_t *h, rv_snapshot_t *snap, rv_endpoint_set_t *raw
         hcl_t *t = hcl_find(h, c->name.ptr, c->name.len);
         uint32_t unchecked = 0;
         uint32_t healthy = count_healthy(t, c, NULL, &unchecked);
-        bool panic = rv_hc_panic(healthy, c->neps);
+        bool panic = rv_hc_panic(healthy, c->neps, c->hc->panic_pct);
         /* panic while first checks are still out is the normal start (every endpoint begins
          * unhealthy): not worth a warning; it is logged if it lasts once every endpoint has a result */
         if (t && panic != t->panic && !(panic && unchecked)) {
             t->panic = panic;
             if (panic)
-                rv_log_warn("health check: upstream %s has %u of %u endpoints healthy (below 50 %%): panic mode, "
-                            "every endpoint gets traffic", t->name, healthy, c->neps);
+                rv_log_warn("health check: upstream %s has %u of %u endpoints healthy (below %g %%): panic mode, "
+                            "every endpoint gets traffic", t->name, healthy, c->neps, c->hc->panic_pct);
             else
                 rv_log_info("health check: upstream %s leaves panic mode (%u of %u endpoints healthy)", t->name,
                             healthy, c->neps);

@@ -46,9 +46,10 @@ bool rv_hc_apply(rv_hc_state_t *st, const rv_hc_cfg_t *cfg, int result);
 /* Whether status is expected by cfg (its ranges, or 200 when it lists none). Pure. */
 bool rv_hc_status_ok(const rv_hc_cfg_t *cfg, long status);
 
-/* Envoy's healthy panic threshold (50 %): true when healthy is below half of total (and
- * total > 0); the cluster then sends traffic to every endpoint. Pure. */
-bool rv_hc_panic(uint32_t healthy, uint32_t total);
+/* Envoy's healthy panic threshold (loadBalancerConfig.healthyPanicThreshold, default 50 %):
+ * true when total > 0 and healthy is below pct percent of total (pct 0: never); the cluster
+ * then sends traffic to every endpoint. Pure. */
+bool rv_hc_panic(uint32_t healthy, uint32_t total, double pct);
 
 /* ---- the checker ------------------------------------------------------------------- */
 
@@ -75,7 +76,8 @@ int rv_health_set_targets(rv_health_t *h, const rv_cluster_t *clusters, uint32_t
 
 /*
  * The endpoint set workers should use: raw's clusters (raw NULL: snap's own) with the
- * unhealthy endpoints of checked clusters left out, except in a cluster below the panic
+ * unhealthy endpoints of checked clusters left out (all of them when none is healthy and
+ * the panic threshold is 0: the cluster then answers 503), except in a cluster below the panic
  * threshold (all of its endpoints stay; entering and leaving panic are logged once). An
  * endpoint the checker does not know yet counts as unhealthy. Returns 0 with *out NULL when
  * nothing is left out (publish raw as it is), or 0 with *out (one reference; version

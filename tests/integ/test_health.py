@@ -182,6 +182,28 @@ def test_panic_mode_when_every_endpoint_fails(cfg, backend, rivet):
     assert log_lines_with(rv.stderr(), "leaves panic mode")
 
 
+def test_panic_threshold_zero_serves_no_unhealthy_endpoint(cfg, backend, rivet):
+    a, b = hc_backend(backend, "a"), hc_backend(backend, "b")
+    cfg.gateway()
+    cfg.upstream("up", [a, b], healthChecks=[http_hc()], loadBalancerConfig={"healthyPanicThreshold": 0})
+    cfg.vs("vs", [route(prefix="/", upstream="up")])
+    rv = rivet(cfg)
+    wait_for(lambda: healthy_gauge(rv) == 2, 10, msg="both endpoints healthy")
+    assert any(c.get("healthCheck", {}).get("healthyPanicThreshold") == 0 for c in rv.config_dump()["clusters"])
+    set_hc(a, 503)
+    set_hc(b, 503)
+    # panic disabled: no endpoint left, the upstream answers 503 instead of using failing ones
+    wait_for(lambda: served(rv) == [], 10, msg="no endpoint served")
+    wait_for(lambda: rv.get("/x").status == 503, 10, msg="503 with every endpoint unhealthy")
+    proxied = [len([p for p in x.paths() if p != HC_PATH]) for x in (a, b)]
+    assert all(rv.get("/x").status == 503 for _ in range(5))
+    assert [len([p for p in x.paths() if p != HC_PATH]) for x in (a, b)] == proxied, "a request reached a failing endpoint"
+    assert not log_lines_with(rv.stderr(), "panic mode")
+    set_hc(b, None)
+    wait_for(lambda: served(rv) == [addr(b)], 10, msg="b back")
+    wait_for(lambda: hit_only(rv, "b"), 10, msg="traffic to b")
+
+
 def test_tcp_check_leaves_a_closed_port_out(cfg, backend, closed_port, rivet):
     a = hc_backend(backend, "a")
     dead = closed_port()

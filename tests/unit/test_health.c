@@ -10,6 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "config/config-internal.h"
 #include "config/config.h"
 #include "control/health.h"
@@ -119,6 +121,21 @@ static void test_decode(void)
     REJ(US(HC_BASE "tcpHealthCheck: {}, eventLogPath: /tmp/x}\n"), "healthChecks[0].eventLogPath is not supported yet",
         "eventLogPath refused");
     REJ(US(HC_BASE "tcpHealthCheck: {}, intervalJitter: -1s}\n"), "intervalJitter", "negative jitter refused");
+    /* loadBalancerConfig.healthyPanicThreshold: a percentage */
+    u = dec(US(HC_BASE "tcpHealthCheck: {}}\n") "loadBalancerConfig: {healthyPanicThreshold: 30.5}\n");
+    CHECK(u && u->lb.has_panic && u->lb.panic_pct == 30.5, "healthyPanicThreshold 30.5 (%s)", err);
+    u = dec(US(HC_BASE "tcpHealthCheck: {}}\n") "loadBalancerConfig: {healthyPanicThreshold: 0}\n");
+    CHECK(u && u->lb.has_panic && u->lb.panic_pct == 0, "healthyPanicThreshold 0 (%s)", err);
+    u = dec("metadata: {name: x}\nstatic: {hosts: [{addr: 10.0.0.1, port: 80}]}\nloadBalancerConfig: {healthyPanicThreshold: 100}\n");
+    CHECK(u && u->lb.panic_pct == 100, "healthyPanicThreshold without healthChecks accepted (%s)", err);
+    REJ(US(HC_BASE "tcpHealthCheck: {}}\n") "loadBalancerConfig: {healthyPanicThreshold: 101}\n",
+        "loadBalancerConfig.healthyPanicThreshold: must be a number from 0 to 100", "101 %% refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}}\n") "loadBalancerConfig: {healthyPanicThreshold: -1}\n",
+        "healthyPanicThreshold: must be a number from 0 to 100", "negative refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}}\n") "loadBalancerConfig: {healthyPanicThreshold: half}\n",
+        "healthyPanicThreshold: expected a percentage", "text refused");
+    REJ(US(HC_BASE "tcpHealthCheck: {}}\n") "loadBalancerConfig: {healthyPanicThreshold: .nan}\n",
+        "healthyPanicThreshold", "NaN refused");
     /* TLS upstreams: http checks refused, tcp accepted */
     REJ("metadata: {name: x}\nstatic: {hosts: [{addr: 10.0.0.1, port: 443}]}\nhealthChecks:\n" HC_BASE
         "httpHealthCheck: {path: /h}}\n",
@@ -138,7 +155,8 @@ static void test_snapshot(void)
                                                          "[{start: 200, end: 204}]}}\n"));
     tdir_put("upstreams/gloo-system/plain.yaml", "metadata: {name: plain}\nstatic: {hosts: [{addr: 10.0.0.2, port: 80}]}\n");
     tdir_put("upstreams/gloo-system/tcp.yaml", "metadata: {name: tcp}\nstatic: {hosts: [{addr: 10.0.0.3, port: 80}]}\n"
-                                               "healthChecks:\n" HC_BASE "tcpHealthCheck: {}}\n");
+                                               "healthChecks:\n" HC_BASE "tcpHealthCheck: {}}\n"
+                                               "loadBalancerConfig: {healthyPanicThreshold: 0}\n");
     rv_settings_t s;
     char e[512];
     rv_snapshot_t *snap = NULL;
@@ -167,12 +185,26 @@ static void test_snapshot(void)
               "snapshot: statuses");
         CHECK(up->hc->interval_ms == 200 && up->hc->timeout_ms == 1000 && up->hc->unhealthy_threshold == 3 &&
                   up->hc->healthy_threshold == 2, "snapshot: timing and thresholds");
+        CHECK(up->hc->panic_pct == 50, "snapshot: panic threshold defaults to 50 %%");
     }
     CHECK(plain && !plain->hc, "snapshot: an Upstream without healthChecks has no check");
-    CHECK(tcp && tcp->hc && !tcp->hc->http, "snapshot: tcp check");
+    CHECK(tcp && tcp->hc && !tcp->hc->http && tcp->hc->panic_pct == 0, "snapshot: tcp check, healthyPanicThreshold 0");
     CHECK(snap && rv_snapshot_has_health_checks(snap), "snapshot: has health checks");
     CHECK(snap && strstr(snap->config_json, "\"healthCheck\"") && strstr(snap->config_json, "\"x_gloo-system\""),
           "config dump shows the check");
+    json_error_t je;
+    json_t *doc = snap ? json_loads(snap->config_json, 0, &je) : NULL;
+    CHECK(doc != NULL, "config dump is valid JSON (%s)", doc ? "" : je.text);
+    json_t *cls = json_object_get(doc, "clusters");
+    int found = 0;
+    for (size_t i = 0; i < json_array_size(cls); i++) {
+        json_t *hcj = json_object_get(json_array_get(cls, i), "healthCheck");
+        json_t *p = json_object_get(hcj, "healthyPanicThreshold");
+        if (p && json_is_number(p))
+            found |= json_number_value(p) == 50 ? 1 : json_number_value(p) == 0 ? 2 : 0;
+    }
+    CHECK(found == 3, "dump: healthyPanicThreshold 50 (default) and 0");
+    json_decref(doc);
     rv_snapshot_release(snap);
     rv_store_free(st);
     rv_settings_free(&s);
@@ -217,12 +249,16 @@ static void test_statuses_and_panic(void)
     rv_hc_cfg_t c = { .statuses = r, .nstatuses = 2 };
     CHECK(rv_hc_status_ok(&c, 200) && rv_hc_status_ok(&c, 299) && !rv_hc_status_ok(&c, 300), "[200, 300) half open");
     CHECK(rv_hc_status_ok(&c, 404) && !rv_hc_status_ok(&c, 405) && !rv_hc_status_ok(&c, 199), "[404, 405)");
-    CHECK(!rv_hc_panic(1, 2), "1 of 2 healthy (50 %%): no panic");
-    CHECK(rv_hc_panic(1, 3), "1 of 3 healthy (33 %%): panic");
-    CHECK(rv_hc_panic(0, 1) && rv_hc_panic(0, 2), "none healthy: panic");
-    CHECK(!rv_hc_panic(2, 3) && !rv_hc_panic(3, 3), "2 or 3 of 3: no panic");
-    CHECK(!rv_hc_panic(0, 0), "no endpoint: no panic");
-    CHECK(rv_hc_panic(49, 100) && !rv_hc_panic(50, 100), "49 %% panic, 50 %% not");
+    CHECK(!rv_hc_panic(1, 2, 50), "1 of 2 healthy (50 %%): no panic");
+    CHECK(rv_hc_panic(1, 3, 50), "1 of 3 healthy (33 %%): panic");
+    CHECK(rv_hc_panic(0, 1, 50) && rv_hc_panic(0, 2, 50), "none healthy: panic");
+    CHECK(!rv_hc_panic(2, 3, 50) && !rv_hc_panic(3, 3, 50), "2 or 3 of 3: no panic");
+    CHECK(!rv_hc_panic(0, 0, 50), "no endpoint: no panic");
+    CHECK(rv_hc_panic(49, 100, 50) && !rv_hc_panic(50, 100, 50), "49 %% panic, 50 %% not");
+    CHECK(!rv_hc_panic(0, 3, 0), "threshold 0: never panic, even with none healthy");
+    CHECK(rv_hc_panic(2, 3, 70) && !rv_hc_panic(3, 4, 70), "threshold 70: 2 of 3 panic, 3 of 4 not");
+    CHECK(rv_hc_panic(99, 100, 100) && !rv_hc_panic(100, 100, 100), "threshold 100: any unhealthy endpoint");
+    CHECK(rv_hc_panic(1, 4, 25.5) && !rv_hc_panic(2, 4, 25.5), "a decimal threshold");
 }
 
 /* The filter with a checker that knows nothing yet: every endpoint counts as unhealthy, so a
@@ -240,7 +276,8 @@ static void test_filter_unknown(void)
         a->sin_addr.s_addr = htonl(0x7f000001);
         eps[i].addrlen = sizeof(*a);
     }
-    rv_hc_cfg_t hc = { .timeout_ms = 100, .interval_ms = 60000, .unhealthy_threshold = 1, .healthy_threshold = 1 };
+    rv_hc_cfg_t hc = { .timeout_ms = 100, .interval_ms = 60000, .unhealthy_threshold = 1, .healthy_threshold = 1,
+                       .panic_pct = 50 };
     rv_cluster_t cl = { .name = RV_STR("gloo-system.u"), .eps = eps, .neps = 2, .total_weight = 2, .hc = &hc };
     snap->clusters = &cl;
     snap->nclusters = 1;
@@ -285,7 +322,8 @@ static void test_filter_checked(void)
     eps[0].addrlen = sizeof(la);
     memcpy(&eps[1].addr, &ca, sizeof(ca));
     eps[1].addrlen = sizeof(ca);
-    rv_hc_cfg_t hc = { .timeout_ms = 2000, .interval_ms = 50, .unhealthy_threshold = 1, .healthy_threshold = 1 };
+    rv_hc_cfg_t hc = { .timeout_ms = 2000, .interval_ms = 50, .unhealthy_threshold = 1, .healthy_threshold = 1,
+                       .panic_pct = 50 };
     rv_cluster_t cls[2] = {
         { .name = RV_STR("gloo-system.plain"), .eps = eps, .neps = 2, .total_weight = 8 },
         { .name = RV_STR("gloo-system.u"), .eps = eps, .neps = 2, .total_weight = 8, .hc = &hc, .index = 1 },
