@@ -16,7 +16,7 @@ import json
 import os
 import time
 
-from harness import NS, ConfigDir, atomic_write, route, to_yaml
+from harness import NS, ConfigDir, atomic_write, route, timeout_scale, to_yaml
 
 
 def _boot(tmp_path, refresh=None):
@@ -49,6 +49,11 @@ def _write_vs_target(target, body_text):
     atomic_write(target, to_yaml(doc))
 
 
+# How long a 1 s resync may take to show an edit: 10 s nominal, scaled like every wait, but
+# always well below the 60 s default period the tests tell it from (wait_body scales it back)
+RESYNC_BOUND = min(10.0, 45.0 / timeout_scale())
+
+
 def _version(rv):
     r = rv.admin_get("/status")
     assert r.status == 200, r
@@ -72,7 +77,7 @@ def test_refresh_rate_picks_up_change_inotify_cannot_see(tmp_path, rivet):
     # picked up by a 1 s resync; the bound only has to stay well below the default 60 s that
     # would otherwise be at work (a 4 s limit, and a timed assertion, was thin for ASan on a
     # busy machine)
-    rv.wait_body("/", "two", port=port, timeout=10.0)
+    rv.wait_body("/", "two", port=port, timeout=RESYNC_BOUND)
     assert _version(rv) == v0 + 1
 
 
@@ -133,4 +138,4 @@ def test_refresh_rate_edit_in_settings_applies(tmp_path, rivet):
     time.sleep(0.5)
     assert _version(rv) == v0          # nothing in the config changed
     _write_vs_target(target, "two")
-    rv.wait_body("/", "two", port=port, timeout=10.0)       # well below the old 60 s period
+    rv.wait_body("/", "two", port=port, timeout=RESYNC_BOUND)       # well below the old 60 s period
