@@ -179,6 +179,7 @@ typedef struct rv_dp_stream_s {
     rv_cb_state_t *cb_rq;           /* one of the cluster's requests */
     rv_cb_state_t *cb_retry;        /* one of its retries (from the first retry on) */
     rv_cb_state_t *cb_pend;         /* one of its pending requests (while UP_PENDING) */
+    struct rv_dp_stream_s *wnext, *wprev;   /* the worker's waiters (listed while cb_pend) */
     bool overloaded;                /* 503 by a circuit breaker: x-envoy-overloaded: true */
     bool stale_retried;
     bool up_sent_all;               /* head and whole body written upstream */
@@ -305,6 +306,7 @@ struct rv_dp_worker_s {
     rv_dp_conn_t *free_conns;
     rv_dp_upconn_t *free_ups;
     rv_dp_stream_t *free_streams;
+    rv_dp_stream_t *waiters;            /* pending requests (maxConnections), oldest first */
     uint32_t nfree_streams;
     void *free_bufs;
     uint32_t nfree_bufs, nfree_conns, nfree_ups, nfree_arenas;

@@ -40,6 +40,8 @@ enum try_mode { TRY_FIRST, TRY_RETRY, TRY_STALE, TRY_PENDING };
 static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events);
 static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t);
 static void start_try(rv_dp_conn_t *d, int mode);
+static uint64_t pool_key(const rv_cluster_t *c, const rv_endpoint_t *e);
+static void kick_waiter(rv_dp_worker_t *w, const rv_cb_state_t *cbs, const rv_dp_upconn_t *u);
 
 /* ---- connections and pool ------------------------------------------------------------ */
 
@@ -149,8 +151,11 @@ static void up_close(rv_dp_upconn_t *u)
     u->dead = true;
     pool_unlink(w, u);
     if (u->cbs) {
-        atomic_fetch_sub_explicit(&u->cbs->connections, 1, memory_order_relaxed);
+        rv_cb_state_t *cbs = u->cbs;
         u->cbs = NULL;
+        atomic_fetch_sub_explicit(&cbs->connections, 1, memory_order_relaxed);
+        if (atomic_load_explicit(&cbs->pending, memory_order_relaxed) > 0)
+            kick_waiter(w, cbs, NULL);  /* a slot is free: a request of ours may take it now */
     }
     if (u->tls.ssl) {
         if (u->tls.done && !u->tls.failed)
@@ -200,6 +205,26 @@ static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t)
         pool_free(p->w, p);
 }
 
+/* Waiting request s would use idle connection u: same endpoint address and pool key. */
+static bool waits_for(const rv_dp_stream_t *s, const rv_dp_upconn_t *u)
+{
+    if (!s->cluster || s->ep < 0 || (uint32_t)s->ep >= s->cluster->neps)
+        return false;
+    const rv_endpoint_t *e = &s->cluster->eps[s->ep];
+    return addr_eq(&e->addr, &u->addr) && pool_key(s->cluster, e) == u->key;
+}
+
+/* A connection slot of cbs was freed (u NULL) on this worker: the oldest of our requests
+ * waiting for one looks again at once instead of at its next poll. */
+static void kick_waiter(rv_dp_worker_t *w, const rv_cb_state_t *cbs, const rv_dp_upconn_t *u)
+{
+    for (rv_dp_stream_t *s = w->waiters; s; s = s->wnext)
+        if (s->cb_pend == cbs && (!u || waits_for(s, u))) {
+            rv_timer_after(&w->loop, &s->t_try, 0);
+            return;
+        }
+}
+
 /* Waiters in some worker's pending state (pending count > 0) hold for a connection slot of
  * u's cluster. */
 static bool slot_wanted(const rv_dp_upconn_t *u)
@@ -218,18 +243,27 @@ static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
         up_close(u);
         return;
     }
-    /* requests wait for a slot of its cluster's maxConnections, maybe on another worker: free
-     * the slot (one relaxed load per release; waiters exist only at the limit) */
+    /* requests wait for a slot of its cluster's maxConnections (one relaxed load per release;
+     * waiters exist only at the limit): one of ours for this endpoint takes the connection
+     * (parked, and the waiter runs at once); else free the slot for a waiter elsewhere */
+    bool handed = false;
     if (slot_wanted(u)) {
-        up_close(u);
-        return;
+        rv_dp_stream_t *ws = w->waiters;
+        while (ws && !waits_for(ws, u))
+            ws = ws->wnext;
+        if (!ws) {
+            up_close(u);
+            return;
+        }
+        handed = true;
+        rv_timer_after(&w->loop, &ws->t_try, 0);
     }
     struct rv_dp_upool_s *p = pool_entry(w, &u->addr, u->addrlen, u->key, u->idle_ms, true);
     if (!p) {
         up_close(u);
         return;
     }
-    if (p->nidle >= DP_UP_POOL_MAX) {
+    if (p->nidle >= DP_UP_POOL_MAX && !handed) {
         up_close(u);
         return;
     }
@@ -598,9 +632,20 @@ static void cb_put(rv_cb_state_t **held, size_t off)
     }
 }
 
-/* Leave the pending state's count (local replies, a connection found). Owner worker. */
+/* Leave the pending state: its count and the worker's waiter list (local replies, a
+ * connection found, request end). Owner worker. */
 void rv_dp_cb_unpend(rv_dp_stream_t *s)
 {
+    if (!s->cb_pend)
+        return;
+    rv_dp_worker_t *w = s->d->w;
+    if (s->wprev)
+        s->wprev->wnext = s->wnext;
+    else
+        w->waiters = s->wnext;
+    if (s->wnext)
+        s->wnext->wprev = s->wprev;
+    s->wnext = s->wprev = NULL;
     cb_put(&s->cb_pend, offsetof(rv_cb_state_t, pending));
 }
 
@@ -609,7 +654,7 @@ void rv_dp_cb_release(rv_dp_stream_t *s)
 {
     cb_put(&s->cb_rq, offsetof(rv_cb_state_t, requests));
     cb_put(&s->cb_retry, offsetof(rv_cb_state_t, retries));
-    cb_put(&s->cb_pend, offsetof(rv_cb_state_t, pending));
+    rv_dp_cb_unpend(s);
 }
 
 /* A circuit breaker refused the request (maxRequests, maxPendingRequests): Envoy's answer,
@@ -657,6 +702,14 @@ static void pend(rv_dp_conn_t *d)
             return;
         }
         s->cb_pend = c->cbs;
+        rv_dp_stream_t **pp = &d->w->waiters, *prev = NULL;
+        while (*pp) {
+            prev = *pp;
+            pp = &(*pp)->wnext;
+        }
+        *pp = s;
+        s->wprev = prev;
+        s->wnext = NULL;
         rv_cstats_t *cs = cstats(d);
         if (cs)
             rv_ctr_add(&cs->cx_overflow, 1);

@@ -400,6 +400,30 @@ def test_max_connections_makes_requests_wait(cfg, backend, rivet, limited):
     assert overflow_count(rv, "rivet_upstream_overflow_total") == 0
 
 
+def test_waiting_requests_take_the_released_connection(cfg, backend, rivet):
+    """maxConnections 1 on one worker: two requests waiting behind a held one are served, in
+    turn, on the connection it releases (handed over, not closed and reopened): the backend
+    sees a single connection for all three."""
+    gate = threading.Event()
+    b = backend(handler=gated(gate))
+    cfg.gateway()
+    cfg.upstream("up", [b], circuitBreakers={"maxConnections": 1})
+    cfg.vs("vs", [route(upstream="up")])
+    rv = rivet(cfg, workers=1)
+    first = in_thread(rv.get, "/hold/1")
+    b.wait_requests(1)
+    try:
+        waiting = [in_thread(rv.get, "/w/%d" % i) for i in range(2)]
+        wait_for(lambda: overflow_count(rv, "rivet_upstream_connection_overflow_total") == 2,
+                 msg="two requests waiting for the connection")
+    finally:
+        gate.set()
+    assert first().status == 200
+    assert [w().status for w in waiting] == [200, 200]
+    assert b.nconns == 1, [(q.path, q.conn_id) for q in b.requests]
+    assert len(b.requests) == 3
+
+
 def test_max_pending_requests_zero_overflows(cfg, backend, rivet):
     """maxConnections 1 and maxPendingRequests 0: a request that would have to wait for the
     connection is answered 503 UO at once."""
