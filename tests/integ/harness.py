@@ -869,12 +869,20 @@ class Rivet:
 
 
 def run_cli(*args, timeout=30, env=None):
-    """Run the rivet binary with args; returns CompletedProcess (text)."""
+    """Run the rivet binary with args; returns CompletedProcess (text). A sanitizer report on
+    its stderr fails the test (UBSan reports and goes on: the command's result alone would
+    not show it), as the rivet fixture does for `rivet run`."""
     e = dict(os.environ)
     if env:
         e.update(env)
-    return subprocess.run([rivet_bin()] + [str(a) for a in args], capture_output=True, text=True,
-                          timeout=timeout, env=e, stdin=subprocess.DEVNULL)
+    r = subprocess.run([rivet_bin()] + [str(a) for a in args], capture_output=True, text=True,
+                       timeout=timeout * timeout_scale(), env=e, stdin=subprocess.DEVNULL)
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        i = (r.stderr or "").find(marker)
+        if i >= 0:
+            raise AssertionError("rivet %s: sanitizer report:\n%s" % (
+                " ".join(str(a) for a in args), r.stderr[max(0, i - 200):i + 3000]))
+    return r
 
 
 # ---------------------------------------------------------------------------------------
