@@ -41,7 +41,7 @@ static void u_on_io(rv_loop_t *loop, rv_io_t *io, uint32_t events);
 static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t);
 static void start_try(rv_dp_conn_t *d, int mode);
 static uint64_t pool_key(const rv_cluster_t *c, const rv_endpoint_t *e);
-static void kick_waiter(rv_dp_worker_t *w, const rv_cb_state_t *cbs, const rv_dp_upconn_t *u);
+static void kick_waiter(rv_dp_worker_t *w, const rv_cb_state_t *cbs);
 
 /* ---- connections and pool ------------------------------------------------------------ */
 
@@ -155,7 +155,7 @@ static void up_close(rv_dp_upconn_t *u)
         u->cbs = NULL;
         atomic_fetch_sub_explicit(&cbs->connections, 1, memory_order_relaxed);
         if (atomic_load_explicit(&cbs->pending, memory_order_relaxed) > 0)
-            kick_waiter(w, cbs, NULL);  /* a slot is free: a request of ours may take it now */
+            kick_waiter(w, cbs);    /* a slot is free: a request of ours may take it now */
     }
     if (u->tls.ssl) {
         if (u->tls.done && !u->tls.failed)
@@ -214,12 +214,12 @@ static bool waits_for(const rv_dp_stream_t *s, const rv_dp_upconn_t *u)
     return addr_eq(&e->addr, &u->addr) && pool_key(s->cluster, e) == u->key;
 }
 
-/* A connection slot of cbs was freed (u NULL) on this worker: the oldest of our requests
- * waiting for one looks again at once instead of at its next poll. */
-static void kick_waiter(rv_dp_worker_t *w, const rv_cb_state_t *cbs, const rv_dp_upconn_t *u)
+/* A connection slot of cbs was freed on this worker: the oldest of our requests waiting for
+ * one looks again at once instead of at its next poll. */
+static void kick_waiter(rv_dp_worker_t *w, const rv_cb_state_t *cbs)
 {
     for (rv_dp_stream_t *s = w->waiters; s; s = s->wnext)
-        if (s->cb_pend == cbs && (!u || waits_for(s, u))) {
+        if (s->cb_pend == cbs) {
             rv_timer_after(&w->loop, &s->t_try, 0);
             return;
         }
