@@ -647,7 +647,10 @@ def test_discovery_tls_failure_is_reported_and_serves_nothing(cfg, backend, rive
     assert endpoints_of(rv, svc) is None
     for _ in range(5):
         assert rv.get("/", timeout=5).status != 200
-    assert b.nconns == 0 and not b.requests, b.requests[:2]
+    # no request reached the instance. (Not "no connection": its port is an ephemeral one, and
+    # on a machine where other test runs go on at the same time, a connection to a "closed"
+    # port of theirs - a TCP health check, a connect-refused probe - can land on it, empty.)
+    assert not b.requests, b.requests[:2]
     assert rv.alive()
     assert rv.stderr().count("Consul unavailable") == 1, rv.stderr()[-3000:]
 
