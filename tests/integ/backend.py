@@ -284,8 +284,10 @@ def parse_head(head, req):
 class Backend:
     """A threaded recording HTTP/1.1 server on 127.0.0.1 (or host) with an ephemeral port."""
 
-    def __init__(self, name="backend", handler=None, host="127.0.0.1", send_continue=True, localhost=False):
-        """localhost=True: also listen on [::1] with the same port when the IPv6 loopback
+    def __init__(self, name="backend", handler=None, host="127.0.0.1", send_continue=True, localhost=False,
+                 port=0):
+        """port: 0 for an ephemeral port; harness.free_port() for one no stale address of an
+        earlier test (or of another process on the machine) can point at. localhost=True: also listen on [::1] with the same port when the IPv6 loopback
         exists, for an Upstream addressed as `localhost` - which resolves to ::1 as well on
         many machines (Debian's and Docker's /etc/hosts), and rivet sends to every address a
         name resolves to."""
@@ -295,7 +297,7 @@ class Backend:
         fam = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(fam, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(256)
         self.host = host
         self.port = self.sock.getsockname()[1]

@@ -665,7 +665,9 @@ class Rivet:
     """A running `rivet run` process. Stopped (SIGTERM, by PID) by the fixture."""
 
     def __init__(self, cfg, workdir, admin_port=None, workers=2, log_level="info", args=None,
-                 env=None, dir_=None, admin=True):
+                 env=None, dir_=None, admin=True, nofile_soft=None):
+        """nofile_soft: start rivet with this soft RLIMIT_NOFILE (through sh's ulimit, which
+        then execs rivet: same PID), the test process's own limit untouched."""
         self.cfg = cfg
         self.dir = str(dir_ or cfg.root)
         self.workdir = Path(workdir)
@@ -681,6 +683,8 @@ class Rivet:
             argv += ["--log-level", log_level]
         argv += list(args or [])
         self.argv = argv
+        if nofile_soft is not None:
+            argv = ["/bin/sh", "-c", 'ulimit -S -n %d && exec "$@"' % int(nofile_soft), "sh"] + argv
         n = len(list(self.workdir.glob("rivet-*.stdout")))
         self.stdout_path = self.workdir / ("rivet-%d.stdout" % n)
         self.stderr_path = self.workdir / ("rivet-%d.stderr" % n)
