@@ -365,3 +365,34 @@ def test_max_connections_keeps_connections_alive_under_load(cfg, backend, rivet)
     waited = metric_sum(rv.metrics(), "rivet_upstream_connection_overflow_total", upstream="gloo-system.up")
     assert waited > 0, "precondition: requests had to wait for a connection"
     assert b.nconns <= 20, "%d upstream connections for 200 requests (%d waited)" % (b.nconns, waited)
+
+
+def test_health_check_on_a_dns_named_host(cfg, backend, rivet):
+    """A static host given by name (localhost, resolved by rivet's control thread) is checked on
+    the address it resolves to: when its check fails (503) it leaves the traffic, the other
+    endpoint serves, and it comes back once its check passes again."""
+    named = backend(name="named")
+    other = backend(name="other")
+    named.state["st"] = 200
+
+    def hz(req, conn):
+        if req.path == "/hz":
+            conn.respond(named.state["st"], "hc")
+            return True
+        return False
+    named.set_handler(hz)
+    cfg.gateway()
+    cfg.upstream("up", [{"addr": "localhost", "port": named.port}, other],
+                 healthChecks=[{"timeout": "1s", "interval": "0.2s", "unhealthyThreshold": 1,
+                                "healthyThreshold": 1, "httpHealthCheck": {"path": "/hz"}}])
+    cfg.vs("vs", [route(prefix="/", upstream="up")])
+    rv = rivet(cfg)
+    wait_for(lambda: any(r.path == "/hz" for r in named.requests), msg="a check on the named host")
+    wait_for(lambda: {rv.get("/x").header("x-backend") for _ in range(6)} == {"named", "other"},
+             msg="both endpoints served")
+    named.state["st"] = 503
+    wait_for(lambda: all(rv.get("/x").header("x-backend") == "other" for _ in range(6)),
+             msg="the failing named endpoint left out")
+    named.state["st"] = 200
+    wait_for(lambda: {rv.get("/x").header("x-backend") for _ in range(6)} == {"named", "other"},
+             msg="the named endpoint back")
