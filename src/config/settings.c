@@ -566,7 +566,8 @@ static int apply_secrets(rv_settings_t *out, const xsettings_t *x, const char *d
             if (!e || !(e->directory = join(dir, v[i].dir.directory)))
                 return RV_ENOMEM;
         }
-        qsort(out->secret_srcs, out->nsecret_srcs, sizeof(*out->secret_srcs), cmp_dir_src);
+        if (out->nsecret_srcs > 1)      /* qsort's base must not be NULL, even for 0 elements */
+            qsort(out->secret_srcs, out->nsecret_srcs, sizeof(*out->secret_srcs), cmp_dir_src);
         for (uint32_t i = 1; i < out->nsecret_srcs; i++)
             if (!strcmp(out->secret_srcs[i].directory, out->secret_srcs[i - 1].directory)) {
                 snprintf(err, errlen, "Settings %s/default: secretOptions.sources lists the directory %s twice (%s)",

@@ -1286,19 +1286,21 @@ static void *watch(void *arg)
                     rv_log_info("vault %s: %zu secrets under %s/%s", addr, cache->n, c->mount, c->rel);
                 snprintf(state, sizeof(state), "ok");
             }
-            set_health(v, 1, "vault %s: healthy (%zu secrets, KV v%d)", addr, cache->n, c->kv);
             failures = 0;
+            /* The secrets are handed over before the source counts as tried (set_health): the
+             * warm-up (rv_vault_srcs_warm) stops waiting once every source is tried and must
+             * find them then, not while they are still being decoded here. */
             if (changed) {
                 rv_vault_set_t *cp = set_copy(cache);
-                if (cp)
+                if (cp) {
                     set_decode(cp);     /* off the control thread; on OOM it decodes there */
-                if (cp)
                     rv_watcher_hand_over(&v->w, cp);
-                else
+                } else {
                     rv_log_error("vault %s: out of memory handing the secrets over", addr);
-            } else {
-                rv_watcher_wake(&v->w);     /* a health change may need showing; nothing to take */
+                }
             }
+            set_health(v, 1, "vault %s: healthy (%zu secrets, KV v%d)", addr, cache->n, c->kv);
+            rv_watcher_wake(&v->w);     /* the health change may need showing (and ends a warm-up wait) */
             next_poll = now_ms() + atomic_load(&v->refresh_ms);
         }
         int64_t until = next_poll;

@@ -289,6 +289,7 @@ static int client_read(rv_dp_conn_t *d)
             return 0;
         }
         d->rd_eof = true;   /* close_notify, EOF, or a failed handshake/record */
+        d->rd_reset = r != 0;
         return 1;
     }
     ssize_t n = rv_sock_recv(d->io.fd, d->in + d->in_len, space);
@@ -309,7 +310,7 @@ static int client_read(rv_dp_conn_t *d)
     }
     if (errno == EINTR)
         return 0;
-    d->rd_eof = true;   /* reset: treated as end of input */
+    d->rd_eof = d->rd_reset = true;     /* reset: end of input, and nothing can be sent back */
     return 1;
 }
 
@@ -958,6 +959,14 @@ static bool req_step(rv_dp_conn_t *d)
     p |= req_scan(d);
     if (d->dead || d->state != DS_REQ)
         return p;
+    if (d->rd_reset) {
+        /* The client reset the connection (or TLS failed): no answer can reach it. Abort now
+         * rather than hold the upstream connection and the circuit breaker counts until the
+         * backend answers nobody; a request still waiting for a connection is never sent. A
+         * FIN is not this: a client may half-close after its request and read the answer. */
+        rv_dp_abort(d, DP_F_DC);
+        return false;
+    }
     if (d->rd_eof && !s->req_done && s->body_scan == d->in_len) {
         if (s->resp_state == RS_NONE) {
             rv_dp_abort(d, DP_F_DC);    /* the client left before its request was complete */

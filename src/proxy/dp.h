@@ -243,6 +243,7 @@ struct rv_dp_conn_s {
     uint32_t scan_pos;              /* head terminator search resumes here */
     int state;                      /* enum dp_conn_state */
     bool can_read, can_write, rdhup, rd_eof, dead, close_after, queued;
+    bool rd_reset;                  /* the input ended by a reset or error (not a FIN): nobody reads */
     bool in_head;                   /* first byte of a head arrived: header timeout runs */
     uint8_t pre_len;                /* "100 Continue" bytes still to write */
     const char *pre;

@@ -396,3 +396,63 @@ def test_health_check_on_a_dns_named_host(cfg, backend, rivet):
     named.state["st"] = 200
     wait_for(lambda: {rv.get("/x").header("x-backend") for _ in range(6)} == {"named", "other"},
              msg="the named endpoint back")
+
+
+def reset_close(s):
+    """Close s with a TCP reset (SO_LINGER 0): the client is gone, nothing can be sent back."""
+    import struct
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def test_client_reset_while_upstream_holds_aborts_the_request(cfg, backend, rivet):
+    """A client that resets its connection while the backend holds its request: rivet aborts
+    the request at once (access log DC) and frees its upstream connection and its maxRequests
+    slot, instead of holding them until the backend answers nobody. (A FIN is not this: a
+    client may half-close after its request and still read the answer - test_http1's
+    half-close test.)"""
+    gate, b = leak_setup(cfg, backend)
+    rv = rivet(cfg, workers=1)
+    n0 = len(b.requests)
+    s = abort_mid_request(rv.port, "/hang")
+    b.wait_requests(n0 + 1)
+    reset_close(s)
+    try:
+        ended(rv, "/hang", 1)   # logged before the backend ever answers
+        line = [ln for ln in rv.stdout().splitlines() if "/hang" in ln][0]
+        assert " DC" in line or "DC " in line, line
+        gate2 = threading.Event()
+        b.set_handler(gated(gate2))
+        ok, st = held_requests_all_reach(rv, b, gate2, LIMITS["maxRequests"])
+    finally:
+        gate.set()
+    assert ok and st == [200] * LIMITS["maxRequests"], "the reset request still held its slot: %r" % (st,)
+
+
+def test_client_reset_while_pending_frees_the_pending_slot(cfg, backend, rivet):
+    """maxConnections 1, maxPendingRequests 1, one request held at the backend: a request
+    waiting for the connection whose client resets gives its pending slot back at once (a next
+    request may wait in its place) and is never sent to the backend."""
+    gate = threading.Event()
+    b = backend(handler=gated(gate))
+    cfg.gateway()
+    cfg.upstream("up", [b], circuitBreakers={"maxConnections": 1, "maxPendingRequests": 1})
+    cfg.vs("vs", [route(prefix="/", upstream="up", options={"timeout": "20s"})])
+    rv = rivet(cfg, workers=2)
+
+    def waited():
+        return metric_sum(rv.metrics(), "rivet_upstream_connection_overflow_total", upstream="gloo-system.up")
+    first = in_thread(rv.get, "/hold/1", timeout=30)
+    b.wait_requests(1)
+    try:
+        s = abort_mid_request(rv.port, "/gone")
+        wait_for(lambda: waited() == 1, msg="the request to wait")
+        reset_close(s)
+        ended(rv, "/gone", 1)
+        third = in_thread(rv.get, "/third", timeout=30)
+        wait_for(lambda: waited() == 2, msg="the third request to wait in the freed pending slot")
+    finally:
+        gate.set()
+    assert first().status == 200
+    assert third().status == 200
+    assert "/gone" not in b.paths(), "a request whose client reset was sent upstream: %r" % b.paths()
