@@ -19,11 +19,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "control/discovery-internal.h"
 #include "core/err.h"
+#include "core/fdlimit.h"
 #include "core/log.h"
 
 #define FD_RESERVE 1024             /* descriptors kept for the rest of the process */
@@ -263,41 +263,14 @@ static char *base_url(const char *addr, const char *scheme)
 }
 
 /*
- * The blocking-query cap the descriptor limit allows: the soft RLIMIT_NOFILE is raised (up to
- * the hard limit) to what the process had plus one descriptor per query and plain read; when
- * even the hard limit is lower, the cap is what fits under it, keeping FD_RESERVE for the rest.
+ * The blocking-query cap the descriptor limit allows (core/fdlimit.h): the soft RLIMIT_NOFILE is
+ * raised (up to the hard limit) to what the process had plus one descriptor per query and plain
+ * read; when even the hard limit is lower, the cap is what fits under it, keeping FD_RESERVE for
+ * the rest.
  */
 static uint32_t fd_cap(uint32_t want)
 {
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return want;
-    rlim_t need = (rlim_t)want + PLAIN_INFLIGHT + FD_RESERVE;
-    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
-        return want;
-    rlim_t old = rl.rlim_cur;
-    rlim_t to = rl.rlim_cur + want + PLAIN_INFLIGHT;
-    if (rl.rlim_max != RLIM_INFINITY && to > rl.rlim_max)
-        to = rl.rlim_max;
-    if (to > old) {
-        rl.rlim_cur = to;
-        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-            rv_log_info("consul discovery: open files limit raised from %llu to %llu for %u blocking queries",
-                        (unsigned long long)old, (unsigned long long)to, want);
-        else
-            rl.rlim_cur = old;
-    }
-    if (rl.rlim_cur >= need)
-        return want;
-    rlim_t room = rl.rlim_cur > 2 * FD_RESERVE + PLAIN_INFLIGHT ? rl.rlim_cur - FD_RESERVE - PLAIN_INFLIGHT
-                                                                : rl.rlim_cur / 4;
-    uint32_t cap = room < want ? (uint32_t)room : want;
-    if (cap < 8)
-        cap = 8;
-    rv_log_warn("consul discovery: open files limit %llu (hard %llu) too low for %u blocking queries; "
-                "holding at most %u (raise `ulimit -n`)",
-                (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, want, cap);
-    return cap;
+    return rv_fd_budget("consul discovery", "blocking queries", want, PLAIN_INFLIGHT, FD_RESERVE, 8);
 }
 
 static void disc_free(rv_disc_t *d)

@@ -4,7 +4,11 @@
  *
  * The checker thread owns a libcurl multi handle and one easy handle per check in flight;
  * each check is a new connection to the endpoint's address (HTTP GET of path with the
- * configured Host, or a bare TCP connect), bounded by the check's timeout. Its table
+ * configured Host, or a bare TCP connect), bounded by the check's timeout. The endpoints whose
+ * check is not in flight wait in a min-heap by due time, so a wake-up costs O(log n) per check
+ * it starts; checks in flight are capped by a descriptor budget (core/fdlimit.h) and the due
+ * ones beyond it wait their turn. A check that rivet itself could not run (socket() EMFILE,
+ * OOM) leaves the endpoint's state alone. Its table
  * (checked clusters, their endpoints and states) is guarded by the watcher mutex: the checker
  * changes it, the control thread reads it when it filters and hands new targets through a
  * pending slot the checker merges on its own thread. A flip wakes the control thread through
@@ -16,6 +20,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -26,6 +31,7 @@
 #include "control/httpc.h"
 #include "control/watcher.h"
 #include "core/err.h"
+#include "core/fdlimit.h"
 #include "core/log.h"
 
 /* ---- threshold logic --------------------------------------------------------------- */
@@ -72,6 +78,143 @@ bool rv_hc_panic(uint32_t healthy, uint32_t total, double pct)
     return total > 0 && pct > 0 && (double)healthy * 100.0 < (double)total * pct;
 }
 
+/* ---- scheduling -------------------------------------------------------------------- */
+
+int rv_hc_heap_reserve(rv_hc_heap_t *q, uint32_t n)
+{
+    if (n <= q->cap)
+        return 0;
+    uint32_t cap = q->cap ? q->cap : 64;
+    while (cap < n)
+        cap = cap > UINT32_MAX / 2 ? n : cap * 2;
+    rv_hc_timer_t **v = realloc(q->v, (size_t)cap * sizeof(*v));
+    if (!v)
+        return RV_ENOMEM;
+    q->v = v;
+    q->cap = cap;
+    return 0;
+}
+
+static void heap_set(rv_hc_heap_t *q, uint32_t i, rv_hc_timer_t *t)
+{
+    q->v[i] = t;
+    t->idx = i;
+}
+
+static void heap_up(rv_hc_heap_t *q, uint32_t i)
+{
+    rv_hc_timer_t *t = q->v[i];
+    while (i > 0) {
+        uint32_t p = (i - 1) / 2;
+        if (q->v[p]->due <= t->due)
+            break;
+        heap_set(q, i, q->v[p]);
+        i = p;
+    }
+    heap_set(q, i, t);
+}
+
+static void heap_down(rv_hc_heap_t *q, uint32_t i)
+{
+    rv_hc_timer_t *t = q->v[i];
+    for (;;) {
+        uint32_t l = 2 * i + 1, m = i;
+        int64_t best = t->due;
+        if (l < q->n && q->v[l]->due < best)
+            best = q->v[m = l]->due;
+        if (l + 1 < q->n && q->v[l + 1]->due < best)
+            m = l + 1;
+        if (m == i)
+            break;
+        heap_set(q, i, q->v[m]);
+        i = m;
+    }
+    heap_set(q, i, t);
+}
+
+void rv_hc_heap_push(rv_hc_heap_t *q, rv_hc_timer_t *t)
+{
+    if (t->idx != RV_HC_NOT_QUEUED || q->n >= q->cap)
+        return;     /* cannot happen: the caller reserved room and pushes a timer once */
+    q->v[q->n] = t;
+    t->idx = q->n++;
+    heap_up(q, t->idx);
+}
+
+rv_hc_timer_t *rv_hc_heap_top(const rv_hc_heap_t *q)
+{
+    return q->n ? q->v[0] : NULL;
+}
+
+void rv_hc_heap_remove(rv_hc_heap_t *q, rv_hc_timer_t *t)
+{
+    uint32_t i = t->idx;
+    if (i == RV_HC_NOT_QUEUED || i >= q->n || q->v[i] != t)
+        return;
+    t->idx = RV_HC_NOT_QUEUED;
+    rv_hc_timer_t *last = q->v[--q->n];
+    if (i == q->n)
+        return;
+    heap_set(q, i, last);
+    if (i > 0 && q->v[(i - 1) / 2]->due > last->due)
+        heap_up(q, i);
+    else
+        heap_down(q, i);
+}
+
+rv_hc_timer_t *rv_hc_heap_pop(rv_hc_heap_t *q)
+{
+    rv_hc_timer_t *t = rv_hc_heap_top(q);
+    if (t)
+        rv_hc_heap_remove(q, t);
+    return t;
+}
+
+void rv_hc_heap_free(rv_hc_heap_t *q)
+{
+    free(q->v);
+    memset(q, 0, sizeof(*q));
+}
+
+int64_t rv_hc_spread_ms(uint32_t k, uint32_t n, int64_t interval_ms)
+{
+    if (n <= 1 || k >= n || interval_ms <= 0)
+        return 0;
+    return interval_ms * (int64_t)k / (int64_t)n;
+}
+
+uint32_t rv_hc_want_inflight(uint32_t endpoints)
+{
+    uint32_t w = RV_HC_INFLIGHT_MIN;
+    while (w < endpoints && w < RV_HC_INFLIGHT_MAX)
+        w *= 2;
+    return w;
+}
+
+bool rv_hc_plog_change(rv_hc_plog_t *p, bool panic, int64_t now, uint32_t *changes)
+{
+    p->state = panic;
+    p->changes++;
+    if (now < p->next)
+        return false;
+    *changes = p->changes;
+    p->changes = 0;
+    p->logged_state = panic;
+    p->next = now + RV_HC_PANIC_LOG_MS;
+    return true;
+}
+
+bool rv_hc_plog_flush(rv_hc_plog_t *p, int64_t now, uint32_t *changes)
+{
+    if (!p->changes || now < p->next)
+        return false;
+    *changes = p->changes;
+    p->changes = 0;
+    p->logged_state = p->state;
+    p->next = now + RV_HC_PANIC_LOG_MS;
+    return true;
+}
+
 /* ---- the checker's table ----------------------------------------------------------- */
 
 typedef struct hcl_s hcl_t;
@@ -82,12 +225,15 @@ typedef struct hep_s {
     socklen_t addrlen;
     char text[INET6_ADDRSTRLEN + 8];    /* "ip:port" or "[v6]:port" (logs, URL) */
     rv_hc_state_t st;
-    int64_t due;                        /* monotonic ms of the next check */
+    rv_hc_timer_t tm;                   /* the next check, queued while no check is in flight */
     CURL *easy;                         /* the check in flight, or NULL */
     struct curl_slist *hdrs;            /* its request headers */
     char errbuf[CURL_ERROR_SIZE];
+    int local_errno;                    /* the check's socket() failed with it (rivet's, not the endpoint's) */
     bool seen;                          /* merge marker */
 } hep_t;
+
+#define HEP_OF(t) ((hep_t *)((char *)(t) - offsetof(hep_t, tm)))
 
 /* A cluster's health check, owned copy (strings malloc'd). */
 typedef struct hcfg_s {
@@ -102,7 +248,9 @@ struct hcl_s {
     hep_t **eps;
     uint32_t neps;
     uint64_t failures;                  /* checks that failed, since the cluster was first checked */
-    bool panic;                         /* the control thread's last panic state (logged on change) */
+    bool panic;                         /* the control thread's last panic state */
+    rv_hc_plog_t plog;                  /* its logging, at most a line per RV_HC_PANIC_LOG_MS */
+    uint32_t plog_healthy, plog_total;  /* the counts of the last change (for a held-back line) */
     bool seen;
 };
 
@@ -127,7 +275,21 @@ struct rv_health_s {
     uint32_t ncl;
     wants_t *pending;           /* new targets not merged yet, or NULL */
     uint64_t rnd;
+    rv_hc_heap_t q;             /* endpoints whose check is not in flight, by due time */
+    uint32_t neps_total;        /* endpoints in the table (q has room for all of them) */
+    uint32_t inflight;          /* checks in flight (easy handles in the multi) */
+    uint32_t cap;               /* at most that many: the descriptor budget (core/fdlimit.h) */
+    uint32_t asked;             /* the budget asked for (rv_hc_want_inflight) */
+    int64_t delay_log_next;     /* the next "checks wait for the cap" line, not before */
+    uint32_t local_fails;       /* checks not run for rivet's own failure since the last line */
+    int64_t local_log_next;
+    bool plog_pending;          /* a panic line is held back (control thread sets, checker flushes) */
 };
+
+#define HC_FD_RESERVE 1024      /* descriptors kept for the rest of the process (as discovery) */
+#define HC_FD_MIN 8             /* the smallest budget */
+#define HC_WARN_MS 10000        /* at most one "checks not run" line that long */
+#define HC_DELAY_WARN_MS 60000  /* at most one "checks wait for the cap" line that long */
 
 /* The running checker for /metrics; g_mu keeps it alive while the admin thread reads. */
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -203,10 +365,12 @@ static void addr_text(const struct sockaddr_storage *a, char *out, size_t n)
     }
 }
 
+/* End e's check in flight, if any (mutex held). */
 static void check_abort(rv_health_t *h, hep_t *e)
 {
     if (!e->easy)
         return;
+    h->inflight--;
     curl_multi_remove_handle(h->multi, e->easy);
     curl_easy_cleanup(e->easy);
     e->easy = NULL;
@@ -214,14 +378,21 @@ static void check_abort(rv_health_t *h, hep_t *e)
     e->hdrs = NULL;
 }
 
+/* Drop e from the table's bookkeeping and free it (mutex held). */
+static void hep_free(rv_health_t *h, hep_t *e)
+{
+    check_abort(h, e);
+    rv_hc_heap_remove(&h->q, &e->tm);
+    h->neps_total--;
+    free(e);
+}
+
 static void hcl_free(rv_health_t *h, hcl_t *c)
 {
     if (!c)
         return;
-    for (uint32_t i = 0; i < c->neps; i++) {
-        check_abort(h, c->eps[i]);
-        free(c->eps[i]);
-    }
+    for (uint32_t i = 0; i < c->neps; i++)
+        hep_free(h, c->eps[i]);
     free(c->eps);
     free(c->name);
     hcfg_free(&c->cfg);
@@ -275,8 +446,10 @@ static hep_t *hep_find(const hcl_t *c, const struct sockaddr_storage *a, socklen
 
 /*
  * Merge the pending targets into the table (checker thread, mutex held): kept endpoints keep
- * their state, new ones are due now, the rest are dropped with their checks in flight.
- * On OOM the table keeps what it could merge; the next set_targets retries.
+ * their state and schedule, new ones are queued with their first checks spread over one
+ * interval (rv_hc_spread_ms), the rest are dropped with their checks in flight. Then the
+ * descriptor budget is asked again when the endpoints outgrew it. On OOM the table keeps what
+ * it could merge; the next set_targets retries.
  */
 static void merge(rv_health_t *h, wants_t *w)
 {
@@ -314,26 +487,30 @@ static void merge(rv_health_t *h, wants_t *w)
                 e->seen = true;
                 continue;
             }
-            if (!(e = calloc(1, sizeof(*e))))
+            if (rv_hc_heap_reserve(&h->q, h->neps_total + 1) != 0 || !(e = calloc(1, sizeof(*e))))
                 continue;
             e->owner = c;
             memcpy(&e->addr, &t->addrs[k], t->lens[k]);
             e->addrlen = t->lens[k];
             addr_text(&e->addr, e->text, sizeof(e->text));
-            e->due = now;
+            e->tm.idx = RV_HC_NOT_QUEUED;
             e->seen = true;
             c->eps[c->neps++] = e;
+            h->neps_total++;
+        }
+        /* the new ones (after nold until the sort): first checks spread over an interval */
+        for (uint32_t k = nold; k < c->neps; k++) {
+            c->eps[k]->tm.due = now + rv_hc_spread_ms(k - nold, c->neps - nold, c->cfg.c.interval_ms);
+            rv_hc_heap_push(&h->q, &c->eps[k]->tm);
         }
         /* drop the endpoints no longer listed (the new ones are all seen), sort, and drop a
          * new endpoint listed twice (two host names with one address) */
         uint32_t o = 0;
         for (uint32_t k = 0; k < c->neps; k++) {
-            if (c->eps[k]->seen) {
+            if (c->eps[k]->seen)
                 c->eps[o++] = c->eps[k];
-            } else {
-                check_abort(h, c->eps[k]);
-                free(c->eps[k]);
-            }
+            else
+                hep_free(h, c->eps[k]);
         }
         c->neps = o;
         qsort(c->eps, c->neps, sizeof(*c->eps), hep_sort_cmp);
@@ -343,8 +520,7 @@ static void merge(rv_health_t *h, wants_t *w)
                 /* keep the one with a state (a kept endpoint), free the fresh copy */
                 hep_t *drop = c->eps[k]->st.checked || c->eps[k]->easy ? c->eps[o - 1] : c->eps[k];
                 c->eps[o - 1] = drop == c->eps[k] ? c->eps[o - 1] : c->eps[k];
-                check_abort(h, drop);
-                free(drop);
+                hep_free(h, drop);
                 continue;
             }
             c->eps[o++] = c->eps[k];
@@ -359,6 +535,11 @@ static void merge(rv_health_t *h, wants_t *w)
             hcl_free(h, h->cl[i]);
     }
     h->ncl = o;
+    uint32_t want = rv_hc_want_inflight(h->neps_total);
+    if (want > h->asked) {
+        h->asked = want;
+        h->cap = rv_fd_budget("health check", "checks in flight", want, 0, HC_FD_RESERVE, HC_FD_MIN);
+    }
 }
 
 int rv_health_set_targets(rv_health_t *h, const rv_cluster_t *clusters, uint32_t n)
@@ -406,6 +587,19 @@ static size_t discard(char *p, size_t sz, size_t nm, void *ud)
     return sz * nm;
 }
 
+/* curl's socket for a check: socket() as curl would, with the failure's errno kept on the
+ * endpoint, so that a descriptor rivet could not open is told from an endpoint that failed. */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    hep_t *e = ud;
+    int fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd < 0) {
+        e->local_errno = errno;
+        return CURL_SOCKET_BAD;
+    }
+    return fd;
+}
+
 /* Start e's check (mutex held). When curl cannot start it (OOM), e->easy stays NULL and the
  * caller tries again an interval later. */
 static void check_start(rv_health_t *h, hcl_t *c, hep_t *e)
@@ -424,7 +618,10 @@ static void check_start(rv_health_t *h, hcl_t *c, hep_t *e)
     curl_easy_setopt(x, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->timeout_ms);
     curl_easy_setopt(x, CURLOPT_PRIVATE, e);
     curl_easy_setopt(x, CURLOPT_ERRORBUFFER, e->errbuf);
+    curl_easy_setopt(x, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(x, CURLOPT_OPENSOCKETDATA, e);
     e->errbuf[0] = '\0';
+    e->local_errno = 0;
     if (cfg->http) {
         char host[600];
         snprintf(host, sizeof(host), "Host: %s", c->cfg.host);
@@ -450,6 +647,57 @@ static void check_start(rv_health_t *h, hcl_t *c, hep_t *e)
         return;
     }
     e->easy = x;
+    h->inflight++;
+}
+
+/* The errno of a check that failed for a reason of rivet's own (out of descriptors or memory),
+ * 0 when the failure is the endpoint's (or there is none). EADDRNOTAVAIL is left to the
+ * endpoint: it also means an address that cannot be reached from here. */
+static int local_failure(hep_t *e, CURL *x, CURLcode res)
+{
+    if (res == CURLE_OK)
+        return 0;
+    if (e->local_errno)
+        return e->local_errno;
+    if (res == CURLE_OUT_OF_MEMORY || res == CURLE_FAILED_INIT)
+        return ENOMEM;
+    long oserr = 0;
+    if (res == CURLE_COULDNT_CONNECT && curl_easy_getinfo(x, CURLINFO_OS_ERRNO, &oserr) == CURLE_OK &&
+        (oserr == EMFILE || oserr == ENFILE || oserr == ENOBUFS || oserr == ENOMEM))
+        return (int)oserr;
+    return 0;
+}
+
+/* The next check of e (mutex held): an interval (+ jitter) from now. */
+static void schedule(rv_health_t *h, hep_t *e, int64_t now)
+{
+    const rv_hc_cfg_t *cfg = &e->owner->cfg.c;
+    int64_t next = cfg->interval_ms;
+    if (cfg->jitter_ms > 0) {
+        h->rnd ^= h->rnd << 13;
+        h->rnd ^= h->rnd >> 7;
+        h->rnd ^= h->rnd << 17;
+        next += (int64_t)(h->rnd % (uint64_t)(cfg->jitter_ms + 1));
+    }
+    e->tm.due = now + next;
+    rv_hc_heap_push(&h->q, &e->tm);
+}
+
+/* A check not run, or not finished, for rivet's own reason err (mutex held): the endpoint's
+ * state is untouched (not checked, not failed) and it is tried again an interval later;
+ * logged at most once per HC_WARN_MS with the count since the last line. */
+static void check_not_run(rv_health_t *h, hep_t *e, int err)
+{
+    int64_t now = now_ms();
+    h->local_fails++;
+    if (now >= h->local_log_next) {
+        rv_log_warn("health check: %u check(s) not run (upstream %s endpoint %s: %s): rivet's own limit, not "
+                    "counted against the endpoint; tried again an interval later",
+                    h->local_fails, e->owner->name, e->text, strerror(err));
+        h->local_fails = 0;
+        h->local_log_next = now + HC_WARN_MS;
+    }
+    schedule(h, e, now);
 }
 
 /* A finished check (mutex held): apply it, log a flip, schedule the next. True on a flip. */
@@ -461,6 +709,7 @@ static bool check_done(rv_health_t *h, CURL *x, CURLcode res)
     if (!c)
         return false;   /* cannot happen: every check is started with its endpoint */
     const rv_hc_cfg_t *cfg = &c->cfg.c;
+    int local = local_failure(e, x, res);
     long status = 0;
     int r;
     char why[300];
@@ -481,8 +730,13 @@ static bool check_done(rv_health_t *h, CURL *x, CURLcode res)
     curl_multi_remove_handle(h->multi, x);
     curl_easy_cleanup(x);
     e->easy = NULL;
+    h->inflight--;
     curl_slist_free_all(e->hdrs);
     e->hdrs = NULL;
+    if (local) {
+        check_not_run(h, e, local);
+        return false;
+    }
     if (r != RV_HC_OK)
         c->failures++;
     bool first = !e->st.checked;
@@ -496,15 +750,64 @@ static bool check_done(rv_health_t *h, CURL *x, CURLcode res)
     else if (first && r != RV_HC_OK)
         rv_log_warn("health check: upstream %s endpoint %s fails its first check (%s); no traffic until one passes",
                     c->name, e->text, why);
-    int64_t next = cfg->interval_ms;
-    if (cfg->jitter_ms > 0) {
-        h->rnd ^= h->rnd << 13;
-        h->rnd ^= h->rnd >> 7;
-        h->rnd ^= h->rnd << 17;
-        next += (int64_t)(h->rnd % (uint64_t)(cfg->jitter_ms + 1));
-    }
-    e->due = now_ms() + next;
+    schedule(h, e, now_ms());
     return flip;
+}
+
+/*
+ * Start the checks that are due (mutex held), earliest first, while fewer than the budget are
+ * in flight; the rest wait in the queue and run late (logged at most once per HC_DELAY_WARN_MS).
+ * O(log n) per check started. Returns the ms to sleep before the next is due (at most 1 s).
+ */
+static int64_t start_due(rv_health_t *h, int64_t now)
+{
+    rv_hc_timer_t *t;
+    bool waiting = false;
+    while ((t = rv_hc_heap_top(&h->q)) && t->due <= now) {
+        if (h->inflight >= h->cap) {
+            waiting = true;
+            break;
+        }
+        rv_hc_heap_pop(&h->q);
+        hep_t *e = HEP_OF(t);
+        check_start(h, e->owner, e);
+        if (!e->easy)
+            check_not_run(h, e, ENOMEM);
+    }
+    if (waiting) {
+        if (now >= h->delay_log_next) {
+            rv_log_warn("health check: %u checks in flight, the most the open files limit allows; the other due "
+                        "checks wait and run late", h->inflight);
+            h->delay_log_next = now + HC_DELAY_WARN_MS;
+        }
+        return 1000;   /* until a check ends (curl's sockets wake the poll) */
+    }
+    t = rv_hc_heap_top(&h->q);
+    int64_t wait = t ? t->due - now : 1000;
+    return wait < 0 ? 0 : wait > 1000 ? 1000 : wait;
+}
+
+/* Log the panic lines held back whose window is over (mutex held; checker thread). */
+static void plog_flush(rv_health_t *h, int64_t now)
+{
+    if (!h->plog_pending)
+        return;
+    bool still = false;
+    for (uint32_t i = 0; i < h->ncl; i++) {
+        hcl_t *c = h->cl[i];
+        uint32_t n;
+        if (rv_hc_plog_flush(&c->plog, now, &n)) {
+            if (c->plog.state)
+                rv_log_warn("health check: upstream %s is in panic mode, every endpoint gets traffic (%u of %u "
+                            "endpoints healthy; %u changes since the last line)", c->name, c->plog_healthy,
+                            c->plog_total, n);
+            else
+                rv_log_info("health check: upstream %s leaves panic mode (%u of %u endpoints healthy; %u changes "
+                            "since the last line)", c->name, c->plog_healthy, c->plog_total, n);
+        }
+        still |= c->plog.changes > 0;
+    }
+    h->plog_pending = still;
 }
 
 static void *health_main(void *arg)
@@ -516,20 +819,7 @@ static void *health_main(void *arg)
         h->pending = NULL;
         if (w)
             merge(h, w);
-        int64_t now = now_ms(), next = now + 1000;
-        for (uint32_t i = 0; i < h->ncl; i++)
-            for (uint32_t k = 0; k < h->cl[i]->neps; k++) {
-                hep_t *e = h->cl[i]->eps[k];
-                if (e->easy)
-                    continue;
-                if (e->due <= now) {
-                    check_start(h, h->cl[i], e);
-                    if (!e->easy)
-                        e->due = now + h->cl[i]->cfg.c.interval_ms;   /* OOM: try again later */
-                }
-                if (!e->easy && e->due < next)
-                    next = e->due;
-            }
+        start_due(h, now_ms());
         pthread_mutex_unlock(&h->w.mu);
         wants_free(w);
         int running = 0;
@@ -541,14 +831,12 @@ static void *health_main(void *arg)
         while ((m = curl_multi_info_read(h->multi, &left)))
             if (m->msg == CURLMSG_DONE)
                 changed |= check_done(h, m->easy_handle, m->data.result);
+        int64_t now = now_ms();
+        plog_flush(h, now);
+        int64_t wait = start_due(h, now);   /* slots freed by the checks that ended */
         pthread_mutex_unlock(&h->w.mu);
         if (changed)
             rv_watcher_wake(&h->w);
-        int64_t wait = next - now_ms();
-        if (wait < 0)
-            wait = 0;
-        if (wait > 1000)
-            wait = 1000;
         curl_multi_poll(h->multi, NULL, 0, (int)wait, NULL);
     }
     return NULL;
@@ -606,6 +894,7 @@ void rv_health_stop(rv_health_t *h)
     for (uint32_t i = 0; i < h->ncl; i++)
         hcl_free(h, h->cl[i]);
     free(h->cl);
+    rv_hc_heap_free(&h->q);
     wants_free(h->pending);
     curl_multi_cleanup(h->multi);
     rv_watcher_destroy(&h->w);
@@ -662,13 +951,24 @@ int rv_health_filter(rv_health_t *h, rv_snapshot_t *snap, rv_endpoint_set_t *raw
         /* panic while first checks are still out is the normal start (every endpoint begins
          * unhealthy): not worth a warning; it is logged if it lasts once every endpoint has a result */
         if (t && panic != t->panic && !(panic && unchecked)) {
+            /* one line per RV_HC_PANIC_LOG_MS at most (flapping); a held-back change is logged by
+             * the checker thread once the window is over (plog_flush) */
+            uint32_t nch = 0;
+            char since[64] = "";
             t->panic = panic;
-            if (panic)
+            t->plog_healthy = healthy;
+            t->plog_total = c->neps;
+            bool now_line = rv_hc_plog_change(&t->plog, panic, now_ms(), &nch);
+            if (nch > 1)
+                snprintf(since, sizeof(since), "; %u changes since the last line", nch);
+            if (!now_line)
+                h->plog_pending = true;
+            else if (panic)
                 rv_log_warn("health check: upstream %s has %u of %u endpoints healthy (below %g %%): panic mode, "
-                            "every endpoint gets traffic", t->name, healthy, c->neps, c->hc->panic_pct);
+                            "every endpoint gets traffic%s", t->name, healthy, c->neps, c->hc->panic_pct, since);
             else
-                rv_log_info("health check: upstream %s leaves panic mode (%u of %u endpoints healthy)", t->name,
-                            healthy, c->neps);
+                rv_log_info("health check: upstream %s leaves panic mode (%u of %u endpoints healthy%s)", t->name,
+                            healthy, c->neps, since);
         }
         if (panic || healthy == c->neps)
             continue;

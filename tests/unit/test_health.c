@@ -1,12 +1,16 @@
 /*
  * test_health.c - active health checks: healthChecks decoding and every refusal, the snapshot's
  * copy of the check (defaults), the threshold logic (Envoy's rules), expected statuses, the
- * panic threshold, and the control thread's filter (unknown endpoints count as unhealthy).
+ * panic threshold, and the control thread's filter (unknown endpoints count as unhealthy);
+ * the checker's scheduling (the due-check heap, the spread of first checks, the descriptor
+ * budget of core/fdlimit.h, panic-line rate limiting) and a check rivet cannot run (no
+ * descriptor) leaving the endpoint's state alone.
  */
 #include <arpa/inet.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -16,6 +20,7 @@
 #include "config/config.h"
 #include "control/health.h"
 #include "core/err.h"
+#include "core/fdlimit.h"
 #include "tdir.h"
 #include "test.h"
 
@@ -297,6 +302,140 @@ static void test_filter_unknown(void)
     free(snap);
 }
 
+/* The heap against a brute-force order: pushes, removals from anywhere, pops in due order,
+ * positions kept in idx. */
+static void test_heap(void)
+{
+    enum { N = 1000 };
+    static rv_hc_timer_t t[N];
+    rv_hc_heap_t q = { 0 };
+    uint64_t x = 88172645463325252ULL;
+    CHECK(rv_hc_heap_top(&q) == NULL && rv_hc_heap_pop(&q) == NULL, "heap: empty");
+    CHECK(rv_hc_heap_reserve(&q, N) == 0 && q.cap >= N, "heap: room reserved");
+    for (int i = 0; i < N; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        t[i].due = (int64_t)(x % 500);      /* many equal keys */
+        t[i].idx = RV_HC_NOT_QUEUED;
+        rv_hc_heap_push(&q, &t[i]);
+    }
+    CHECK_INT(q.n, N, "heap: all pushed");
+    rv_hc_heap_push(&q, &t[0]);
+    CHECK_INT(q.n, N, "heap: a queued timer is not pushed twice");
+    bool idx_ok = true;
+    for (uint32_t i = 0; i < q.n; i++)
+        idx_ok &= q.v[i]->idx == i;
+    CHECK(idx_ok, "heap: every timer knows its position");
+    int removed = 0;
+    for (int i = 0; i < N; i += 3) {
+        rv_hc_heap_remove(&q, &t[i]);
+        removed++;
+    }
+    rv_hc_heap_remove(&q, &t[0]);   /* not queued any more: nothing */
+    CHECK_INT(q.n, N - removed, "heap: removals from anywhere");
+    CHECK(t[0].idx == RV_HC_NOT_QUEUED && t[3].idx == RV_HC_NOT_QUEUED, "heap: a removed timer is out");
+    int64_t last = -1;
+    int popped = 0;
+    bool order = true, none_removed = true;
+    rv_hc_timer_t *p;
+    while ((p = rv_hc_heap_pop(&q))) {
+        order &= p->due >= last;
+        last = p->due;
+        none_removed &= (p - t) % 3 != 0;
+        popped++;
+    }
+    CHECK(order && none_removed && popped == N - removed, "heap: pops in due order, only the queued ones");
+    /* interleaved: a timer re-queued with a later due comes after the rest */
+    for (int i = 0; i < 10; i++) {
+        t[i].due = i;
+        t[i].idx = RV_HC_NOT_QUEUED;
+        rv_hc_heap_push(&q, &t[i]);
+    }
+    p = rv_hc_heap_pop(&q);
+    p->due = 100;
+    rv_hc_heap_push(&q, p);
+    CHECK(rv_hc_heap_top(&q) == &t[1], "heap: next due after a re-queue");
+    while (q.n > 1)
+        rv_hc_heap_pop(&q);
+    CHECK(rv_hc_heap_pop(&q) == &t[0] && q.n == 0, "heap: the re-queued timer last");
+    rv_hc_heap_free(&q);
+    CHECK(q.v == NULL && q.cap == 0, "heap: freed");
+}
+
+/* The spread of first checks and the budget asked for. */
+static void test_spread_and_want(void)
+{
+    CHECK_INT(rv_hc_spread_ms(0, 1, 1000), 0, "spread: a lone new endpoint at once");
+    CHECK_INT(rv_hc_spread_ms(0, 400, 1000), 0, "spread: the first at once");
+    CHECK_INT(rv_hc_spread_ms(1, 4, 1000), 250, "spread: evenly");
+    CHECK_INT(rv_hc_spread_ms(399, 400, 1000), 997, "spread: the last within the interval");
+    bool within = true, apart = true;
+    int64_t prev = -1;
+    for (uint32_t k = 0; k < 3000; k++) {
+        int64_t d = rv_hc_spread_ms(k, 3000, 2000);
+        within &= d >= 0 && d < 2000;
+        apart &= d >= prev;
+        prev = d;
+    }
+    CHECK(within && apart, "spread: 3000 endpoints over a 2 s interval, in order");
+    CHECK_INT(rv_hc_spread_ms(5, 10, 86400000LL * 30), 86400000LL * 15, "spread: a 30-day interval, no overflow");
+    CHECK_INT(rv_hc_want_inflight(0), RV_HC_INFLIGHT_MIN, "want: at least the minimum");
+    CHECK_INT(rv_hc_want_inflight(64), 64, "want: 64 endpoints");
+    CHECK_INT(rv_hc_want_inflight(65), 128, "want: a power of two above");
+    CHECK_INT(rv_hc_want_inflight(400), 512, "want: 400 endpoints");
+    CHECK_INT(rv_hc_want_inflight(100000), RV_HC_INFLIGHT_MAX, "want: at most the maximum");
+}
+
+/* The descriptor budget's arithmetic (core/fdlimit.h), and one real call that raises the
+ * soft limit of this process. */
+static void test_fd_budget(void)
+{
+    uint64_t to = 0;
+    CHECK_INT(rv_fd_budget_calc(1024, UINT64_MAX, 512, 0, 1024, 8, &to), 512, "budget: raised room for all");
+    CHECK_INT(to, 1536, "budget: soft limit raised by want");
+    CHECK_INT(rv_fd_budget_calc(UINT64_MAX, UINT64_MAX, 512, 0, 1024, 8, &to), 512, "budget: no limit");
+    CHECK_INT(rv_fd_budget_calc(8192, 8192, 512, 0, 1024, 8, &to), 512, "budget: room enough");
+    CHECK_INT(to, 8192, "budget: nothing raised");
+    CHECK_INT(rv_fd_budget_calc(256, 256, 512, 0, 1024, 8, &to), 64, "budget: hard 256, a quarter");
+    CHECK_INT(to, 256, "budget: hard limit, nothing raised");
+    CHECK_INT(rv_fd_budget_calc(1024, 3000, 2000, 0, 1024, 8, &to), 3000 - 1024,
+              "budget: raised to the hard limit, what fits after the reserve");
+    CHECK_INT(to, 3000, "budget: raised up to the hard limit");
+    CHECK_INT(rv_fd_budget_calc(256, 256, 1000, 128, 1024, 8, &to), 64, "budget: discovery's case, a quarter");
+    CHECK_INT(rv_fd_budget_calc(16, 16, 512, 0, 1024, 8, &to), 8, "budget: never below min");
+    CHECK_INT(rv_fd_budget_calc(4000, 4000, 16, 0, 1024, 8, &to), 16, "budget: never above want");
+    struct rlimit rl, was;
+    if (getrlimit(RLIMIT_NOFILE, &was) != 0 || (was.rlim_max != RLIM_INFINITY && was.rlim_max < 4096)) {
+        CHECK(1, "# SKIP hard open files limit below 4096");
+        return;
+    }
+    rl = was;
+    rl.rlim_cur = 300;
+    CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0, "soft limit lowered to 300");
+    CHECK_INT(rv_fd_budget("test", "things", 100, 0, 1024, 8), 100, "budget: real limits, raised room");
+    CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur == 400, "budget: soft limit raised to 300 + 100");
+    setrlimit(RLIMIT_NOFILE, &was);
+}
+
+/* Panic lines: the first change at once, the flapping held back and logged once the window is
+ * over with the count and the last state. */
+static void test_panic_log(void)
+{
+    rv_hc_plog_t p = { 0 };
+    uint32_t n = 0;
+    CHECK(rv_hc_plog_change(&p, true, 1000, &n) && n == 1, "plog: entering panic logged at once");
+    CHECK(!rv_hc_plog_change(&p, false, 1020, &n), "plog: leaving 20 ms later held back");
+    CHECK(!rv_hc_plog_change(&p, true, 1043, &n), "plog: entering again held back");
+    CHECK(!rv_hc_plog_flush(&p, 5000, &n), "plog: nothing flushed inside the window");
+    CHECK(rv_hc_plog_flush(&p, 1000 + RV_HC_PANIC_LOG_MS, &n) && n == 2 && p.state, "plog: flushed: 2 changes, in panic");
+    CHECK(!rv_hc_plog_flush(&p, 1000 + 3 * RV_HC_PANIC_LOG_MS, &n), "plog: nothing more to flush");
+    CHECK(!rv_hc_plog_change(&p, false, 1000 + RV_HC_PANIC_LOG_MS + 5, &n), "plog: a change right after a flush waits");
+    CHECK(rv_hc_plog_change(&p, true, 1000 + 3 * RV_HC_PANIC_LOG_MS, &n) && n == 2 && p.state,
+          "plog: a later change logged at once with the one held back");
+    CHECK(!rv_hc_plog_flush(&p, 1000 + 5 * RV_HC_PANIC_LOG_MS, &n), "plog: nothing held back");
+}
+
 /* A real checker (tcp connect) against a listening socket and a closed port: the healthy
  * endpoint stays, the other is left out, weights follow, and a raw discovery set's arrays are
  * shared with a reference held on it. */
@@ -381,6 +520,131 @@ out:
         close(cfd);
 }
 
+/* The failures counted for the checker's cluster name (rv_health_prometheus), -1 when absent. */
+static long long failures_of(const char *name)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return -1;
+    rv_health_prometheus(f);
+    fclose(f);
+    char key[200];
+    snprintf(key, sizeof(key), "rivet_upstream_health_check_failures_total{upstream=\"%s\"} ", name);
+    char *at = buf ? strstr(buf, key) : NULL;
+    long long v = at ? strtoll(at + strlen(key), NULL, 10) : -1;
+    free(buf);
+    return v;
+}
+
+/* A check rivet cannot run - its socket() fails because this process is at its open files
+ * limit - is not the endpoint's failure: two healthy endpoints (listening sockets, checked every
+ * 50 ms, unhealthyThreshold 1) stay healthy, no failure is counted, and a line says the check
+ * was not run. */
+static void test_not_run(void)
+{
+    int l[2] = { -1, -1 };
+    rv_endpoint_t eps[2] = { { .weight = 1 }, { .weight = 1 } };
+    bool ok = true;
+    for (int i = 0; i < 2; i++) {
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(0x7f000001) };
+        socklen_t al = sizeof(a);
+        l[i] = socket(AF_INET, SOCK_STREAM, 0);
+        /* never accepted: every check's connection stays queued (a few dozen here) */
+        ok &= l[i] >= 0 && bind(l[i], (struct sockaddr *)&a, sizeof(a)) == 0 && listen(l[i], 1024) == 0 &&
+              getsockname(l[i], (struct sockaddr *)&a, &al) == 0;
+        memcpy(&eps[i].addr, &a, sizeof(a));
+        eps[i].addrlen = sizeof(a);
+    }
+    FILE *logf = tmpfile();
+    int saved = dup(2);
+    CHECK(ok && logf && saved >= 0, "two listening sockets, a log file");
+    if (!ok || !logf || saved < 0)
+        goto out;
+    rv_snapshot_t *snap = calloc(1, sizeof(*snap));
+    rv_arena_init(&snap->arena, 1024);
+    atomic_init(&snap->refs, 1);
+    rv_hc_cfg_t hc = { .timeout_ms = 2000, .interval_ms = 50, .unhealthy_threshold = 1, .healthy_threshold = 1,
+                       .panic_pct = 50 };
+    rv_cluster_t cl = { .name = RV_STR("gloo-system.nr"), .eps = eps, .neps = 2, .total_weight = 2, .hc = &hc };
+    snap->clusters = &cl;
+    snap->nclusters = 1;
+    rv_health_t *h = rv_health_start();
+    CHECK(h && rv_health_set_targets(h, &cl, 1) == 0, "checker started with targets");
+    if (!h)
+        goto free_snap;
+    /* both healthy: the gauge says 2 (bounded wait) */
+    bool both = false;
+    for (int i = 0; i < 100 && !both; i++) {
+        struct pollfd p = { .fd = rv_health_fd(h), .events = POLLIN };
+        poll(&p, 1, 100);
+        rv_health_clear(h);
+        rv_endpoint_set_t *f = NULL;
+        both = rv_health_filter(h, snap, NULL, 3, &f) == 0 && f == NULL && failures_of("gloo-system.nr") == 0;
+        if (f)
+            rv_endpoint_set_release(f);   /* one healthy, the other's first check still out */
+        if (both) {
+            /* NULL is also the answer of the start's panic: wait for two results */
+            char *buf = NULL;
+            size_t len = 0;
+            FILE *m = open_memstream(&buf, &len);
+            if (m) {
+                rv_health_prometheus(m);
+                fclose(m);
+            }
+            both = buf && strstr(buf, "rivet_upstream_healthy_endpoints{upstream=\"gloo-system.nr\"} 2\n");
+            free(buf);
+        }
+    }
+    CHECK(both, "both endpoints healthy, no failure");
+    /* this process at its limit: the lowest free descriptor is the soft limit (the checker's
+     * next socket() fails with EMFILE); the log goes to the file meanwhile */
+    fflush(stderr);
+    dup2(fileno(logf), 2);
+    int probe = dup(0);
+    struct rlimit was, rl;
+    bool lowered = probe >= 0 && getrlimit(RLIMIT_NOFILE, &was) == 0;
+    if (probe >= 0)
+        close(probe);
+    rl = was;
+    rl.rlim_cur = (rlim_t)probe;
+    lowered = lowered && setrlimit(RLIMIT_NOFILE, &rl) == 0;
+    bool seen = false;
+    for (int i = 0; i < 200 && lowered && !seen; i++) {
+        char buf[8192];
+        ssize_t n = pread(fileno(logf), buf, sizeof(buf) - 1, 0);
+        buf[n > 0 ? n : 0] = '\0';
+        seen = strstr(buf, "not run") && strstr(buf, "Too many open files");
+        if (!seen)
+            poll(NULL, 0, 50);
+    }
+    long long fails = failures_of("gloo-system.nr");
+    rv_endpoint_set_t *f = (rv_endpoint_set_t *)1;
+    int frc = rv_health_filter(h, snap, NULL, 4, &f);
+    if (lowered)
+        setrlimit(RLIMIT_NOFILE, &was);
+    dup2(saved, 2);
+    CHECK(lowered, "soft open files limit lowered to the lowest free descriptor (%d)", probe);
+    CHECK(seen, "a check not run was logged, with its reason");
+    CHECK_INT(fails, 0, "no failure counted against the endpoints");
+    CHECK(frc == 0 && f == NULL, "both endpoints still served");
+    if (frc == 0 && f)
+        rv_endpoint_set_release(f);
+    rv_health_stop(h);
+free_snap:
+    rv_arena_free(&snap->arena);
+    free(snap);
+out:
+    if (saved >= 0)
+        close(saved);
+    if (logf)
+        fclose(logf);
+    for (int i = 0; i < 2; i++)
+        if (l[i] >= 0)
+            close(l[i]);
+}
+
 int main(void)
 {
     rv_arena_init(&arena, 0);
@@ -390,6 +654,11 @@ int main(void)
     test_statuses_and_panic();
     test_filter_unknown();
     test_filter_checked();
+    test_heap();
+    test_spread_and_want();
+    test_fd_budget();
+    test_panic_log();
+    test_not_run();
     rv_arena_free(&arena);
     TEST_DONE();
 }
