@@ -192,10 +192,11 @@ static const char *kind_of(const ynode_t *n)
     return is_float_text(s) ? "number" : "string";
 }
 
-/* Integer text (optional sign, digits) to int64; -1 when not an integer or out of range. */
+/* Integer text (optional sign, digits) to int64: 0; -1 when not an integer; -2 when an integer
+ * whose magnitude is past 2^62 (every limit rivet checks is far below: "out of range"). */
 static int parse_int(const char *s, size_t len, int64_t *out)
 {
-    bool neg = false;
+    bool neg = false, big = false;
     size_t i = 0;
     if (len && (s[0] == '-' || s[0] == '+')) {
         neg = s[0] == '-';
@@ -207,12 +208,13 @@ static int parse_int(const char *s, size_t len, int64_t *out)
     for (; i < len; i++) {
         if (s[i] < '0' || s[i] > '9')
             return -1;
-        if (v > (UINT64_C(1) << 62))
-            return -1;
-        v = v * 10 + (uint64_t)(s[i] - '0');
+        if (big || v > (UINT64_C(1) << 62))
+            big = true;     /* keep reading: a non-digit later still makes it "not an integer" */
+        else
+            v = v * 10 + (uint64_t)(s[i] - '0');
     }
-    if (v > (UINT64_C(1) << 62))
-        return -1;
+    if (big || v > (UINT64_C(1) << 62))
+        return -2;
     *out = neg ? -(int64_t)v : (int64_t)v;
     return 0;
 }
@@ -221,9 +223,19 @@ static int parse_int(const char *s, size_t len, int64_t *out)
 static int node_int(dctx_t *c, const ynode_t *n, const char *name, int64_t lo, int64_t hi, int64_t *out)
 {
     int64_t v;
-    if (n->type != YN_SCALAR || (n->plain && strcmp(kind_of(n), "integer") != 0) ||
-        parse_int(n->s, n->len, &v) < 0)
+    int pr = n->type == YN_SCALAR && !n->is_null ? parse_int(n->s, n->len, &v) : -1;
+    if (pr == -1 || (n->plain && strcmp(kind_of(n), "integer") != 0))
         return cfg_derr(c, n, name, "expected an integer, got %s", kind_of(n));
+    if (pr == -2) {
+        /* an integer too large for any limit: say which range it is out of (the text may be
+         * long: quoted up to 40 characters) */
+        int shown = (int)RV_MIN(n->len, (size_t)40);
+        const char *more = n->len > 40 ? "..." : "";
+        if (n->s[0] == '-' && lo == 0)
+            return cfg_derr(c, n, name, "must not be negative, got %.*s%s", shown, n->s, more);
+        return cfg_derr(c, n, name, "out of range: must be between %lld and %lld, got %.*s%s", (long long)lo,
+                        (long long)hi, shown, n->s, more);
+    }
     if (v < lo || v > hi) {
         if (v < 0 && lo == 0)
             return cfg_derr(c, n, name, "must not be negative, got %lld", (long long)v);
@@ -346,7 +358,11 @@ static int decode_enum(dctx_t *c, const field_t *f, const ynode_t *n, const char
             return 0;
         }
     int64_t v;
-    if (parse_int(n->s, n->len, &v) == 0) {
+    int pr = parse_int(n->s, n->len, &v);
+    if (pr == -2)
+        return cfg_derr(c, n, name, "enum value %.*s%s out of range 0..%u", (int)RV_MIN(n->len, (size_t)40), n->s,
+                        n->len > 40 ? "..." : "", count - 1);
+    if (pr == 0) {
         if (v < 0 || v >= count)
             return cfg_derr(c, n, name, "enum value %lld out of range 0..%u", (long long)v, count - 1);
         *out = (uint32_t)v;

@@ -1264,6 +1264,12 @@ static const char *const underscore_actions[] = { "ALLOW", "REJECT_REQUEST", "DR
 static int httpopts_check(dctx_t *c, void *msg, const ynode_t *n)
 {
     httpopts_t *o = msg;
+    /* 0 is the value of an absent field, never a limit of its own: written, it is refused as
+     * Envoy's proto does (gte 1), not read as the default 100 */
+    const ynode_t *mh = cfg_field_node(n, "maxHeadersCount");
+    if (o->max_headers == 0 && mh && !(mh->type == YN_SCALAR && mh->is_null))
+        return cfg_derr(c, mh, "maxHeadersCount", "must be at least 1 (Envoy requires 1 or more; omit the field "
+                        "for the default %u), got 0", RV_UP_MAX_HEADERS);
     if (o->max_headers > RV_UP_MAX_HEADERS)
         return cfg_derr(c, fnode(n, "maxHeadersCount"), "maxHeadersCount",
                         "must be at most %u (rivet parses at most %u header fields in a response), got %u",

@@ -287,6 +287,8 @@ def test_max_headers_count(cfg, backend, rivet):
     ({"connectTimeout": "0s"}, "connectionConfig.connectTimeout: must be greater than 0"),
     ({"tcpKeepalive": {"keepaliveProbes": 1000}}, "tcpKeepalive.keepaliveProbes: must be at most 127"),
     ({"maxRequestsPerConnection": -1}, "connectionConfig.maxRequestsPerConnection: must not be negative"),
+    ({"maxRequestsPerConnection": 99999999999999999999999},
+     "connectionConfig.maxRequestsPerConnection: out of range: must be between 0 and 4294967295"),
 ])
 def test_refused_fields_are_named(cfg, backend, rivet, conn_cfg, named):
     """An unsupported or invalid connectionConfig field rejects the Upstream with a reason that
@@ -300,6 +302,20 @@ def test_refused_fields_are_named(cfg, backend, rivet, conn_cfg, named):
     st = rv.wait_status("Upstream", "bad", "Rejected")
     assert named in st["reason"], st
     assert rv.get("/fine").status == 200
+
+
+def test_max_headers_count_zero_is_refused_by_name(cfg, backend, rivet):
+    """commonHttpProtocolOptions.maxHeadersCount 0: Envoy's proto requires >= 1 and doc/config.md
+    says 1..100; rivet accepted 0 and silently treated it as the default 100 (strict config:
+    never silently ignore a value). (Review RV4.)"""
+    b = backend()
+    cfg.gateway()
+    cfg.upstream("bad", [b], connectionConfig={"commonHttpProtocolOptions": {"maxHeadersCount": 0}})
+    cfg.upstream("good", [b])
+    cfg.vs("vs", [route(prefix="/bad", upstream="bad"), route(prefix="/", upstream="good")])
+    rv = rivet(cfg)
+    st = rv.resource_status("Upstream", "bad")
+    assert st["state"] == "Rejected" and "maxHeadersCount" in st.get("reason", ""), st
 
 
 # ---- circuitBreakers -------------------------------------------------------------------------

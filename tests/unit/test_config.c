@@ -706,6 +706,15 @@ static void test_upstreams(void)
         "keepalive durations at the limits accepted");
     REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {maxHeadersCount: 101}}\n",
         "connectionConfig.commonHttpProtocolOptions.maxHeadersCount: must be at most 100", "maxHeadersCount > 100 refused");
+    REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {maxHeadersCount: 0}}\n",
+        "connectionConfig.commonHttpProtocolOptions.maxHeadersCount: must be at least 1",
+        "maxHeadersCount 0 refused by name (Envoy: >= 1), not read as the default");
+    REJ(RK_US, US_STATIC("") "connection_config: {common_http_protocol_options: {max_headers_count: '0'}}\n",
+        "maxHeadersCount: must be at least 1", "maxHeadersCount 0 refused in snake_case and quoted");
+    u = dec(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {maxHeadersCount: 1}}\n");
+    CHECK(u && u->conn.http.max_headers == 1, "maxHeadersCount 1 accepted (%s)", err);
+    u = dec(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {maxHeadersCount: null}}\n");
+    CHECK(u && u->conn.http.max_headers == 0, "maxHeadersCount null is absent: the default (%s)", err);
     REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {maxStreamDuration: 1s}}\n",
         "connectionConfig.commonHttpProtocolOptions.maxStreamDuration is not supported yet", "maxStreamDuration refused by name");
     REJ(RK_US, US_STATIC("") "connectionConfig: {commonHttpProtocolOptions: {headersWithUnderscoresAction: DROP_HEADER}}\n",
@@ -737,6 +746,20 @@ static void test_upstreams(void)
         "circuitBreakers.maxConnections: must be between 0 and 4294967295", "maxConnections past uint32 refused");
     REJ(RK_US, US_STATIC("") "circuitBreakers: {maxRetries: 1.5}\n", "circuitBreakers.maxRetries: expected an integer",
         "fractional maxRetries refused");
+    /* an integer past int64 is out of range, not "not an integer" */
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {maxRequests: 99999999999999999999999}\n",
+        "circuitBreakers.maxRequests: out of range: must be between 0 and 4294967295, got 99999999999999999999999",
+        "huge maxRequests: out of range");
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {maxRequests: '99999999999999999999999'}\n",
+        "circuitBreakers.maxRequests: out of range", "huge quoted maxRequests: out of range");
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {maxRetries: -99999999999999999999999}\n",
+        "circuitBreakers.maxRetries: must not be negative", "hugely negative maxRetries: negative");
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {maxRequests: 4611686018427387905}\n",
+        "circuitBreakers.maxRequests: out of range", "just past 2^62: out of range");
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {maxRequests: '99999999999999999999x'}\n",
+        "circuitBreakers.maxRequests: expected an integer, got string", "long digits then a letter: not an integer");
+    REJ(RK_US, US_STATIC("") "circuitBreakers: {maxRequests: 1" "0000000000000000000000000000000000000000000000000000000}\n",
+        "got 1000000000000000000000000000000000000000...", "a very long integer is quoted shortened");
     REJ(RK_US, US_STATIC("") "circuitBreakers: {trackRemaining: true}\n", "circuitBreakers.trackRemaining: unknown field",
         "a field Gloo does not have is unknown");
 
