@@ -186,6 +186,33 @@ def test_panic_mode_when_every_endpoint_fails(cfg, backend, rivet):
              msg="leaving panic logged")
 
 
+def test_flapping_panic_is_logged_at_most_once_per_window(cfg, backend, rivet):
+    """(RV4 review: 3 panic lines in 43 ms.) a always fails its check, b alternates fail/pass on
+    every check (0.2 s): the upstream enters and leaves panic on each of b's checks. The first
+    change is logged; the ones in the next 10 s are held back and logged in one line with
+    their count once the window is over."""
+    a, b = hc_backend(backend, "a"), hc_backend(backend, "b")
+    set_hc(a, 500)
+    b.state["script"] = [500, None] * 200
+    hc_config(cfg, [a, b], http_hc(unhealthy=1, healthy=1))
+    rv = rivet(cfg)
+    who = "upstream %s.up" % NS
+
+    def panic_lines():
+        return log_lines_with(rv.stderr(), who, "panic mode")
+
+    wait_for(panic_lines, 10, msg="the first panic change logged")
+    wait_for(lambda: len([r for r in b.state["answered"] if r == 500]) >= 4, 10, msg="b flapped a few times")
+    line = wait_for(lambda: [ln for ln in panic_lines() if "changes since the last line" in ln], 25,
+                    msg="the held-back changes logged with their count")[0]
+    n = int(line.split("; ")[-1].split()[0])
+    assert n >= 2, line
+    # the flapping made n changes after the first line, and they took one line, not n
+    assert len(panic_lines()) == 2, panic_lines()
+    b.state["script"] = []
+    set_hc(b, None)
+
+
 def test_panic_threshold_zero_serves_no_unhealthy_endpoint(cfg, backend, rivet):
     a, b = hc_backend(backend, "a"), hc_backend(backend, "b")
     cfg.gateway()
