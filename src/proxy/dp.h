@@ -128,6 +128,7 @@ struct rv_dp_upconn_s {
     rv_tls_t tls;                   /* tls.ssl NULL: plain TCP */
     struct rv_dp_upconn_s *pnext, *pprev;   /* idle list of its pool entry */
     struct rv_dp_upool_s *pool;     /* set while idle */
+    struct rv_dp_upool_s *home;     /* its pool entry from connect to close (counted in its nconn) */
     struct rv_dp_upconn_s *znext;   /* zombie list */
 };
 
@@ -270,6 +271,8 @@ struct rv_dp_upool_s {
     rv_dp_upconn_t *idle;           /* most recently used first */
     rv_dp_upconn_t *tail;           /* least recently used */
     uint32_t nidle;
+    uint32_t nconn;                 /* connections of this entry open on its worker (connecting,
+                                     * busy or idle): the entry lives while any does */
     rv_timer_t sweep;
     int64_t idle_ms;                /* idle timeout of its connections (< 0 = none): the cluster
                                      * settings are part of the key, so one value per pool */
@@ -308,6 +311,7 @@ struct rv_dp_worker_s {
     rv_dp_upconn_t *free_ups;
     rv_dp_stream_t *free_streams;
     rv_dp_stream_t *waiters;            /* pending requests (maxConnections), oldest first */
+    rv_dp_stream_t *waiters_tail;       /* the newest of them (O(1) append) */
     uint32_t nfree_streams;
     void *free_bufs;
     uint32_t nfree_bufs, nfree_conns, nfree_ups, nfree_arenas;

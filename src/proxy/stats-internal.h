@@ -36,7 +36,7 @@ typedef struct rv_cstats_s {
     _Atomic uint64_t tls_full;      /* upstream TLS handshakes that did not */
     _Atomic uint64_t overflow;      /* requests answered 503 UO (maxRequests, maxPendingRequests) */
     _Atomic uint64_t retry_overflow;/* retries not made (maxRetries) */
-    _Atomic uint64_t cx_overflow;   /* requests that waited for a connection (maxConnections) */
+    _Atomic uint64_t cx_overflow;   /* requests that found maxConnections reached (waited, or connected over it) */
 } rv_cstats_t;
 
 typedef struct rv_wstats_s {

@@ -131,7 +131,7 @@ static void pool_unlink(rv_dp_worker_t *w, rv_dp_upconn_t *u)
     p->nidle--;
 }
 
-/* Remove an (empty) pool from its bucket and free it. */
+/* Remove a pool entry with no connection (none idle, nconn 0) from its bucket and free it. */
 static void pool_free(rv_dp_worker_t *w, struct rv_dp_upool_s *p)
 {
     struct rv_dp_upool_s **pp = pool_slot(w, &p->addr, p->key, p->hash);
@@ -142,6 +142,14 @@ static void pool_free(rv_dp_worker_t *w, struct rv_dp_upool_s *p)
     free(p);
 }
 
+/* Pool entry p may have no connection left: its sweep runs from the loop at once and frees it
+ * (or keeps it for its TLS session a while). Never frees p here: callers still use it. */
+static void pool_check_empty(rv_dp_worker_t *w, struct rv_dp_upool_s *p)
+{
+    if (!p->nconn && !p->idle && !p->sweep.active)
+        rv_timer_at(&w->loop, &p->sweep, rv_loop_now(&w->loop));
+}
+
 /* Close an upstream connection; its memory is freed after this loop iteration. */
 static void up_close(rv_dp_upconn_t *u)
 {
@@ -150,6 +158,12 @@ static void up_close(rv_dp_upconn_t *u)
         return;
     u->dead = true;
     pool_unlink(w, u);
+    if (u->home) {
+        struct rv_dp_upool_s *p = u->home;
+        u->home = NULL;
+        p->nconn--;
+        pool_check_empty(w, p);
+    }
     if (u->cbs) {
         rv_cb_state_t *cbs = u->cbs;
         u->cbs = NULL;
@@ -190,7 +204,8 @@ static int64_t pool_due(const struct rv_dp_upool_s *p, int64_t now)
 }
 
 /* Reap the connections idle for the pool's idle timeout (the oldest are at the tail); free the
- * pool when it is empty, else wait for the next oldest. */
+ * pool when it has no connection left (idle or in use) and no TLS session to keep, else wait
+ * for the next oldest idle one (connections in use re-arm it when the last one closes). */
 static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t)
 {
     struct rv_dp_upool_s *p = RV_CONTAINER_OF(t, struct rv_dp_upool_s, sweep);
@@ -201,7 +216,7 @@ static void pool_on_sweep(rv_loop_t *loop, rv_timer_t *t)
         rv_timer_at(loop, &p->sweep, pool_due(p, now));
     else if (p->sess && p->sess_at + DP_TLS_SESS_KEEP_MS > now)
         rv_timer_at(loop, &p->sweep, p->sess_at + DP_TLS_SESS_KEEP_MS);   /* keep the session a while */
-    else
+    else if (!p->nconn)
         pool_free(p->w, p);
 }
 
@@ -245,20 +260,24 @@ static void pool_put(rv_dp_worker_t *w, rv_dp_upconn_t *u)
     }
     /* requests wait for a slot of its cluster's maxConnections (one relaxed load per release;
      * waiters exist only at the limit): one of ours for this endpoint takes the connection
-     * (parked, and the waiter runs at once); else free the slot for a waiter elsewhere */
+     * (parked, and the waiter runs at once); else free the slot for a waiter elsewhere - unless
+     * it is this worker's last connection to the endpoint: without it, our next request there
+     * would open one over the limit anyway (start_try, Envoy's rule), a close and a reconnect
+     * per request */
     bool handed = false;
     if (slot_wanted(u)) {
         rv_dp_stream_t *ws = w->waiters;
         while (ws && !waits_for(ws, u))
             ws = ws->wnext;
-        if (!ws) {
+        if (ws) {
+            handed = true;
+            rv_timer_after(&w->loop, &ws->t_try, 0);
+        } else if (!u->home || u->home->nconn > 1) {
             up_close(u);
             return;
         }
-        handed = true;
-        rv_timer_after(&w->loop, &ws->t_try, 0);
     }
-    struct rv_dp_upool_s *p = pool_entry(w, &u->addr, u->addrlen, u->key, u->idle_ms, true);
+    struct rv_dp_upool_s *p = u->home ? u->home : pool_entry(w, &u->addr, u->addrlen, u->key, u->idle_ms, true);
     if (!p) {
         up_close(u);
         return;
@@ -300,7 +319,9 @@ static rv_dp_upconn_t *pool_get(rv_dp_worker_t *w, const struct sockaddr_storage
 }
 
 /* Close the idle connections whose cluster has requests waiting for a connection slot (they
- * may be on another worker, which cannot use this worker's pool). Owner worker. */
+ * may be on another worker, which cannot use this worker's pool), the last ones included: a
+ * request starting to wait asked for this, once, and its slot may be parked here. Owner
+ * worker. */
 void rv_dp_pool_shed(rv_dp_worker_t *w)
 {
     for (int i = 0; i < DP_POOL_BUCKETS; i++)
@@ -312,14 +333,18 @@ void rv_dp_pool_shed(rv_dp_worker_t *w)
             }
 }
 
+/* Close every idle connection and free the pool entries left without connections; an entry
+ * with connections in use stays until they close (its sweep frees it, or the worker's final
+ * call here once every request ended). Owner worker. */
 void rv_dp_pool_close_all(rv_dp_worker_t *w)
 {
     for (int i = 0; i < DP_POOL_BUCKETS; i++)
-        while (w->pool[i]) {
-            struct rv_dp_upool_s *p = w->pool[i];
+        for (struct rv_dp_upool_s *p = w->pool[i], *n; p; p = n) {
+            n = p->next;
             while (p->idle)
                 up_close(p->idle);
-            pool_free(w, p);
+            if (!p->nconn)
+                pool_free(w, p);
         }
 }
 
@@ -406,6 +431,12 @@ static int set_keepalive(int fd, const rv_conn_cfg_t *k)
     return 0;
 }
 
+/* The idle timeout of cluster c's pooled connections (ms, < 0 = never reaped). */
+static int64_t conn_idle_ms(const rv_cluster_t *c)
+{
+    return c->conn.idle_timeout_ms ? c->conn.idle_timeout_ms : RV_UP_IDLE_TIMEOUT_MS;
+}
+
 /* Start a non-blocking connect to e. NULL when it failed at once (or out of memory). */
 static rv_dp_upconn_t *up_connect(rv_dp_worker_t *w, const rv_cluster_t *c, const rv_endpoint_t *e, uint64_t key,
                                   bool *oom)
@@ -437,7 +468,7 @@ static rv_dp_upconn_t *up_connect(rv_dp_worker_t *w, const rv_cluster_t *c, cons
     u->addr = e->addr;
     u->addrlen = e->addrlen;
     u->key = key;
-    u->idle_ms = c->conn.idle_timeout_ms ? c->conn.idle_timeout_ms : RV_UP_IDLE_TIMEOUT_MS;
+    u->idle_ms = conn_idle_ms(c);
     u->max_req = c->conn.max_requests;
     if (c->tls && up_tls_start(w, u, c, e) != 0) {
         *oom = true;
@@ -645,6 +676,8 @@ void rv_dp_cb_unpend(rv_dp_stream_t *s)
         w->waiters = s->wnext;
     if (s->wnext)
         s->wnext->wprev = s->wprev;
+    else
+        w->waiters_tail = s->wprev;
     s->wnext = s->wprev = NULL;
     cb_put(&s->cb_pend, offsetof(rv_cb_state_t, pending));
 }
@@ -702,14 +735,14 @@ static void pend(rv_dp_conn_t *d)
             return;
         }
         s->cb_pend = c->cbs;
-        rv_dp_stream_t **pp = &d->w->waiters, *prev = NULL;
-        while (*pp) {
-            prev = *pp;
-            pp = &(*pp)->wnext;
-        }
-        *pp = s;
-        s->wprev = prev;
+        rv_dp_worker_t *w = d->w;
+        s->wprev = w->waiters_tail;     /* appended: the list is oldest first */
         s->wnext = NULL;
+        if (w->waiters_tail)
+            w->waiters_tail->wnext = s;
+        else
+            w->waiters = s;
+        w->waiters_tail = s;
         rv_cstats_t *cs = cstats(d);
         if (cs)
             rv_ctr_add(&cs->cx_overflow, 1);
@@ -838,8 +871,9 @@ static void fail(rv_dp_conn_t *d, int kind)
 }
 
 /* Begin an attempt: choose the endpoint, take a pooled connection or connect (when the
- * cluster's maxConnections allows; else wait, pend()), build the head. TRY_STALE reuses the
- * endpoint on a fresh connection; TRY_PENDING looks again for the endpoint chosen before. */
+ * cluster's maxConnections allows, or - Envoy's rule - when this worker has no connection at
+ * all to the endpoint; else wait, pend()), build the head. TRY_STALE reuses the endpoint on a
+ * fresh connection; TRY_PENDING looks again for the endpoint chosen before. */
 static void start_try(rv_dp_conn_t *d, int mode)
 {
     rv_dp_worker_t *w = d->w;
@@ -865,10 +899,25 @@ static void start_try(rv_dp_conn_t *d, int mode)
     uint64_t key = pool_key(c, e);
     rv_dp_upconn_t *u = mode == TRY_STALE ? NULL : pool_get(w, &e->addr, key);
     rv_cb_state_t *counted = NULL;
+    struct rv_dp_upool_s *home = NULL;
+    if (!u)
+        home = pool_entry(w, &e->addr, e->addrlen, key, conn_idle_ms(c), false);
     if (!u && c->cbs) {
         if (!cb_take(&c->cbs->connections, c->cb.max_connections)) {
-            pend(d);
-            return;
+            /* at the limit. Envoy (ConnPoolImplBase::tryCreateNewConnection): a worker's pool
+             * with no connection to the endpoint - none connecting, busy or idle - opens one
+             * anyway, counted over the limit, so connections parked on other workers never
+             * leave this one with nothing to send on (nor a waiter with nothing to wait for) */
+            if (home && home->nconn > 0) {
+                pend(d);
+                return;
+            }
+            atomic_fetch_add_explicit(&c->cbs->connections, 1, memory_order_relaxed);
+            if (!s->cb_pend) {
+                rv_cstats_t *cs = cstats(d);
+                if (cs)
+                    rv_ctr_add(&cs->cx_overflow, 1);    /* Envoy counts upstream_cx_overflow too */
+            }
         }
         counted = c->cbs;
     }
@@ -891,16 +940,23 @@ static void start_try(rv_dp_conn_t *d, int mode)
     s->up_attempts++;
     s->try_start = rv_loop_now(&w->loop);
     if (!u) {
-        bool oom;
-        u = up_connect(w, c, e, key, &oom);
+        /* the connection belongs to its pool entry from now to its close (nconn) */
+        bool oom = false;
+        if (!home)
+            home = pool_entry(w, &e->addr, e->addrlen, key, conn_idle_ms(c), true);
+        u = home ? up_connect(w, c, e, key, &oom) : NULL;
         if (!u) {
             if (counted)
                 atomic_fetch_sub_explicit(&counted->connections, 1, memory_order_relaxed);
+            if (home)
+                pool_check_empty(w, home);
             s->up_state = UP_CONNECTING;
-            fail(d, oom ? F_OOM : F_CONNECT);
+            fail(d, oom || !home ? F_OOM : F_CONNECT);
             return;
         }
         u->cbs = counted;
+        u->home = home;
+        home->nconn++;
     }
     u->owner = d;
     u->nreq++;

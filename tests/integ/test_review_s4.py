@@ -307,14 +307,15 @@ def test_pending_request_ends_by_its_route_timeout_and_frees_its_slot(cfg, backe
     """maxConnections 1, maxPendingRequests 1, one request held: a request waiting for the
     connection ends by its route timeout (504 UT after the route's 1 s, not hanging) and gives
     its pending slot back - the next request that has to wait waits (and is served once the
-    connection is free) instead of getting 503 UO."""
+    connection is free) instead of getting 503 UO. One worker: another worker, with no
+    connection of its own, would open one over the limit (Envoy's rule) instead of waiting."""
     gate = threading.Event()
     b = backend(handler=gated(gate))
     cfg.gateway()
     cfg.upstream("up", [b], circuitBreakers={"maxConnections": 1, "maxPendingRequests": 1})
     cfg.vs("vs", [route(prefix="/t/", upstream="up", options={"timeout": "1s"}),
                   route(prefix="/", upstream="up", options={"timeout": "20s"})])
-    rv = rivet(cfg, workers=2)
+    rv = rivet(cfg, workers=1)
     first = in_thread(rv.get, "/hold/1", timeout=30)
     b.wait_requests(1)
 
@@ -432,13 +433,15 @@ def test_client_reset_while_upstream_holds_aborts_the_request(cfg, backend, rive
 def test_client_reset_while_pending_frees_the_pending_slot(cfg, backend, rivet):
     """maxConnections 1, maxPendingRequests 1, one request held at the backend: a request
     waiting for the connection whose client resets gives its pending slot back at once (a next
-    request may wait in its place) and is never sent to the backend."""
+    request may wait in its place) and is never sent to the backend. One worker: another worker,
+    with no connection of its own, would open one over the limit (Envoy's rule) instead of
+    waiting."""
     gate = threading.Event()
     b = backend(handler=gated(gate))
     cfg.gateway()
     cfg.upstream("up", [b], circuitBreakers={"maxConnections": 1, "maxPendingRequests": 1})
     cfg.vs("vs", [route(prefix="/", upstream="up", options={"timeout": "20s"})])
-    rv = rivet(cfg, workers=2)
+    rv = rivet(cfg, workers=1)
 
     def waited():
         return metric_sum(rv.metrics(), "rivet_upstream_connection_overflow_total", upstream="gloo-system.up")
