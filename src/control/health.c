@@ -33,6 +33,7 @@
 #include "core/err.h"
 #include "core/fdlimit.h"
 #include "core/log.h"
+#include "proxy/stats.h"
 
 /* ---- threshold logic --------------------------------------------------------------- */
 
@@ -1027,18 +1028,6 @@ int rv_health_filter(rv_health_t *h, rv_snapshot_t *snap, rv_endpoint_set_t *raw
 
 /* ---- metrics ----------------------------------------------------------------------- */
 
-static void put_label(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fputc('\\', f);
-        if (*s == '\n')
-            fputs("\\n", f);
-        else
-            fputc(*s, f);
-    }
-}
-
 void rv_health_prometheus(FILE *f)
 {
     pthread_mutex_lock(&g_mu);
@@ -1055,14 +1044,14 @@ void rv_health_prometheus(FILE *f)
         for (uint32_t k = 0; k < h->cl[i]->neps; k++)
             n += h->cl[i]->eps[k]->st.healthy;
         fputs("rivet_upstream_healthy_endpoints{upstream=\"", f);
-        put_label(f, h->cl[i]->name);
+        rv_prom_label(f, h->cl[i]->name, strlen(h->cl[i]->name));
         fprintf(f, "\"} %u\n", n);
     }
     fputs("# HELP rivet_upstream_health_check_failures_total Active health checks that failed (status, timeout "
           "or connection).\n# TYPE rivet_upstream_health_check_failures_total counter\n", f);
     for (uint32_t i = 0; i < h->ncl; i++) {
         fputs("rivet_upstream_health_check_failures_total{upstream=\"", f);
-        put_label(f, h->cl[i]->name);
+        rv_prom_label(f, h->cl[i]->name, strlen(h->cl[i]->name));
         fprintf(f, "\"} %llu\n", (unsigned long long)h->cl[i]->failures);
     }
     pthread_mutex_unlock(&h->w.mu);

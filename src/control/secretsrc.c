@@ -17,6 +17,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "proxy/stats.h"
 
 typedef struct known_s {
     char *key;                  /* "ns/name" */
@@ -210,19 +211,6 @@ bool rv_secretsrc_ready_detail(char *detail, size_t n)
     return ok;
 }
 
-/* Label value with '"', '\\' and newlines escaped (Prometheus text format). */
-static void label(FILE *f, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\')
-            fputc('\\', f);
-        if (*s == '\n')
-            fputs("\\n", f);
-        else
-            fputc(*s, f);
-    }
-}
-
 void rv_secretsrc_prometheus(FILE *f)
 {
     sstate_t copy[RV_SECRETS_MAX_SOURCES];
@@ -244,7 +232,7 @@ void rv_secretsrc_prometheus(FILE *f)
             continue;
         fprintf(f, "rivet_secret_source_healthy{source=\"%s\",index=\"%d\",location=\"",
                 copy[i].type == RV_SECRET_SRC_VAULT ? "vault" : "directory", i);
-        label(f, copy[i].label);
+        rv_prom_label(f, copy[i].label, strlen(copy[i].label));
         fprintf(f, "\"} %d\n", copy[i].health);
     }
     fputs("# HELP rivet_secret_source_secrets Secrets a source holds: decoded (ok) or failing to decode (failed).\n"

@@ -252,8 +252,7 @@ static int agg_cmp(const void *pa, const void *pb)
     return 0;
 }
 
-/* Write s as a Prometheus label value: backslash, double quote and newline escaped. */
-static void put_label(FILE *f, const char *s, size_t n)
+void rv_prom_label(FILE *f, const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
@@ -274,13 +273,13 @@ static void put_series_labels(FILE *f, const agg_t *a)
     const name_t *c = a->cluster_id < reg_cluster.n ? &reg_cluster.v[a->cluster_id] : NULL;
     fputs("virtual_service=\"", f);
     if (r)
-        put_label(f, r->a, r->alen);
+        rv_prom_label(f, r->a, r->alen);
     fputs("\",route=\"", f);
     if (r)
-        put_label(f, r->b, r->blen);
+        rv_prom_label(f, r->b, r->blen);
     fputs("\",upstream=\"", f);
     if (c)
-        put_label(f, c->a, c->alen);
+        rv_prom_label(f, c->a, c->alen);
     fputc('"', f);
 }
 
@@ -291,7 +290,7 @@ static void put_upstream_counter(FILE *f, const char *name, const char *help, co
     /* every known upstream gets a sample, zero included, so the family is always visible */
     for (uint32_t i = 0; i < n && i < reg_cluster.n; i++) {
         fprintf(f, "%s{upstream=\"", name);
-        put_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
+        rv_prom_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
         fprintf(f, "\"} %llu\n", (unsigned long long)v[i]);
     }
 }
@@ -305,7 +304,7 @@ static void put_upstream_counter_nz(FILE *f, const char *name, const char *help,
         if (!v[i])
             continue;
         fprintf(f, "%s{upstream=\"", name);
-        put_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
+        rv_prom_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
         fprintf(f, "\"} %llu\n", (unsigned long long)v[i]);
     }
 }
@@ -449,7 +448,7 @@ int rv_stats_write_prometheus(FILE *f)
             if (!v)
                 continue;
             fputs("rivet_upstream_tls_handshakes_total{upstream=\"", f);
-            put_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
+            rv_prom_label(f, reg_cluster.v[i].a, reg_cluster.v[i].alen);
             fprintf(f, "\",resumed=\"%s\"} %llu\n", k ? "true" : "false", (unsigned long long)v);
         }
     fprintf(f,

@@ -28,6 +28,10 @@ void rv_stats_config_errors(uint32_t n);/* rejected resources in the current sna
  */
 int rv_stats_write_prometheus(FILE *f);
 
+/* Write s[0..n) as a Prometheus label value (text format): backslash, double quote and newline
+ * escaped. Any thread. */
+void rv_prom_label(FILE *f, const char *s, size_t n);
+
 /* Open downstream connections summed over every worker block (any thread). */
 long rv_stats_active_connections(void);
 

@@ -12,6 +12,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -102,6 +103,27 @@ def timeout_scale():
         except ValueError:
             pass
     return 3.0 if is_asan_build() else 2.0
+
+
+def in_thread(fn, *a, **kw):
+    """Run fn in a thread; returns a getter for its result (raises what fn raised)."""
+    box = {}
+
+    def run():
+        try:
+            box["v"] = fn(*a, **kw)
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box["e"] = e
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+
+    def result(timeout=30):
+        t.join(timeout)
+        assert not t.is_alive(), "request still running after %ss" % timeout
+        if "e" in box:
+            raise box["e"]
+        return box["v"]
+    return result
 
 
 def wait_for(fn, timeout=5.0, interval=0.05, msg="condition"):

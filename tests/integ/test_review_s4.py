@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from harness import metric_sum, request, route, wait_for
+from harness import in_thread, metric_sum, request, route, wait_for
 
 
 def gated(gate):
@@ -41,26 +41,6 @@ def gated(gate):
             return True
         return False
     return handler
-
-
-def in_thread(fn, *a, **kw):
-    box = {}
-
-    def run():
-        try:
-            box["v"] = fn(*a, **kw)
-        except BaseException as e:  # noqa: BLE001
-            box["e"] = e
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-
-    def result(timeout=30):
-        t.join(timeout)
-        assert not t.is_alive(), "request still running after %ss" % timeout
-        if "e" in box:
-            raise box["e"]
-        return box["v"]
-    return result
 
 
 def held_requests_all_reach(rv, b, gate, n, prefix="/hold"):

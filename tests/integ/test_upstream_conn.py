@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from harness import log_lines_with, metric_sum, request, route, wait_for
+from harness import in_thread, log_lines_with, metric_sum, request, route, wait_for
 
 
 def stopped_log(rv):
@@ -330,27 +330,6 @@ def gated(gate):
         conn.respond(200, "done %s\n" % req.path)
         return True
     return handler
-
-
-def in_thread(fn, *a, **kw):
-    """Run fn in a thread; returns a getter for its result (raises what fn raised)."""
-    box = {}
-
-    def run():
-        try:
-            box["v"] = fn(*a, **kw)
-        except BaseException as e:  # noqa: BLE001 - handed to the test
-            box["e"] = e
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-
-    def result(timeout=30):
-        t.join(timeout)
-        assert not t.is_alive(), "request still running after %ss" % timeout
-        if "e" in box:
-            raise box["e"]
-        return box["v"]
-    return result
 
 
 def overflow_count(rv, name, upstream="gloo-system.up"):
